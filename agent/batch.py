@@ -1,0 +1,91 @@
+"""Values that flow through the pipeline: what was seen on disk, and the batch of a session."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat as stat_mod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import AgentError
+
+
+@dataclass(frozen=True, slots=True)
+class FileStat:
+    """A regular file as listed: enough for the ledger's quick check."""
+
+    relpath: str  # POSIX path below the watch root
+    size: int
+    mtime_ns: int
+    inode: int
+    ctime_ns: int
+
+    @classmethod
+    def from_stat(cls, relpath: str, st: os.stat_result) -> FileStat:
+        return cls(relpath, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+    def quick_key(self) -> tuple[int, int, int]:
+        """What must match the ledger for the file to count as unchanged."""
+        return (self.size, self.mtime_ns, self.inode)
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A path that was deliberately not ingested, and why."""
+
+    relpath: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Root:
+    """A watch root as the pipeline knows it."""
+
+    id: int  # ledger row id
+    name: str  # stable name, part of batch ids
+    path: Path  # absolute; never written into outputs
+
+
+@dataclass(slots=True)
+class Batch:
+    """The files of one session that need ingesting now, in sorted order."""
+
+    root: Root
+    session: str
+    is_folder: bool
+    files: list[FileStat]
+    #: Paths in the session that could not even be listed (e.g. an unreadable sub-folder).
+    problems: list[tuple[str, AgentError]] = field(default_factory=list)
+    #: The session's crate is missing and must be rewritten even if no file is new.
+    rewrite_crate: bool = False
+
+    def __post_init__(self) -> None:
+        self.files.sort(key=lambda f: f.relpath)
+
+    @property
+    def byte_count(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def batch_id(root_name: str, session: str, hashed: list[tuple[str, str]]) -> str:
+    """Deterministic id of a batch: the same files with the same bytes always give the same id."""
+    digest = hashlib.sha256()
+    for part in (root_name, session):
+        digest.update(part.encode("utf-8", "surrogateescape") + b"\0")
+    for relpath, sha in sorted(hashed):
+        digest.update(relpath.encode("utf-8", "surrogateescape") + b"\0" + sha.encode() + b"\n")
+    return digest.hexdigest()[:32]
+
+
+def kind_of(mode: int) -> str:
+    """A plain word for a non-regular file type, for skip reasons."""
+    if stat_mod.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat_mod.S_ISSOCK(mode):
+        return "a socket"
+    if stat_mod.S_ISCHR(mode):
+        return "a character device"
+    if stat_mod.S_ISBLK(mode):
+        return "a block device"
+    return "not a regular file"

@@ -1,0 +1,192 @@
+"""Configuration: one frozen pydantic model, loaded from one TOML file and the environment.
+
+Precedence, highest first: explicit overrides (CLI flags), ``FAIR_AGENT_*`` environment variables,
+the TOML file, built-in defaults. Every setting has a default that works, so the agent runs with no
+file at all. Nested settings are reached with a double underscore: ``FAIR_AGENT_SITE__LICENSE``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+ENV_PREFIX = "FAIR_AGENT_"
+#: Names the config file rather than a setting.
+CONFIG_PATH_ENV = "FAIR_AGENT_CONFIG"
+
+#: Partial downloads, editor lock files and desktop clutter: never data, never ingested.
+DEFAULT_IGNORE = (
+    "*.part",
+    "*.partial",
+    "*.crdownload",
+    "*.download",
+    "*.tmp",
+    "*.temp",
+    "*.swp",
+    "~$*",
+    ".~lock*",
+    ".#*",
+    ".DS_Store",
+    "._*",
+    "Thumbs.db",
+    "desktop.ini",
+)
+
+
+def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where the ledger lives when nothing says otherwise.
+
+    systemd's ``StateDirectory=`` sets ``$STATE_DIRECTORY``; otherwise the XDG per-user location.
+    """
+    env = os.environ if env is None else env
+    if env.get("STATE_DIRECTORY"):
+        # systemd may list several directories separated by colons; the first is ours.
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    xdg = env.get("XDG_STATE_HOME")
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    base = Path(xdg) if xdg else home / ".local" / "state"
+    return base / "fair-agent"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RootSettings(_Frozen):
+    """One watched folder."""
+
+    path: Path
+    #: Stable name of the root, part of every batch id; defaults to the folder's name.
+    name: str | None = None
+
+    @property
+    def root_name(self) -> str:
+        return self.name or self.path.resolve().name or "root"
+
+
+class RetrySettings(_Frozen):
+    """Exponential backoff with full jitter for retryable failures."""
+
+    attempts: int = Field(default=4, ge=1, le=100)
+    base_delay_s: float = Field(default=0.5, gt=0)
+    max_delay_s: float = Field(default=30.0, gt=0)
+
+
+class SiteSettings(_Frozen):
+    """Who publishes the data and under which terms; goes into every crate."""
+
+    organisation: str | None = None
+    #: URL of the license for data ingested here, e.g. https://creativecommons.org/licenses/by/4.0/
+    license: str | None = None
+
+
+class AgentConfig(_Frozen):
+    state_dir: Path = Field(default_factory=default_state_dir)
+    roots: tuple[RootSettings, ...] = ()
+    ignore: tuple[str, ...] = DEFAULT_IGNORE
+    #: Batches processed at once.
+    workers: int = Field(default=4, ge=1, le=256)
+    #: Files hashed at once (threads); hashlib releases the GIL, so one per core is the ceiling.
+    hash_threads: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1, le=256)
+    #: Batches waiting between discovery and the workers; a full queue makes discovery wait.
+    queue_size: int = Field(default=64, ge=1)
+    read_chunk_bytes: int = Field(default=1 << 20, ge=4096, le=1 << 28)
+    retry: RetrySettings = RetrySettings()
+    site: SiteSettings = SiteSettings()
+
+    @field_validator("state_dir")
+    @classmethod
+    def _expand_state_dir(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @model_validator(mode="after")
+    def _state_outside_roots(self) -> AgentConfig:
+        for root in self.roots:
+            ensure_outside(self.state_dir, root.path)
+        return self
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.state_dir / "ledger.sqlite3"
+
+
+def ensure_outside(state_dir: Path, watched: Path) -> None:
+    """Refuse a state directory inside a watched folder: the agent would watch its own ledger."""
+    state, root = state_dir.expanduser().resolve(), watched.expanduser().resolve()
+    if state == root or root in state.parents:
+        raise ValueError(f"state_dir {state} lies inside the watched folder {root}; move it outside")
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> AgentConfig:
+    """Build the configuration from defaults, the TOML file, the environment and overrides."""
+    env = os.environ if env is None else env
+    if path is None and env.get(CONFIG_PATH_ENV):
+        path = Path(env[CONFIG_PATH_ENV])
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    _merge(data, _from_env(env))
+    _merge(data, dict(overrides or {}))
+    if "state_dir" not in data:
+        data["state_dir"] = default_state_dir(env)
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, path)) from exc
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX) or key == CONFIG_PATH_ENV:
+            continue
+        keys = key[len(ENV_PREFIX) :].lower().split("__")
+        node = result
+        for part in keys[:-1]:
+            node = node.setdefault(part, {})
+        node[keys[-1]] = _parse_env_value(raw)
+    return result
+
+
+def _parse_env_value(raw: str) -> Any:
+    # A TOML literal when it is one (8, 2.5, true, ["a", "b"]); otherwise the plain string, so that
+    # paths and URLs need no quoting.
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _explain(exc: ValidationError, path: Path | None) -> str:
+    where = f" in {path}" if path else ""
+    lines = [f"invalid configuration{where}:"]
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        message = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)

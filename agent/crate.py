@@ -1,0 +1,107 @@
+"""The session folder's ``ro-crate-metadata.json``: an attached RO-Crate 1.2. Pure functions.
+
+The crate must come out byte-identical when a batch is redone after a crash, so nothing in it
+depends on the clock: ``datePublished`` is the newest ``dateModified`` of its files.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from . import AGENT_NAME, AGENT_URL, __version__
+from .config import SiteSettings
+from .metadata import RO_CRATE_CONTEXT
+from .naming import CRATE_NAME, display_name
+
+RO_CRATE_SPEC = "https://w3id.org/ro/crate/1.2"
+AGENT_ID = "#fair-agent"
+INGEST_ACTION_ID = "#fair-agent-ingest"
+NO_LICENSE_ID = "#license-not-chosen"
+# Fixed namespace for session identifiers: uuid5(namespace, "<root name>/<session>").
+SESSION_NAMESPACE = uuid.UUID("6f1c2b1e-52f4-4a55-9d0f-3f1f5a0c2a61")
+
+
+def session_identifier(root_name: str, session: str) -> str:
+    return f"urn:uuid:{uuid.uuid5(SESSION_NAMESPACE, f'{root_name}/{session}')}"
+
+
+def build_crate(
+    *,
+    root_name: str,
+    session: str,
+    entities: Iterable[dict[str, Any]],
+    site: SiteSettings,
+) -> dict[str, Any]:
+    """An RO-Crate describing every ingested file of one session folder."""
+    files = sorted(entities, key=lambda e: str(e["@id"]))
+    parts = [{"@id": e["@id"]} for e in files]
+    published = max((str(e["dateModified"]) for e in files), default="1970-01-01T00:00:00+00:00")
+    license_ref, license_entity = _license(site)
+    root: dict[str, Any] = {
+        "@id": "./",
+        "@type": "Dataset",
+        "name": display_name(session),
+        "description": (
+            f"Instrument session {display_name(session)!r} from drop folder {display_name(root_name)!r}: "
+            f"{len(files)} file(s), each with a SHA-256 checksum, described by {AGENT_NAME}."
+        ),
+        "identifier": session_identifier(root_name, session),
+        "datePublished": published,
+        "license": license_ref,
+        "hasPart": parts,
+    }
+    contextual: list[dict[str, Any]] = [license_entity]
+    if site.organisation:
+        root["publisher"] = {"@id": "#publisher"}
+        contextual.append({"@id": "#publisher", "@type": "Organization", "name": site.organisation})
+    contextual += [
+        {
+            "@id": AGENT_ID,
+            "@type": "SoftwareApplication",
+            "name": AGENT_NAME,
+            "version": __version__,
+            "url": AGENT_URL,
+        },
+        {
+            "@id": INGEST_ACTION_ID,
+            "@type": "CreateAction",
+            "name": f"Checksums and metadata recorded by {AGENT_NAME}",
+            "instrument": {"@id": AGENT_ID},
+            "object": parts,
+            "result": {"@id": CRATE_NAME},
+        },
+    ]
+    descriptor = {
+        "@id": CRATE_NAME,
+        "@type": "CreativeWork",
+        "conformsTo": {"@id": RO_CRATE_SPEC},
+        "about": {"@id": "./"},
+    }
+    return {"@context": RO_CRATE_CONTEXT, "@graph": [descriptor, root, *files, *contextual]}
+
+
+def _license(site: SiteSettings) -> tuple[dict[str, str], dict[str, Any]]:
+    if site.license:
+        return {"@id": site.license}, {"@id": site.license, "@type": "CreativeWork", "name": site.license}
+    # Choosing a license is a legal act for the lab, not for us; say plainly that none was chosen.
+    return {"@id": NO_LICENSE_ID}, {
+        "@id": NO_LICENSE_ID,
+        "@type": "CreativeWork",
+        "name": "No license chosen yet",
+        "description": "The site has not set site.license in the fair-agent configuration.",
+    }
+
+
+def is_agent_crate(raw: bytes) -> bool:
+    """Whether an existing ``ro-crate-metadata.json`` was written by this agent (and may be replaced)."""
+    try:
+        graph = json.loads(raw).get("@graph", [])
+    except (ValueError, AttributeError):
+        return False
+    return any(
+        isinstance(node, dict) and node.get("@id") == AGENT_ID and node.get("name") == AGENT_NAME
+        for node in graph
+    )

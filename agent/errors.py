@@ -1,0 +1,74 @@
+"""One small hierarchy of failures, each with one meaning and a category.
+
+A *retryable* failure may go away by itself (a file still being written, a busy database); the
+pipeline backs off and tries again. A *terminal* one needs a person (a file nobody may read, a
+corrupt archive); it goes to the dead-letter table with a reason that says what to do.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Category(StrEnum):
+    RETRYABLE = "retryable"
+    TERMINAL = "terminal"
+
+
+class AgentError(Exception):
+    """Base of every failure the agent reports about its input or its own state."""
+
+    category: Category = Category.TERMINAL
+    #: What the person at the instrument can do about it; shown in ``.fair.error.json``.
+    advice: str = ""
+
+    def __init__(self, message: str, *, advice: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if advice is not None:
+            self.advice = advice
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class RetryableError(AgentError):
+    category = Category.RETRYABLE
+
+
+class TerminalError(AgentError):
+    category = Category.TERMINAL
+
+
+class ConfigError(TerminalError):
+    """The configuration cannot be used; the agent refuses to start."""
+
+
+class FileChangedError(RetryableError):
+    """The file's size, mtime or identity changed while it was read: it is still being written."""
+
+    advice = "Wait until the instrument has finished writing; the agent tries again by itself."
+
+
+class FileVanishedError(RetryableError):
+    """The file was listed but was gone when the agent came to read it."""
+
+
+class FileUnreadableError(TerminalError):
+    """The agent may not read the file (permission denied or a similar refusal by the OS)."""
+
+    advice = "Give the agent's user read permission on the file (and its folder), then run replay."
+
+
+class NotRegularFileError(TerminalError):
+    """The path is a FIFO, socket or device: there are no bytes to ingest."""
+
+
+class OutputWriteError(RetryableError):
+    """A sidecar or crate could not be written next to the data (disk full, read-only, denied)."""
+
+    advice = "Check free space and the agent's write permission on the data folder."
+
+
+class LedgerError(TerminalError):
+    """The ledger cannot be opened or is not a fair-agent ledger; the agent refuses to start."""

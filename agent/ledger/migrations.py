@@ -1,0 +1,88 @@
+"""The ledger's schema, as an ordered list of migrations recorded in the database itself."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Migration(NamedTuple):
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "files, batches, dead letters and skips",
+        (
+            """CREATE TABLE roots (
+                id INTEGER PRIMARY KEY,
+                path TEXT NOT NULL UNIQUE,
+                name TEXT NOT NULL,
+                added_at TEXT NOT NULL
+            )""",
+            # One row per committed batch; batch_id is deterministic, so a redone batch cannot
+            # produce a second row.
+            """CREATE TABLE batches (
+                batch_id TEXT PRIMARY KEY,
+                root_id INTEGER NOT NULL REFERENCES roots(id),
+                session NOT NULL,
+                file_count INTEGER NOT NULL,
+                byte_count INTEGER NOT NULL,
+                committed_at TEXT NOT NULL
+            )""",
+            # Every version of every ingested file; exactly one is 'current' per path.
+            """CREATE TABLE files (
+                id INTEGER PRIMARY KEY,
+                root_id INTEGER NOT NULL REFERENCES roots(id),
+                relpath NOT NULL,
+                session NOT NULL,
+                version INTEGER NOT NULL,
+                size INTEGER NOT NULL,
+                mtime_ns INTEGER NOT NULL,
+                inode INTEGER NOT NULL,
+                sha256 TEXT NOT NULL,
+                batch_id TEXT NOT NULL REFERENCES batches(batch_id),
+                sequence INTEGER NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('current', 'superseded')),
+                entity TEXT NOT NULL,
+                sidecar_written_at TEXT NOT NULL,
+                UNIQUE (root_id, relpath, version)
+            )""",
+            "CREATE UNIQUE INDEX files_one_current ON files(root_id, relpath) WHERE status = 'current'",
+            "CREATE INDEX files_current_by_session ON files(root_id, session) WHERE status = 'current'",
+            """CREATE TABLE dead_letters (
+                id INTEGER PRIMARY KEY,
+                root_id INTEGER NOT NULL REFERENCES roots(id),
+                session NOT NULL,
+                relpath NOT NULL,
+                batch_id TEXT,
+                category TEXT NOT NULL,
+                error_class TEXT NOT NULL,
+                message TEXT NOT NULL,
+                advice TEXT NOT NULL,
+                attempts INTEGER NOT NULL,
+                size INTEGER,
+                mtime_ns INTEGER,
+                inode INTEGER,
+                ctime_ns INTEGER,
+                first_seen TEXT NOT NULL,
+                last_seen TEXT NOT NULL,
+                UNIQUE (root_id, relpath)
+            )""",
+            "CREATE INDEX dead_letters_by_session ON dead_letters(root_id, session)",
+            """CREATE TABLE skipped (
+                root_id INTEGER NOT NULL REFERENCES roots(id),
+                relpath NOT NULL,
+                session NOT NULL,
+                reason TEXT NOT NULL,
+                first_seen TEXT NOT NULL,
+                last_seen TEXT NOT NULL,
+                PRIMARY KEY (root_id, relpath)
+            )""",
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,140 @@
+"""What the agent says about one ingested file: the record, and its ``<file>.fair.json`` sidecar.
+
+Pure functions: values in, values out. The sidecar is a small JSON-LD document using schema.org
+terms as RO-Crate uses them; the agent's own terms live in the RO-Crate ad-hoc namespace for this
+project (https://w3id.org/ro/terms/fair-agent#).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+from . import AGENT_NAME, AGENT_URL, __version__
+from .naming import display_name, relative_id
+
+RO_CRATE_CONTEXT = "https://w3id.org/ro/crate/1.2/context"
+TERMS_NAMESPACE = AGENT_URL + "#"
+
+SIDECAR_CONTEXT: list[Any] = [
+    RO_CRATE_CONTEXT,
+    {
+        "fa": TERMS_NAMESPACE,
+        "session": "fa:session",
+        "batchId": "fa:batchId",
+        "sequence": "fa:sequence",
+        "fileVersion": "fa:fileVersion",
+        "datasetType": "fa:datasetType",
+        "metadata": {"@id": "fa:metadata", "@type": "@json"},
+        "validation": {"@id": "fa:validation", "@type": "@json"},
+        "drift": {"@id": "fa:drift", "@type": "@json"},
+        "warnings": "fa:warnings",
+        "generatedBy": "fa:generatedBy",
+    },
+]
+
+GENERIC_DATASET_TYPE = "generic"
+
+# A small table of formats labs drop; anything else is application/octet-stream. Deliberately not
+# the mimetypes module: its answers depend on the machine's /etc/mime.types.
+_MEDIA_TYPES = {
+    ".csv": "text/csv",
+    ".tsv": "text/tab-separated-values",
+    ".txt": "text/plain",
+    ".md": "text/markdown",
+    ".json": "application/json",
+    ".xml": "application/xml",
+    ".xrdml": "application/xml",
+    ".mzml": "application/xml",
+    ".eln": "application/vnd.eln+zip",
+    ".zip": "application/zip",
+    ".jdx": "chemical/x-jcamp-dx",
+    ".dx": "chemical/x-jcamp-dx",
+    ".jcamp": "chemical/x-jcamp-dx",
+    ".h5": "application/x-hdf5",
+    ".hdf5": "application/x-hdf5",
+    ".nxs": "application/x-hdf5",
+    ".pdf": "application/pdf",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+}
+
+
+def media_type(name: str) -> str:
+    return _MEDIA_TYPES.get(PurePosixPath(name).suffix.lower(), "application/octet-stream")
+
+
+def iso_time(mtime_ns: int) -> str:
+    return datetime.fromtimestamp(mtime_ns / 1e9, tz=UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """One version of one ingested file, as the sidecar, the crate and the ledger describe it."""
+
+    relpath: str  # below the watch root
+    session: str
+    size: int
+    mtime_ns: int
+    inode: int
+    sha256: str
+    encoding_format: str
+    batch_id: str
+    sequence: int
+    version: int
+    dataset_type: str = GENERIC_DATASET_TYPE
+    metadata: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(self.relpath).name
+
+
+def crate_file_entity(record: FileRecord, session_is_folder: bool) -> dict[str, Any]:
+    """The File entity of the session crate; its @id is relative to the session folder."""
+    inside = record.relpath.split("/", 1)[1] if session_is_folder else record.name
+    return {
+        "@id": relative_id(inside),
+        "@type": "File",
+        "name": display_name(record.name),
+        "contentSize": str(record.size),
+        "encodingFormat": record.encoding_format,
+        "sha256": record.sha256,
+        "dateModified": iso_time(record.mtime_ns),
+    }
+
+
+def build_sidecar(record: FileRecord) -> dict[str, Any]:
+    """The ``<file>.fair.json`` document; its @id is relative to the folder it sits in."""
+    return {
+        "@context": SIDECAR_CONTEXT,
+        "@id": relative_id(record.name),
+        "@type": "File",
+        "name": display_name(record.name),
+        "contentSize": str(record.size),
+        "encodingFormat": record.encoding_format,
+        "sha256": record.sha256,
+        "dateModified": iso_time(record.mtime_ns),
+        "session": display_name(record.session),
+        "batchId": record.batch_id,
+        "sequence": record.sequence,
+        "fileVersion": record.version,
+        "datasetType": record.dataset_type,
+        "metadata": record.metadata,
+        "validation": {"status": "not-validated"},
+        "drift": {"status": "not-checked"},
+        "warnings": list(record.warnings),
+        "generatedBy": {"@type": "SoftwareApplication", "name": AGENT_NAME, "version": __version__},
+    }
+
+
+def to_json_bytes(document: dict[str, Any]) -> bytes:
+    """Stable serialisation: the same document always gives the same bytes."""
+    return (json.dumps(document, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")

@@ -1,0 +1,81 @@
+"""Names of the agent's own outputs, of ignored inputs, and of ids inside the outputs.
+
+The watcher, the scanner and start-up repair all ask this module whether a name is ours, so that the
+agent never ingests what it wrote itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from fnmatch import fnmatchcase
+from pathlib import PurePosixPath
+from urllib.parse import quote
+
+SIDECAR_SUFFIX = ".fair.json"
+ERROR_SUFFIX = ".fair.error.json"
+CRATE_NAME = "ro-crate-metadata.json"
+TEMP_SUFFIX = ".fair-tmp"
+
+_OWN_OUTPUT = re.compile(
+    rf"(?:{re.escape(SIDECAR_SUFFIX)}|{re.escape(ERROR_SUFFIX)}|{re.escape(TEMP_SUFFIX)})$"
+)
+
+
+def is_own_output(name: str) -> bool:
+    """True for sidecars, error files, crates and temp files the agent writes."""
+    return name == CRATE_NAME or _OWN_OUTPUT.search(name) is not None
+
+
+def is_temp_file(name: str) -> bool:
+    return name.endswith(TEMP_SUFFIX)
+
+
+class IgnoreRules:
+    """Glob patterns (matched against the file name) for files that are never data."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.patterns = tuple(patterns)
+
+    def ignores(self, name: str) -> bool:
+        return is_own_output(name) or any(fnmatchcase(name, pattern) for pattern in self.patterns)
+
+
+def sidecar_name(file_name: str) -> str:
+    return file_name + SIDECAR_SUFFIX
+
+
+def error_name(file_name: str) -> str:
+    return file_name + ERROR_SUFFIX
+
+
+def temp_name(final_name: str, token: str) -> str:
+    # Hidden, and with our suffix, so that neither people nor the agent mistake it for data.
+    return f".{final_name}.{token}{TEMP_SUFFIX}"
+
+
+def relative_id(relpath: str) -> str:
+    """A relative, percent-encoded URI reference for a path below a crate or sidecar folder.
+
+    Spaces, brackets, colons and non-ASCII are escaped (a colon in the first segment would
+    otherwise read as a URI scheme); names that are not valid UTF-8 keep their raw bytes.
+    """
+    return quote(os.fsencode(relpath), safe="/")
+
+
+def display_name(name: str) -> str:
+    """A name fit for JSON: undecodable bytes (kept by surrogateescape) become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def session_of(relpath: str) -> tuple[str, bool]:
+    """The session a file belongs to, and whether that session is a folder.
+
+    The first folder level under the watch root is a session; a loose file in the root is a
+    session of one.
+    """
+    parts = PurePosixPath(relpath).parts
+    if len(parts) == 1:
+        return relpath, False
+    return parts[0], True

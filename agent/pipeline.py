@@ -1,0 +1,305 @@
+"""process_batch: the one place where the stages meet.
+
+Order of effects for a batch: hash -> build metadata -> write every sidecar (and the session crate)
+atomically -> commit the ledger in one transaction. Killed before the commit, the batch is redone
+and rewrites byte-identical outputs; killed after it, nothing is redone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from . import AGENT_NAME, __version__
+from .batch import Batch, FileStat, Skip, batch_id
+from .config import AgentConfig
+from .crate import build_crate, is_agent_crate
+from .errors import FileVanishedError
+from .hashing import Hashed, Hasher
+from .ledger import BatchCommit, CurrentFile, DeadLetter, Ledger
+from .ledger.store import now_iso
+from .metadata import FileRecord, build_sidecar, crate_file_entity, media_type, to_json_bytes
+from .naming import CRATE_NAME, display_name, error_name, sidecar_name
+from .outputs import remove_quietly, write_documents
+from .retry import Attempted, with_retries
+
+log = logging.getLogger("fair_agent.pipeline")
+
+#: Called as (files, bytes) whenever files are finished with, for progress bars.
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(slots=True)
+class Tally:
+    """Running totals across batches, for summaries and metrics."""
+
+    batches: int = 0
+    files_ingested: int = 0
+    bytes_ingested: int = 0
+    touched: int = 0
+    dead_lettered: int = 0
+    skipped: int = 0
+    retries: int = 0
+
+
+@dataclass(slots=True)
+class _Outcome:
+    records: list[FileRecord] = field(default_factory=list)
+    touched: list[FileStat] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    vanished: list[Skip] = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: AgentConfig,
+        ledger: Ledger,
+        hasher: Hasher,
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.hasher = hasher
+        self.tally = Tally()
+        self._progress = progress or (lambda files, size: None)
+        self._locks: dict[tuple[int, str], asyncio.Lock] = {}
+
+    async def process_batch(self, batch: Batch) -> None:
+        """Ingest one batch. Never raises for bad input: failures become dead letters."""
+        async with self._session_lock(batch):
+            try:
+                await self._process(batch)
+            except Exception as exc:
+                # The batch boundary: whatever went wrong, record it and let the service go on.
+                log.exception(
+                    "batch failed unexpectedly",
+                    extra={"session": batch.session, "error_class": type(exc).__name__},
+                )
+                await self._dead_letter_all(batch, exc)
+
+    @asynccontextmanager
+    async def _session_lock(self, batch: Batch) -> AsyncIterator[None]:
+        # Two batches of one session must not interleave: the second rewrites the crate the first
+        # wrote, and must see the first one's ledger rows.
+        key = (batch.root.id, batch.session)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and self._locks.get(key) is lock:
+                del self._locks[key]
+
+    async def _process(self, batch: Batch) -> None:
+        current = await self.ledger.current_files(batch.root.id, batch.session)
+        outcome = await self._hash_all(batch, current)
+        for relpath, error in batch.problems:
+            outcome.dead.append(DeadLetter(relpath, batch.session, error, attempts=1))
+        bid = batch_id(batch.root.name, batch.session, [(r.relpath, r.sha256) for r in outcome.records])
+        outcome.records = [
+            _stamp(r, bid, seq, current.get(r.relpath)) for seq, r in enumerate(outcome.records, start=1)
+        ]
+        entities = {r.relpath: crate_file_entity(r, batch.is_folder) for r in outcome.records}
+        documents = [
+            (batch.root.path / sidecar_name(r.relpath), to_json_bytes(build_sidecar(r)))
+            for r in outcome.records
+        ]
+        crate_path = batch.root.path / batch.session / CRATE_NAME
+        if batch.is_folder and (outcome.records or batch.rewrite_crate):
+            crate = build_crate(
+                root_name=batch.root.name,
+                session=batch.session,
+                entities=[json.loads(c.entity) for p, c in current.items() if p not in entities]
+                + list(entities.values()),
+                site=self.config.site,
+            )
+            documents.append((crate_path, to_json_bytes(crate)))
+        if documents:
+            written = await self._retrying(lambda: asyncio.to_thread(_write_outputs, documents, crate_path))
+            if written.error is not None:
+                outcome.dead += [
+                    DeadLetter(r.relpath, batch.session, written.error, written.attempts, batch_id=bid)
+                    for r in outcome.records
+                ]
+                outcome.records = []
+        await self.ledger.commit_batch(
+            BatchCommit(
+                root=batch.root,
+                session=batch.session,
+                batch_id=bid,
+                records=outcome.records,
+                entities={p: json.dumps(e, ensure_ascii=False) for p, e in entities.items()},
+                touched=outcome.touched,
+                dead=outcome.dead,
+            )
+        )
+        await self.ledger.record_skips(batch.root.id, batch.session, outcome.vanished)
+        await asyncio.to_thread(_update_error_files, batch.root.path, outcome)
+        self._count(batch, bid, outcome)
+
+    async def _hash_all(self, batch: Batch, current: dict[str, CurrentFile]) -> _Outcome:
+        outcome = _Outcome()
+        attempts = await asyncio.gather(*(self._hash_one(batch, f) for f in batch.files))
+        for listed, attempted in zip(batch.files, attempts, strict=True):
+            self._progress(1, listed.size)
+            if attempted.error is not None:
+                if isinstance(attempted.error, FileVanishedError):
+                    outcome.vanished.append(
+                        Skip(listed.relpath, f"vanished before it was read: {attempted.error}")
+                    )
+                else:
+                    outcome.dead.append(
+                        DeadLetter(
+                            listed.relpath, batch.session, attempted.error, attempted.attempts, stat=listed
+                        )
+                    )
+                continue
+            hashed = attempted.value
+            assert hashed is not None
+            known = current.get(listed.relpath)
+            if known is not None and known.sha256 == hashed.sha256:
+                outcome.touched.append(hashed.stat)  # same bytes, new mtime: not a new version
+            else:
+                outcome.records.append(_record(batch, hashed))
+        return outcome
+
+    async def _hash_one(self, batch: Batch, listed: FileStat) -> Attempted[Hashed]:
+        return await self._retrying(
+            lambda: self.hasher.hash(batch.root.path, listed.relpath),
+            session=batch.session,
+            file=listed.relpath,
+        )
+
+    async def _retrying(self, call: Callable[[], Any], **context: Any) -> Attempted[Any]:
+        def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
+            self.tally.retries += 1
+            log.info(
+                "retrying after a transient failure",
+                extra={
+                    **context,
+                    "attempt": attempt,
+                    "delay_s": round(delay, 3),
+                    "error_class": type(exc).__name__,
+                    "category": "retryable",
+                },
+            )
+
+        return await with_retries(call, self.config.retry, on_retry=on_retry)
+
+    async def _dead_letter_all(self, batch: Batch, exc: Exception) -> None:
+        dead = [DeadLetter(f.relpath, batch.session, exc, attempts=1, stat=f) for f in batch.files]
+        try:
+            await self.ledger.commit_batch(BatchCommit(batch.root, batch.session, None, [], {}, [], dead))
+        except Exception:
+            log.exception("could not record dead letters", extra={"session": batch.session})
+        self.tally.dead_lettered += len(dead)
+
+    def _count(self, batch: Batch, bid: str, outcome: _Outcome) -> None:
+        self.tally.files_ingested += len(outcome.records)
+        self.tally.bytes_ingested += sum(r.size for r in outcome.records)
+        self.tally.touched += len(outcome.touched)
+        self.tally.skipped += len(outcome.vanished)
+        self.tally.dead_lettered += len(outcome.dead)
+        if outcome.records:
+            self.tally.batches += 1
+            log.info(
+                "batch ingested",
+                extra={
+                    "batch_id": bid,
+                    "session": batch.session,
+                    "files": len(outcome.records),
+                    "bytes": sum(r.size for r in outcome.records),
+                },
+            )
+        for dead in outcome.dead:
+            log.warning(
+                f"dead-lettered: {dead.error}",
+                extra={
+                    "session": batch.session,
+                    "file": dead.relpath,
+                    "attempt": dead.attempts,
+                    "category": dead.category,
+                    "error_class": type(dead.error).__name__,
+                },
+            )
+
+
+def _record(batch: Batch, hashed: Hashed) -> FileRecord:
+    st = hashed.stat
+    return FileRecord(
+        relpath=st.relpath,
+        session=batch.session,
+        size=st.size,
+        mtime_ns=st.mtime_ns,
+        inode=st.inode,
+        sha256=hashed.sha256,
+        encoding_format=media_type(st.relpath),
+        batch_id="",
+        sequence=0,
+        version=0,
+        warnings=("empty file",) if st.size == 0 else (),
+    )
+
+
+def _stamp(record: FileRecord, bid: str, sequence: int, known: CurrentFile | None) -> FileRecord:
+    return replace(record, batch_id=bid, sequence=sequence, version=known.version + 1 if known else 1)
+
+
+def _write_outputs(documents: list[tuple[Path, bytes]], crate_path: Path) -> int:
+    # Someone else's ro-crate-metadata.json is data; it is never overwritten.
+    if any(path == crate_path for path, _ in documents) and _foreign(crate_path):
+        log.warning(
+            "session folder holds an RO-Crate not written by fair-agent; leaving it as is",
+            extra={"file": crate_path.name},
+        )
+        documents = [(p, d) for p, d in documents if p != crate_path]
+    return write_documents(documents)
+
+
+def _foreign(crate_path: Path) -> bool:
+    try:
+        return not is_agent_crate(crate_path.read_bytes())
+    except FileNotFoundError:
+        return False
+
+
+def _update_error_files(root: Path, outcome: _Outcome) -> None:
+    """Tell the person at the instrument what failed; clear the notes of what now passed."""
+    for record in outcome.records:
+        remove_quietly(root / error_name(record.relpath))
+    for stat in outcome.touched:
+        remove_quietly(root / error_name(stat.relpath))
+    documents = [(root / error_name(d.relpath), to_json_bytes(error_document(d))) for d in outcome.dead]
+    try:
+        write_documents(documents)
+    except Exception as exc:
+        log.warning(f"could not write an error file next to the data: {exc}")
+
+
+DEFAULT_ADVICE = (
+    "Fix the problem described above. The agent tries again when the file changes; "
+    "`fair-agent scan --retry-dead FOLDER` tries again at once."
+)
+
+
+def error_document(dead: DeadLetter) -> dict[str, Any]:
+    return {
+        "file": display_name(dead.relpath.rsplit("/", 1)[-1]),
+        "session": display_name(dead.session),
+        "status": "not ingested",
+        "reason": str(dead.error),
+        "whatToDo": dead.advice or DEFAULT_ADVICE,
+        "category": dead.category,
+        "errorClass": type(dead.error).__name__,
+        "attempts": dead.attempts,
+        "recordedAt": now_iso(),
+        "generatedBy": {"name": AGENT_NAME, "version": __version__},
+    }

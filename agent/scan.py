@@ -1,0 +1,124 @@
+"""Burst mode: ingest everything under a folder through the service's pipeline, then return.
+
+Used by ``fair-agent scan`` for a backlog, and by the service for its reconciliation scans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from .config import AgentConfig, ensure_outside
+from .discover import SessionListing, list_session, list_top_level
+from .errors import ConfigError
+from .hashing import Hasher
+from .ledger import Ledger
+from .naming import IgnoreRules
+from .pipeline import Pipeline
+from .quickcheck import plan_session
+from .workers import WorkerPool
+
+
+class ScanProgress(Protocol):
+    def found(self, files: int, size: int) -> None: ...
+    def advance(self, files: int, size: int) -> None: ...
+
+
+@dataclass(slots=True)
+class ScanReport:
+    sessions: int = 0
+    files_seen: int = 0
+    files_ingested: int = 0
+    bytes_ingested: int = 0
+    bytes_hashed: int = 0
+    files_hashed: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.dead_lettered == 0
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes_hashed / 1e6 / self.elapsed_s if self.elapsed_s else 0.0
+
+
+def root_name_for(path: Path, config: AgentConfig) -> str:
+    resolved = path.resolve()
+    for root in config.roots:
+        if root.path.resolve() == resolved:
+            return root.root_name
+    return resolved.name or "root"
+
+
+async def scan(
+    path: Path,
+    config: AgentConfig,
+    ledger: Ledger,
+    *,
+    progress: ScanProgress | None = None,
+    retry_dead: bool = False,
+) -> ScanReport:
+    """Ingest every file under ``path`` that the ledger does not already hold in this version."""
+    if not await asyncio.to_thread(path.is_dir):
+        raise ConfigError(f"{path} is not a folder")
+    try:
+        ensure_outside(config.state_dir, path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    started = time.perf_counter()
+    report = ScanReport()
+    root = await ledger.ensure_root(path, root_name_for(path, config))
+    hasher = Hasher(config.hash_threads, config.read_chunk_bytes)
+    pipeline = Pipeline(config, ledger, hasher, progress=progress.advance if progress else None)
+    try:
+        async with WorkerPool(
+            pipeline.process_batch, workers=config.workers, queue_size=config.queue_size
+        ) as pool:
+            async for listing in _sessions(root.path, IgnoreRules(config.ignore)):
+                report.sessions += 1
+                report.files_seen += len(listing.files)
+                report.skipped += len(listing.skips)
+                await ledger.record_skips(root.id, listing.session, listing.skips)
+                current = await ledger.current_files(root.id, listing.session)
+                dead = await ledger.dead_letter_signatures(root.id, listing.session)
+                plan = plan_session(root, listing, current, dead, retry_dead=retry_dead)
+                report.unchanged += len(plan.unchanged)
+                report.dead_lettered += len(plan.still_dead)
+                if progress is not None:
+                    progress.found(len(listing.files), sum(f.size for f in listing.files))
+                    progress.advance(
+                        len(plan.unchanged) + len(plan.still_dead),
+                        sum(f.size for f in plan.unchanged + plan.still_dead),
+                    )
+                if plan.batch is not None:
+                    await pool.submit(plan.batch)
+    finally:
+        hasher.close()
+    tally = pipeline.tally
+    report.files_ingested = tally.files_ingested
+    report.bytes_ingested = tally.bytes_ingested
+    report.unchanged += tally.touched
+    report.skipped += tally.skipped
+    report.dead_lettered += tally.dead_lettered
+    report.bytes_hashed = hasher.bytes_hashed
+    report.files_hashed = hasher.files_hashed
+    report.elapsed_s = time.perf_counter() - started
+    return report
+
+
+async def _sessions(root: Path, ignore: IgnoreRules) -> AsyncIterator[SessionListing]:
+    # Listing blocks (a network share may take seconds per folder), so it runs in a thread, one
+    # session at a time: memory holds one session's listing, not the whole tree.
+    top = await asyncio.to_thread(list_top_level, root, ignore)
+    for listing in top.loose:
+        yield listing
+    for folder in top.folders:
+        yield await asyncio.to_thread(list_session, root, folder, ignore)

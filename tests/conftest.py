@@ -1,0 +1,114 @@
+"""Shared fixtures: real folders in tmp_path, a real SQLite ledger, the real validator."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agent.config import AgentConfig, RetrySettings
+from agent.ledger import Ledger
+from agent.scan import ScanReport, scan
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+CORPUS = SHARED / "corpus"
+VALIDATE_CRATE = SHARED / "tools" / "validate-crate"
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def sha256sum(path: Path) -> str:
+    """coreutils' answer, as an outside witness."""
+    out = subprocess.run(["sha256sum", "--", str(path)], capture_output=True, check=True, text=True).stdout
+    return out.split()[0]
+
+
+def validate_crate(folder: Path) -> subprocess.CompletedProcess[str]:
+    """Run the community RO-Crate validator (offline) on a crate folder."""
+    if not VALIDATE_CRATE.exists():
+        pytest.skip(f"validate-crate not found at {VALIDATE_CRATE}")
+    return subprocess.run(
+        [sys.executable, str(VALIDATE_CRATE), str(folder), "-p", "ro-crate-1.2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def drop(tmp_path: Path) -> Path:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> AgentConfig:
+    # Tiny retry delays: retries are exercised for real, without slowing the suite.
+    return AgentConfig(
+        state_dir=tmp_path / "state",
+        retry=RetrySettings(attempts=3, base_delay_s=0.01, max_delay_s=0.05),
+    )
+
+
+@pytest.fixture
+async def ledger(config: AgentConfig) -> AsyncIterator[Ledger]:
+    led = await Ledger.open(config.ledger_path)
+    yield led
+    await led.close()
+
+
+async def run_scan(path: Path, config: AgentConfig, **kwargs: object) -> ScanReport:
+    """One scan with its own ledger connection, as the CLI does it."""
+    led = await Ledger.open(config.ledger_path)
+    try:
+        return await scan(path, config, led, **kwargs)  # type: ignore[arg-type]
+    finally:
+        await led.close()
+
+
+def write(path: Path, data: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    path.write_bytes(data)
+    return path
+
+
+def copy_corpus(dest: Path) -> Path:
+    if not CORPUS.is_dir():
+        pytest.skip(f"corpus not found at {CORPUS}")
+    for part in ("eln", "instruments"):
+        shutil.copytree(CORPUS / part, dest / part)
+    for folder, _, files in os.walk(dest):
+        os.chmod(folder, 0o755)
+        for name in files:
+            os.chmod(Path(folder) / name, 0o644)
+    return dest
+
+
+def agent_cli(
+    *args: str, env: dict[str, str] | None = None, drop_dac: bool = False, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``fair-agent`` entry point in a subprocess.
+
+    ``drop_dac`` removes the capabilities that let root read any file, so that a file with mode
+    000 is as unreadable to the agent as it would be to an ordinary service user.
+    """
+    cmd = [sys.executable, "-m", "agent.cli", *args]
+    if drop_dac and os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root and setpriv (util-linux) is missing: cannot make a file unreadable")
+        caps = "-dac_override,-dac_read_search"
+        cmd = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", *cmd]
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO)

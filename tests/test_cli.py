@@ -1,0 +1,94 @@
+"""The real ``fair-agent`` entry point, in a subprocess: output, exit codes, help text."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from agent.cli import build_parser
+
+from .conftest import agent_cli, write
+
+
+def commands() -> list[str]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sorted(sub.choices)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("command", commands())
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    result = agent_cli(command, "--help")
+    assert result.returncode == 0
+    assert "example:" in result.stdout, result.stdout
+
+
+def test_scan_prints_a_summary_and_exits_zero(drop: Path, tmp_path: Path) -> None:
+    write(drop / "s" / "a.csv", "1\n")
+    result = agent_cli("scan", str(drop), "--state-dir", str(tmp_path / "state"))
+    assert result.returncode == 0, result.stderr
+    assert "dead-lettered" in result.stdout.replace("\n", "") or "dead" in result.stdout
+    assert Path(f"{drop}/s/a.csv.fair.json").exists()
+    events = [json.loads(line)["event"] for line in result.stderr.splitlines() if line.startswith("{")]
+    assert "batch ingested" in events
+
+
+def test_unreadable_file_is_dead_lettered_and_the_rest_goes_on(drop: Path, tmp_path: Path) -> None:
+    secret = write(drop / "s" / "locked.csv", "no\n")
+    write(drop / "s" / "open.csv", "yes\n")
+    secret.chmod(0o000)
+    state = tmp_path / "state"
+    result = agent_cli("scan", str(drop), "--state-dir", str(state), drop_dac=True)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert Path(f"{drop}/s/open.csv.fair.json").exists()
+    assert not Path(f"{drop}/s/locked.csv.fair.json").exists()
+    error = json.loads(Path(f"{drop}/s/locked.csv.fair.error.json").read_text())
+    assert "permission denied" in error["reason"] and "read permission" in error["whatToDo"]
+    with sqlite3.connect(state / "ledger.sqlite3") as db:
+        dead = db.execute("SELECT relpath, category, error_class, message FROM dead_letters").fetchall()
+    assert dead == [
+        ("s/locked.csv", "terminal", "FileUnreadableError", "cannot read 's/locked.csv': permission denied")
+    ]
+    # Fixed by a person: the chmod moves ctime, so the next scan tries again and succeeds.
+    secret.chmod(0o644)
+    again = agent_cli("scan", str(drop), "--state-dir", str(state), drop_dac=True)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert Path(f"{drop}/s/locked.csv.fair.json").exists()
+    assert not Path(f"{drop}/s/locked.csv.fair.error.json").exists()
+    with sqlite3.connect(state / "ledger.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM dead_letters").fetchone() == (0,)
+
+
+def test_unchanged_dead_letter_keeps_the_exit_code_nonzero(drop: Path, tmp_path: Path) -> None:
+    write(drop / "s" / "locked.csv", "no\n").chmod(0o000)
+    args = ("scan", str(drop), "--state-dir", str(tmp_path / "state"))
+    assert agent_cli(*args, drop_dac=True).returncode == 1
+    assert agent_cli(*args, drop_dac=True).returncode == 1
+
+
+def test_bad_config_is_a_clear_error(drop: Path, tmp_path: Path) -> None:
+    cfg = write(tmp_path / "agent.toml", "workers = 4\nwokers = 5\n")
+    result = agent_cli("scan", str(drop), "--config", str(cfg))
+    assert result.returncode == 3
+    assert "wokers: unknown setting" in result.stderr
+
+
+def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
+    result = agent_cli("scan", str(tmp_path / "nope"), "--state-dir", str(tmp_path / "state"))
+    assert result.returncode == 3 and "is not a folder" in result.stderr
+
+
+def test_sample_data_scans_clean(tmp_path: Path) -> None:
+    import shutil
+
+    from .conftest import REPO
+
+    demo = tmp_path / "demo"
+    shutil.copytree(REPO / "sample_data", demo)
+    result = agent_cli("scan", str(demo), "--state-dir", str(tmp_path / "state"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (demo / "EXP-000123_alice" / "ro-crate-metadata.json").exists()
+    assert Path(f"{demo}/EXP-000125_notebook.eln.fair.json").exists()

@@ -1,0 +1,36 @@
+"""The shared corpus of real third-party exports, scanned as a lab would drop it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from agent.config import AgentConfig
+from agent.naming import CRATE_NAME
+
+from .conftest import copy_corpus, run_scan, sha256_of, validate_crate
+
+
+async def test_corpus_sidecars_carry_true_hashes_and_crates_validate(
+    tmp_path: Path, config: AgentConfig
+) -> None:
+    drop = copy_corpus(tmp_path / "drop")
+    data_files = sorted(p for p in drop.rglob("*") if p.is_file())
+    # Each of eln/ and instruments/ is a drop folder; its sub-folders (one per ELN or
+    # instrument) are the sessions.
+    for root in ("eln", "instruments"):
+        report = await run_scan(drop / root, config)
+        assert report.ok, report
+    assert len(data_files) >= 30
+    for path in data_files:
+        meta = json.loads(Path(f"{path}.fair.json").read_text(encoding="utf-8"))
+        assert meta["sha256"] == sha256_of(path), path
+    for session in (drop / "eln").iterdir(), (drop / "instruments").iterdir():
+        for folder in session:
+            crate = json.loads((folder / CRATE_NAME).read_text(encoding="utf-8"))
+            root_entity = next(n for n in crate["@graph"] if n["@id"] == "./")
+            assert len(root_entity["hasPart"]) == sum(1 for p in data_files if p.is_relative_to(folder))
+    # The validator takes seconds per crate: two sessions with awkward names, not all of them.
+    for folder in (drop / "instruments" / "ftir", drop / "eln" / "elabftw"):
+        result = validate_crate(folder)
+        assert result.returncode == 0, result.stdout + result.stderr

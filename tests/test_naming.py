@@ -1,0 +1,73 @@
+"""Names: own outputs, ignores, percent-encoded ids, sessions, batch ids."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from agent.batch import batch_id
+from agent.config import DEFAULT_IGNORE
+from agent.naming import IgnoreRules, is_own_output, relative_id, session_of
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("plate.csv", "plate.csv"),
+        ("raw/scan 1.txt", "raw/scan%201.txt"),
+        ("[FTIRText]020.txt", "%5BFTIRText%5D020.txt"),
+        ("12:30:00.csv", "12%3A30%3A00.csv"),
+        ("Δ-µ.csv", "%CE%94-%C2%B5.csv"),
+        ("a#b?c%d.csv", "a%23b%3Fc%25d.csv"),
+        (os.fsdecode(b"\xe9t\xe9.txt"), "%E9t%E9.txt"),
+    ],
+)
+def test_relative_ids_are_percent_encoded(path: str, expected: str) -> None:
+    assert relative_id(path) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "ours"),
+    [
+        ("a.csv.fair.json", True),
+        ("a.csv.fair.error.json", True),
+        ("ro-crate-metadata.json", True),
+        (".a.csv.fair.json.1a2b3c4d.fair-tmp", True),
+        ("a.json", False),
+        ("fair.json.csv", False),
+    ],
+)
+def test_own_outputs(name: str, ours: bool) -> None:
+    assert is_own_output(name) is ours
+
+
+@pytest.mark.parametrize(
+    ("name", "ignored"),
+    [
+        ("run.part", True),
+        ("~$Book1.xlsx", True),
+        (".~lock.data.ods#", True),
+        ("upload.tmp", True),
+        ("Thumbs.db", True),
+        ("data.csv", False),
+        ("partial.csv", False),
+    ],
+)
+def test_default_ignores(name: str, ignored: bool) -> None:
+    assert IgnoreRules(DEFAULT_IGNORE).ignores(name) is ignored
+
+
+@pytest.mark.parametrize(
+    ("relpath", "session", "folder"),
+    [("loose.csv", "loose.csv", False), ("run-1/a.csv", "run-1", True), ("run-1/x/y/z.csv", "run-1", True)],
+)
+def test_sessions_are_the_first_folder_level(relpath: str, session: str, folder: bool) -> None:
+    assert session_of(relpath) == (session, folder)
+
+
+def test_batch_id_is_deterministic_and_order_free() -> None:
+    pairs = [("s/a", "1" * 64), ("s/b", "2" * 64)]
+    assert batch_id("root", "s", pairs) == batch_id("root", "s", list(reversed(pairs)))
+    assert batch_id("root", "s", pairs) != batch_id("other", "s", pairs)
+    assert batch_id("root", "s", pairs) != batch_id("root", "s", [("s/a", "1" * 64), ("s/b", "3" * 64)])
