@@ -11,7 +11,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -95,6 +95,9 @@ class AgentConfig(_Frozen):
     workers: int = Field(default=4, ge=1, le=256)
     #: Files hashed at once (threads); hashlib releases the GIL, so one per core is the ceiling.
     hash_threads: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1, le=256)
+    #: How sidecars are made durable: "auto" (one syncfs per batch on local disks, an fsync per
+    #: file on network and FUSE filesystems), or force "filesystem" or "per-file".
+    sync_strategy: Literal["auto", "filesystem", "per-file"] = "auto"
     #: Batches waiting between discovery and the workers; a full queue makes discovery wait.
     queue_size: int = Field(default=64, ge=1)
     read_chunk_bytes: int = Field(default=1 << 20, ge=4096, le=1 << 28)

@@ -54,6 +54,10 @@ class FileVanishedError(RetryableError):
     """The file was listed but was gone when the agent came to read it."""
 
 
+class FileReadError(RetryableError):
+    """An I/O error while reading (a flaky network share, a disk hiccup); worth another try."""
+
+
 class FileUnreadableError(TerminalError):
     """The agent may not read the file (permission denied or a similar refusal by the OS)."""
 

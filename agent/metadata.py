@@ -7,7 +7,6 @@ project (https://w3id.org/ro/terms/fair-agent#).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -133,8 +132,3 @@ def build_sidecar(record: FileRecord) -> dict[str, Any]:
         "warnings": list(record.warnings),
         "generatedBy": {"@type": "SoftwareApplication", "name": AGENT_NAME, "version": __version__},
     }
-
-
-def to_json_bytes(document: dict[str, Any]) -> bytes:
-    """Stable serialisation: the same document always gives the same bytes."""
-    return (json.dumps(document, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")

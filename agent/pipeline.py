@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,9 +24,9 @@ from .errors import FileVanishedError
 from .hashing import Hashed, Hasher
 from .ledger import BatchCommit, CurrentFile, DeadLetter, Ledger
 from .ledger.store import now_iso
-from .metadata import FileRecord, build_sidecar, crate_file_entity, media_type, to_json_bytes
+from .metadata import FileRecord, build_sidecar, crate_file_entity, media_type
 from .naming import CRATE_NAME, display_name, error_name, sidecar_name
-from .outputs import remove_quietly, write_documents
+from .outputs import OutputWriter, remove_quietly, write_documents
 from .retry import Attempted, with_retries
 
 log = logging.getLogger("fair_agent.pipeline")
@@ -62,12 +62,14 @@ class Pipeline:
         config: AgentConfig,
         ledger: Ledger,
         hasher: Hasher,
+        writer: OutputWriter,
         *,
         progress: ProgressCallback | None = None,
     ) -> None:
         self.config = config
         self.ledger = ledger
         self.hasher = hasher
+        self.writer = writer
         self.tally = Tally()
         self._progress = progress or (lambda files, size: None)
         self._locks: dict[tuple[int, str], asyncio.Lock] = {}
@@ -99,55 +101,74 @@ class Pipeline:
                 del self._locks[key]
 
     async def _process(self, batch: Batch) -> None:
-        current = await self.ledger.current_files(batch.root.id, batch.session)
+        root, session = batch.root, batch.session
+        current = await self.ledger.current_files(root.id, session)
+        previously_dead = set(await self.ledger.dead_letter_signatures(root.id, session))
         outcome = await self._hash_all(batch, current)
         for relpath, error in batch.problems:
-            outcome.dead.append(DeadLetter(relpath, batch.session, error, attempts=1))
-        bid = batch_id(batch.root.name, batch.session, [(r.relpath, r.sha256) for r in outcome.records])
+            outcome.dead.append(DeadLetter(relpath, session, error, attempts=1))
+        bid = batch_id(root.name, session, [(r.relpath, r.sha256) for r in outcome.records])
         outcome.records = [
             _stamp(r, bid, seq, current.get(r.relpath)) for seq, r in enumerate(outcome.records, start=1)
         ]
         entities = {r.relpath: crate_file_entity(r, batch.is_folder) for r in outcome.records}
-        documents = [
-            (batch.root.path / sidecar_name(r.relpath), to_json_bytes(build_sidecar(r)))
-            for r in outcome.records
-        ]
-        crate_path = batch.root.path / batch.session / CRATE_NAME
+        crate: dict[str, Any] | None = None
         if batch.is_folder and (outcome.records or batch.rewrite_crate):
             crate = build_crate(
-                root_name=batch.root.name,
-                session=batch.session,
+                root_name=root.name,
+                session=session,
                 entities=[json.loads(c.entity) for p, c in current.items() if p not in entities]
                 + list(entities.values()),
                 site=self.config.site,
             )
-            documents.append((crate_path, to_json_bytes(crate)))
+        documents = [(root.path / sidecar_name(r.relpath), build_sidecar(r)) for r in outcome.records]
+        crate_path = root.path / session / CRATE_NAME
+        if crate is not None and await asyncio.to_thread(_foreign, crate_path):
+            # Someone else's ro-crate-metadata.json is data; it is never overwritten.
+            log.warning(
+                "session folder holds an RO-Crate not written by fair-agent; leaving it as is",
+                extra={"session": session},
+            )
+        elif crate is not None:
+            documents.append((crate_path, crate))
         if documents:
-            written = await self._retrying(lambda: asyncio.to_thread(_write_outputs, documents, crate_path))
+            written = await self._retrying(lambda: self.writer.write(documents), session=session)
             if written.error is not None:
                 outcome.dead += [
-                    DeadLetter(r.relpath, batch.session, written.error, written.attempts, batch_id=bid)
+                    DeadLetter(r.relpath, session, written.error, written.attempts, batch_id=bid)
                     for r in outcome.records
                 ]
                 outcome.records = []
         await self.ledger.commit_batch(
             BatchCommit(
-                root=batch.root,
-                session=batch.session,
+                root=root,
+                session=session,
                 batch_id=bid,
                 records=outcome.records,
-                entities={p: json.dumps(e, ensure_ascii=False) for p, e in entities.items()},
+                entities={
+                    r.relpath: json.dumps(entities[r.relpath], ensure_ascii=False) for r in outcome.records
+                },
                 touched=outcome.touched,
                 dead=outcome.dead,
             )
         )
-        await self.ledger.record_skips(batch.root.id, batch.session, outcome.vanished)
-        await asyncio.to_thread(_update_error_files, batch.root.path, outcome)
+        await self.ledger.record_skips(root.id, session, outcome.vanished)
+        passed = [r.relpath for r in outcome.records] + [t.relpath for t in outcome.touched]
+        cleared = [p for p in passed if p in previously_dead]
+        if cleared or outcome.dead:
+            await asyncio.to_thread(_update_error_files, root.path, cleared, outcome.dead)
         self._count(batch, bid, outcome)
 
     async def _hash_all(self, batch: Batch, current: dict[str, CurrentFile]) -> _Outcome:
+        groups = list(_hash_groups(batch.files))
+        firsts = await asyncio.gather(
+            *(self.hasher.hash_group(batch.root.path, [f.relpath for f in group]) for group in groups)
+        )
+        first_results = [result for group in firsts for result in group]
+        attempts = await asyncio.gather(
+            *(self._settle(batch, f, r) for f, r in zip(batch.files, first_results, strict=True))
+        )
         outcome = _Outcome()
-        attempts = await asyncio.gather(*(self._hash_one(batch, f) for f in batch.files))
         for listed, attempted in zip(batch.files, attempts, strict=True):
             self._progress(1, listed.size)
             if attempted.error is not None:
@@ -171,14 +192,20 @@ class Pipeline:
                 outcome.records.append(_record(batch, hashed))
         return outcome
 
-    async def _hash_one(self, batch: Batch, listed: FileStat) -> Attempted[Hashed]:
+    async def _settle(self, batch: Batch, listed: FileStat, first: Hashed | Exception) -> Attempted[Hashed]:
+        """The first attempt's result, or retries of that one file after a transient failure."""
+        if isinstance(first, Hashed):
+            return Attempted(first, None, 1)
         return await self._retrying(
             lambda: self.hasher.hash(batch.root.path, listed.relpath),
+            first_error=first,
             session=batch.session,
             file=listed.relpath,
         )
 
-    async def _retrying(self, call: Callable[[], Any], **context: Any) -> Attempted[Any]:
+    async def _retrying(
+        self, call: Callable[[], Any], *, first_error: Exception | None = None, **context: Any
+    ) -> Attempted[Any]:
         def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
             self.tally.retries += 1
             log.info(
@@ -192,7 +219,7 @@ class Pipeline:
                 },
             )
 
-        return await with_retries(call, self.config.retry, on_retry=on_retry)
+        return await with_retries(call, self.config.retry, on_retry=on_retry, first_error=first_error)
 
     async def _dead_letter_all(self, batch: Batch, exc: Exception) -> None:
         dead = [DeadLetter(f.relpath, batch.session, exc, attempts=1, stat=f) for f in batch.files]
@@ -232,6 +259,25 @@ class Pipeline:
             )
 
 
+# A group of files is hashed in one thread hand-off; small files would otherwise spend more time
+# being handed between threads than being hashed. Large files get a group (and a core) each.
+GROUP_MAX_FILES = 64
+GROUP_MAX_BYTES = 8 << 20
+
+
+def _hash_groups(files: list[FileStat]) -> Iterator[list[FileStat]]:
+    group: list[FileStat] = []
+    size = 0
+    for f in files:
+        if group and (len(group) >= GROUP_MAX_FILES or size + f.size > GROUP_MAX_BYTES):
+            yield group
+            group, size = [], 0
+        group.append(f)
+        size += f.size
+    if group:
+        yield group
+
+
 def _record(batch: Batch, hashed: Hashed) -> FileRecord:
     st = hashed.stat
     return FileRecord(
@@ -253,17 +299,6 @@ def _stamp(record: FileRecord, bid: str, sequence: int, known: CurrentFile | Non
     return replace(record, batch_id=bid, sequence=sequence, version=known.version + 1 if known else 1)
 
 
-def _write_outputs(documents: list[tuple[Path, bytes]], crate_path: Path) -> int:
-    # Someone else's ro-crate-metadata.json is data; it is never overwritten.
-    if any(path == crate_path for path, _ in documents) and _foreign(crate_path):
-        log.warning(
-            "session folder holds an RO-Crate not written by fair-agent; leaving it as is",
-            extra={"file": crate_path.name},
-        )
-        documents = [(p, d) for p, d in documents if p != crate_path]
-    return write_documents(documents)
-
-
 def _foreign(crate_path: Path) -> bool:
     try:
         return not is_agent_crate(crate_path.read_bytes())
@@ -271,13 +306,11 @@ def _foreign(crate_path: Path) -> bool:
         return False
 
 
-def _update_error_files(root: Path, outcome: _Outcome) -> None:
-    """Tell the person at the instrument what failed; clear the notes of what now passed."""
-    for record in outcome.records:
-        remove_quietly(root / error_name(record.relpath))
-    for stat in outcome.touched:
-        remove_quietly(root / error_name(stat.relpath))
-    documents = [(root / error_name(d.relpath), to_json_bytes(error_document(d))) for d in outcome.dead]
+def _update_error_files(root: Path, cleared: list[str], dead: list[DeadLetter]) -> None:
+    """Tell the person at the instrument what failed; remove the notes of what now passed."""
+    for relpath in cleared:
+        remove_quietly(root / error_name(relpath))
+    documents = [(root / error_name(d.relpath), error_document(d)) for d in dead]
     try:
         write_documents(documents)
     except Exception as exc:

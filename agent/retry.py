@@ -13,6 +13,8 @@ from .errors import Category
 
 T = TypeVar("T")
 
+_rng = random.Random()
+
 
 @dataclass(frozen=True, slots=True)
 class Attempted(Generic[T]):
@@ -40,21 +42,27 @@ async def with_retries(
     rng: random.Random | None = None,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     on_retry: Callable[[int, BaseException, float], None] | None = None,
+    first_error: Exception | None = None,
 ) -> Attempted[T]:
     """Call until it succeeds, fails terminally, or the attempt budget is spent.
 
-    Only ``Exception`` is caught: cancellation and KeyboardInterrupt pass through.
+    ``first_error`` is the failure of a first attempt made elsewhere (e.g. in a group of files
+    hashed together); the budget counts it. Only ``Exception`` is caught: cancellation and
+    KeyboardInterrupt pass through.
     """
-    rng = rng or random.Random()
-    attempt = 0
+    rng = rng or _rng
+    attempt = 1 if first_error is not None else 0
+    error = first_error
     while True:
+        if error is not None:
+            if not is_retryable(error) or attempt >= settings.attempts:
+                return Attempted(None, error, attempt)
+            delay = backoff_delay(attempt, settings, rng)
+            if on_retry is not None:
+                on_retry(attempt, error, delay)
+            await sleep(delay)
         attempt += 1
         try:
             return Attempted(await call(), None, attempt)
         except Exception as exc:
-            if not is_retryable(exc) or attempt >= settings.attempts:
-                return Attempted(None, exc, attempt)
-            delay = backoff_delay(attempt, settings, rng)
-            if on_retry is not None:
-                on_retry(attempt, exc, delay)
-            await sleep(delay)
+            error = exc

@@ -18,6 +18,7 @@ from .errors import ConfigError
 from .hashing import Hasher
 from .ledger import Ledger
 from .naming import IgnoreRules
+from .outputs import OutputWriter
 from .pipeline import Pipeline
 from .quickcheck import plan_session
 from .workers import WorkerPool
@@ -77,7 +78,8 @@ async def scan(
     report = ScanReport()
     root = await ledger.ensure_root(path, root_name_for(path, config))
     hasher = Hasher(config.hash_threads, config.read_chunk_bytes)
-    pipeline = Pipeline(config, ledger, hasher, progress=progress.advance if progress else None)
+    writer = OutputWriter(config.workers, config.sync_strategy)
+    pipeline = Pipeline(config, ledger, hasher, writer, progress=progress.advance if progress else None)
     try:
         async with WorkerPool(
             pipeline.process_batch, workers=config.workers, queue_size=config.queue_size
@@ -102,6 +104,7 @@ async def scan(
                     await pool.submit(plan.batch)
     finally:
         hasher.close()
+        writer.close()
     tally = pipeline.tally
     report.files_ingested = tally.files_ingested
     report.bytes_ingested = tally.bytes_ingested

@@ -64,3 +64,22 @@ async def test_terminal_error_is_not_retried() -> None:
 
     result = await with_retries(denied, SETTINGS)
     assert calls == 1 and isinstance(result.error, FileUnreadableError)
+
+
+async def test_a_first_attempt_made_elsewhere_counts_against_the_budget() -> None:
+    calls = 0
+
+    async def still_changing() -> None:
+        nonlocal calls
+        calls += 1
+        raise FileChangedError("x")
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    result = await with_retries(
+        still_changing, SETTINGS, sleep=no_sleep, first_error=FileChangedError("first")
+    )
+    assert calls == 3 and result.attempts == 4
+    terminal = await with_retries(still_changing, SETTINGS, first_error=FileUnreadableError("denied"))
+    assert calls == 3 and terminal.attempts == 1 and isinstance(terminal.error, FileUnreadableError)

@@ -13,6 +13,7 @@ from agent.discover import list_session
 from agent.hashing import Hasher
 from agent.ledger import Ledger
 from agent.naming import CRATE_NAME, IgnoreRules
+from agent.outputs import OutputWriter
 from agent.pipeline import Pipeline
 from agent.quickcheck import plan_session
 from agent.scan import scan
@@ -247,12 +248,13 @@ async def test_file_that_vanishes_between_listing_and_hashing(
     gone.unlink()  # after listing, before hashing
     plan = plan_session(root, listing, {}, {})
     assert plan.batch is not None
-    hasher = Hasher(2, 1 << 20)
-    pipeline = Pipeline(config, ledger, hasher)
+    hasher, writer = Hasher(2, 1 << 20), OutputWriter(2)
+    pipeline = Pipeline(config, ledger, hasher, writer)
     try:
         await pipeline.process_batch(plan.batch)
     finally:
         hasher.close()
+        writer.close()
     assert pipeline.tally.files_ingested == 1 and pipeline.tally.skipped == 1
     assert pipeline.tally.dead_lettered == 0
     assert Path(f"{drop}/s/stays.csv.fair.json").exists()

@@ -218,13 +218,11 @@ class Ledger:
                         stamp,
                     ),
                 )
-            for record in commit.records:
-                relpath = to_db(record.relpath)
-                await db.execute(
-                    "UPDATE files SET status = 'superseded' "
-                    "WHERE root_id = ? AND relpath = ? AND status = 'current'",
-                    (root_id, relpath),
-                )
+            await db.executemany(
+                "UPDATE files SET status = 'superseded' "
+                "WHERE root_id = ? AND relpath = ? AND status = 'current'",
+                [(root_id, to_db(r.relpath)) for r in commit.records],
+            )
             await db.executemany(
                 "INSERT INTO files (root_id, relpath, session, version, size, mtime_ns, inode, sha256, "
                 "batch_id, sequence, status, entity, sidecar_written_at) "

@@ -1,0 +1,58 @@
+"""What kind of filesystem a path lives on, read from /proc/self/mountinfo.
+
+Network and FUSE filesystems change how the agent behaves: change notifications do not cross the
+network (the watcher polls instead), and a filesystem-wide sync does not reach the server (each
+sidecar is fsynced on its own instead).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Filesystems whose files may change on another machine, or whose syncfs() proves nothing.
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "ceph", "glusterfs", "9p", "davfs", "lustre"}
+)
+
+
+def filesystem_type(path: Path, mountinfo: str | None = None) -> str:
+    """The type of the filesystem that holds ``path`` (e.g. ``ext4``, ``nfs4``, ``fuse.sshfs``).
+
+    ``"unknown"`` when /proc is not there to ask.
+    """
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="surrogateescape")
+        except OSError:
+            return "unknown"
+    target = os.path.realpath(path)
+    best, best_type = "", "unknown"
+    for line in mountinfo.splitlines():
+        # "<id> <parent> <maj:min> <root> <mount point> <options> [optional...] - <type> <source> <super>"
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        if not sep or len(fields) < 5 or not right:
+            continue
+        mount_point = _unescape(fields[4])
+        if _is_within(target, mount_point) and len(mount_point) >= len(best):
+            best, best_type = mount_point, right.split()[0]
+    return best_type
+
+
+def is_network_filesystem(fs_type: str) -> bool:
+    return fs_type in NETWORK_FILESYSTEMS or fs_type.startswith("fuse")
+
+
+def _is_within(path: str, mount_point: str) -> bool:
+    return mount_point == "/" or path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as octal: "\040" and so on.
+    return (
+        field.encode("utf-8", "surrogateescape")
+        .decode("unicode_escape")
+        .encode("latin-1")
+        .decode("utf-8", "surrogateescape")
+    )
