@@ -44,8 +44,12 @@ GiB = 1 << 30
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenarios", nargs="*", default=["large", "small", "rss"], choices=["large", "small", "rss"])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "scenarios", nargs="*", default=["large", "small", "rss"], choices=["large", "small", "rss"]
+    )
     parser.add_argument("--dir", type=Path, default=REPO / "bench" / ".data", help="scratch folder")
     parser.add_argument("--large-files", type=int, default=4)
     parser.add_argument("--large-gib", type=float, default=1.0, help="size of each large file")
@@ -170,15 +174,22 @@ def bench_large(args: argparse.Namespace) -> list[tuple[str, bool]]:
         assert report.ok and report.bytes_hashed == total, report
     agent = min(agent_times)
     mbps = lambda t: total / 1e6 / t  # noqa: E731
-    print(f"\nLarge files: {len(paths)} x {size / GiB:.2f} GiB, {cores} cores, warm cache, best of {args.repeat}")
+    print(
+        f"\nLarge files: {len(paths)} x {size / GiB:.2f} GiB, {cores} cores, warm cache, best of {args.repeat}"
+    )
     print(f"  hashlib ceiling ({cores} threads)   {mbps(ceiling):8.0f} MB/s")
     print(f"  coreutils sha256sum            {mbps(coreutils):8.0f} MB/s")
     print(f"  fair-agent scan (end to end)   {mbps(agent):8.0f} MB/s  = {ceiling / agent:.1%} of the ceiling")
     return [
-        (f"large files: agent {mbps(agent):.0f} MB/s >= 85% of hashlib ceiling {mbps(ceiling):.0f} MB/s "
-         f"({ceiling / agent:.1%})", agent <= ceiling / 0.85),
-        (f"large files: agent {mbps(agent):.0f} MB/s faster than sha256sum {mbps(coreutils):.0f} MB/s",
-         agent < coreutils),
+        (
+            f"large files: agent {mbps(agent):.0f} MB/s >= 85% of hashlib ceiling {mbps(ceiling):.0f} MB/s "
+            f"({ceiling / agent:.1%})",
+            agent <= ceiling / 0.85,
+        ),
+        (
+            f"large files: agent {mbps(agent):.0f} MB/s faster than sha256sum {mbps(coreutils):.0f} MB/s",
+            agent < coreutils,
+        ),
     ]
 
 
@@ -227,12 +238,16 @@ def bench_small(args: argparse.Namespace) -> list[tuple[str, bool]]:
     print(f"\nSmall files: {n} x {args.small_kib} KiB in {args.sessions} sessions, best of {args.repeat}")
     print(f"  sha256sum over the tree (hash only)    {n / coreutils:8.0f} files/s")
     print(f"  fair-agent first scan (end to end)     {n / first_t:8.0f} files/s  ({first_t:.2f} s)")
-    print(f"  fair-agent re-scan, unchanged tree     {n / rescan_t:8.0f} files/s  ({rescan_t:.2f} s, "
-          f"{first_t / rescan_t:.1f}x faster, 0 bytes hashed)")
+    print(
+        f"  fair-agent re-scan, unchanged tree     {n / rescan_t:8.0f} files/s  ({rescan_t:.2f} s, "
+        f"{first_t / rescan_t:.1f}x faster, 0 bytes hashed)"
+    )
     return [
         (f"small files: {n / first_t:.0f} files/s >= 2000", n / first_t >= 2000),
-        (f"re-scan {first_t / rescan_t:.1f}x faster than first scan (>= 10x), zero bytes hashed",
-         first_t / rescan_t >= 10),
+        (
+            f"re-scan {first_t / rescan_t:.1f}x faster than first scan (>= 10x), zero bytes hashed",
+            first_t / rescan_t >= 10,
+        ),
     ]
 
 
