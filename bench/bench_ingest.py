@@ -175,7 +175,8 @@ def bench_large(args: argparse.Namespace) -> list[tuple[str, bool]]:
     agent = min(agent_times)
     mbps = lambda t: total / 1e6 / t  # noqa: E731
     print(
-        f"\nLarge files: {len(paths)} x {size / GiB:.2f} GiB, {cores} cores, warm cache, best of {args.repeat}"
+        f"\nLarge files: {len(paths)} x {size / GiB:.2f} GiB, {cores} cores, warm cache, "
+        f"best of {args.repeat}"
     )
     print(f"  hashlib ceiling ({cores} threads)   {mbps(ceiling):8.0f} MB/s")
     print(f"  coreutils sha256sum            {mbps(coreutils):8.0f} MB/s")
