@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +16,6 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
-    MofNCompleteColumn,
     Progress,
     TaskID,
     TextColumn,
@@ -24,15 +26,21 @@ from rich.table import Table
 
 from . import __version__
 from .config import AgentConfig, load_config
-from .errors import AgentError
+from .errors import AgentError, ConfigError
 from .ledger import Ledger
 from .logs import setup_logging
+from .notify import Notifier
 from .scan import ScanReport, scan
+from .service import Service
 
 EXIT_OK = 0
 EXIT_DEAD_LETTERS = 1
 EXIT_USAGE = 2  # argparse's own code for bad arguments
 EXIT_CONFIG = 3
+EXIT_FORCED = 4
+FORCED_EXIT_AFTER_S = 5.0
+
+log = logging.getLogger("fair_agent.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +67,46 @@ def build_parser() -> argparse.ArgumentParser:
     scan_cmd.add_argument(
         "--retry-dead", action="store_true", help="try dead-lettered files again even if they did not change"
     )
+
+    run_cmd = commands.add_parser(
+        "run",
+        help="the service: watch folders and ingest each session once it is complete",
+        description="Watch every configured root (inotify, or polling on network shares), wait until "
+        "each session is complete (quiet period, stable sizes and mtimes, marker file if asked for), "
+        "and ingest it. Reconciles at start-up and on a timer so nothing is missed. Logs JSON lines "
+        "on stdout. SIGTERM or SIGINT stops it gracefully; a second signal forces the exit. Speaks "
+        "systemd's notify protocol (READY, WATCHDOG, STATUS, STOPPING) when $NOTIFY_SOCKET is set.",
+        epilog="example: fair-agent run --config /etc/fair-agent/agent.toml\n"
+        "example: fair-agent run --watch /data/plate-reader --state-dir /var/lib/fair-agent",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run_cmd.add_argument(
+        "--watch",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="also watch FOLDER (repeatable)",
+    )
+    _add_common(run_cmd)
+
+    demo_cmd = commands.add_parser(
+        "demo",
+        help="watch a new folder while sample sessions are copied into it, then show the results",
+        description="Start the service on DROP (created if needed) with a 2 s quiet period, copy the "
+        "sessions from SAMPLES into it file by file as an instrument would, wait until every file "
+        "has its sidecar, print what was written, and stop. The ledger goes to DROP-state beside it.",
+        epilog="example: fair-agent demo sample_data demo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo_cmd.add_argument("samples", type=Path, metavar="SAMPLES", help="folder of sample sessions to copy")
+    demo_cmd.add_argument(
+        "drop", type=Path, metavar="DROP", help="the watched folder to create and copy into"
+    )
+    demo_cmd.add_argument(
+        "--give-up-after", type=float, default=120.0, metavar="SECONDS", help="fail if not done by then"
+    )
+    _add_common(demo_cmd)
     return parser
 
 
@@ -76,14 +124,25 @@ def _add_common(cmd: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     err = Console(stderr=True)
-    setup_logging(args.log_level, stream=sys.stderr, json_lines=True if args.json_logs else None)
+    # The service logs to stdout, where journald collects it; the one-shot commands keep stdout
+    # for their results.
+    log_stream = sys.stdout if args.command == "run" else sys.stderr
+    setup_logging(args.log_level, stream=log_stream, json_lines=True if args.json_logs else None)
     overrides: dict[str, Any] = {}
     if args.state_dir is not None:
         overrides["state_dir"] = args.state_dir
+    elif args.command == "demo":
+        overrides["state_dir"] = args.drop.with_name(args.drop.name + "-state")
     try:
         config = load_config(args.config, overrides=overrides)
         if args.command == "scan":
             return asyncio.run(_scan(args, config, err))
+        if args.command == "run":
+            return asyncio.run(_run(with_roots(config, args.watch)))
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return asyncio.run(run_demo(args.samples, args.drop, config, give_up_after_s=args.give_up_after))
     except AgentError as exc:
         print(f"fair-agent: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -91,6 +150,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("fair-agent: interrupted; work not committed is redone on the next run", file=sys.stderr)
         return 130
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def with_roots(config: AgentConfig, folders: Sequence[Path]) -> AgentConfig:
+    """The configuration with extra watch roots from the command line (validated again)."""
+    if not folders:
+        return config
+    data = config.model_dump()
+    data["roots"] = [*data["roots"], *({"path": folder} for folder in folders)]
+    try:
+        return AgentConfig.model_validate(data)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+async def _run(config: AgentConfig) -> int:
+    """The service until a signal; signal handlers only set events, the service does the rest."""
+    loop = asyncio.get_running_loop()
+    stop, force = asyncio.Event(), asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            log.info(f"{sig.name} received: shutting down")
+            stop.set()
+            return
+        log.warning(f"second {sig.name}: forcing exit")
+        force.set()
+        # A safety net: whatever still runs after a few seconds is cut short.
+        loop.call_later(FORCED_EXIT_AFTER_S, os._exit, EXIT_FORCED)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    notifier = Notifier.from_env()
+    ledger = await Ledger.open(config.ledger_path)
+    try:
+        await Service(config, ledger, notifier=notifier).run(stop, force)
+    finally:
+        await ledger.close()
+        notifier.close()
+    return EXIT_FORCED if force.is_set() else EXIT_OK
 
 
 async def _scan(args: argparse.Namespace, config: AgentConfig, err: Console) -> int:
@@ -105,41 +203,41 @@ async def _scan(args: argparse.Namespace, config: AgentConfig, err: Console) -> 
 
 
 class _ScanBar:
-    """A rich progress bar of files and bytes; the totals grow as discovery finds sessions."""
+    """A rich progress bar of bytes and files; the totals grow as discovery finds sessions."""
 
     def __init__(self, console: Console) -> None:
         self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
+            TextColumn("[bold]scan"),
             BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("files"),
+            TextColumn("{task.fields[files]}/{task.fields[total_files]} files"),
             DownloadColumn(binary_units=True),
             TransferSpeedColumn(),
             TimeElapsedColumn(),
             console=console,
             disable=not console.is_terminal,
-            transient=False,
         )
-        self._files: TaskID | None = None
-        self._bytes: TaskID | None = None
+        self._task: TaskID | None = None
+        self._files = self._total_files = 0
+        self._total_bytes = 0
 
     def __enter__(self) -> _ScanBar:
         self._progress.start()
-        self._files = self._progress.add_task("files", total=0)
-        self._bytes = self._progress.add_task("bytes", total=0, visible=False)
+        self._task = self._progress.add_task("scan", total=0, files=0, total_files=0)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._progress.stop()
 
     def found(self, files: int, size: int) -> None:
-        assert self._files is not None
-        task = self._progress.tasks[self._files]
-        self._progress.update(self._files, total=(task.total or 0) + files)
+        assert self._task is not None
+        self._total_files += files
+        self._total_bytes += size
+        self._progress.update(self._task, total=self._total_bytes, total_files=self._total_files)
 
     def advance(self, files: int, size: int) -> None:
-        assert self._files is not None
-        self._progress.advance(self._files, files)
+        assert self._task is not None
+        self._files += files
+        self._progress.update(self._task, advance=size, files=self._files)
 
 
 def summary_table(report: ScanReport) -> Table:

@@ -59,12 +59,37 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class CompletionPolicy(_Frozen):
+    """When a session counts as complete and may be ingested."""
+
+    #: Seconds without any change in the session; every change starts the wait again.
+    quiet_period_s: float = Field(default=30.0, gt=0)
+    #: Sizes and mtimes are compared between two looks this far apart, the second at the end of
+    #: the quiet period (at most half the quiet period).
+    stability_look_s: float = Field(default=1.0, gt=0)
+    #: A glob (e.g. "*.done" or "READY"): a folder session is never sealed until a file in it
+    #: matches. Loose files in the watch root do not wait for markers.
+    marker: str | None = None
+    #: A session still changing after this long is reported in the log (and still waited for).
+    max_session_s: float = Field(default=6 * 3600.0, gt=0)
+
+    @property
+    def first_look_s(self) -> float:
+        """Seconds after the last change at which the first of the two looks is taken."""
+        return self.quiet_period_s - min(self.stability_look_s, self.quiet_period_s / 2)
+
+
 class RootSettings(_Frozen):
     """One watched folder."""
 
     path: Path
     #: Stable name of the root, part of every batch id; defaults to the folder's name.
     name: str | None = None
+    #: "events" (inotify), "polling" (network shares: NFS, SMB/CIFS, FUSE), or "auto": polling
+    #: when the folder sits on such a filesystem.
+    mode: Literal["auto", "events", "polling"] = "auto"
+    #: Overrides the agent-wide completion policy for this folder.
+    completion: CompletionPolicy | None = None
 
     @property
     def root_name(self) -> str:
@@ -103,6 +128,14 @@ class AgentConfig(_Frozen):
     read_chunk_bytes: int = Field(default=1 << 20, ge=4096, le=1 << 28)
     retry: RetrySettings = RetrySettings()
     site: SiteSettings = SiteSettings()
+    completion: CompletionPolicy = CompletionPolicy()
+    #: Seconds between reconciliation scans that catch changes whose notifications were lost.
+    reconcile_interval_s: float = Field(default=600.0, gt=0)
+    #: How often a polled root is looked at, in milliseconds.
+    poll_interval_ms: int = Field(default=2000, ge=50)
+    #: On SIGTERM/SIGINT, seconds that in-flight batches get to finish before they are abandoned
+    #: (an abandoned batch is redone cleanly on the next start).
+    shutdown_grace_s: float = Field(default=20.0, ge=0)
 
     @field_validator("state_dir")
     @classmethod
@@ -118,6 +151,9 @@ class AgentConfig(_Frozen):
     @property
     def ledger_path(self) -> Path:
         return self.state_dir / "ledger.sqlite3"
+
+    def completion_for(self, root: RootSettings) -> CompletionPolicy:
+        return root.completion or self.completion
 
 
 def ensure_outside(state_dir: Path, watched: Path) -> None:

@@ -93,6 +93,27 @@ def list_session(root: Path, folder: str, ignore: IgnoreRules) -> SessionListing
     return listing
 
 
+def look_session(root: Path, session: str, ignore: IgnoreRules) -> SessionListing | None:
+    """A fresh listing of one session (a folder, or a loose file), or None if it is gone."""
+    path = root / session
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return None
+    if stat_mod.S_ISDIR(st.st_mode):
+        return list_session(root, session, ignore)
+    listing = SessionListing(session=session, is_folder=False)
+    if stat_mod.S_ISLNK(st.st_mode):
+        _record(listing, Skip(session, _symlink_reason(str(path), os.path.realpath(root))))
+    elif stat_mod.S_ISREG(st.st_mode):
+        listing.files.append(FileStat.from_stat(session, st))
+    else:
+        _record(
+            listing, Skip(session, f"{kind_of(st.st_mode)}, not a regular file; it holds no data to ingest")
+        )
+    return listing
+
+
 def _is_agent_crate_file(path: Path) -> bool:
     try:
         with path.open("rb") as f:

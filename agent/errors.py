@@ -58,6 +58,10 @@ class FileReadError(RetryableError):
     """An I/O error while reading (a flaky network share, a disk hiccup); worth another try."""
 
 
+class AbortedError(RetryableError):
+    """Work stopped because the agent is shutting down; the next start does it again."""
+
+
 class FileUnreadableError(TerminalError):
     """The agent may not read the file (permission denied or a similar refusal by the OS)."""
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .batch import FileStat
 from .errors import (
+    AbortedError,
     FileChangedError,
     FileReadError,
     FileUnreadableError,
@@ -37,8 +38,13 @@ class Hashed:
     stat: FileStat
 
 
-def hash_file(root: Path, relpath: str, chunk_bytes: int = 1 << 20) -> Hashed:
-    """Hash one file, refusing a result if the file changed while it was read. Blocking."""
+def hash_file(
+    root: Path, relpath: str, chunk_bytes: int = 1 << 20, abort: threading.Event | None = None
+) -> Hashed:
+    """Hash one file, refusing a result if the file changed while it was read. Blocking.
+
+    ``abort``, when set, stops the read between two chunks (the agent is shutting down).
+    """
     path = root / relpath
     try:
         fd = os.open(path, _OPEN_FLAGS)
@@ -54,7 +60,7 @@ def hash_file(root: Path, relpath: str, chunk_bytes: int = 1 << 20) -> Hashed:
         before = os.fstat(fd)
         if not stat_mod.S_ISREG(before.st_mode):
             raise NotRegularFileError(f"{relpath!r} is not a regular file")
-        digest, count = _digest(fd, chunk_bytes)
+        digest, count = _digest(fd, chunk_bytes, abort)
         after = os.fstat(fd)
     except OSError as exc:
         raise FileReadError(f"I/O error while reading {relpath!r}: {exc.strerror or exc}") from exc
@@ -71,7 +77,9 @@ def hash_file(root: Path, relpath: str, chunk_bytes: int = 1 << 20) -> Hashed:
     return Hashed(digest, FileStat.from_stat(relpath, after))
 
 
-def hash_group(root: Path, relpaths: list[str], chunk_bytes: int) -> list[Hashed | Exception]:
+def hash_group(
+    root: Path, relpaths: list[str], chunk_bytes: int, abort: threading.Event | None = None
+) -> list[Hashed | Exception]:
     """Hash several files in one go, returning each file's result or its error. Blocking.
 
     Small files cost more in thread hand-offs than in hashing; grouping them makes one hand-off
@@ -80,13 +88,13 @@ def hash_group(root: Path, relpaths: list[str], chunk_bytes: int) -> list[Hashed
     results: list[Hashed | Exception] = []
     for relpath in relpaths:
         try:
-            results.append(hash_file(root, relpath, chunk_bytes))
+            results.append(hash_file(root, relpath, chunk_bytes, abort))
         except Exception as exc:
             results.append(exc)
     return results
 
 
-def _digest(fd: int, chunk_bytes: int) -> tuple[str, int]:
+def _digest(fd: int, chunk_bytes: int, abort: threading.Event | None) -> tuple[str, int]:
     buffer = _buffer(chunk_bytes)
     view = memoryview(buffer)
     digest = hashlib.sha256()
@@ -97,6 +105,8 @@ def _digest(fd: int, chunk_bytes: int) -> tuple[str, int]:
     while n := os.readv(fd, [buffer]):
         digest.update(view[:n])
         total += n
+        if abort is not None and abort.is_set():
+            raise AbortedError("hashing stopped: the agent is shutting down")
     return digest.hexdigest(), total
 
 
@@ -115,20 +125,25 @@ class Hasher:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fair-hash")
         self._slots = asyncio.Semaphore(threads)
         self._chunk = chunk_bytes
+        self._abort = threading.Event()
         self.bytes_hashed = 0
         self.files_hashed = 0
 
     async def hash(self, root: Path, relpath: str) -> Hashed:
         async with self._slots:
             loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self._executor, hash_file, root, relpath, self._chunk)
+            result = await loop.run_in_executor(
+                self._executor, hash_file, root, relpath, self._chunk, self._abort
+            )
         self._count(result)
         return result
 
     async def hash_group(self, root: Path, relpaths: list[str]) -> list[Hashed | Exception]:
         async with self._slots:
             loop = asyncio.get_running_loop()
-            results = await loop.run_in_executor(self._executor, hash_group, root, relpaths, self._chunk)
+            results = await loop.run_in_executor(
+                self._executor, hash_group, root, relpaths, self._chunk, self._abort
+            )
         for result in results:
             if isinstance(result, Hashed):
                 self._count(result)
@@ -139,4 +154,6 @@ class Hasher:
         self.files_hashed += 1
 
     def close(self) -> None:
+        """Stop: reads in progress end at their next chunk, queued ones never start."""
+        self._abort.set()
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -47,13 +47,15 @@ def plan_session(
             todo.append(f)
     # A folder session whose crate went missing gets it back, even when no file is new.
     crate_missing = listing.is_folder and bool(current) and not listing.has_crate
-    if todo or crate_missing or listing.problems:
+    # A folder that could not be listed stays a dead letter until someone replays it.
+    problems = [(p, e) for p, e in listing.problems if retry_dead or p not in dead]
+    if todo or crate_missing or problems:
         plan.batch = Batch(
             root=root,
             session=listing.session,
             is_folder=listing.is_folder,
             files=todo,
-            problems=list(listing.problems),
+            problems=problems,
             rewrite_crate=crate_missing,
         )
     return plan

@@ -84,7 +84,7 @@ async def scan(
         async with WorkerPool(
             pipeline.process_batch, workers=config.workers, queue_size=config.queue_size
         ) as pool:
-            async for listing in _sessions(root.path, IgnoreRules(config.ignore)):
+            async for listing in list_sessions(root.path, IgnoreRules(config.ignore)):
                 report.sessions += 1
                 report.files_seen += len(listing.files)
                 report.skipped += len(listing.skips)
@@ -117,7 +117,7 @@ async def scan(
     return report
 
 
-async def _sessions(root: Path, ignore: IgnoreRules) -> AsyncIterator[SessionListing]:
+async def list_sessions(root: Path, ignore: IgnoreRules) -> AsyncIterator[SessionListing]:
     # Listing blocks (a network share may take seconds per folder), so it runs in a thread, one
     # session at a time: memory holds one session's listing, not the whole tree.
     top = await asyncio.to_thread(list_top_level, root, ignore)

@@ -23,10 +23,18 @@ class WorkerPool(Generic[T]):
         self._queue: asyncio.Queue[T] = asyncio.Queue(maxsize=queue_size)
         self._workers = workers
         self._tasks: list[asyncio.Task[None]] = []
+        self._busy: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     @property
     def depth(self) -> int:
+        """Batches waiting for a worker."""
         return self._queue.qsize()
+
+    @property
+    def busy(self) -> int:
+        """Batches being processed right now."""
+        return len(self._busy)
 
     async def submit(self, item: T) -> None:
         await self._queue.put(item)
@@ -35,10 +43,46 @@ class WorkerPool(Generic[T]):
         """Wait until every submitted item has been handled."""
         await self._queue.join()
 
-    async def __aenter__(self) -> WorkerPool[T]:
+    def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._work(), name=f"fair-agent-worker-{i}") for i in range(self._workers)
         ]
+
+    async def shutdown(self, grace: float, force: asyncio.Event | None = None) -> int:
+        """Stop: drop what is queued, give what is in flight ``grace`` seconds, then cancel it.
+
+        Returns how many items were dropped or abandoned; their work is redone on the next start.
+        """
+        self._closing = True
+        dropped = 0
+        while not self._queue.empty():
+            self._queue.get_nowait()
+            self._queue.task_done()
+            dropped += 1
+        for task in self._tasks:
+            if task not in self._busy:
+                task.cancel()
+        busy = list(self._busy)
+        if busy:
+            waiters: list[asyncio.Future[object]] = [asyncio.ensure_future(asyncio.wait(busy, timeout=grace))]
+            if force is not None:
+                waiters.append(asyncio.ensure_future(force.wait()))
+            _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in pending:
+                waiter.cancel()
+            abandoned = [t for t in busy if not t.done()]
+            if abandoned:
+                log.warning(
+                    f"abandoning {len(abandoned)} batch(es) in flight; they are redone on the next start"
+                )
+                dropped += len(abandoned)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        return dropped
+
+    async def __aenter__(self) -> WorkerPool[T]:
+        self.start()
         return self
 
     async def __aexit__(
@@ -51,13 +95,18 @@ class WorkerPool(Generic[T]):
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _work(self) -> None:
-        name = asyncio.current_task().get_name() if asyncio.current_task() else "worker"  # type: ignore[union-attr]
+        me = asyncio.current_task()
+        assert me is not None
         while True:
             item = await self._queue.get()
+            self._busy.add(me)
             try:
                 await self._handle(item)
             except Exception:
                 # The handler records its own failures; this is the last line that keeps a worker alive.
-                log.exception("worker caught an unexpected error", extra={"task": name})
+                log.exception("worker caught an unexpected error", extra={"task": me.get_name()})
             finally:
+                self._busy.discard(me)
                 self._queue.task_done()
+            if self._closing:
+                return

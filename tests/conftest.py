@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -112,3 +112,29 @@ def agent_cli(
         cmd = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", *cmd]
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO)
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 20.0, interval: float = 0.02) -> None:
+    """Wait for a condition with a deadline, instead of sleeping for a fixed time."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+def live_config(config: AgentConfig, *roots: Path, **completion: object) -> AgentConfig:
+    """The test config watching ``roots`` with short timings."""
+    policy = {"quiet_period_s": 0.4, "stability_look_s": 0.1, **completion}
+    return AgentConfig.model_validate(
+        {
+            **config.model_dump(),
+            "roots": [{"path": r} for r in roots],
+            "completion": policy,
+            "reconcile_interval_s": 3600,
+            "shutdown_grace_s": 5,
+        }
+    )

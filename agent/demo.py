@@ -1,0 +1,101 @@
+"""``fair-agent demo``: the real service on a fresh folder, fed sample sessions file by file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .config import AgentConfig, CompletionPolicy, RootSettings
+from .errors import ConfigError
+from .ledger import Ledger
+from .naming import CRATE_NAME, is_own_output, sidecar_name
+from .service import Service
+
+#: Pauses between the chunks and files an imitated instrument writes; shorter than the quiet period.
+WRITE_PAUSE_S = 0.2
+
+
+async def run_demo(samples: Path, drop: Path, config: AgentConfig, *, give_up_after_s: float) -> int:
+    expected = await asyncio.to_thread(_prepare, samples, drop)
+    config = AgentConfig.model_validate(
+        {
+            **config.model_dump(),
+            "roots": [RootSettings(path=drop)],
+            "completion": CompletionPolicy(quiet_period_s=2.0, stability_look_s=0.5),
+        }
+    )
+    console = Console()
+    ledger = await Ledger.open(config.ledger_path)
+    try:
+        async with Service(config, ledger).running() as service:
+            console.print(
+                f"[bold]fair-agent is watching {drop}[/bold]; copying {len(expected)} sample files into it"
+            )
+            await asyncio.to_thread(_imitate_instrument, samples, drop, expected)
+            deadline = time.monotonic() + give_up_after_s
+            while not (service.idle and await asyncio.to_thread(_all_ingested, drop, expected)):
+                if time.monotonic() > deadline:
+                    console.print("[red]not every file was ingested in time[/red]")
+                    return 1
+                await asyncio.sleep(0.2)
+    finally:
+        await ledger.close()
+    table, crates = await asyncio.to_thread(_results, drop, expected)
+    console.print(table)
+    console.print(f"RO-Crates: {', '.join(crates)}")
+    console.print(f"Sidecars and crates are next to the data in {drop}; the ledger is in {config.state_dir}.")
+    return 0
+
+
+def _prepare(samples: Path, drop: Path) -> list[Path]:
+    """The sample files to copy, once DROP is known to be a new, empty folder."""
+    if not samples.is_dir():
+        raise ConfigError(f"{samples} is not a folder of sample sessions")
+    drop.mkdir(parents=True, exist_ok=True)
+    if any(drop.iterdir()):
+        raise ConfigError(f"{drop} is not empty; the demo needs a new folder (remove it first)")
+    return sorted(
+        p.relative_to(samples) for p in samples.rglob("*") if p.is_file() and not is_own_output(p.name)
+    )
+
+
+def _imitate_instrument(samples: Path, drop: Path, files: list[Path]) -> None:
+    """Copy each file in two halves with a pause between, as a slow instrument export would."""
+    for rel in files:
+        target = drop / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = (samples / rel).read_bytes()
+        with target.open("wb") as out:
+            out.write(data[: len(data) // 2])
+            out.flush()
+            time.sleep(WRITE_PAUSE_S)
+            out.write(data[len(data) // 2 :])
+        shutil.copystat(samples / rel, target)
+
+
+def _all_ingested(drop: Path, files: list[Path]) -> bool:
+    return all((drop / sidecar_name(str(p))).exists() for p in files)
+
+
+def _results(drop: Path, files: list[Path]) -> tuple[Table, list[str]]:
+    table = Table(title="Ingested", title_justify="left")
+    table.add_column("session")
+    table.add_column("file")
+    table.add_column("sha256", style="dim")
+    table.add_column("batch / seq", justify="right")
+    for rel in files:
+        sidecar = json.loads((drop / sidecar_name(str(rel))).read_text(encoding="utf-8"))
+        session = rel.parts[0] if len(rel.parts) > 1 else "(loose file)"
+        table.add_row(
+            session,
+            str(Path(*rel.parts[1:])) if len(rel.parts) > 1 else rel.name,
+            sidecar["sha256"][:16] + "…",
+            f"{sidecar['batchId'][:8]} / {sidecar['sequence']}",
+        )
+    return table, sorted(str(p.relative_to(drop)) for p in drop.glob(f"*/{CRATE_NAME}"))

@@ -1,0 +1,302 @@
+"""The live service: watchers and reconciliation feed the tracker; sealed sessions feed the pipeline.
+
+    watchfiles / reconcile ──► SessionTracker ──► bounded queue ──► workers ──► process_batch
+
+The service owns start, run and stop. Signals are the CLI's business: it sets ``stop`` (and, on a
+second signal, ``force``) and the service winds down: intake stops, queued batches are dropped
+(the next start's reconciliation finds them again), in-flight batches get a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+
+from .batch import Batch, Root
+from .config import AgentConfig, CompletionPolicy, RootSettings
+from .discover import SessionListing, look_session
+from .errors import ConfigError
+from .hashing import Hasher
+from .ledger import Ledger
+from .naming import IgnoreRules, session_of
+from .notify import Notifier
+from .outputs import OutputWriter
+from .pipeline import Pipeline
+from .quickcheck import plan_session
+from .scan import list_sessions
+from .tracker import Action, SessionKey, SessionTracker, Verdict
+from .watch import Mode, root_mode, watch_paths
+from .workers import WorkerPool
+
+log = logging.getLogger("fair_agent.service")
+
+#: Produces lists of changed paths (relative to the root) until the event is set.
+EventSource = Callable[["WatchedRoot", asyncio.Event], AsyncIterator[list[str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchedRoot:
+    settings: RootSettings
+    root: Root
+    mode: Mode
+    policy: CompletionPolicy
+
+
+async def watchfiles_source(
+    watched: WatchedRoot, stop: asyncio.Event, *, ignore: IgnoreRules, poll_interval_ms: int
+) -> AsyncIterator[list[str]]:
+    async for relpaths in watch_paths(
+        watched.root.path, ignore, mode=watched.mode, poll_interval_ms=poll_interval_ms, stop=stop
+    ):
+        yield relpaths
+
+
+class Service:
+    def __init__(
+        self,
+        config: AgentConfig,
+        ledger: Ledger,
+        *,
+        notifier: Notifier | None = None,
+        events: EventSource | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not config.roots:
+            raise ConfigError("nothing to watch: add a [[roots]] table to the config, or pass --watch FOLDER")
+        self.config = config
+        self.ledger = ledger
+        self.notifier = notifier or Notifier(None)
+        self.ignore = IgnoreRules(config.ignore)
+        self._events = events
+        self._clock = clock
+        self.tracker = SessionTracker()
+        self.hasher = Hasher(config.hash_threads, config.read_chunk_bytes)
+        self.writer = OutputWriter(config.workers, config.sync_strategy)
+        self.pipeline = Pipeline(config, ledger, self.hasher, self.writer)
+        self.pool: WorkerPool[Batch] = WorkerPool(
+            self._ingest, workers=config.workers, queue_size=config.queue_size
+        )
+        self.roots: dict[int, WatchedRoot] = {}
+        self.ready = asyncio.Event()
+        self.reconciliations = 0
+        self._in_flight: set[SessionKey] = set()
+        self._wake = asyncio.Event()
+        self._stop_watching = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, force: asyncio.Event | None = None) -> None:
+        """Watch and ingest until ``stop`` is set, then shut down gracefully."""
+        await self._register_roots()
+        self.pool.start()
+        tasks = [
+            asyncio.create_task(self._watch(w), name=f"watch-{w.root.name}") for w in self.roots.values()
+        ]
+        tasks += [
+            asyncio.create_task(self._schedule(), name="scheduler"),
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self._reconcile_forever(), name="reconcile"),
+        ]
+        self.notifier.ready(self.status_line())
+        self.ready.set()
+        log.info(self.status_line())
+        try:
+            await stop.wait()
+        finally:
+            self.notifier.stopping()
+            log.info("stopping: no new batches; in-flight batches get the grace period")
+            self._stop_watching.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            dropped = await self.pool.shutdown(self.config.shutdown_grace_s, force)
+            await asyncio.to_thread(self._close_threads)
+            log.info(
+                f"stopped; {dropped} batch(es) left for the next start",
+                extra={"files": self.pipeline.tally.files_ingested},
+            )
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Service]:
+        """Run in the background for the duration of a ``with`` block (for tests and embedding)."""
+        stop = asyncio.Event()
+        task = asyncio.create_task(self.run(stop))
+        ready = asyncio.create_task(self.ready.wait())
+        await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            ready.cancel()
+            task.result()  # startup failed: raise its error
+        try:
+            yield self
+        finally:
+            stop.set()
+            await task
+
+    def _close_threads(self) -> None:
+        self.hasher.close()
+        self.writer.close()
+
+    async def _register_roots(self) -> None:
+        for settings in self.config.roots:
+            path = settings.path.expanduser()
+            if not await asyncio.to_thread(path.is_dir):
+                raise ConfigError(f"watch root {path} is not a folder (not mounted yet?)")
+            root = await self.ledger.ensure_root(path, settings.root_name)
+            mode, why = await asyncio.to_thread(root_mode, settings)
+            log.info(f"watching {root.name!r} by {mode} because {why}", extra={"root": root.name})
+            self.roots[root.id] = WatchedRoot(settings, root, mode, self.config.completion_for(settings))
+
+    # -- observable state -------------------------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        """Nothing pending, queued or in flight."""
+        return not len(self.tracker) and not self.pool.depth and not self._in_flight
+
+    def status_line(self) -> str:
+        return (
+            f"watching {len(self.roots)} folder(s); {len(self.tracker)} session(s) pending; "
+            f"{self.pool.depth} batch(es) queued, {len(self._in_flight)} in flight; "
+            f"{self.pipeline.tally.files_ingested} file(s) ingested"
+        )
+
+    # -- intake ---------------------------------------------------------------------------------
+
+    async def _watch(self, watched: WatchedRoot) -> None:
+        source = self._events or _default_source(self.ignore, self.config.poll_interval_ms)
+        delay = 1.0
+        while not self._stop_watching.is_set():
+            try:
+                async for relpaths in source(watched, self._stop_watching):
+                    self._observe(watched, relpaths, self._clock())
+                    delay = 1.0
+                return
+            except Exception as exc:
+                # Notifications can fail (inotify limits, a share going away); reconciliation still
+                # runs, and the watcher comes back after a pause.
+                log.error(
+                    f"watching {watched.root.name!r} failed: {exc}; retrying in {delay:.0f} s",
+                    extra={"root": watched.root.name, "error_class": type(exc).__name__},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+
+    def _observe(self, watched: WatchedRoot, relpaths: list[str], at: float) -> None:
+        for relpath in relpaths:
+            session, _ = session_of(relpath)
+            self.tracker.observe((watched.root.id, session), watched.policy, at)
+        self._wake.set()
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            started = time.perf_counter()
+            found = 0
+            for watched in self.roots.values():
+                try:
+                    found += await self._reconcile(watched)
+                except Exception:
+                    log.exception("reconciliation failed", extra={"root": watched.root.name})
+            self.reconciliations += 1
+            log.info(
+                f"reconciliation done in {time.perf_counter() - started:.2f} s; "
+                f"{found} session(s) with new or changed files",
+                extra={"task": "reconcile"},
+            )
+            await asyncio.sleep(self.config.reconcile_interval_s)
+
+    async def _reconcile(self, watched: WatchedRoot) -> int:
+        """Find what notifications missed; unchanged files cost a stat, not a hash."""
+        root, found = watched.root, 0
+        async for listing in list_sessions(root.path, self.ignore):
+            key = (root.id, listing.session)
+            if key in self._in_flight or key in self.tracker:
+                continue
+            current = await self.ledger.current_files(root.id, listing.session)
+            dead = await self.ledger.dead_letter_signatures(root.id, listing.session)
+            plan = plan_session(root, listing, current, dead)
+            if plan.batch is None:
+                continue
+            # The quiet period runs from the newest change on disk, so files that lay there while
+            # the agent was down are sealed after the stability look, not a whole quiet period.
+            newest = max((f.mtime_ns for f in plan.batch.files), default=time.time_ns())
+            age = max(0.0, (time.time_ns() - newest) / 1e9)
+            self.tracker.observe(key, watched.policy, self._clock() - age)
+            found += 1
+        self._wake.set()
+        return found
+
+    # -- completion -----------------------------------------------------------------------------
+
+    async def _schedule(self) -> None:
+        while True:
+            for pending, action in self.tracker.due(self._clock(), self._in_flight):
+                key = pending.key
+                watched = self.roots[key[0]]
+                if action is Action.WARN_LONG:
+                    log.warning(
+                        f"session {key[1]!r} has kept changing for over "
+                        f"{pending.policy.max_session_s:.0f} s; still waiting for it to be complete",
+                        extra={"session": key[1], "root": watched.root.name},
+                    )
+                    self.tracker.warned(key)
+                    continue
+                listing = await asyncio.to_thread(look_session, watched.root.path, key[1], self.ignore)
+                if key not in self.tracker:
+                    continue
+                verdict = self.tracker.record_look(
+                    key,
+                    listing.files if listing else None,
+                    bool(listing and listing.is_folder),
+                    self._clock(),
+                )
+                if verdict is Verdict.SEALED and listing is not None:
+                    await self._seal(watched, listing)
+                elif verdict is Verdict.WAITING_FOR_MARKER:
+                    log.info(
+                        f"session {key[1]!r} is quiet but has no marker file yet",
+                        extra={"session": key[1], "root": watched.root.name},
+                    )
+            deadline = self.tracker.next_deadline(self._in_flight)
+            self._wake.clear()
+            timeout = None if deadline is None else max(0.0, deadline - self._clock())
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _seal(self, watched: WatchedRoot, listing: SessionListing) -> None:
+        root = watched.root
+        await self.ledger.record_skips(root.id, listing.session, listing.skips)
+        current = await self.ledger.current_files(root.id, listing.session)
+        dead = await self.ledger.dead_letter_signatures(root.id, listing.session)
+        plan = plan_session(root, listing, current, dead)
+        if plan.batch is None:
+            return
+        self._in_flight.add((root.id, listing.session))
+        await self.pool.submit(plan.batch)  # waits while the queue is full: backpressure
+
+    async def _ingest(self, batch: Batch) -> None:
+        try:
+            await self.pipeline.process_batch(batch)
+        finally:
+            self._in_flight.discard((batch.root.id, batch.session))
+            self._wake.set()
+
+    # -- liveness -------------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        interval = min(self.notifier.watchdog_interval or 5.0, 5.0)
+        while True:
+            # Runs on the event loop: if the loop is stuck, the pings stop and systemd steps in.
+            self.notifier.watchdog()
+            self.notifier.status(self.status_line())
+            await asyncio.sleep(interval)
+
+
+def _default_source(ignore: IgnoreRules, poll_interval_ms: int) -> EventSource:
+    def source(watched: WatchedRoot, stop: asyncio.Event) -> AsyncIterator[list[str]]:
+        return watchfiles_source(watched, stop, ignore=ignore, poll_interval_ms=poll_interval_ms)
+
+    return source

@@ -1,0 +1,196 @@
+"""The live service, in-process: real watchfiles, real files, real SQLite, short timings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agent.config import AgentConfig
+from agent.errors import ConfigError
+from agent.ledger import Ledger
+from agent.naming import CRATE_NAME
+from agent.service import Service, WatchedRoot
+
+from .conftest import live_config, sha256sum, wait_for, write
+
+
+def has_sidecar(path: Path) -> bool:
+    return Path(f"{path}.fair.json").exists()
+
+
+def sidecar(path: Path) -> dict:
+    return json.loads(Path(f"{path}.fair.json").read_text(encoding="utf-8"))
+
+
+def file_rows(config: AgentConfig) -> list[tuple]:
+    with sqlite3.connect(config.ledger_path) as db:
+        return db.execute("SELECT relpath, version, sha256 FROM files ORDER BY relpath, version").fetchall()
+
+
+async def test_a_dropped_session_is_ingested(drop: Path, config: AgentConfig, ledger: Ledger) -> None:
+    cfg = live_config(config, drop)
+    async with Service(cfg, ledger).running() as service:
+        write(drop / "run-1" / "a.csv", "1,2\n")
+        write(drop / "run-1" / "raw" / "b.txt", "x")
+        write(drop / "loose.jdx", "##TITLE=x\n")
+        await wait_for(
+            lambda: has_sidecar(drop / "run-1" / "raw" / "b.txt") and has_sidecar(drop / "loose.jdx")
+        )
+        await wait_for(lambda: service.idle)
+    assert sidecar(drop / "run-1" / "a.csv")["sha256"] == sha256sum(drop / "run-1" / "a.csv")
+    assert (drop / "run-1" / CRATE_NAME).exists()
+
+
+async def test_a_file_still_being_written_is_never_ingested_partially(
+    drop: Path, config: AgentConfig, ledger: Ledger
+) -> None:
+    cfg = live_config(config, drop, quiet_period_s=0.6, stability_look_s=0.2)
+    target = drop / "run-1" / "growing.csv"
+    target.parent.mkdir()
+    async with Service(cfg, ledger).running() as service:
+        with target.open("ab") as f:
+            for i in range(12):  # ~2.4 s of writing, pauses well under the quiet period
+                f.write(f"{i},{'x' * 1000}\n".encode())
+                f.flush()
+                await asyncio.sleep(0.2)
+                assert not has_sidecar(target), f"ingested while still being written (chunk {i})"
+        await wait_for(lambda: has_sidecar(target))
+        await wait_for(lambda: service.idle)
+    assert sidecar(target)["sha256"] == sha256sum(target)
+    assert [r[1] for r in file_rows(cfg)] == [1], "exactly one version: the complete file"
+
+
+async def test_marker_policy_holds_the_session_until_the_marker(
+    drop: Path, config: AgentConfig, ledger: Ledger
+) -> None:
+    cfg = live_config(config, drop, marker="*.done")
+    async with Service(cfg, ledger).running() as service:
+        write(drop / "run-1" / "a.csv", "1\n")
+        write(drop / "run-1" / "b.csv", "2\n")
+        await wait_for(
+            lambda: any(p.reason.startswith("waiting for a marker") for p in service.tracker.sessions())
+        )
+        await asyncio.sleep(1.0)  # several quiet periods: still nothing may be ingested
+        assert not has_sidecar(drop / "run-1" / "a.csv")
+        assert service.pipeline.tally.files_ingested == 0
+        write(drop / "run-1" / "acquisition.done", "")
+        await wait_for(lambda: has_sidecar(drop / "run-1" / "b.csv"))
+
+
+async def test_files_dropped_while_down_are_ingested_at_start(
+    drop: Path, config: AgentConfig, ledger: Ledger
+) -> None:
+    cfg = live_config(config, drop)
+    write(drop / "run-1" / "a.csv", "early\n")
+    write(drop / "early.txt", "early\n")
+    async with Service(cfg, ledger).running() as service:
+        await wait_for(lambda: has_sidecar(drop / "run-1" / "a.csv") and has_sidecar(drop / "early.txt"))
+        await wait_for(lambda: service.idle)
+
+
+async def test_restart_ingests_nothing_twice(drop: Path, config: AgentConfig, ledger: Ledger) -> None:
+    cfg = live_config(config, drop)
+    async with Service(cfg, ledger).running() as service:
+        write(drop / "run-1" / "a.csv", "1\n")
+        await wait_for(lambda: has_sidecar(drop / "run-1" / "a.csv"))
+        await wait_for(lambda: service.idle)
+    rows = file_rows(cfg)
+    mtime = Path(f"{drop}/run-1/a.csv.fair.json").stat().st_mtime_ns
+    async with Service(cfg, ledger).running() as service:
+        await wait_for(lambda: service.reconciliations >= 1)
+        await asyncio.sleep(0.6)
+        await wait_for(lambda: service.idle)
+        assert service.hasher.bytes_hashed == 0
+    assert file_rows(cfg) == rows
+    assert Path(f"{drop}/run-1/a.csv.fair.json").stat().st_mtime_ns == mtime
+
+
+async def test_own_outputs_never_trigger_a_batch(drop: Path, config: AgentConfig, ledger: Ledger) -> None:
+    cfg = live_config(config, drop)
+    async with Service(cfg, ledger).running() as service:
+        write(drop / "run-1" / "a.csv", "1\n")
+        await wait_for(lambda: has_sidecar(drop / "run-1" / "a.csv"))
+        await wait_for(lambda: service.idle)
+        await asyncio.sleep(1.0)  # more than two quiet periods after the sidecar and crate writes
+        assert service.idle and len(service.tracker) == 0
+        assert service.pipeline.tally.batches == 1
+
+
+async def test_new_files_in_an_ingested_session_form_a_new_batch(
+    drop: Path, config: AgentConfig, ledger: Ledger
+) -> None:
+    cfg = live_config(config, drop)
+    async with Service(cfg, ledger).running() as service:
+        write(drop / "run-1" / "a.csv", "1\n")
+        await wait_for(lambda: has_sidecar(drop / "run-1" / "a.csv"))
+        first = Path(f"{drop}/run-1/a.csv.fair.json").stat().st_mtime_ns
+        write(drop / "run-1" / "b.csv", "2\n")
+        await wait_for(lambda: has_sidecar(drop / "run-1" / "b.csv"))
+        await wait_for(lambda: service.idle)
+    assert Path(f"{drop}/run-1/a.csv.fair.json").stat().st_mtime_ns == first
+    crate = json.loads((drop / "run-1" / CRATE_NAME).read_text())
+    root = next(n for n in crate["@graph"] if n["@id"] == "./")
+    assert [p["@id"] for p in root["hasPart"]] == ["a.csv", "b.csv"]
+    assert sidecar(drop / "run-1" / "a.csv")["batchId"] != sidecar(drop / "run-1" / "b.csv")["batchId"]
+
+
+async def test_polling_mode(drop: Path, config: AgentConfig, ledger: Ledger) -> None:
+    base = live_config(config, drop)
+    cfg = AgentConfig.model_validate(
+        {**base.model_dump(), "roots": [{"path": drop, "mode": "polling"}], "poll_interval_ms": 100}
+    )
+    async with Service(cfg, ledger).running() as service:
+        assert next(iter(service.roots.values())).mode == "polling"
+        write(drop / "run-1" / "a.csv", "1\n")
+        await wait_for(lambda: has_sidecar(drop / "run-1" / "a.csv"))
+
+
+async def test_reconciliation_finds_what_notifications_missed(
+    drop: Path, config: AgentConfig, ledger: Ledger
+) -> None:
+    async def deaf(watched: WatchedRoot, stop: asyncio.Event) -> AsyncIterator[list[str]]:
+        await stop.wait()  # a watcher that never reports anything: every notification is lost
+        return
+        yield
+
+    cfg = AgentConfig.model_validate({**live_config(config, drop).model_dump(), "reconcile_interval_s": 0.3})
+    async with Service(cfg, ledger, events=deaf).running():
+        write(drop / "run-1" / "a.csv", "1\n")
+        await wait_for(lambda: has_sidecar(drop / "run-1" / "a.csv"))
+
+
+async def test_burst_is_absorbed_through_a_small_queue(
+    drop: Path, config: AgentConfig, ledger: Ledger
+) -> None:
+    base = live_config(config, drop)
+    cfg = AgentConfig.model_validate({**base.model_dump(), "queue_size": 2, "workers": 1})
+    async with Service(cfg, ledger).running() as service:
+        depths: list[int] = []
+        for s in range(40):
+            for i in range(5):
+                write(drop / f"s{s:02d}" / f"{i}.csv", f"{s},{i}\n")
+        started = time.monotonic()
+        while service.pipeline.tally.files_ingested < 200:
+            depths.append(service.pool.depth)
+            assert time.monotonic() - started < 60, "burst not absorbed"
+            await asyncio.sleep(0.01)
+    assert max(depths) <= 2
+    assert len(file_rows(cfg)) == 200
+
+
+async def test_a_missing_root_is_a_clear_error(tmp_path: Path, config: AgentConfig, ledger: Ledger) -> None:
+    cfg = live_config(config, tmp_path / "not-mounted")
+    with pytest.raises(ConfigError, match="is not a folder"):
+        async with Service(cfg, ledger).running():
+            pass
+
+
+def test_nothing_to_watch_is_a_clear_error(config: AgentConfig) -> None:
+    with pytest.raises(ConfigError, match="nothing to watch"):
+        Service(config, None)  # type: ignore[arg-type]
