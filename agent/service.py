@@ -117,7 +117,7 @@ class Service:
             await asyncio.to_thread(self._close_threads)
             log.info(
                 f"stopped; {dropped} batch(es) left for the next start",
-                extra={"files": self.pipeline.tally.files_ingested},
+                extra={"files": self.pipeline.tally.files_ingested, "bytes": self.hasher.bytes_hashed},
             )
 
     @asynccontextmanager

@@ -52,9 +52,11 @@ async def watch_paths(
         stop_event=stop,
         force_polling=mode == "polling",
         poll_delay_ms=poll_interval_ms,
-        # A short step: the quiet period, not the watcher, decides when a session is complete.
-        debounce=1600,
-        step=50,
+        # watchfiles holds changes back while more keep coming, up to ``debounce`` ms; under a
+        # steady trickle of drops its default (1.6 s) would add to every session's wait. The quiet
+        # period, not the watcher, decides when a session is complete, so deliver promptly.
+        debounce=200,
+        step=20,
         ignore_permission_denied=True,
     ):
         relpaths = [path[len(prefix) :] for _, path in changes if path.startswith(prefix)]
