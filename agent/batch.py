@@ -25,9 +25,14 @@ class FileStat:
     def from_stat(cls, relpath: str, st: os.stat_result) -> FileStat:
         return cls(relpath, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
-    def quick_key(self) -> tuple[int, int, int]:
-        """What must match the ledger for the file to count as unchanged."""
-        return (self.size, self.mtime_ns, self.inode)
+    def signature(self) -> tuple[int, int, int, int]:
+        """What must match the ledger for the file to count as unchanged.
+
+        ctime is in it because mtime can be set back (``cp -p``, ``rsync -t``) and ctime cannot: a
+        same-size rewrite with its mtime restored is still seen. A chmod also moves ctime; that
+        costs one rehash, which finds the same bytes.
+        """
+        return (self.size, self.mtime_ns, self.ctime_ns, self.inode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,10 @@ class Batch:
     files: list[FileStat]
     #: Paths in the session that could not even be listed (e.g. an unreadable sub-folder).
     problems: list[tuple[str, AgentError]] = field(default_factory=list)
+    #: Ingested files that are no longer there: the crate stops listing them.
+    removed: list[str] = field(default_factory=list)
+    #: Dead letters whose path is gone or no longer a problem: cleared with their error files.
+    cleared_dead: list[str] = field(default_factory=list)
     #: The session's crate is missing and must be rewritten even if no file is new.
     rewrite_crate: bool = False
 

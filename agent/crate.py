@@ -6,18 +6,16 @@ depends on the clock: ``datePublished`` is the newest ``dateModified`` of its fi
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from . import AGENT_NAME, AGENT_URL, __version__
+from . import AGENT_ENTITY_ID, AGENT_NAME, AGENT_URL, __version__
 from .config import SiteSettings
 from .metadata import RO_CRATE_CONTEXT
-from .naming import CRATE_NAME, display_name
+from .naming import CRATE_NAME, display_name, relative_id
 
 RO_CRATE_SPEC = "https://w3id.org/ro/crate/1.2"
-AGENT_ID = "#fair-agent"
 INGEST_ACTION_ID = "#fair-agent-ingest"
 NO_LICENSE_ID = "#license-not-chosen"
 # Fixed namespace for session identifiers: uuid5(namespace, "<root name>/<session>").
@@ -25,7 +23,8 @@ SESSION_NAMESPACE = uuid.UUID("6f1c2b1e-52f4-4a55-9d0f-3f1f5a0c2a61")
 
 
 def session_identifier(root_name: str, session: str) -> str:
-    return f"urn:uuid:{uuid.uuid5(SESSION_NAMESPACE, f'{root_name}/{session}')}"
+    # Percent-encoded first: names that are not valid UTF-8 still give a stable identifier.
+    return f"urn:uuid:{uuid.uuid5(SESSION_NAMESPACE, relative_id(f'{root_name}/{session}'))}"
 
 
 def build_crate(
@@ -45,13 +44,14 @@ def build_crate(
         "@type": "Dataset",
         "name": display_name(session),
         "description": (
-            f"Instrument session {display_name(session)!r} from drop folder {display_name(root_name)!r}: "
+            f"Instrument session “{display_name(session)}” from drop folder “{display_name(root_name)}”: "
             f"{len(files)} file(s), each with a SHA-256 checksum, described by {AGENT_NAME}."
         ),
         "identifier": session_identifier(root_name, session),
         "datePublished": published,
         "license": license_ref,
         "hasPart": parts,
+        "mentions": [{"@id": INGEST_ACTION_ID}],
     }
     contextual: list[dict[str, Any]] = [license_entity]
     if site.organisation:
@@ -59,7 +59,7 @@ def build_crate(
         contextual.append({"@id": "#publisher", "@type": "Organization", "name": site.organisation})
     contextual += [
         {
-            "@id": AGENT_ID,
+            "@id": AGENT_ENTITY_ID,
             "@type": "SoftwareApplication",
             "name": AGENT_NAME,
             "version": __version__,
@@ -69,7 +69,7 @@ def build_crate(
             "@id": INGEST_ACTION_ID,
             "@type": "CreateAction",
             "name": f"Checksums and metadata recorded by {AGENT_NAME}",
-            "instrument": {"@id": AGENT_ID},
+            "instrument": {"@id": AGENT_ENTITY_ID},
             "object": parts,
             "result": {"@id": CRATE_NAME},
         },
@@ -93,15 +93,3 @@ def _license(site: SiteSettings) -> tuple[dict[str, str], dict[str, Any]]:
         "name": "No license chosen yet",
         "description": "The site has not set site.license in the fair-agent configuration.",
     }
-
-
-def is_agent_crate(raw: bytes) -> bool:
-    """Whether an existing ``ro-crate-metadata.json`` was written by this agent (and may be replaced)."""
-    try:
-        graph = json.loads(raw).get("@graph", [])
-    except (ValueError, AttributeError):
-        return False
-    return any(
-        isinstance(node, dict) and node.get("@id") == AGENT_ID and node.get("name") == AGENT_NAME
-        for node in graph
-    )

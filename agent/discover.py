@@ -1,7 +1,7 @@
 """Listing a watch root, grouped into sessions. Blocking: callers run it in a worker thread.
 
-Never follows a symlink, never opens anything (a FIFO would block on open), and never reports the
-agent's own outputs or ignored names as data.
+Never follows a symlink, never opens anything but a regular file (a FIFO would block on open), and
+never reports the agent's own outputs or ignored names as data.
 """
 
 from __future__ import annotations
@@ -13,12 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .batch import FileStat, Skip, kind_of
-from .crate import is_agent_crate
 from .errors import AgentError, FileUnreadableError
-from .naming import CRATE_NAME, IgnoreRules
-
-# A crate of ours is a few hundred bytes per file; anything larger is someone else's.
-_MAX_CRATE_BYTES = 64 << 20
+from .naming import CRATE_NAME, IgnoreRules, is_temp_file
+from .outputs import read_own_document
 
 
 @dataclass(slots=True)
@@ -28,10 +25,11 @@ class SessionListing:
     files: list[FileStat] = field(default_factory=list)
     skips: list[Skip] = field(default_factory=list)
     problems: list[tuple[str, AgentError]] = field(default_factory=list)
-    #: The session folder holds a ``ro-crate-metadata.json``.
+    #: Something named ``ro-crate-metadata.json`` is in the session folder: the agent's own crate,
+    #: or someone else's file (which is data, ingested like any file, and never overwritten).
     has_crate: bool = False
-    #: ...written by someone else: it is data, ingested like any file, and never overwritten.
-    foreign_crate: bool = False
+    #: Temp files of the agent (relative paths); at start-up they are orphans of a crash.
+    temp_files: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -40,19 +38,23 @@ class TopLevel:
 
     folders: list[str] = field(default_factory=list)
     loose: list[SessionListing] = field(default_factory=list)
+    temp_files: list[str] = field(default_factory=list)
 
 
 def list_top_level(root: Path, ignore: IgnoreRules) -> TopLevel:
     top = TopLevel()
     root_real = os.path.realpath(root)
     for entry in _sorted_entries(root):
+        if is_temp_file(entry.name):
+            top.temp_files.append(entry.name)
+            continue
         if ignore.ignores(entry.name):
             continue
+        listing = SessionListing(session=entry.name, is_folder=False)
         outcome = _classify(entry, entry.name, root_real)
         if outcome == "dir":
             top.folders.append(entry.name)
         elif outcome is not None:
-            listing = SessionListing(session=entry.name, is_folder=False)
             _record(listing, outcome)
             top.loose.append(listing)
     return top
@@ -67,20 +69,21 @@ def list_session(root: Path, folder: str, ignore: IgnoreRules) -> SessionListing
         rel_dir = stack.pop()
         try:
             entries = _sorted_entries(root / rel_dir)
-        except PermissionError:
-            listing.problems.append(
-                (rel_dir, FileUnreadableError(f"cannot list folder {rel_dir!r}: permission denied"))
-            )
-            continue
         except FileNotFoundError:
             continue  # removed while we walked; nothing left to ingest
+        except OSError as exc:
+            listing.problems.append((rel_dir, _unreadable(rel_dir, "cannot list folder", exc)))
+            continue
         subdirs = []
         for entry in entries:
             relpath = f"{rel_dir}/{entry.name}"
+            if is_temp_file(entry.name):
+                listing.temp_files.append(relpath)
+                continue
             if entry.name == CRATE_NAME and rel_dir == folder:
+                # Only the crate at the top of a session folder can be ours; elsewhere the name is data.
                 listing.has_crate = True
-                listing.foreign_crate = not _is_agent_crate_file(Path(entry.path))
-                if not listing.foreign_crate:
+                if _is_own_crate(root / folder):
                     continue
             elif ignore.ignores(entry.name):
                 continue
@@ -108,19 +111,21 @@ def look_session(root: Path, session: str, ignore: IgnoreRules) -> SessionListin
     elif stat_mod.S_ISREG(st.st_mode):
         listing.files.append(FileStat.from_stat(session, st))
     else:
-        _record(
-            listing, Skip(session, f"{kind_of(st.st_mode)}, not a regular file; it holds no data to ingest")
-        )
+        _record(listing, _not_regular(session, st.st_mode))
     return listing
 
 
-def _is_agent_crate_file(path: Path) -> bool:
+def _is_own_crate(folder: Path) -> bool:
     try:
-        with path.open("rb") as f:
-            raw = f.read(_MAX_CRATE_BYTES + 1)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
-        return True  # unreadable or gone: do not claim it as data, do not overwrite it blindly
-    return len(raw) <= _MAX_CRATE_BYTES and is_agent_crate(raw)
+        return False
+    try:
+        return read_own_document(fd, CRATE_NAME) is not None
+    except OSError:  # someone else's file (FileExistsError) or unreadable: data, not ours
+        return False
+    finally:
+        os.close(fd)
 
 
 def _sorted_entries(path: Path) -> list[os.DirEntry[str]]:
@@ -128,26 +133,44 @@ def _sorted_entries(path: Path) -> list[os.DirEntry[str]]:
         return sorted(it, key=lambda e: e.name)
 
 
-def _classify(entry: os.DirEntry[str], relpath: str, root_real: str) -> FileStat | Skip | str | None:
-    """``"dir"`` for a folder to descend into, a FileStat, a Skip, or None when it vanished."""
+Outcome = FileStat | Skip | tuple[str, AgentError] | str | None
+
+
+def _classify(entry: os.DirEntry[str], relpath: str, root_real: str) -> Outcome:
+    """``"dir"`` to descend into, a FileStat, a Skip, a problem, or None when it vanished."""
     try:
         if entry.is_symlink():
             return Skip(relpath, _symlink_reason(entry.path, root_real))
         st = entry.stat(follow_symlinks=False)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        # e.g. a folder that may be listed but not entered (r-- without x): the name is visible,
+        # its metadata is not. A person has to fix the permissions.
+        return (relpath, _unreadable(relpath, "cannot read the metadata of", exc))
     if stat_mod.S_ISDIR(st.st_mode):
         return "dir"
     if stat_mod.S_ISREG(st.st_mode):
         return FileStat.from_stat(relpath, st)
-    return Skip(relpath, f"{kind_of(st.st_mode)}, not a regular file; it holds no data to ingest")
+    return _not_regular(relpath, st.st_mode)
 
 
-def _record(listing: SessionListing, outcome: FileStat | Skip | str) -> None:
+def _record(listing: SessionListing, outcome: Outcome) -> None:
     if isinstance(outcome, FileStat):
         listing.files.append(outcome)
     elif isinstance(outcome, Skip):
         listing.skips.append(outcome)
+    elif isinstance(outcome, tuple):
+        listing.problems.append(outcome)
+
+
+def _not_regular(relpath: str, mode: int) -> Skip:
+    return Skip(relpath, f"{kind_of(mode)}, not a regular file; it holds no data to ingest")
+
+
+def _unreadable(relpath: str, what: str, exc: OSError) -> FileUnreadableError:
+    reason = "permission denied" if exc.errno in (errno.EACCES, errno.EPERM) else (exc.strerror or str(exc))
+    return FileUnreadableError(f"{what} {relpath!r}: {reason}")
 
 
 def _symlink_reason(path: str, root_real: str) -> str:

@@ -78,5 +78,19 @@ class OutputWriteError(RetryableError):
     advice = "Check free space and the agent's write permission on the data folder."
 
 
+class OutputConflictError(TerminalError):
+    """A file the agent did not write sits where its sidecar must go; it is never overwritten."""
+
+    advice = "Rename or move the file that has the sidecar's name; the agent tries again then."
+
+
+class LedgerBusyError(RetryableError):
+    """The ledger is locked by another writer for longer than the busy timeout."""
+
+
+class UnexpectedError(TerminalError):
+    """A failure the agent has no specific name for; recorded with the original class and message."""
+
+
 class LedgerError(TerminalError):
     """The ledger cannot be opened or is not a fair-agent ledger; the agent refuses to start."""

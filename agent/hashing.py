@@ -26,6 +26,7 @@ from .errors import (
     FileVanishedError,
     NotRegularFileError,
 )
+from .safepath import open_dir_beneath, split
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _local = threading.local()
@@ -45,36 +46,12 @@ def hash_file(
 
     ``abort``, when set, stops the read between two chunks (the agent is shutting down).
     """
-    path = root / relpath
+    folders: dict[str, int] = {}
     try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except FileNotFoundError:
-        raise FileVanishedError(f"{relpath!r} vanished before it could be read") from None
-    except PermissionError:
-        raise FileUnreadableError(f"cannot read {relpath!r}: permission denied") from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:  # O_NOFOLLOW: it became a symlink after it was listed
-            raise FileChangedError(f"{relpath!r} was replaced by a symlink while being read") from None
-        raise FileReadError(f"cannot open {relpath!r}: {exc.strerror or exc}") from exc
-    try:
-        before = os.fstat(fd)
-        if not stat_mod.S_ISREG(before.st_mode):
-            raise NotRegularFileError(f"{relpath!r} is not a regular file")
-        digest, count = _digest(fd, chunk_bytes, abort)
-        after = os.fstat(fd)
-    except OSError as exc:
-        raise FileReadError(f"I/O error while reading {relpath!r}: {exc.strerror or exc}") from exc
+        return _hash_one(root, relpath, folders, chunk_bytes, abort)
     finally:
-        os.close(fd)
-    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or count != after.st_size:
-        raise FileChangedError(f"{relpath!r} changed while it was being read (still being written?)")
-    try:
-        now = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        raise FileVanishedError(f"{relpath!r} was removed while it was being read") from None
-    if (now.st_ino, now.st_size, now.st_mtime_ns) != (after.st_ino, after.st_size, after.st_mtime_ns):
-        raise FileChangedError(f"{relpath!r} was replaced while it was being read")
-    return Hashed(digest, FileStat.from_stat(relpath, after))
+        for fd in folders.values():
+            os.close(fd)
 
 
 def hash_group(
@@ -83,15 +60,62 @@ def hash_group(
     """Hash several files in one go, returning each file's result or its error. Blocking.
 
     Small files cost more in thread hand-offs than in hashing; grouping them makes one hand-off
-    per group instead of one per file.
+    per group instead of one per file, and each folder is opened once per group.
     """
     results: list[Hashed | Exception] = []
-    for relpath in relpaths:
-        try:
-            results.append(hash_file(root, relpath, chunk_bytes, abort))
-        except Exception as exc:
-            results.append(exc)
+    folders: dict[str, int] = {}
+    try:
+        for relpath in relpaths:
+            try:
+                results.append(_hash_one(root, relpath, folders, chunk_bytes, abort))
+            except Exception as exc:
+                results.append(exc)
+    finally:
+        for fd in folders.values():
+            os.close(fd)
     return results
+
+
+def _hash_one(
+    root: Path, relpath: str, folders: dict[str, int], chunk_bytes: int, abort: threading.Event | None
+) -> Hashed:
+    # Every folder on the way is opened without following links (safepath), so a folder swapped
+    # for a symlink after listing cannot lead the read outside the watch root.
+    parent, name = split(relpath)
+    try:
+        if parent not in folders:
+            folders[parent] = open_dir_beneath(root, parent)
+        dir_fd = folders[parent]
+        fd = os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise FileVanishedError(f"{relpath!r} vanished before it could be read") from None
+    except PermissionError:
+        raise FileUnreadableError(f"cannot read {relpath!r}: permission denied") from None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise FileChangedError(f"{relpath!r} (or a folder above it) was replaced by a symlink") from None
+        raise FileReadError(f"cannot open {relpath!r}: {exc.strerror or exc}") from None
+    try:
+        before = os.fstat(fd)
+        if not stat_mod.S_ISREG(before.st_mode):
+            raise NotRegularFileError(f"{relpath!r} is not a regular file")
+        digest, count = _digest(fd, chunk_bytes, abort)
+        after = os.fstat(fd)
+    except OSError as exc:
+        raise FileReadError(f"I/O error while reading {relpath!r}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or count != after.st_size:
+        raise FileChangedError(f"{relpath!r} changed while it was being read (still being written?)")
+    try:
+        now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        raise FileVanishedError(f"{relpath!r} was removed while it was being read") from None
+    except OSError as exc:
+        raise FileReadError(f"cannot stat {relpath!r}: {exc.strerror or exc}") from None
+    if (now.st_ino, now.st_size, now.st_mtime_ns) != (after.st_ino, after.st_size, after.st_mtime_ns):
+        raise FileChangedError(f"{relpath!r} was replaced while it was being read")
+    return Hashed(digest, FileStat.from_stat(relpath, after))
 
 
 def _digest(fd: int, chunk_bytes: int, abort: threading.Event | None) -> tuple[str, int]:

@@ -13,6 +13,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from . import AGENT_NAME, AGENT_URL, __version__
+from .batch import FileStat
 from .naming import display_name, relative_id
 
 RO_CRATE_CONTEXT = "https://w3id.org/ro/crate/1.2/context"
@@ -77,50 +78,49 @@ def iso_time(mtime_ns: int) -> str:
 class FileRecord:
     """One version of one ingested file, as the sidecar, the crate and the ledger describe it."""
 
-    relpath: str  # below the watch root
+    stat: FileStat  # the file as it was while it was hashed
     session: str
-    size: int
-    mtime_ns: int
-    inode: int
     sha256: str
     encoding_format: str
-    batch_id: str
-    sequence: int
-    version: int
+    batch_id: str = ""
+    sequence: int = 0
+    version: int = 0
     dataset_type: str = GENERIC_DATASET_TYPE
     metadata: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
     @property
+    def relpath(self) -> str:
+        return self.stat.relpath
+
+    @property
     def name(self) -> str:
-        return PurePosixPath(self.relpath).name
+        return PurePosixPath(self.stat.relpath).name
+
+
+def _file_properties(record: FileRecord, file_id: str) -> dict[str, Any]:
+    # What the sidecar and the crate's File entity both say about the file.
+    return {
+        "@id": relative_id(file_id),
+        "@type": "File",
+        "name": display_name(record.name),
+        "contentSize": str(record.stat.size),
+        "encodingFormat": record.encoding_format,
+        "sha256": record.sha256,
+        "dateModified": iso_time(record.stat.mtime_ns),
+    }
 
 
 def crate_file_entity(record: FileRecord, session_is_folder: bool) -> dict[str, Any]:
     """The File entity of the session crate; its @id is relative to the session folder."""
-    inside = record.relpath.split("/", 1)[1] if session_is_folder else record.name
-    return {
-        "@id": relative_id(inside),
-        "@type": "File",
-        "name": display_name(record.name),
-        "contentSize": str(record.size),
-        "encodingFormat": record.encoding_format,
-        "sha256": record.sha256,
-        "dateModified": iso_time(record.mtime_ns),
-    }
+    return _file_properties(record, record.relpath.split("/", 1)[1] if session_is_folder else record.name)
 
 
 def build_sidecar(record: FileRecord) -> dict[str, Any]:
     """The ``<file>.fair.json`` document; its @id is relative to the folder it sits in."""
     return {
         "@context": SIDECAR_CONTEXT,
-        "@id": relative_id(record.name),
-        "@type": "File",
-        "name": display_name(record.name),
-        "contentSize": str(record.size),
-        "encodingFormat": record.encoding_format,
-        "sha256": record.sha256,
-        "dateModified": iso_time(record.mtime_ns),
+        **_file_properties(record, record.name),
         "session": display_name(record.session),
         "batchId": record.batch_id,
         "sequence": record.sequence,

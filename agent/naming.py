@@ -18,14 +18,24 @@ ERROR_SUFFIX = ".fair.error.json"
 CRATE_NAME = "ro-crate-metadata.json"
 TEMP_SUFFIX = ".fair-tmp"
 
-_OWN_OUTPUT = re.compile(
+_OWN_SUFFIX = re.compile(
     rf"(?:{re.escape(SIDECAR_SUFFIX)}|{re.escape(ERROR_SUFFIX)}|{re.escape(TEMP_SUFFIX)})$"
 )
 
 
 def is_own_output(name: str) -> bool:
-    """True for sidecars, error files, crates and temp files the agent writes."""
-    return name == CRATE_NAME or _OWN_OUTPUT.search(name) is not None
+    """True for names of sidecars, error files and temp files the agent writes.
+
+    Names ending in ``.fair.json`` and ``.fair.error.json`` are the agent's anywhere. A crate is
+    the agent's only at the top of a session folder (see ``is_own_path``); elsewhere that name is data.
+    """
+    return _OWN_SUFFIX.search(name) is not None
+
+
+def is_own_path(relpath: str) -> bool:
+    """True for paths (below a watch root) of anything the agent writes."""
+    parts = relpath.split("/")
+    return is_own_output(parts[-1]) or (len(parts) == 2 and parts[1] == CRATE_NAME)
 
 
 def is_temp_file(name: str) -> bool:
@@ -39,7 +49,12 @@ class IgnoreRules:
         self.patterns = tuple(patterns)
 
     def ignores(self, name: str) -> bool:
+        """A name that is never data: ours (by suffix) or matching an ignore glob."""
         return is_own_output(name) or any(fnmatchcase(name, pattern) for pattern in self.patterns)
+
+    def ignores_path(self, relpath: str) -> bool:
+        """As ``ignores``, for a path below the root: also the session crates."""
+        return is_own_path(relpath) or self.ignores(relpath.rsplit("/", 1)[-1])
 
 
 def sidecar_name(file_name: str) -> str:

@@ -1,18 +1,20 @@
-"""Writing outputs next to the data, atomically and durably.
+"""Writing outputs next to the data: atomically, durably, and only over our own files.
 
 Each document goes to a hidden temp file in the same folder, is made durable, then is renamed over
-its target; each folder is fsynced once after its renames. A reader (or a crash) sees the old
+its target; every folder written to is fsynced afterwards. A reader (or a crash) sees the old
 document or the new one, never half of one. A document whose bytes are already on disk is not
-rewritten, so its mtime stays put and a redone batch changes nothing.
+rewritten, so its mtime stays put and a redone batch changes nothing. A file in the way that the
+agent did not write (a user's ``x.fair.json``, a FIFO, a link) is never replaced: it is reported
+as a conflict. Folders are reached without following symlinks (see safepath).
 
-Durability comes in two strategies, both ending in the same guarantee:
+Durability comes in two strategies with the same guarantee:
 
-- ``filesystem`` (local disks): write every temp file of the batch, then one ``syncfs()`` for the
+- ``filesystem`` (local disks): write every temp file of the batch, then one ``syncfs()`` per
   filesystem, then the renames. One flush per batch instead of one per sidecar: measured here, a
   batch of 100 sidecars is ~6x faster than with an fsync each, and the data files the sidecars
   describe reach the disk too.
-- ``per-file`` (network and FUSE filesystems, where syncfs() does not reach the server, or when the
-  libc has no syncfs): an fsync per temp file.
+- ``per-file`` (network and FUSE filesystems, where syncfs() does not reach the server, or a libc
+  without syncfs): an fsync per temp file.
 """
 
 from __future__ import annotations
@@ -24,17 +26,25 @@ import errno
 import json
 import os
 import random
+import stat as stat_mod
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from . import AGENT_ENTITY_ID, AGENT_NAME
 from .errors import OutputWriteError
 from .fsinfo import filesystem_type, is_network_filesystem
 from .naming import temp_name
+from .safepath import open_dir_beneath, split
 
-Document = tuple[Path, dict[str, Any]]
+#: (watch root, path below it, JSON document)
+Document = tuple[Path, str, dict[str, Any]]
 SyncStrategy = Literal["filesystem", "per-file"]
+
+#: Our documents are small; anything bigger in their place is someone else's.
+MAX_DOCUMENT_BYTES = 64 << 20
 
 _rng = random.Random()
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -47,12 +57,65 @@ _REASONS = {
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
     errno.EIO: "an I/O error",
+    errno.ELOOP: "a folder on the way is a symlink (never followed) or not a folder",
+    errno.ENOTDIR: "a folder on the way is a symlink (never followed) or not a folder",
 }
+
+
+@dataclass(slots=True)
+class WriteResult:
+    written: int = 0
+    #: Paths where a file the agent did not write is in the way; nothing was written there.
+    conflicts: list[str] = field(default_factory=list)
 
 
 def to_json_bytes(document: dict[str, Any]) -> bytes:
     """Stable serialisation: the same document always gives the same bytes."""
     return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def is_agent_document(raw: bytes) -> bool:
+    """Whether bytes are a sidecar, error file or crate written by this agent."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return False
+    if not isinstance(doc, dict):
+        return False
+    generated = doc.get("generatedBy")
+    if isinstance(generated, dict) and generated.get("name") == AGENT_NAME:
+        return True
+    graph = doc.get("@graph")
+    return isinstance(graph, list) and any(
+        isinstance(node, dict) and node.get("@id") == AGENT_ENTITY_ID and node.get("name") == AGENT_NAME
+        for node in graph
+    )
+
+
+def read_own_document(dir_fd: int, name: str) -> bytes | None:
+    """The bytes of an agent document at ``name``; None if nothing is there.
+
+    Raises FileExistsError when something that is not ours is there (never read if not a regular
+    file: opening a FIFO could block).
+    """
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FileExistsError(name) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode) or st.st_size > MAX_DOCUMENT_BYTES:
+            raise FileExistsError(name)
+        raw = b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
+    finally:
+        os.close(fd)
+    if not is_agent_document(raw):
+        raise FileExistsError(name)
+    return raw
 
 
 def strategy_for(folder: Path, configured: str = "auto") -> SyncStrategy:
@@ -63,48 +126,76 @@ def strategy_for(folder: Path, configured: str = "auto") -> SyncStrategy:
     return "filesystem"
 
 
-def write_documents(documents: Iterable[Document], strategy: SyncStrategy = "per-file") -> int:
-    """Write every (path, document) atomically and durably; return how many files changed."""
-    pending: list[tuple[Path, Path]] = []
+def write_documents(documents: Iterable[Document], strategy: SyncStrategy = "per-file") -> WriteResult:
+    """Write every document atomically and durably. Blocking."""
+    result = WriteResult()
+    folders: dict[tuple[Path, str], int] = {}
+    pending: list[tuple[int, str, str]] = []  # (folder fd, final name, temp name)
     try:
-        for path, document in documents:
+        for root, relpath, document in documents:
+            parent, name = split(relpath)
+            dir_fd = folders.get((root, parent))
+            if dir_fd is None:
+                dir_fd = folders[(root, parent)] = _open_folder(root, parent, relpath)
             data = to_json_bytes(document)
-            if not _already_there(path, data):
-                pending.append((path, _write_temp(path, data, fsync=strategy == "per-file")))
-        if not pending:
-            return 0
-        if strategy == "filesystem":
-            for folder in {path.parent for path, _ in pending}:
-                _sync_filesystem(folder)
-        for path, tmp in pending:
             try:
-                os.replace(tmp, path)
+                if read_own_document(dir_fd, name) == data:
+                    continue
+            except FileExistsError:
+                result.conflicts.append(relpath)
+                continue
             except OSError as exc:
-                raise _write_error(path, exc) from exc
-    except BaseException:
-        for _, tmp in pending:
-            remove_quietly(tmp)
-        raise
-    fsync_dirs({path.parent for path, _ in pending})
-    return len(pending)
-
-
-def fsync_dirs(folders: Iterable[Path]) -> None:
-    # Makes the renames durable; a crash after this cannot resurrect the old documents.
-    for folder in folders:
-        try:
-            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                raise _write_error(relpath, exc) from exc
+            pending.append(
+                (dir_fd, name, _write_temp(dir_fd, name, data, relpath, fsync=strategy == "per-file"))
+            )
+        if pending and strategy == "filesystem":
+            _sync_filesystems({fd for fd, _, _ in pending})
+        while pending:
+            dir_fd, name, tmp = pending[0]
             try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise _write_error(folder, exc) from exc
+                os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except OSError as exc:
+                raise _write_error(name, exc) from exc
+            pending.pop(0)
+            result.written += 1
+        # Every folder, changed or not: a redo after a crash between rename and folder fsync finds
+        # its documents in place, and must still make those renames durable.
+        for dir_fd in folders.values():
+            _fsync(dir_fd, "a folder")
+    except BaseException:
+        for dir_fd, _, tmp in pending:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+        raise
+    finally:
+        for dir_fd in folders.values():
+            os.close(dir_fd)
+    return result
 
 
-def remove_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+def remove_files(root: Path, relpaths: Iterable[str], *, older_than_ns: int | None = None) -> int:
+    """Remove our own files (stale error files, orphan temp files); a missing one is fine."""
+    removed = 0
+    for relpath in relpaths:
+        parent, name = split(relpath)
+        try:
+            dir_fd = open_dir_beneath(root, parent)
+        except OSError:
+            continue
+        try:
+            if (
+                older_than_ns is not None
+                and os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mtime_ns >= older_than_ns
+            ):
+                continue
+            os.unlink(name, dir_fd=dir_fd)
+            removed += 1
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(dir_fd)
+    return removed
 
 
 class OutputWriter:
@@ -119,41 +210,40 @@ class OutputWriter:
         self._strategy = strategy
         self._strategies: dict[Path, SyncStrategy] = {}
 
-    async def write(self, documents: list[Document]) -> int:
+    async def write(self, documents: list[Document]) -> WriteResult:
         if not documents:
-            return 0
+            return WriteResult()
         loop = asyncio.get_running_loop()
-        folder = documents[0][0].parent
-        known = self._strategies.get(folder)
+        root = documents[0][0]
+        known = self._strategies.get(root)
         strategy: SyncStrategy = (
             known
             if known is not None
-            else await loop.run_in_executor(self._executor, strategy_for, folder, self._strategy)
+            else await loop.run_in_executor(self._executor, strategy_for, root, self._strategy)
         )
-        if known is None and len(self._strategies) < 4096:  # bounded: recent session folders
-            self._strategies[folder] = strategy
+        self._strategies[root] = strategy
         return await loop.run_in_executor(self._executor, write_documents, list(documents), strategy)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
 
 
-def _already_there(path: Path, data: bytes) -> bool:
+def _open_folder(root: Path, parent: str, relpath: str) -> int:
     try:
-        if path.stat().st_size != len(data):
-            return False
-        return path.read_bytes() == data
-    except OSError:
-        return False
-
-
-def _write_temp(path: Path, data: bytes, *, fsync: bool) -> Path:
-    # Random but syscall-free: a getrandom() per sidecar shows up in profiles of many small files.
-    tmp = path.parent / temp_name(path.name, f"{_rng.getrandbits(48):012x}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        return open_dir_beneath(root, parent)
     except OSError as exc:
-        raise _write_error(path, exc) from exc
+        raise _write_error(relpath, exc) from exc
+
+
+def _write_temp(dir_fd: int, name: str, data: bytes, relpath: str, *, fsync: bool) -> str:
+    # Random but syscall-free: a getrandom() per sidecar shows up in profiles of many small files.
+    tmp = temp_name(name, f"{_rng.getrandbits(48):012x}")
+    try:
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd
+        )
+    except OSError as exc:
+        raise _write_error(relpath, exc) from exc
     try:
         try:
             view = memoryview(data)
@@ -163,30 +253,36 @@ def _write_temp(path: Path, data: bytes, *, fsync: bool) -> Path:
                 os.fsync(fd)
         finally:
             os.close(fd)
-    except OSError as exc:
-        remove_quietly(tmp)
-        raise _write_error(path, exc) from exc
-    except BaseException:
-        remove_quietly(tmp)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        if isinstance(exc, OSError):
+            raise _write_error(relpath, exc) from exc
         raise
     return tmp
 
 
-def _sync_filesystem(folder: Path) -> None:
+def _sync_filesystems(dir_fds: set[int]) -> None:
     assert _syncfs is not None
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise _write_error(folder, exc) from exc
-    try:
-        # Since Linux 5.8 syncfs() reports writeback errors (ENOSPC, EIO) of the filesystem.
-        if _syncfs(fd) != 0:
+    seen: set[int] = set()
+    for dir_fd in dir_fds:
+        device = os.fstat(dir_fd).st_dev
+        if device in seen:
+            continue
+        seen.add(device)
+        # Since Linux 5.8 syncfs() reports the filesystem's writeback errors (ENOSPC, EIO).
+        if _syncfs(dir_fd) != 0:
             code = ctypes.get_errno()
-            raise _write_error(folder, OSError(code, os.strerror(code)))
-    finally:
-        os.close(fd)
+            raise _write_error("the batch's files", OSError(code, os.strerror(code)))
 
 
-def _write_error(path: Path, exc: OSError) -> OutputWriteError:
+def _fsync(fd: int, what: str) -> None:
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise _write_error(what, exc) from exc
+
+
+def _write_error(what: str, exc: OSError) -> OutputWriteError:
     reason = _REASONS.get(exc.errno or 0, exc.strerror or str(exc))
-    return OutputWriteError(f"cannot write {path.name!r} next to the data: {reason}")
+    return OutputWriteError(f"cannot write {what!r} next to the data: {reason}")

@@ -19,20 +19,29 @@ from typing import Any
 from . import AGENT_NAME, __version__
 from .batch import Batch, FileStat, Skip, batch_id
 from .config import AgentConfig
-from .crate import build_crate, is_agent_crate
-from .errors import FileVanishedError
+from .crate import build_crate
+from .errors import AgentError, FileVanishedError, OutputConflictError, UnexpectedError
 from .hashing import Hashed, Hasher
 from .ledger import BatchCommit, CurrentFile, DeadLetter, Ledger
-from .ledger.store import now_iso
 from .metadata import FileRecord, build_sidecar, crate_file_entity, media_type
 from .naming import CRATE_NAME, display_name, error_name, sidecar_name
-from .outputs import OutputWriter, remove_quietly, write_documents
+from .outputs import Document, OutputWriter, remove_files, write_documents
 from .retry import Attempted, with_retries
 
 log = logging.getLogger("fair_agent.pipeline")
 
 #: Called as (files, bytes) whenever files are finished with, for progress bars.
 ProgressCallback = Callable[[int, int], None]
+
+# A group of files is hashed in one thread hand-off; small files would otherwise spend more time
+# being handed between threads than being hashed. Large files get a group (and a core) each.
+GROUP_MAX_FILES = 64
+GROUP_MAX_BYTES = 8 << 20
+
+DEFAULT_ADVICE = (
+    "Fix the problem described above. The agent tries again when the file changes; "
+    "`fair-agent scan --retry-dead FOLDER` tries again at once."
+)
 
 
 @dataclass(slots=True)
@@ -56,6 +65,27 @@ class _Outcome:
     vanished: list[Skip] = field(default_factory=list)
 
 
+class _SessionLocks:
+    """One lock per session, kept while anyone holds or awaits it, then forgotten (bounded)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[int, str], tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: tuple[int, str]) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
 class Pipeline:
     def __init__(
         self,
@@ -72,92 +102,118 @@ class Pipeline:
         self.writer = writer
         self.tally = Tally()
         self._progress = progress or (lambda files, size: None)
-        self._locks: dict[tuple[int, str], asyncio.Lock] = {}
+        # Two batches of one session must not interleave: the second rewrites the crate the first
+        # wrote, and must see the first one's ledger rows.
+        self._locks = _SessionLocks()
 
     async def process_batch(self, batch: Batch) -> None:
         """Ingest one batch. Never raises for bad input: failures become dead letters."""
-        async with self._session_lock(batch):
+        async with self._locks.hold((batch.root.id, batch.session)):
             try:
                 await self._process(batch)
+            except AgentError as exc:
+                # A retryable failure that outlived its retries (the ledger stayed locked, the
+                # disk stayed full): nothing was committed, so the next reconciliation redoes it.
+                log.error(
+                    f"batch not committed: {exc}; it is redone later",
+                    extra={
+                        "session": batch.session,
+                        "error_class": type(exc).__name__,
+                        "category": exc.category,
+                    },
+                )
             except Exception as exc:
-                # The batch boundary: whatever went wrong, record it and let the service go on.
+                # The batch boundary: whatever else went wrong, record it and let the service go on.
                 log.exception(
                     "batch failed unexpectedly",
                     extra={"session": batch.session, "error_class": type(exc).__name__},
                 )
                 await self._dead_letter_all(batch, exc)
 
-    @asynccontextmanager
-    async def _session_lock(self, batch: Batch) -> AsyncIterator[None]:
-        # Two batches of one session must not interleave: the second rewrites the crate the first
-        # wrote, and must see the first one's ledger rows.
-        key = (batch.root.id, batch.session)
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        try:
-            async with lock:
-                yield
-        finally:
-            if not lock.locked() and self._locks.get(key) is lock:
-                del self._locks[key]
-
     async def _process(self, batch: Batch) -> None:
         root, session = batch.root, batch.session
         current = await self.ledger.current_files(root.id, session)
+        latest = await self.ledger.latest_versions(root.id, session)
         previously_dead = set(await self.ledger.dead_letter_signatures(root.id, session))
         outcome = await self._hash_all(batch, current)
         for relpath, error in batch.problems:
             outcome.dead.append(DeadLetter(relpath, session, error, attempts=1))
         bid = batch_id(root.name, session, [(r.relpath, r.sha256) for r in outcome.records])
         outcome.records = [
-            _stamp(r, bid, seq, current.get(r.relpath)) for seq, r in enumerate(outcome.records, start=1)
+            replace(r, batch_id=bid, sequence=seq, version=latest.get(r.relpath, 0) + 1)
+            for seq, r in enumerate(outcome.records, start=1)
         ]
         entities = {r.relpath: crate_file_entity(r, batch.is_folder) for r in outcome.records}
-        crate: dict[str, Any] | None = None
-        if batch.is_folder and (outcome.records or batch.rewrite_crate):
-            crate = build_crate(
-                root_name=root.name,
-                session=session,
-                entities=[json.loads(c.entity) for p, c in current.items() if p not in entities]
-                + list(entities.values()),
-                site=self.config.site,
-            )
-        documents = [(root.path / sidecar_name(r.relpath), build_sidecar(r)) for r in outcome.records]
-        crate_path = root.path / session / CRATE_NAME
-        if crate is not None and await asyncio.to_thread(_foreign, crate_path):
-            # Someone else's ro-crate-metadata.json is data; it is never overwritten.
-            log.warning(
-                "session folder holds an RO-Crate not written by fair-agent; leaving it as is",
-                extra={"session": session},
-            )
-        elif crate is not None:
-            documents.append((crate_path, crate))
+        documents: list[Document] = [
+            (root.path, sidecar_name(r.relpath), build_sidecar(r)) for r in outcome.records
+        ]
+        crate_relpath = f"{session}/{CRATE_NAME}"
+        if batch.is_folder and (outcome.records or batch.rewrite_crate or batch.removed):
+            listed = [
+                json.loads(c.entity)
+                for p, c in current.items()
+                if p not in entities and p not in batch.removed
+            ]
+            listed += [entity for p, entity in entities.items() if crate_can_list(p)]
+            crate = build_crate(root_name=root.name, session=session, entities=listed, site=self.config.site)
+            documents.append((root.path, crate_relpath, crate))
         if documents:
             written = await self._retrying(lambda: self.writer.write(documents), session=session)
             if written.error is not None:
                 outcome.dead += [
-                    DeadLetter(r.relpath, session, written.error, written.attempts, batch_id=bid)
+                    DeadLetter(r.relpath, session, written.error, written.attempts, stat=r.stat, batch_id=bid)
                     for r in outcome.records
                 ]
                 outcome.records = []
-        await self.ledger.commit_batch(
-            BatchCommit(
-                root=root,
-                session=session,
-                batch_id=bid,
-                records=outcome.records,
-                entities={
-                    r.relpath: json.dumps(entities[r.relpath], ensure_ascii=False) for r in outcome.records
-                },
-                touched=outcome.touched,
-                dead=outcome.dead,
-            )
+            elif written.value is not None:
+                self._handle_conflicts(written.value.conflicts, crate_relpath, session, outcome, bid)
+        commit = BatchCommit(
+            root=root,
+            session=session,
+            batch_id=bid,
+            records=outcome.records,
+            entities={
+                r.relpath: json.dumps(entities[r.relpath], ensure_ascii=False) for r in outcome.records
+            },
+            touched=outcome.touched,
+            dead=outcome.dead,
+            removed=batch.removed,
+            cleared_dead=batch.cleared_dead,
         )
+        await self._retrying(lambda: self._commit(commit), session=session, raise_error=True)
         await self.ledger.record_skips(root.id, session, outcome.vanished)
-        passed = [r.relpath for r in outcome.records] + [t.relpath for t in outcome.touched]
-        cleared = [p for p in passed if p in previously_dead]
-        if cleared or outcome.dead:
-            await asyncio.to_thread(_update_error_files, root.path, cleared, outcome.dead)
+        passed = (
+            [r.relpath for r in outcome.records] + [t.relpath for t in outcome.touched] + batch.cleared_dead
+        )
+        stale = [error_name(p) for p in passed if p in previously_dead]
+        if stale or outcome.dead:
+            await asyncio.to_thread(_update_error_files, root.path, stale, outcome.dead)
         self._count(batch, bid, outcome)
+
+    async def _commit(self, commit: BatchCommit) -> None:
+        await self.ledger.commit_batch(commit)
+
+    def _handle_conflicts(
+        self, conflicts: list[str], crate_relpath: str, session: str, outcome: _Outcome, bid: str
+    ) -> None:
+        if not conflicts:
+            return
+        if crate_relpath in conflicts:
+            # Someone else's ro-crate-metadata.json is data; it is never overwritten.
+            log.warning(
+                "the session folder holds an ro-crate-metadata.json not written by fair-agent; left as is",
+                extra={"session": session},
+            )
+        blocked = {c.removesuffix(".fair.json") for c in conflicts if c != crate_relpath}
+        for record in [r for r in outcome.records if r.relpath in blocked]:
+            error = OutputConflictError(
+                f"a file named {sidecar_name(record.name)!r} that fair-agent did not write is in the way "
+                f"of the sidecar of {record.relpath!r}"
+            )
+            outcome.dead.append(
+                DeadLetter(record.relpath, record.session, error, 1, stat=record.stat, batch_id=bid)
+            )
+        outcome.records = [r for r in outcome.records if r.relpath not in blocked]
 
     async def _hash_all(self, batch: Batch, current: dict[str, CurrentFile]) -> _Outcome:
         groups = list(_hash_groups(batch.files))
@@ -187,9 +243,9 @@ class Pipeline:
             assert hashed is not None
             known = current.get(listed.relpath)
             if known is not None and known.sha256 == hashed.sha256:
-                outcome.touched.append(hashed.stat)  # same bytes, new mtime: not a new version
+                outcome.touched.append(hashed.stat)  # same bytes, new stat: not a new version
             else:
-                outcome.records.append(_record(batch, hashed))
+                outcome.records.append(_new_record(batch, hashed))
         return outcome
 
     async def _settle(self, batch: Batch, listed: FileStat, first: Hashed | Exception) -> Attempted[Hashed]:
@@ -204,12 +260,17 @@ class Pipeline:
         )
 
     async def _retrying(
-        self, call: Callable[[], Any], *, first_error: Exception | None = None, **context: Any
+        self,
+        call: Callable[[], Any],
+        *,
+        first_error: Exception | None = None,
+        raise_error: bool = False,
+        **context: Any,
     ) -> Attempted[Any]:
         def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
             self.tally.retries += 1
             log.info(
-                "retrying after a transient failure",
+                f"retrying after a transient failure: {exc}",
                 extra={
                     **context,
                     "attempt": attempt,
@@ -219,10 +280,14 @@ class Pipeline:
                 },
             )
 
-        return await with_retries(call, self.config.retry, on_retry=on_retry, first_error=first_error)
+        result = await with_retries(call, self.config.retry, on_retry=on_retry, first_error=first_error)
+        if raise_error and result.error is not None:
+            raise result.error
+        return result
 
     async def _dead_letter_all(self, batch: Batch, exc: Exception) -> None:
-        dead = [DeadLetter(f.relpath, batch.session, exc, attempts=1, stat=f) for f in batch.files]
+        error = UnexpectedError(_without_root(f"{type(exc).__name__}: {exc}", batch.root.path))
+        dead = [DeadLetter(f.relpath, batch.session, error, attempts=1, stat=f) for f in batch.files]
         try:
             await self.ledger.commit_batch(BatchCommit(batch.root, batch.session, None, [], {}, [], dead))
         except Exception:
@@ -231,7 +296,7 @@ class Pipeline:
 
     def _count(self, batch: Batch, bid: str, outcome: _Outcome) -> None:
         self.tally.files_ingested += len(outcome.records)
-        self.tally.bytes_ingested += sum(r.size for r in outcome.records)
+        self.tally.bytes_ingested += sum(r.stat.size for r in outcome.records)
         self.tally.touched += len(outcome.touched)
         self.tally.skipped += len(outcome.vanished)
         self.tally.dead_lettered += len(outcome.dead)
@@ -243,7 +308,7 @@ class Pipeline:
                     "batch_id": bid,
                     "session": batch.session,
                     "files": len(outcome.records),
-                    "bytes": sum(r.size for r in outcome.records),
+                    "bytes": sum(r.stat.size for r in outcome.records),
                 },
             )
         for dead in outcome.dead:
@@ -259,12 +324,6 @@ class Pipeline:
             )
 
 
-# A group of files is hashed in one thread hand-off; small files would otherwise spend more time
-# being handed between threads than being hashed. Large files get a group (and a core) each.
-GROUP_MAX_FILES = 64
-GROUP_MAX_BYTES = 8 << 20
-
-
 def _hash_groups(files: list[FileStat]) -> Iterator[list[FileStat]]:
     group: list[FileStat] = []
     size = 0
@@ -278,52 +337,59 @@ def _hash_groups(files: list[FileStat]) -> Iterator[list[FileStat]]:
         yield group
 
 
-def _record(batch: Batch, hashed: Hashed) -> FileRecord:
-    st = hashed.stat
+def crate_can_list(relpath: str) -> bool:
+    """RO-Crate ids are Unicode: a name that is not valid UTF-8 cannot be resolved by a crate reader."""
+    try:
+        relpath.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _new_record(batch: Batch, hashed: Hashed) -> FileRecord:
+    warnings = []
+    if hashed.stat.size == 0:
+        warnings.append("empty file")
+    if batch.is_folder and not crate_can_list(hashed.stat.relpath):
+        warnings.append(
+            "the file name is not valid UTF-8, so the session's RO-Crate cannot list it "
+            "(RO-Crate ids are Unicode); this sidecar is its record"
+        )
     return FileRecord(
-        relpath=st.relpath,
+        stat=hashed.stat,
         session=batch.session,
-        size=st.size,
-        mtime_ns=st.mtime_ns,
-        inode=st.inode,
         sha256=hashed.sha256,
-        encoding_format=media_type(st.relpath),
-        batch_id="",
-        sequence=0,
-        version=0,
-        warnings=("empty file",) if st.size == 0 else (),
+        encoding_format=media_type(hashed.stat.relpath),
+        warnings=tuple(warnings),
     )
 
 
-def _stamp(record: FileRecord, bid: str, sequence: int, known: CurrentFile | None) -> FileRecord:
-    return replace(record, batch_id=bid, sequence=sequence, version=known.version + 1 if known else 1)
+def _without_root(message: str, root: Path) -> str:
+    # Messages of unexpected errors may carry absolute paths; outputs never do.
+    return message.replace(str(root) + "/", "").replace(str(root), "<watch root>")
 
 
-def _foreign(crate_path: Path) -> bool:
-    try:
-        return not is_agent_crate(crate_path.read_bytes())
-    except FileNotFoundError:
-        return False
-
-
-def _update_error_files(root: Path, cleared: list[str], dead: list[DeadLetter]) -> None:
+def _update_error_files(root: Path, stale: list[str], dead: list[DeadLetter]) -> None:
     """Tell the person at the instrument what failed; remove the notes of what now passed."""
-    for relpath in cleared:
-        remove_quietly(root / error_name(relpath))
-    documents = [(root / error_name(d.relpath), error_document(d)) for d in dead]
+    remove_files(root, stale)
+    documents: list[Document] = [
+        (root, error_name(d.relpath), error_document(d))
+        for d in dead
+        # Nothing but loose-file sidecars goes into the watch root: a session folder that cannot
+        # be read is reported in the log and the ledger only.
+        if "/" in d.relpath or d.stat is not None
+    ]
     try:
-        write_documents(documents)
-    except Exception as exc:
+        result = write_documents(documents)
+    except AgentError as exc:
         log.warning(f"could not write an error file next to the data: {exc}")
-
-
-DEFAULT_ADVICE = (
-    "Fix the problem described above. The agent tries again when the file changes; "
-    "`fair-agent scan --retry-dead FOLDER` tries again at once."
-)
+        return
+    for conflict in result.conflicts:
+        log.warning(f"a file not written by fair-agent is in the way of the error file {conflict!r}")
 
 
 def error_document(dead: DeadLetter) -> dict[str, Any]:
+    """The ``.fair.error.json`` for the person at the instrument. Deterministic: no clock in it."""
     return {
         "file": display_name(dead.relpath.rsplit("/", 1)[-1]),
         "session": display_name(dead.session),
@@ -333,6 +399,5 @@ def error_document(dead: DeadLetter) -> dict[str, Any]:
         "category": dead.category,
         "errorClass": type(dead.error).__name__,
         "attempts": dead.attempts,
-        "recordedAt": now_iso(),
         "generatedBy": {"name": AGENT_NAME, "version": __version__},
     }

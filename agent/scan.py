@@ -6,6 +6,7 @@ Used by ``fair-agent scan`` for a backlog, and by the service for its reconcilia
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,10 +19,12 @@ from .errors import ConfigError
 from .hashing import Hasher
 from .ledger import Ledger
 from .naming import IgnoreRules
-from .outputs import OutputWriter
+from .outputs import OutputWriter, remove_files
 from .pipeline import Pipeline
 from .quickcheck import plan_session
 from .workers import WorkerPool
+
+log = logging.getLogger("fair_agent.scan")
 
 
 class ScanProgress(Protocol):
@@ -75,8 +78,10 @@ async def scan(
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     started = time.perf_counter()
+    started_ns = time.time_ns()
     report = ScanReport()
     root = await ledger.ensure_root(path, root_name_for(path, config))
+    ignore = IgnoreRules(config.ignore)
     hasher = Hasher(config.hash_threads, config.read_chunk_bytes)
     writer = OutputWriter(config.workers, config.sync_strategy)
     pipeline = Pipeline(config, ledger, hasher, writer, progress=progress.advance if progress else None)
@@ -84,7 +89,7 @@ async def scan(
         async with WorkerPool(
             pipeline.process_batch, workers=config.workers, queue_size=config.queue_size
         ) as pool:
-            async for listing in list_sessions(root.path, IgnoreRules(config.ignore)):
+            async for listing in list_sessions(root.path, ignore, orphans_before_ns=started_ns):
                 report.sessions += 1
                 report.files_seen += len(listing.files)
                 report.skipped += len(listing.skips)
@@ -117,11 +122,30 @@ async def scan(
     return report
 
 
-async def list_sessions(root: Path, ignore: IgnoreRules) -> AsyncIterator[SessionListing]:
-    # Listing blocks (a network share may take seconds per folder), so it runs in a thread, one
-    # session at a time: memory holds one session's listing, not the whole tree.
+async def list_sessions(
+    root: Path, ignore: IgnoreRules, *, orphans_before_ns: int | None = None
+) -> AsyncIterator[SessionListing]:
+    """Every session of a root, listed in a thread one at a time (memory holds one session).
+
+    With ``orphans_before_ns``, the agent's temp files older than that moment (wall clock, ns) are
+    deleted on the way: this process started later, so a crash left them.
+    """
     top = await asyncio.to_thread(list_top_level, root, ignore)
+    await _remove_orphans(root, top.temp_files, orphans_before_ns)
     for listing in top.loose:
         yield listing
     for folder in top.folders:
-        yield await asyncio.to_thread(list_session, root, folder, ignore)
+        listing = await asyncio.to_thread(list_session, root, folder, ignore)
+        await _remove_orphans(root, listing.temp_files, orphans_before_ns)
+        yield listing
+
+
+async def _remove_orphans(root: Path, temp_files: list[str], before_ns: int | None) -> None:
+    if before_ns is None or not temp_files:
+        return
+    removed = await asyncio.to_thread(remove_files, root, temp_files, older_than_ns=before_ns)
+    if removed:
+        log.warning(
+            f"removed {removed} temp file(s) left by an interrupted run",
+            extra={"root": root.name, "files": removed},
+        )

@@ -86,6 +86,7 @@ class Service:
         self._in_flight: set[SessionKey] = set()
         self._wake = asyncio.Event()
         self._stop_watching = asyncio.Event()
+        self._started_ns = time.time_ns()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -211,7 +212,8 @@ class Service:
     async def _reconcile(self, watched: WatchedRoot) -> int:
         """Find what notifications missed; unchanged files cost a stat, not a hash."""
         root, found = watched.root, 0
-        async for listing in list_sessions(root.path, self.ignore):
+        # Temp files older than this process are a crash's leftovers; newer ones are in use.
+        async for listing in list_sessions(root.path, self.ignore, orphans_before_ns=self._started_ns):
             key = (root.id, listing.session)
             if key in self._in_flight or key in self.tracker:
                 continue

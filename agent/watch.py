@@ -44,7 +44,7 @@ async def watch_paths(
     prefix = str(root).rstrip("/") + "/"
 
     def wanted(change: Change, path: str) -> bool:
-        return not ignore.ignores(path.rsplit("/", 1)[-1])
+        return not (path.startswith(prefix) and ignore.ignores_path(path[len(prefix) :]))
 
     async for changes in awatch(
         root,

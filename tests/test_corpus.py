@@ -25,8 +25,8 @@ async def test_corpus_sidecars_carry_true_hashes_and_crates_validate(
     for path in data_files:
         meta = json.loads(Path(f"{path}.fair.json").read_text(encoding="utf-8"))
         assert meta["sha256"] == sha256_of(path), path
-    for session in (drop / "eln").iterdir(), (drop / "instruments").iterdir():
-        for folder in session:
+    for root in ("eln", "instruments"):
+        for folder in (drop / root).iterdir():
             crate = json.loads((folder / CRATE_NAME).read_text(encoding="utf-8"))
             root_entity = next(n for n in crate["@graph"] if n["@id"] == "./")
             assert len(root_entity["hasPart"]) == sum(1 for p in data_files if p.is_relative_to(folder))

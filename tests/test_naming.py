@@ -8,7 +8,7 @@ import pytest
 
 from agent.batch import batch_id
 from agent.config import DEFAULT_IGNORE
-from agent.naming import IgnoreRules, is_own_output, relative_id, session_of
+from agent.naming import IgnoreRules, is_own_output, is_own_path, relative_id, session_of
 
 
 @pytest.mark.parametrize(
@@ -28,18 +28,24 @@ def test_relative_ids_are_percent_encoded(path: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "ours"),
+    ("relpath", "ours"),
     [
+        ("s/a.csv.fair.json", True),
         ("a.csv.fair.json", True),
-        ("a.csv.fair.error.json", True),
-        ("ro-crate-metadata.json", True),
-        (".a.csv.fair.json.1a2b3c4d.fair-tmp", True),
-        ("a.json", False),
-        ("fair.json.csv", False),
+        ("s/a.csv.fair.error.json", True),
+        ("s/ro-crate-metadata.json", True),  # the crate at the top of a session folder
+        ("ro-crate-metadata.json", False),  # loose in the root: never ours, so data
+        ("s/export/ro-crate-metadata.json", False),  # deeper: data (e.g. an unpacked ELN export)
+        ("s/.a.csv.fair.json.1a2b3c4d.fair-tmp", True),
+        ("s/a.json", False),
+        ("s/fair.json.csv", False),
     ],
 )
-def test_own_outputs(name: str, ours: bool) -> None:
-    assert is_own_output(name) is ours
+def test_own_outputs(relpath: str, ours: bool) -> None:
+    assert is_own_path(relpath) is ours
+    assert is_own_output(relpath.rsplit("/", 1)[-1]) is (
+        ours and not relpath.endswith("ro-crate-metadata.json")
+    )
 
 
 @pytest.mark.parametrize(

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
+from agent.errors import OutputWriteError
 from agent.fsinfo import filesystem_type, is_network_filesystem
-from agent.outputs import OutputWriter, strategy_for, to_json_bytes, write_documents
+from agent.outputs import OutputWriter, remove_files, strategy_for, to_json_bytes, write_documents
+
+OURS = {"name": "fair-agent"}
 
 MOUNTINFO = "\n".join(
     [
@@ -45,20 +49,45 @@ def test_filesystem_type_of_this_machine(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("strategy", ["filesystem", "per-file"])
 def test_documents_are_written_whole_and_leave_no_temp_files(tmp_path: Path, strategy: str) -> None:
-    docs = [(tmp_path / f"{i}.fair.json", {"n": i, "name": "é"}) for i in range(20)]
-    assert write_documents(docs, strategy) == 20  # type: ignore[arg-type]
-    for path, doc in docs:
-        assert json.loads(path.read_text(encoding="utf-8")) == doc
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p, _ in docs)
+    (tmp_path / "s").mkdir()
+    docs = [(tmp_path, f"s/{i}.fair.json", {"n": i, "name": "é", "generatedBy": OURS}) for i in range(20)]
+    assert write_documents(docs, strategy).written == 20  # type: ignore[arg-type]
+    for _, relpath, doc in docs:
+        assert json.loads((tmp_path / relpath).read_text(encoding="utf-8")) == doc
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == sorted(r.split("/")[1] for _, r, _ in docs)
 
 
 def test_unchanged_documents_are_not_rewritten(tmp_path: Path) -> None:
-    doc = [(tmp_path / "a.fair.json", {"x": 1})]
+    doc = [(tmp_path, "a.fair.json", {"x": 1, "generatedBy": OURS})]
     write_documents(doc)
     before = (tmp_path / "a.fair.json").stat().st_mtime_ns
-    assert write_documents(doc) == 0
+    assert write_documents(doc).written == 0
     assert (tmp_path / "a.fair.json").stat().st_mtime_ns == before
-    assert write_documents([(tmp_path / "a.fair.json", {"x": 2})]) == 1
+    assert write_documents([(tmp_path, "a.fair.json", {"x": 2, "generatedBy": OURS})]).written == 1
+
+
+def test_a_file_that_is_not_ours_is_never_overwritten(tmp_path: Path) -> None:
+    (tmp_path / "theirs.fair.json").write_text('{"their": "data"}')
+    os.mkfifo(tmp_path / "pipe.fair.json")  # opening it for reading would block
+    (tmp_path / "link.fair.json").symlink_to(tmp_path / "theirs.fair.json")
+    docs = [
+        (tmp_path, name, {"generatedBy": OURS})
+        for name in ("theirs.fair.json", "pipe.fair.json", "link.fair.json")
+    ]
+    result = write_documents(docs)
+    assert result.written == 0
+    assert sorted(result.conflicts) == ["link.fair.json", "pipe.fair.json", "theirs.fair.json"]
+    assert (tmp_path / "theirs.fair.json").read_text() == '{"their": "data"}'
+
+
+def test_a_folder_swapped_for_a_symlink_is_not_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "s").symlink_to(outside)
+    with pytest.raises(OutputWriteError, match="symlink"):
+        write_documents([(tmp_path / "root", "s/a.fair.json", {"generatedBy": OURS})])
+    assert list(outside.iterdir()) == []
 
 
 def test_serialisation_is_stable() -> None:
@@ -67,11 +96,22 @@ def test_serialisation_is_stable() -> None:
     assert "µ".encode() in to_json_bytes(doc)
 
 
+def test_orphan_temp_files_are_removed_only_when_older_than_the_cutoff(tmp_path: Path) -> None:
+    old = tmp_path / ".a.fair.json.1.fair-tmp"
+    old.write_text("{")
+    os.utime(old, ns=(1_000_000_000, 1_000_000_000))
+    new = tmp_path / ".b.fair.json.2.fair-tmp"
+    new.write_text("{")
+    assert remove_files(tmp_path, [old.name, new.name], older_than_ns=2_000_000_000) == 1
+    assert not old.exists() and new.exists()
+
+
 async def test_writer_uses_threads_and_reports_changes(tmp_path: Path) -> None:
     writer = OutputWriter(2)
     try:
-        assert await writer.write([(tmp_path / "a.fair.json", {"a": 1})]) == 1
-        assert await writer.write([(tmp_path / "a.fair.json", {"a": 1})]) == 0
-        assert await writer.write([]) == 0
+        doc = (tmp_path, "a.fair.json", {"a": 1, "generatedBy": OURS})
+        assert (await writer.write([doc])).written == 1
+        assert (await writer.write([doc])).written == 0
+        assert (await writer.write([])).written == 0
     finally:
         writer.close()

@@ -22,8 +22,10 @@ MIGRATIONS: tuple[Migration, ...] = (
                 name TEXT NOT NULL,
                 added_at TEXT NOT NULL
             )""",
-            # One row per committed batch; batch_id is deterministic, so a redone batch cannot
-            # produce a second row.
+            # One row per batch id. The id is deterministic, so a batch redone after a crash cannot
+            # produce a second row; a later batch with the very same files and bytes (a file
+            # changed and changed back) shares the first one's row, and its files rows carry
+            # their own commit time.
             """CREATE TABLE batches (
                 batch_id TEXT PRIMARY KEY,
                 root_id INTEGER NOT NULL REFERENCES roots(id),
@@ -32,7 +34,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 byte_count INTEGER NOT NULL,
                 committed_at TEXT NOT NULL
             )""",
-            # Every version of every ingested file; exactly one is 'current' per path.
+            # Every version of every ingested file; at most one is 'current' per path.
             """CREATE TABLE files (
                 id INTEGER PRIMARY KEY,
                 root_id INTEGER NOT NULL REFERENCES roots(id),
@@ -41,11 +43,13 @@ MIGRATIONS: tuple[Migration, ...] = (
                 version INTEGER NOT NULL,
                 size INTEGER NOT NULL,
                 mtime_ns INTEGER NOT NULL,
+                ctime_ns INTEGER NOT NULL,
                 inode INTEGER NOT NULL,
                 sha256 TEXT NOT NULL,
                 batch_id TEXT NOT NULL REFERENCES batches(batch_id),
                 sequence INTEGER NOT NULL,
-                status TEXT NOT NULL CHECK (status IN ('current', 'superseded')),
+                -- 'removed': the file was ingested, then deleted from the folder.
+                status TEXT NOT NULL CHECK (status IN ('current', 'superseded', 'removed')),
                 entity TEXT NOT NULL,
                 sidecar_written_at TEXT NOT NULL,
                 UNIQUE (root_id, relpath, version)

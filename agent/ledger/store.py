@@ -11,7 +11,7 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,11 +19,18 @@ from typing import Any
 import aiosqlite
 
 from ..batch import FileStat, Root, Skip
-from ..errors import AgentError, LedgerError
+from ..errors import AgentError, LedgerBusyError, LedgerError
 from ..metadata import FileRecord
 from .migrations import LATEST_VERSION, MIGRATIONS
 
 DbText = str | bytes
+
+
+BUSY_TIMEOUT_MS = 5000
+
+
+def _is_busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
 
 def to_db(text: str) -> DbText:
@@ -46,15 +53,10 @@ def now_iso() -> str:
 @dataclass(frozen=True, slots=True)
 class CurrentFile:
     relpath: str
-    size: int
-    mtime_ns: int
-    inode: int
+    signature: tuple[int, int, int, int]  # as FileStat.signature(): size, mtime_ns, ctime_ns, inode
     version: int
     sha256: str
     entity: str  # the File entity of the session crate, as JSON
-
-    def quick_key(self) -> tuple[int, int, int]:
-        return (self.size, self.mtime_ns, self.inode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,24 +88,31 @@ class BatchCommit:
     entities: dict[str, str]  # relpath -> crate entity JSON, for records
     touched: list[FileStat]  # same bytes as the current version; only the quick-check fields move
     dead: list[DeadLetter]
+    removed: list[str] = field(default_factory=list)  # ingested files no longer there
+    cleared_dead: list[str] = field(default_factory=list)  # dead letters that no longer apply
 
 
 class Ledger:
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self._db = db
         self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
         # One connection serves every worker; its transactions must not interleave.
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path) -> Ledger:
-        """Open (creating if needed) and migrate the ledger; refuse anything that is not ours."""
+    async def open(cls, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Ledger:
+        """Open (creating if needed) and migrate the ledger; refuse anything that is not ours.
+
+        ``busy_timeout_ms``: how long a write waits for another writer's lock before it counts as
+        a (retryable) LedgerBusyError.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             db = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open the ledger {path}: {exc}") from exc
-        ledger = cls(db, path)
+        ledger = cls(db, path, busy_timeout_ms)
         try:
             await ledger._configure()
             await ledger._migrate()
@@ -117,7 +126,7 @@ class Ledger:
 
     async def _configure(self) -> None:
         try:
-            await self._db.execute("PRAGMA busy_timeout = 5000")
+            await self._db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             mode = await self._scalar("PRAGMA journal_mode = WAL")
             # NORMAL in WAL mode is durable against a process crash; a power cut may lose the last
             # commit, and then the batch is redone with identical outputs.
@@ -161,42 +170,67 @@ class Ledger:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error or cancellation.
+
+        Writers queue on a lock (they share one connection). Readers do not: a read by one worker
+        may see another worker's uncommitted rows, but workers never share a session, and every
+        read is about one session.
+        """
         async with self._write_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
             try:
+                await self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
-            except BaseException:
-                await self._db.execute("ROLLBACK")
+                await self._db.execute("COMMIT")
+            except BaseException as exc:
+                # Shielded: a cancelled batch must not leave the shared connection inside a
+                # transaction (every later BEGIN would fail).
+                await asyncio.shield(self._rollback())
+                if _is_busy(exc):
+                    raise LedgerBusyError(
+                        f"the ledger is locked by another writer (waited {self.busy_timeout_ms / 1000:.1f} s)"
+                    ) from exc
                 raise
-            await self._db.execute("COMMIT")
+
+    async def _rollback(self) -> None:
+        if self._db.in_transaction:
+            await self._db.execute("ROLLBACK")
 
     async def schema_version(self) -> int:
         return int(await self._scalar("SELECT max(version) FROM schema_migrations"))
 
     async def ensure_root(self, path: Path, name: str) -> Root:
-        absolute = str(await asyncio.to_thread(path.resolve))
-        async with self.transaction() as db:
-            await db.execute(
-                "INSERT INTO roots (path, name, added_at) VALUES (?, ?, ?) ON CONFLICT (path) DO NOTHING",
-                (absolute, name, now_iso()),
-            )
-            async with db.execute("SELECT id, name FROM roots WHERE path = ?", (absolute,)) as cur:
-                row = await cur.fetchone()
-        assert row is not None
-        return Root(id=row[0], name=row[1], path=Path(absolute))
+        """The ledger's record of a watch root, registered on first sight (the only write here)."""
+        absolute = to_db(str(await asyncio.to_thread(path.resolve)))
+        rows = await self._all("SELECT id, name FROM roots WHERE path = ?", (absolute,))
+        if not rows:
+            async with self.transaction() as db:
+                await db.execute(
+                    "INSERT INTO roots (path, name, added_at) VALUES (?, ?, ?) ON CONFLICT (path) DO NOTHING",
+                    (absolute, to_db(name), now_iso()),
+                )
+            rows = await self._all("SELECT id, name FROM roots WHERE path = ?", (absolute,))
+        return Root(id=rows[0][0], name=from_db(rows[0][1]), path=Path(from_db(absolute)))
 
     async def current_files(self, root_id: int, session: str) -> dict[str, CurrentFile]:
         rows = await self._all(
-            "SELECT relpath, size, mtime_ns, inode, version, sha256, entity FROM files "
+            "SELECT relpath, size, mtime_ns, ctime_ns, inode, version, sha256, entity FROM files "
             "WHERE root_id = ? AND session = ? AND status = 'current'",
             (root_id, to_db(session)),
         )
-        return {from_db(r[0]): CurrentFile(from_db(r[0]), *r[1:]) for r in rows}
+        return {from_db(r[0]): CurrentFile(from_db(r[0]), tuple(r[1:5]), *r[5:]) for r in rows}
+
+    async def latest_versions(self, root_id: int, session: str) -> dict[str, int]:
+        """The highest version of every path ever ingested in the session, current or not."""
+        rows = await self._all(
+            "SELECT relpath, max(version) FROM files WHERE root_id = ? AND session = ? GROUP BY relpath",
+            (root_id, to_db(session)),
+        )
+        return {from_db(r[0]): r[1] for r in rows}
 
     async def dead_letter_signatures(self, root_id: int, session: str) -> dict[str, tuple[int, ...] | None]:
         """Dead letters of a session, with the stat they were recorded against (None: unknown)."""
         rows = await self._all(
-            "SELECT relpath, size, mtime_ns, inode, ctime_ns FROM dead_letters "
+            "SELECT relpath, size, mtime_ns, ctime_ns, inode FROM dead_letters "
             "WHERE root_id = ? AND session = ?",
             (root_id, to_db(session)),
         )
@@ -214,7 +248,7 @@ class Ledger:
                         root_id,
                         session,
                         len(commit.records),
-                        sum(r.size for r in commit.records),
+                        sum(r.stat.size for r in commit.records),
                         stamp,
                     ),
                 )
@@ -224,18 +258,24 @@ class Ledger:
                 [(root_id, to_db(r.relpath)) for r in commit.records],
             )
             await db.executemany(
-                "INSERT INTO files (root_id, relpath, session, version, size, mtime_ns, inode, sha256, "
-                "batch_id, sequence, status, entity, sidecar_written_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'current', ?, ?)",
+                "UPDATE files SET status = 'removed' "
+                "WHERE root_id = ? AND relpath = ? AND status = 'current'",
+                [(root_id, to_db(p)) for p in commit.removed],
+            )
+            await db.executemany(
+                "INSERT INTO files (root_id, relpath, session, version, size, mtime_ns, ctime_ns, inode, "
+                "sha256, batch_id, sequence, status, entity, sidecar_written_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'current', ?, ?)",
                 [
                     (
                         root_id,
                         to_db(r.relpath),
                         session,
                         r.version,
-                        r.size,
-                        r.mtime_ns,
-                        r.inode,
+                        r.stat.size,
+                        r.stat.mtime_ns,
+                        r.stat.ctime_ns,
+                        r.stat.inode,
                         r.sha256,
                         r.batch_id,
                         r.sequence,
@@ -246,11 +286,18 @@ class Ledger:
                 ],
             )
             await db.executemany(
-                "UPDATE files SET size = ?, mtime_ns = ?, inode = ? "
+                "UPDATE files SET size = ?, mtime_ns = ?, ctime_ns = ?, inode = ? "
                 "WHERE root_id = ? AND relpath = ? AND status = 'current'",
-                [(f.size, f.mtime_ns, f.inode, root_id, to_db(f.relpath)) for f in commit.touched],
+                [
+                    (f.size, f.mtime_ns, f.ctime_ns, f.inode, root_id, to_db(f.relpath))
+                    for f in commit.touched
+                ],
             )
-            done = [r.relpath for r in commit.records] + [f.relpath for f in commit.touched]
+            done = (
+                [r.relpath for r in commit.records]
+                + [f.relpath for f in commit.touched]
+                + commit.cleared_dead
+            )
             await db.executemany(
                 "DELETE FROM dead_letters WHERE root_id = ? AND relpath = ?",
                 [(root_id, to_db(p)) for p in done],
@@ -264,13 +311,13 @@ class Ledger:
         st = dead.stat
         await db.execute(
             "INSERT INTO dead_letters (root_id, session, relpath, batch_id, category, error_class, "
-            "message, advice, attempts, size, mtime_ns, inode, ctime_ns, first_seen, last_seen) "
+            "message, advice, attempts, size, mtime_ns, ctime_ns, inode, first_seen, last_seen) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (root_id, relpath) DO UPDATE SET batch_id = excluded.batch_id, "
             "category = excluded.category, error_class = excluded.error_class, "
             "message = excluded.message, advice = excluded.advice, "
             "attempts = dead_letters.attempts + excluded.attempts, size = excluded.size, "
-            "mtime_ns = excluded.mtime_ns, inode = excluded.inode, ctime_ns = excluded.ctime_ns, "
+            "mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns, inode = excluded.inode, "
             "last_seen = excluded.last_seen",
             (
                 root_id,
@@ -282,10 +329,7 @@ class Ledger:
                 str(dead.error),
                 dead.advice,
                 dead.attempts,
-                st.size if st else None,
-                st.mtime_ns if st else None,
-                st.inode if st else None,
-                st.ctime_ns if st else None,
+                *(st.signature() if st else (None, None, None, None)),
                 stamp,
                 stamp,
             ),
