@@ -34,9 +34,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
-        "scenarios", nargs="*", default=["latency", "burst", "restart"], choices=["latency", "burst", "restart"]
+        "scenarios",
+        nargs="*",
+        default=["latency", "burst", "restart"],
+        choices=["latency", "burst", "restart"],
     )
     parser.add_argument("--dir", type=Path, default=REPO / "bench" / ".data")
     parser.add_argument("--quiet", type=float, default=1.0, help="quiet period for the latency run, seconds")
@@ -153,14 +158,25 @@ def bench_latency(args: argparse.Namespace) -> list[tuple[str, bool]]:
         service.stop()
     latencies.sort()
     p50, p95 = statistics.median(latencies), latencies[int(0.95 * (len(latencies) - 1))]
-    print(f"\nLatency, last write -> sidecar on disk, {len(latencies)} drops, quiet period {args.quiet:.1f} s")
+    print(
+        f"\nLatency, last write -> sidecar on disk, {len(latencies)} drops, quiet period {args.quiet:.1f} s"
+    )
     print(f"  baseline: the quiet period          {args.quiet * 1000:7.0f} ms")
-    print(f"  p50                                 {p50 * 1000:7.0f} ms  (+{(p50 - args.quiet) * 1000:.0f} ms)")
-    print(f"  p95                                 {p95 * 1000:7.0f} ms  (+{(p95 - args.quiet) * 1000:.0f} ms)")
+    print(
+        f"  p50                                 {p50 * 1000:7.0f} ms  (+{(p50 - args.quiet) * 1000:.0f} ms)"
+    )
+    print(
+        f"  p95                                 {p95 * 1000:7.0f} ms  (+{(p95 - args.quiet) * 1000:.0f} ms)"
+    )
     print(f"  max                                 {latencies[-1] * 1000:7.0f} ms")
     ok = len(latencies) == args.drops and p95 <= args.quiet + 0.5
-    return [(f"latency p95 {p95 * 1000:.0f} ms <= quiet period + 500 ms ({(args.quiet + 0.5) * 1000:.0f} ms), "
-             f"{len(latencies)}/{args.drops} drops ingested", ok)]
+    return [
+        (
+            f"latency p95 {p95 * 1000:.0f} ms <= quiet period + 500 ms ({(args.quiet + 0.5) * 1000:.0f} ms), "
+            f"{len(latencies)}/{args.drops} drops ingested",
+            ok,
+        )
+    ]
 
 
 def _collect(pending: dict[Path, float], latencies: list[float]) -> None:
@@ -213,15 +229,28 @@ def bench_burst(args: argparse.Namespace) -> list[tuple[str, bool]]:
             p.unlink()
     t0 = time.monotonic()
     subprocess.run(
-        [sys.executable, "-m", "agent.cli", "scan", str(root / "drop"), "--state-dir", str(root / "scan-state")],
-        cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "scan",
+            str(root / "drop"),
+            "--state-dir",
+            str(root / "scan-state"),
+        ],
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     scan_s = time.monotonic() - t0
     rate = n / (done - start)
     print(f"\nBurst: {n} files in {args.sessions} sessions written in {written - start:.1f} s")
     print(f"  fair-agent scan of the same tree (reference)   {n / scan_s:7.0f} files/s")
-    print(f"  service, first write to last commit            {rate:7.0f} files/s  ({done - start:.1f} s, "
-          f"includes a 2 s quiet period)")
+    print(
+        f"  service, first write to last commit            {rate:7.0f} files/s  ({done - start:.1f} s, "
+        f"includes a 2 s quiet period)"
+    )
     print(f"  peak RSS of the service                        {rss:7.1f} MB")
     return [
         (f"burst: all {n} files ingested, {rate:.0f} files/s", True),
@@ -239,7 +268,10 @@ def bench_restart(args: argparse.Namespace) -> list[tuple[str, bool]]:
     write_tree(root / "drop", args.restart_files, sessions)
     subprocess.run(
         [sys.executable, "-m", "agent.cli", "scan", str(root / "drop"), "--state-dir", str(root / "state")],
-        cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     n = ledger_files(root / "state")
     t0 = time.monotonic()
@@ -257,10 +289,16 @@ def bench_restart(args: argparse.Namespace) -> list[tuple[str, bool]]:
     hashed = int(stopped.get("bytes", 0))  # type: ignore[arg-type]
     print(f"\nRestart over {n} ingested files ({n * 2} files with sidecars) in {sessions} sessions")
     print(f"  find -type f over the tree (reference)      {find_s:6.2f} s")
-    print(f"  start-up reconciliation                     {seconds:6.2f} s, {found} session(s) to redo, "
-          f"{hashed} bytes hashed, peak RSS {rss:.0f} MB")
-    return [(f"restart: reconciliation of {n} files in {seconds:.1f} s <= 20 s with {hashed} bytes hashed",
-             seconds <= 20 and hashed == 0 and found == 0)]
+    print(
+        f"  start-up reconciliation                     {seconds:6.2f} s, {found} session(s) to redo, "
+        f"{hashed} bytes hashed, peak RSS {rss:.0f} MB"
+    )
+    return [
+        (
+            f"restart: reconciliation of {n} files in {seconds:.1f} s <= 20 s with {hashed} bytes hashed",
+            seconds <= 20 and hashed == 0 and found == 0,
+        )
+    ]
 
 
 if __name__ == "__main__":
