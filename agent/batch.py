@@ -68,6 +68,8 @@ class Batch:
     cleared_dead: list[str] = field(default_factory=list)
     #: The session's crate is missing and must be rewritten even if no file is new.
     rewrite_crate: bool = False
+    #: 1 for a first try; a batch handed back for a retry counts up (retry budgets use it).
+    attempt: int = 1
 
     def __post_init__(self) -> None:
         self.files.sort(key=lambda f: f.relpath)

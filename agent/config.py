@@ -96,12 +96,29 @@ class RootSettings(_Frozen):
         return self.name or self.path.resolve().name or "root"
 
 
-class RetrySettings(_Frozen):
-    """Exponential backoff with full jitter for retryable failures."""
+class RetryPolicy(_Frozen):
+    """Exponential backoff with full jitter: the n-th retry waits uniform(0, min(max, base * 2**(n-1)))."""
 
-    attempts: int = Field(default=4, ge=1, le=100)
-    base_delay_s: float = Field(default=0.5, gt=0)
-    max_delay_s: float = Field(default=30.0, gt=0)
+    attempts: int = Field(default=5, ge=1, le=1000)
+    base_delay_s: float = Field(default=1.0, gt=0)
+    max_delay_s: float = Field(default=60.0, gt=0)
+
+
+class RetrySettings(RetryPolicy):
+    """The default policy, and optional policies per kind of retryable failure."""
+
+    #: A file still changing while it was read (a writer that paused longer than the quiet period).
+    changing: RetryPolicy | None = None
+    #: Reading failed (an I/O error, a flaky network share).
+    io: RetryPolicy | None = None
+    #: Writing a sidecar or crate failed (disk full, read-only filesystem, permission denied).
+    output: RetryPolicy | None = None
+    #: The ledger stayed locked by another writer.
+    ledger: RetryPolicy | None = None
+
+    def policy_for(self, kind: str) -> RetryPolicy:
+        specific = getattr(self, kind, None) if kind in ("changing", "io", "output", "ledger") else None
+        return specific if isinstance(specific, RetryPolicy) else self
 
 
 class SiteSettings(_Frozen):

@@ -34,6 +34,8 @@ class AgentError(Exception):
 
 class RetryableError(AgentError):
     category = Category.RETRYABLE
+    #: Which retry policy applies (see RetrySettings): "changing", "io", "output" or "ledger".
+    retry_kind = "io"
 
 
 class TerminalError(AgentError):
@@ -46,6 +48,8 @@ class ConfigError(TerminalError):
 
 class FileChangedError(RetryableError):
     """The file's size, mtime or identity changed while it was read: it is still being written."""
+
+    retry_kind = "changing"
 
     advice = "Wait until the instrument has finished writing; the agent tries again by itself."
 
@@ -75,6 +79,8 @@ class NotRegularFileError(TerminalError):
 class OutputWriteError(RetryableError):
     """A sidecar or crate could not be written next to the data (disk full, read-only, denied)."""
 
+    retry_kind = "output"
+
     advice = "Check free space and the agent's write permission on the data folder."
 
 
@@ -86,6 +92,8 @@ class OutputConflictError(TerminalError):
 
 class LedgerBusyError(RetryableError):
     """The ledger is locked by another writer for longer than the busy timeout."""
+
+    retry_kind = "ledger"
 
 
 class UnexpectedError(TerminalError):

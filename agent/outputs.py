@@ -65,6 +65,8 @@ _REASONS = {
 @dataclass(slots=True)
 class WriteResult:
     written: int = 0
+    #: Documents whose exact bytes were on disk already (a redo after a crash, or no change).
+    already_there: int = 0
     #: Paths where a file the agent did not write is in the way; nothing was written there.
     conflicts: list[str] = field(default_factory=list)
 
@@ -140,6 +142,7 @@ def write_documents(documents: Iterable[Document], strategy: SyncStrategy = "per
             data = to_json_bytes(document)
             try:
                 if read_own_document(dir_fd, name) == data:
+                    result.already_there += 1
                     continue
             except FileExistsError:
                 result.conflicts.append(relpath)

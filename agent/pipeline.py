@@ -26,7 +26,7 @@ from .ledger import BatchCommit, CurrentFile, DeadLetter, Ledger
 from .metadata import FileRecord, build_sidecar, crate_file_entity, media_type
 from .naming import CRATE_NAME, display_name, error_name, sidecar_name
 from .outputs import Document, OutputWriter, remove_files, write_documents
-from .retry import Attempted, with_retries
+from .retry import retry_delay
 
 log = logging.getLogger("fair_agent.pipeline")
 
@@ -63,6 +63,24 @@ class _Outcome:
     touched: list[FileStat] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     vanished: list[Skip] = field(default_factory=list)
+    #: Files that failed transiently and get another attempt after ``retry_delay`` seconds.
+    retry: list[FileStat] = field(default_factory=list)
+    retry_delay: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """What of a batch to try again, and after how many seconds."""
+
+    batch: Batch
+    delay: float
+
+
+class _Unknown(Exception):
+    """Stands for an exception of no known category when asking for a retry delay."""
+
+    category = "retryable"
+    retry_kind = "io"
 
 
 class _SessionLocks:
@@ -106,38 +124,46 @@ class Pipeline:
         # wrote, and must see the first one's ledger rows.
         self._locks = _SessionLocks()
 
-    async def process_batch(self, batch: Batch) -> None:
-        """Ingest one batch. Never raises for bad input: failures become dead letters."""
+    async def process_batch(self, batch: Batch) -> Retry | None:
+        """Ingest one batch. Never raises for bad input: failures become dead letters.
+
+        Returns the part that failed transiently, with how long to wait before trying it again;
+        the caller resubmits it then (retries never sleep in a worker).
+        """
         async with self._locks.hold((batch.root.id, batch.session)):
             try:
-                await self._process(batch)
-            except AgentError as exc:
-                # A retryable failure that outlived its retries (the ledger stayed locked, the
-                # disk stayed full): nothing was committed, so the next reconciliation redoes it.
-                log.error(
-                    f"batch not committed: {exc}; it is redone later",
+                return await self._process(batch)
+            except Exception as exc:
+                # The batch boundary: nothing of this batch was committed. A retryable failure
+                # (the ledger stayed locked) or an unknown one gets the whole batch tried again
+                # within the retry budget; then an unknown failure becomes a dead letter.
+                unknown = not isinstance(exc, AgentError)
+                delay = retry_delay(exc if not unknown else _Unknown(), batch.attempt, self.config.retry)
+                log.log(
+                    logging.ERROR if unknown else logging.WARNING,
+                    f"batch not committed: {type(exc).__name__}: {exc}",
+                    exc_info=unknown,
                     extra={
                         "session": batch.session,
+                        "attempt": batch.attempt,
                         "error_class": type(exc).__name__,
-                        "category": exc.category,
+                        "category": str(getattr(exc, "category", "unknown")),
                     },
                 )
-            except Exception as exc:
-                # The batch boundary: whatever else went wrong, record it and let the service go on.
-                log.exception(
-                    "batch failed unexpectedly",
-                    extra={"session": batch.session, "error_class": type(exc).__name__},
-                )
-                await self._dead_letter_all(batch, exc)
+                if delay is not None:
+                    return Retry(replace(batch, attempt=batch.attempt + 1), delay)
+                if unknown:
+                    await self._dead_letter_all(batch, exc)
+                return None
 
-    async def _process(self, batch: Batch) -> None:
+    async def _process(self, batch: Batch) -> Retry | None:
         root, session = batch.root, batch.session
         current = await self.ledger.current_files(root.id, session)
         latest = await self.ledger.latest_versions(root.id, session)
         previously_dead = set(await self.ledger.dead_letter_signatures(root.id, session))
         outcome = await self._hash_all(batch, current)
         for relpath, error in batch.problems:
-            outcome.dead.append(DeadLetter(relpath, session, error, attempts=1))
+            outcome.dead.append(DeadLetter(relpath, session, error, attempts=batch.attempt))
         bid = batch_id(root.name, session, [(r.relpath, r.sha256) for r in outcome.records])
         outcome.records = [
             replace(r, batch_id=bid, sequence=seq, version=latest.get(r.relpath, 0) + 1)
@@ -157,30 +183,38 @@ class Pipeline:
             listed += [entity for p, entity in entities.items() if crate_can_list(p)]
             crate = build_crate(root_name=root.name, session=session, entities=listed, site=self.config.site)
             documents.append((root.path, crate_relpath, crate))
+        removed = batch.removed
         if documents:
-            written = await self._retrying(lambda: self.writer.write(documents), session=session)
-            if written.error is not None:
-                outcome.dead += [
-                    DeadLetter(r.relpath, session, written.error, written.attempts, stat=r.stat, batch_id=bid)
-                    for r in outcome.records
-                ]
-                outcome.records = []
-            elif written.value is not None:
-                self._handle_conflicts(written.value.conflicts, crate_relpath, session, outcome, bid)
-        commit = BatchCommit(
-            root=root,
-            session=session,
-            batch_id=bid,
-            records=outcome.records,
-            entities={
-                r.relpath: json.dumps(entities[r.relpath], ensure_ascii=False) for r in outcome.records
-            },
-            touched=outcome.touched,
-            dead=outcome.dead,
-            removed=batch.removed,
-            cleared_dead=batch.cleared_dead,
+            try:
+                written = await self.writer.write(documents)
+            except AgentError as exc:
+                # Disk full, read-only, permission denied: nothing new is committed; the files are
+                # tried again later, or dead-lettered once the retry budget is spent.
+                self._defer(outcome, [r.stat for r in outcome.records], exc, batch, bid)
+                outcome.records, removed = [], []
+            else:
+                self._handle_conflicts(written.conflicts, crate_relpath, session, outcome, bid)
+                if written.already_there and not current:
+                    log.info(
+                        f"{written.already_there} output(s) of an interrupted run were already in place; "
+                        "now recorded in the ledger",
+                        extra={"session": session, "batch_id": bid},
+                    )
+        await self.ledger.commit_batch(
+            BatchCommit(
+                root=root,
+                session=session,
+                batch_id=bid,
+                records=outcome.records,
+                entities={
+                    r.relpath: json.dumps(entities[r.relpath], ensure_ascii=False) for r in outcome.records
+                },
+                touched=outcome.touched,
+                dead=outcome.dead,
+                removed=removed,
+                cleared_dead=batch.cleared_dead,
+            )
         )
-        await self._retrying(lambda: self._commit(commit), session=session, raise_error=True)
         await self.ledger.record_skips(root.id, session, outcome.vanished)
         passed = (
             [r.relpath for r in outcome.records] + [t.relpath for t in outcome.touched] + batch.cleared_dead
@@ -189,9 +223,7 @@ class Pipeline:
         if stale or outcome.dead:
             await asyncio.to_thread(_update_error_files, root.path, stale, outcome.dead)
         self._count(batch, bid, outcome)
-
-    async def _commit(self, commit: BatchCommit) -> None:
-        await self.ledger.commit_batch(commit)
+        return self._retry_of(batch, outcome, removed_pending=batch.removed if not removed else [])
 
     def _handle_conflicts(
         self, conflicts: list[str], crate_relpath: str, session: str, outcome: _Outcome, bid: str
@@ -217,77 +249,67 @@ class Pipeline:
 
     async def _hash_all(self, batch: Batch, current: dict[str, CurrentFile]) -> _Outcome:
         groups = list(_hash_groups(batch.files))
-        firsts = await asyncio.gather(
+        results = await asyncio.gather(
             *(self.hasher.hash_group(batch.root.path, [f.relpath for f in group]) for group in groups)
         )
-        first_results = [result for group in firsts for result in group]
-        attempts = await asyncio.gather(
-            *(self._settle(batch, f, r) for f, r in zip(batch.files, first_results, strict=True))
-        )
         outcome = _Outcome()
-        for listed, attempted in zip(batch.files, attempts, strict=True):
+        for listed, result in zip(batch.files, (r for group in results for r in group), strict=True):
             self._progress(1, listed.size)
-            if attempted.error is not None:
-                if isinstance(attempted.error, FileVanishedError):
-                    outcome.vanished.append(
-                        Skip(listed.relpath, f"vanished before it was read: {attempted.error}")
-                    )
-                else:
-                    outcome.dead.append(
-                        DeadLetter(
-                            listed.relpath, batch.session, attempted.error, attempted.attempts, stat=listed
-                        )
-                    )
-                continue
-            hashed = attempted.value
-            assert hashed is not None
-            known = current.get(listed.relpath)
-            if known is not None and known.sha256 == hashed.sha256:
-                outcome.touched.append(hashed.stat)  # same bytes, new stat: not a new version
+            if isinstance(result, FileVanishedError):
+                outcome.vanished.append(Skip(listed.relpath, f"vanished before it was read: {result}"))
+            elif isinstance(result, Exception):
+                self._defer(outcome, [listed], result, batch, None)
+            elif (known := current.get(listed.relpath)) is not None and known.sha256 == result.sha256:
+                outcome.touched.append(result.stat)  # same bytes, new stat: not a new version
             else:
-                outcome.records.append(_new_record(batch, hashed))
+                outcome.records.append(_new_record(batch, result))
         return outcome
 
-    async def _settle(self, batch: Batch, listed: FileStat, first: Hashed | Exception) -> Attempted[Hashed]:
-        """The first attempt's result, or retries of that one file after a transient failure."""
-        if isinstance(first, Hashed):
-            return Attempted(first, None, 1)
-        return await self._retrying(
-            lambda: self.hasher.hash(batch.root.path, listed.relpath),
-            first_error=first,
-            session=batch.session,
-            file=listed.relpath,
+    def _defer(
+        self, outcome: _Outcome, files: list[FileStat], exc: Exception, batch: Batch, bid: str | None
+    ) -> None:
+        """Files that failed: kept for a later attempt while the budget lasts, else dead letters."""
+        delay = retry_delay(exc, batch.attempt, self.config.retry)
+        if delay is None:
+            outcome.dead += [
+                DeadLetter(f.relpath, batch.session, exc, batch.attempt, stat=f, batch_id=bid) for f in files
+            ]
+            return
+        outcome.retry += files
+        outcome.retry_delay = max(outcome.retry_delay, delay)
+        self.tally.retries += len(files)
+        log.info(
+            f"will try again in {delay:.1f} s: {exc}",
+            extra={
+                "session": batch.session,
+                "file": files[0].relpath if len(files) == 1 else None,
+                "files": len(files),
+                "attempt": batch.attempt,
+                "delay_s": round(delay, 3),
+                "error_class": type(exc).__name__,
+                "category": "retryable",
+            },
         )
 
-    async def _retrying(
-        self,
-        call: Callable[[], Any],
-        *,
-        first_error: Exception | None = None,
-        raise_error: bool = False,
-        **context: Any,
-    ) -> Attempted[Any]:
-        def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
-            self.tally.retries += 1
-            log.info(
-                f"retrying after a transient failure: {exc}",
-                extra={
-                    **context,
-                    "attempt": attempt,
-                    "delay_s": round(delay, 3),
-                    "error_class": type(exc).__name__,
-                    "category": "retryable",
-                },
-            )
-
-        result = await with_retries(call, self.config.retry, on_retry=on_retry, first_error=first_error)
-        if raise_error and result.error is not None:
-            raise result.error
-        return result
+    def _retry_of(self, batch: Batch, outcome: _Outcome, removed_pending: list[str]) -> Retry | None:
+        if not outcome.retry:
+            return None
+        retry = Batch(
+            root=batch.root,
+            session=batch.session,
+            is_folder=batch.is_folder,
+            files=outcome.retry,
+            removed=removed_pending,
+            rewrite_crate=batch.rewrite_crate,
+            attempt=batch.attempt + 1,
+        )
+        return Retry(retry, outcome.retry_delay)
 
     async def _dead_letter_all(self, batch: Batch, exc: Exception) -> None:
         error = UnexpectedError(_without_root(f"{type(exc).__name__}: {exc}", batch.root.path))
-        dead = [DeadLetter(f.relpath, batch.session, error, attempts=1, stat=f) for f in batch.files]
+        dead = [
+            DeadLetter(f.relpath, batch.session, error, attempts=batch.attempt, stat=f) for f in batch.files
+        ]
         try:
             await self.ledger.commit_batch(BatchCommit(batch.root, batch.session, None, [], {}, [], dead))
         except Exception:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from .batch import Batch
 from .config import AgentConfig, ensure_outside
 from .discover import SessionListing, list_session, list_top_level
 from .errors import ConfigError
@@ -85,10 +86,15 @@ async def scan(
     hasher = Hasher(config.hash_threads, config.read_chunk_bytes)
     writer = OutputWriter(config.workers, config.sync_strategy)
     pipeline = Pipeline(config, ledger, hasher, writer, progress=progress.advance if progress else None)
+
+    async def ingest(batch: Batch) -> None:
+        retry = await pipeline.process_batch(batch)
+        if retry is not None:
+            pool.submit_later(retry.batch, retry.delay)
+
+    pool: WorkerPool[Batch] = WorkerPool(ingest, workers=config.workers, queue_size=config.queue_size)
     try:
-        async with WorkerPool(
-            pipeline.process_batch, workers=config.workers, queue_size=config.queue_size
-        ) as pool:
+        async with pool:
             async for listing in list_sessions(root.path, ignore, orphans_before_ns=started_ns):
                 report.sessions += 1
                 report.files_seen += len(listing.files)

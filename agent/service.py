@@ -280,10 +280,16 @@ class Service:
         await self.pool.submit(plan.batch)  # waits while the queue is full: backpressure
 
     async def _ingest(self, batch: Batch) -> None:
+        key = (batch.root.id, batch.session)
+        retry = None
         try:
-            await self.pipeline.process_batch(batch)
+            retry = await self.pipeline.process_batch(batch)
         finally:
-            self._in_flight.discard((batch.root.id, batch.session))
+            if retry is not None:
+                # Still in flight: the session is not sealed again while its retry waits.
+                self.pool.submit_later(retry.batch, retry.delay)
+            else:
+                self._in_flight.discard(key)
             self._wake.set()
 
     # -- liveness -------------------------------------------------------------------------------

@@ -18,12 +18,13 @@ T = TypeVar("T")
 
 
 class WorkerPool(Generic[T]):
-    def __init__(self, handle: Callable[[T], Awaitable[None]], *, workers: int, queue_size: int) -> None:
+    def __init__(self, handle: Callable[[T], Awaitable[object]], *, workers: int, queue_size: int) -> None:
         self._handle = handle
         self._queue: asyncio.Queue[T] = asyncio.Queue(maxsize=queue_size)
         self._workers = workers
         self._tasks: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[None]] = set()
+        self._timers: set[asyncio.Task[None]] = set()
         self._closing = False
 
     @property
@@ -36,12 +37,32 @@ class WorkerPool(Generic[T]):
         """Batches being processed right now."""
         return len(self._busy)
 
+    @property
+    def waiting(self) -> int:
+        """Items waiting out a retry delay before they are submitted again."""
+        return len(self._timers)
+
     async def submit(self, item: T) -> None:
         await self._queue.put(item)
 
+    def submit_later(self, item: T, delay: float) -> None:
+        """Submit ``item`` after ``delay`` seconds, without holding a worker meanwhile."""
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            await self.submit(item)
+
+        timer = asyncio.create_task(later(), name="fair-agent-retry")
+        self._timers.add(timer)
+        timer.add_done_callback(self._timers.discard)
+
     async def join(self) -> None:
-        """Wait until every submitted item has been handled."""
-        await self._queue.join()
+        """Wait until every submitted item, and every item waiting to be resubmitted, is handled."""
+        while True:
+            await self._queue.join()
+            if not self._timers:
+                return
+            await asyncio.wait(list(self._timers))
 
     def start(self) -> None:
         self._tasks = [
@@ -54,7 +75,9 @@ class WorkerPool(Generic[T]):
         Returns how many items were dropped or abandoned; their work is redone on the next start.
         """
         self._closing = True
-        dropped = 0
+        dropped = len(self._timers)
+        for timer in list(self._timers):
+            timer.cancel()
         while not self._queue.empty():
             self._queue.get_nowait()
             self._queue.task_done()
@@ -90,9 +113,9 @@ class WorkerPool(Generic[T]):
     ) -> None:
         if exc_type is None:
             await self.join()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._timers]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._timers, return_exceptions=True)
 
     async def _work(self) -> None:
         me = asyncio.current_task()

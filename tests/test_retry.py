@@ -1,85 +1,163 @@
-"""Retry: exponential backoff with full jitter, stopping at terminal errors or the budget."""
+"""Retry: exponential backoff with full jitter, per kind of failure, and never in a worker's way."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import sqlite3
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
-from agent.config import RetrySettings
-from agent.errors import FileChangedError, FileUnreadableError
-from agent.retry import backoff_delay, with_retries
+from agent.config import AgentConfig, RetryPolicy, RetrySettings
+from agent.errors import (
+    FileChangedError,
+    FileReadError,
+    FileUnreadableError,
+    LedgerBusyError,
+    OutputWriteError,
+)
+from agent.retry import backoff_delay, retry_delay
 
-SETTINGS = RetrySettings(attempts=4, base_delay_s=1.0, max_delay_s=5.0)
+from .conftest import run_scan, write
+
+POLICY = RetryPolicy(attempts=4, base_delay_s=1.0, max_delay_s=5.0)
 
 
 @pytest.mark.parametrize(("attempt", "ceiling"), [(1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0), (10, 5.0)])
 def test_backoff_is_bounded_by_the_exponential_ceiling(attempt: int, ceiling: float) -> None:
     rng = random.Random(1)
-    delays = [backoff_delay(attempt, SETTINGS, rng) for _ in range(500)]
+    delays = [backoff_delay(attempt, POLICY, rng) for _ in range(500)]
     assert max(delays) <= ceiling and min(delays) >= 0
     assert max(delays) > ceiling * 0.9  # full jitter spans the whole range
 
 
-async def test_retryable_error_is_retried_until_the_budget_is_spent() -> None:
-    slept: list[float] = []
-    calls = 0
-
-    async def flaky() -> str:
-        nonlocal calls
-        calls += 1
-        raise FileChangedError("still being written")
-
-    async def fake_sleep(delay: float) -> None:
-        slept.append(delay)
-
-    result = await with_retries(flaky, SETTINGS, rng=random.Random(0), sleep=fake_sleep)
-    assert calls == 4 and result.attempts == 4 and len(slept) == 3
-    assert isinstance(result.error, FileChangedError)
-
-
-async def test_success_after_a_transient_failure() -> None:
-    outcomes = iter([FileChangedError("x"), "done"])
-
-    async def call() -> str:
-        value = next(outcomes)
-        if isinstance(value, Exception):
-            raise value
-        return value
-
-    async def no_sleep(_: float) -> None:
-        return None
-
-    result = await with_retries(call, SETTINGS, sleep=no_sleep)
-    assert result.value == "done" and result.attempts == 2 and result.error is None
-
-
-async def test_terminal_error_is_not_retried() -> None:
-    calls = 0
-
-    async def denied() -> None:
-        nonlocal calls
-        calls += 1
-        raise FileUnreadableError("permission denied")
-
-    result = await with_retries(denied, SETTINGS)
-    assert calls == 1 and isinstance(result.error, FileUnreadableError)
-
-
-async def test_a_first_attempt_made_elsewhere_counts_against_the_budget() -> None:
-    calls = 0
-
-    async def still_changing() -> None:
-        nonlocal calls
-        calls += 1
-        raise FileChangedError("x")
-
-    async def no_sleep(_: float) -> None:
-        return None
-
-    result = await with_retries(
-        still_changing, SETTINGS, sleep=no_sleep, first_error=FileChangedError("first")
+@pytest.mark.parametrize(
+    ("error", "kind_attempts"),
+    [
+        (FileChangedError("x"), 10),
+        (FileReadError("x"), 4),
+        (OutputWriteError("x"), 2),
+        (LedgerBusyError("x"), 4),
+    ],
+)
+def test_each_kind_of_failure_has_its_own_budget(error: Exception, kind_attempts: int) -> None:
+    settings = RetrySettings(
+        attempts=4,
+        changing=RetryPolicy(attempts=10, base_delay_s=0.1, max_delay_s=1),
+        output=RetryPolicy(attempts=2),
     )
-    assert calls == 3 and result.attempts == 4
-    terminal = await with_retries(still_changing, SETTINGS, first_error=FileUnreadableError("denied"))
-    assert calls == 3 and terminal.attempts == 1 and isinstance(terminal.error, FileUnreadableError)
+    delays = [retry_delay(error, attempt, settings) for attempt in range(1, 12)]
+    assert sum(d is not None for d in delays) == kind_attempts - 1
+    assert all(d is None for d in delays[kind_attempts - 1 :])
+
+
+def test_terminal_failures_are_never_retried() -> None:
+    assert retry_delay(FileUnreadableError("denied"), 1, RetrySettings(attempts=100)) is None
+
+
+async def test_a_file_that_never_stops_changing_is_dead_lettered_after_its_budget(
+    drop: Path, config: AgentConfig
+) -> None:
+    target = write(drop / "s" / "growing.bin", b"\0" * (32 << 20))
+    write(drop / "s" / "steady.csv", "1\n")
+    cfg = config.model_copy(
+        update={
+            "read_chunk_bytes": 4096,  # slow reads, so the writer always lands inside one
+            "retry": RetrySettings(attempts=3, base_delay_s=0.01, max_delay_s=0.02),
+        }
+    )
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        with target.open("ab") as f:
+            while not stop.is_set():
+                f.write(b"x")
+                f.flush()
+                time.sleep(0.0005)
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        report = await run_scan(drop, cfg)
+    finally:
+        stop.set()
+        writer.join()
+    assert report.files_ingested == 1 and report.dead_lettered == 1
+    with sqlite3.connect(cfg.ledger_path) as db:
+        assert db.execute("SELECT relpath, category, error_class, attempts FROM dead_letters").fetchall() == [
+            ("s/growing.bin", "retryable", "FileChangedError", 3)
+        ]
+
+
+async def test_a_transient_failure_is_retried_and_then_succeeds(drop: Path, config: AgentConfig) -> None:
+    target = write(drop / "s" / "settling.bin", b"\0" * (16 << 20))
+    cfg = config.model_copy(
+        update={
+            "read_chunk_bytes": 4096,
+            "retry": RetrySettings(attempts=50, base_delay_s=0.05, max_delay_s=0.1),
+        }
+    )
+    stop = threading.Event()
+
+    def write_a_little_longer() -> None:
+        deadline = time.monotonic() + 0.5
+        with target.open("ab") as f:
+            while time.monotonic() < deadline:
+                f.write(b"x")
+                f.flush()
+                time.sleep(0.001)
+
+    writer = threading.Thread(target=write_a_little_longer)
+    writer.start()
+    try:
+        report = await run_scan(drop, cfg)
+    finally:
+        stop.set()
+        writer.join()
+    assert report.ok and report.files_ingested == 1
+
+
+async def test_retries_do_not_hold_up_other_sessions(drop: Path, config: AgentConfig) -> None:
+    # One worker only. A session whose file keeps failing waits out its backoff outside the worker,
+    # so the other sessions are ingested meanwhile, long before the retries are over.
+    target = write(drop / "a-slow" / "growing.bin", b"\0" * (8 << 20))
+    for i in range(5):
+        write(drop / f"b-{i}" / "x.csv", f"{i}\n")
+    cfg = config.model_copy(
+        update={
+            "workers": 1,
+            "read_chunk_bytes": 4096,
+            "retry": RetrySettings(attempts=3, base_delay_s=0.5, max_delay_s=0.5),
+        }
+    )
+    stop = threading.Event()
+    ingested_at: dict[str, float] = {}
+
+    def keep_writing() -> None:
+        with target.open("ab") as f:
+            while not stop.is_set():
+                f.write(b"x")
+                f.flush()
+                time.sleep(0.0005)
+
+    async def watch() -> None:
+        while len(ingested_at) < 5:
+            for i in range(5):
+                if Path(f"{drop}/b-{i}/x.csv.fair.json").exists():
+                    ingested_at.setdefault(f"b-{i}", time.monotonic())
+            await asyncio.sleep(0.01)
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    started = time.monotonic()
+    try:
+        watcher = asyncio.create_task(watch())
+        await run_scan(drop, cfg)
+        await asyncio.wait_for(watcher, 5)
+    finally:
+        stop.set()
+        writer.join()
+    assert max(ingested_at.values()) - started < 0.5, "other sessions waited for the retries"
