@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -30,8 +31,11 @@ from .errors import AgentError, ConfigError
 from .ledger import Ledger
 from .logs import setup_logging
 from .notify import Notifier
+from .replay import replay, select_dead_letters
 from .scan import ScanReport, scan
 from .service import Service
+from .statelock import StateLock, lock_holder
+from .status import gather_status
 
 EXIT_OK = 0
 EXIT_DEAD_LETTERS = 1
@@ -90,6 +94,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(run_cmd)
 
+    status_cmd = commands.add_parser(
+        "status",
+        help="what the ledger holds: roots, counts, dead letters, recent batches",
+        description="Report from the ledger, whether or not the service runs: the watch roots, "
+        "files and batches ingested, dead letters with their reasons, recent batches, the ledger's "
+        "size, and which process (if any) holds the state directory.",
+        epilog="example: fair-agent status --json --state-dir /var/lib/fair-agent",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    status_cmd.add_argument("--json", action="store_true", help="print JSON for scripts")
+    _add_common(status_cmd)
+
+    replay_cmd = commands.add_parser(
+        "replay",
+        help="try dead letters again after their cause was fixed",
+        description="Try dead-lettered files again (after a fix: permissions repaired, a file in "
+        "the way renamed) and report which now pass. With a running service on the same state "
+        "directory, it asks the service to reconcile now (SIGHUP) and waits for the outcome; "
+        "otherwise it ingests the affected sessions itself. Exit status: 0 when all passed, 1 when "
+        "some still fail.",
+        epilog="example: fair-agent replay --all\nexample: fair-agent replay --session /data/xrd/run-17",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    which = replay_cmd.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every dead letter")
+    which.add_argument("--batch", metavar="ID", help="the dead letters of one batch")
+    which.add_argument("--session", type=Path, metavar="PATH", help="the dead letters of one session folder")
+    replay_cmd.add_argument(
+        "--wait", type=float, default=120.0, metavar="SECONDS", help="how long to wait for a running service"
+    )
+    _add_common(replay_cmd)
+
     demo_cmd = commands.add_parser(
         "demo",
         help="watch a new folder while sample sessions are copied into it, then show the results",
@@ -139,6 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_scan(args, config, err))
         if args.command == "run":
             return asyncio.run(_run(with_roots(config, args.watch)))
+        if args.command == "status":
+            return asyncio.run(_status(args, config))
+        if args.command == "replay":
+            return asyncio.run(_replay(args, config))
         if args.command == "demo":
             from .demo import run_demo
 
@@ -182,24 +222,102 @@ async def _run(config: AgentConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     notifier = Notifier.from_env()
-    ledger = await Ledger.open(config.ledger_path)
-    try:
-        await Service(config, ledger, notifier=notifier).run(stop, force)
-    finally:
-        await ledger.close()
-        notifier.close()
+    with StateLock(config.state_dir, "run"):
+        ledger = await Ledger.open(config.ledger_path)
+        try:
+            service = Service(config, ledger, notifier=notifier)
+            # SIGHUP: reconcile now (fair-agent replay sends it after marking dead letters).
+            loop.add_signal_handler(signal.SIGHUP, service.reconcile_now)
+            await service.run(stop, force)
+        finally:
+            await ledger.close()
+            notifier.close()
     return EXIT_FORCED if force.is_set() else EXIT_OK
 
 
 async def _scan(args: argparse.Namespace, config: AgentConfig, err: Console) -> int:
-    ledger = await Ledger.open(config.ledger_path)
-    try:
-        with _ScanBar(err) as bar:
-            report = await scan(args.path, config, ledger, progress=bar, retry_dead=args.retry_dead)
-    finally:
-        await ledger.close()
+    with StateLock(config.state_dir, "scan"):
+        ledger = await Ledger.open(config.ledger_path)
+        try:
+            with _ScanBar(err) as bar:
+                report = await scan(args.path, config, ledger, progress=bar, retry_dead=args.retry_dead)
+        finally:
+            await ledger.close()
     Console().print(summary_table(report))
     return EXIT_OK if report.ok else EXIT_DEAD_LETTERS
+
+
+async def _status(args: argparse.Namespace, config: AgentConfig) -> int:
+    if not await asyncio.to_thread(config.ledger_path.exists):
+        raise ConfigError(
+            f"no ledger in {config.state_dir} yet: nothing has been ingested with this state directory"
+        )
+    ledger = await Ledger.open(config.ledger_path)
+    try:
+        status = await gather_status(config, ledger)
+    finally:
+        await ledger.close()
+    if args.json:
+        print(json.dumps(status.to_json(), indent=2))
+        return EXIT_OK
+    console = Console()
+    console.print(
+        f"[bold]state directory[/bold] {status.state_dir}  ({_human_bytes(status.ledger_bytes)} of ledger)"
+    )
+    console.print(f"[bold]service[/bold] {status.service or 'not running'}")
+    overview = Table(title="ledger", show_header=False, title_justify="left")
+    for name, value in status.counts.items():
+        overview.add_row(name.replace("_", " "), _human_bytes(value) if name == "bytes" else str(value))
+    console.print(overview)
+    if status.roots:
+        roots = Table(title="watch roots", title_justify="left")
+        roots.add_column("name")
+        roots.add_column("path")
+        for root in status.roots:
+            roots.add_row(root["name"], root["path"])
+        console.print(roots)
+    if status.dead_letters:
+        dead = Table(title="dead letters", title_justify="left")
+        for column in ("root", "file", "category", "reason", "attempts"):
+            dead.add_column(column)
+        for d in status.dead_letters:
+            dead.add_row(d["root"], d["file"], d["category"], d["message"], str(d["attempts"]))
+        console.print(dead)
+    return EXIT_OK
+
+
+async def _replay(args: argparse.Namespace, config: AgentConfig) -> int:
+    holder = lock_holder(config.state_dir)
+    if holder is not None and holder[1] != "run":
+        raise ConfigError(
+            f"a fair-agent {holder[1]} (pid {holder[0]}) is using {config.state_dir}; wait for it"
+        )
+    lock = None if holder else StateLock(config.state_dir, "replay")
+    if lock is not None:
+        lock.acquire()
+    try:
+        ledger = await Ledger.open(config.ledger_path)
+        try:
+            selected = await select_dead_letters(ledger, batch_id=args.batch, session_path=args.session)
+            results = await replay(
+                config, ledger, selected, service_pid=holder[0] if holder else None, wait_s=args.wait
+            )
+        finally:
+            await ledger.close()
+    finally:
+        if lock is not None:
+            lock.release()
+    table = Table(title=f"replay of {len(results)} dead letter(s)", title_justify="left")
+    for column in ("root", "file", "result"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(
+            r.root,
+            r.relpath,
+            "[green]ingested[/green]" if r.passed else f"[red]still failing:[/red] {r.reason}",
+        )
+    Console().print(table)
+    return EXIT_OK if all(r.passed for r in results) else EXIT_DEAD_LETTERS
 
 
 class _ScanBar:

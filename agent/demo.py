@@ -16,6 +16,7 @@ from .errors import ConfigError
 from .ledger import Ledger
 from .naming import CRATE_NAME, is_own_output, sidecar_name
 from .service import Service
+from .statelock import StateLock
 
 #: Pauses between the chunks and files an imitated instrument writes; shorter than the quiet period.
 WRITE_PAUSE_S = 0.2
@@ -31,6 +32,8 @@ async def run_demo(samples: Path, drop: Path, config: AgentConfig, *, give_up_af
         }
     )
     console = Console()
+    lock = StateLock(config.state_dir, "demo")
+    lock.acquire()
     ledger = await Ledger.open(config.ledger_path)
     try:
         async with Service(config, ledger).running() as service:
@@ -46,6 +49,7 @@ async def run_demo(samples: Path, drop: Path, config: AgentConfig, *, give_up_af
                 await asyncio.sleep(0.2)
     finally:
         await ledger.close()
+        lock.release()
     table, crates = await asyncio.to_thread(_results, drop, expected)
     console.print(table)
     console.print(f"RO-Crates: {', '.join(crates)}")

@@ -46,6 +46,10 @@ class ConfigError(TerminalError):
     """The configuration cannot be used; the agent refuses to start."""
 
 
+class StateLockedError(TerminalError):
+    """Another agent holds the state directory; this one refuses to start."""
+
+
 class FileChangedError(RetryableError):
     """The file's size, mtime or identity changed while it was read: it is still being written."""
 

@@ -6,9 +6,11 @@ fields below are lifted out of the record into the JSON object when present.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
+import threading
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -28,6 +30,15 @@ CONTEXT_FIELDS = (
 )
 
 
+def _task_name() -> str:
+    """The asyncio task logging, or the thread when it is not on the event loop."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop in this thread (a worker thread)
+        task = None
+    return task.get_name() if task is not None else threading.current_thread().name
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -40,6 +51,7 @@ class JsonFormatter(logging.Formatter):
             value = record.__dict__.get(name)
             if value is not None:
                 entry[name] = value
+        entry.setdefault("task", _task_name())
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)

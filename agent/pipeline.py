@@ -165,6 +165,7 @@ class Pipeline:
         for relpath, error in batch.problems:
             outcome.dead.append(DeadLetter(relpath, session, error, attempts=batch.attempt))
         bid = batch_id(root.name, session, [(r.relpath, r.sha256) for r in outcome.records])
+        outcome.dead = [d if d.batch_id else replace(d, batch_id=bid) for d in outcome.dead]
         outcome.records = [
             replace(r, batch_id=bid, sequence=seq, version=latest.get(r.relpath, 0) + 1)
             for seq, r in enumerate(outcome.records, start=1)
@@ -194,7 +195,7 @@ class Pipeline:
                 outcome.records, removed = [], []
             else:
                 self._handle_conflicts(written.conflicts, crate_relpath, session, outcome, bid)
-                if written.already_there and not current:
+                if written.already_there and outcome.records:
                     log.info(
                         f"{written.already_there} output(s) of an interrupted run were already in place; "
                         "now recorded in the ledger",
@@ -322,6 +323,16 @@ class Pipeline:
         self.tally.touched += len(outcome.touched)
         self.tally.skipped += len(outcome.vanished)
         self.tally.dead_lettered += len(outcome.dead)
+        for record in outcome.records:
+            log.debug(
+                "file ingested",
+                extra={
+                    "batch_id": bid,
+                    "session": batch.session,
+                    "file": record.relpath,
+                    "sequence": record.sequence,
+                },
+            )
         if outcome.records:
             self.tally.batches += 1
             log.info(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -70,8 +70,12 @@ async def scan(
     *,
     progress: ScanProgress | None = None,
     retry_dead: bool = False,
+    sessions: Collection[str] | None = None,
 ) -> ScanReport:
-    """Ingest every file under ``path`` that the ledger does not already hold in this version."""
+    """Ingest every file under ``path`` that the ledger does not already hold in this version.
+
+    ``sessions``: only these sessions (names below ``path``), e.g. for a replay.
+    """
     if not await asyncio.to_thread(path.is_dir):
         raise ConfigError(f"{path} is not a folder")
     try:
@@ -95,7 +99,9 @@ async def scan(
     pool: WorkerPool[Batch] = WorkerPool(ingest, workers=config.workers, queue_size=config.queue_size)
     try:
         async with pool:
-            async for listing in list_sessions(root.path, ignore, orphans_before_ns=started_ns):
+            async for listing in list_sessions(
+                root.path, ignore, orphans_before_ns=started_ns, only=sessions
+            ):
                 report.sessions += 1
                 report.files_seen += len(listing.files)
                 report.skipped += len(listing.skips)
@@ -129,18 +135,26 @@ async def scan(
 
 
 async def list_sessions(
-    root: Path, ignore: IgnoreRules, *, orphans_before_ns: int | None = None
+    root: Path,
+    ignore: IgnoreRules,
+    *,
+    orphans_before_ns: int | None = None,
+    only: Collection[str] | None = None,
 ) -> AsyncIterator[SessionListing]:
-    """Every session of a root, listed in a thread one at a time (memory holds one session).
+    """Every session of a root (or ``only`` those), listed in a thread one at a time.
 
-    With ``orphans_before_ns``, the agent's temp files older than that moment (wall clock, ns) are
-    deleted on the way: this process started later, so a crash left them.
+    Memory holds one session's listing at a time. With ``orphans_before_ns``, the agent's temp
+    files older than that moment (wall clock, ns) are deleted on the way: this process started
+    later, so a crash left them.
     """
     top = await asyncio.to_thread(list_top_level, root, ignore)
     await _remove_orphans(root, top.temp_files, orphans_before_ns)
     for listing in top.loose:
-        yield listing
+        if only is None or listing.session in only:
+            yield listing
     for folder in top.folders:
+        if only is not None and folder not in only:
+            continue
         listing = await asyncio.to_thread(list_session, root, folder, ignore)
         await _remove_orphans(root, listing.temp_files, orphans_before_ns)
         yield listing

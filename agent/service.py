@@ -87,6 +87,7 @@ class Service:
         self._wake = asyncio.Event()
         self._stop_watching = asyncio.Event()
         self._started_ns = time.time_ns()
+        self._reconcile_now = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -151,6 +152,10 @@ class Service:
             log.info(f"watching {root.name!r} by {mode} because {why}", extra={"root": root.name})
             self.roots[root.id] = WatchedRoot(settings, root, mode, self.config.completion_for(settings))
 
+    def reconcile_now(self) -> None:
+        """Start a reconciliation scan now (SIGHUP; `fair-agent replay` sends one)."""
+        self._reconcile_now.set()
+
     # -- observable state -------------------------------------------------------------------------
 
     @property
@@ -207,7 +212,9 @@ class Service:
                 f"{found} session(s) with new or changed files",
                 extra={"task": "reconcile"},
             )
-            await asyncio.sleep(self.config.reconcile_interval_s)
+            self._reconcile_now.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._reconcile_now.wait(), self.config.reconcile_interval_s)
 
     async def _reconcile(self, watched: WatchedRoot) -> int:
         """Find what notifications missed; unchanged files cost a stat, not a hash."""

@@ -1,5 +1,5 @@
 """The SQLite ledger: which file versions were ingested, in which batch, and what failed."""
 
-from .store import BatchCommit, CurrentFile, DeadLetter, Ledger
+from .store import BatchCommit, CurrentFile, DeadLetter, DeadLetterRow, Ledger
 
-__all__ = ["BatchCommit", "CurrentFile", "DeadLetter", "Ledger"]
+__all__ = ["BatchCommit", "CurrentFile", "DeadLetter", "DeadLetterRow", "Ledger"]

@@ -77,6 +77,24 @@ class DeadLetter:
         return str(getattr(self.error, "advice", ""))
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetterRow:
+    """A dead letter as the ledger holds it."""
+
+    id: int
+    root_id: int
+    session: str
+    relpath: str
+    batch_id: str | None
+    category: str
+    error_class: str
+    message: str
+    advice: str
+    attempts: int
+    first_seen: str
+    last_seen: str
+
+
 @dataclass(slots=True)
 class BatchCommit:
     """Everything one batch changes in the ledger, applied in a single transaction."""
@@ -116,6 +134,7 @@ class Ledger:
         try:
             await ledger._configure()
             await ledger._migrate()
+            await ledger._check_writable()
         except BaseException:
             await db.close()
             raise
@@ -167,6 +186,17 @@ class Ledger:
                     "INSERT INTO schema_migrations VALUES (?, ?, ?)",
                     (migration.version, migration.name, now_iso()),
                 )
+
+    async def _check_writable(self) -> None:
+        try:
+            async with self.transaction():
+                pass
+        except LedgerBusyError as exc:
+            raise LedgerError(
+                f"the ledger {self.path} is locked by another process ({exc}). Nothing was changed. "
+                "Find the process holding it (fuser or lsof on the file) and stop it; a second "
+                "fair-agent on the same state directory is refused before it gets this far."
+            ) from exc
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -334,6 +364,62 @@ class Ledger:
                 stamp,
             ),
         )
+
+    async def roots(self) -> list[Root]:
+        rows = await self._all("SELECT id, name, path FROM roots ORDER BY id")
+        return [Root(id=r[0], name=from_db(r[1]), path=Path(from_db(r[2]))) for r in rows]
+
+    async def dead_letters(
+        self, *, batch_id: str | None = None, root_id: int | None = None, session: str | None = None
+    ) -> list[DeadLetterRow]:
+        """Dead letters, optionally only those of one batch, or of one session of one root."""
+        sql = (
+            "SELECT id, root_id, session, relpath, batch_id, category, error_class, message, advice, "
+            "attempts, first_seen, last_seen FROM dead_letters WHERE 1 = 1"
+        )
+        params: list[object] = []
+        if batch_id is not None:
+            sql += " AND batch_id = ?"
+            params.append(batch_id)
+        if root_id is not None:
+            sql += " AND root_id = ?"
+            params.append(root_id)
+        if session is not None:
+            sql += " AND session = ?"
+            params.append(to_db(session))
+        rows = await self._all(sql + " ORDER BY root_id, relpath", tuple(params))
+        return [DeadLetterRow(r[0], r[1], from_db(r[2]), from_db(r[3]), *r[4:]) for r in rows]
+
+    async def request_replay(self, ids: Iterable[int]) -> None:
+        """Forget the stat each dead letter failed with, so the next look tries the file again."""
+        async with self.transaction() as db:
+            await db.executemany(
+                "UPDATE dead_letters SET size = NULL, mtime_ns = NULL, ctime_ns = NULL, inode = NULL "
+                "WHERE id = ?",
+                [(i,) for i in ids],
+            )
+
+    async def summary(self) -> dict[str, int]:
+        """Counts for `fair-agent status`."""
+        counts = {}
+        for name, sql in (
+            ("files", "SELECT count(*) FROM files WHERE status = 'current'"),
+            ("file_versions", "SELECT count(*) FROM files"),
+            ("bytes", "SELECT coalesce(sum(size), 0) FROM files WHERE status = 'current'"),
+            ("batches", "SELECT count(*) FROM batches"),
+            ("dead_letters", "SELECT count(*) FROM dead_letters"),
+            ("skipped", "SELECT count(*) FROM skipped"),
+        ):
+            counts[name] = int(await self._scalar(sql))
+        return counts
+
+    async def recent_batches(self, limit: int = 10) -> list[tuple[str, str, str, int, int, str]]:
+        rows = await self._all(
+            "SELECT b.batch_id, r.name, b.session, b.file_count, b.byte_count, b.committed_at "
+            "FROM batches b JOIN roots r ON r.id = b.root_id ORDER BY b.committed_at DESC LIMIT ?",
+            (limit,),
+        )
+        return [(r[0], from_db(r[1]), from_db(r[2]), r[3], r[4], r[5]) for r in rows]
 
     async def record_skips(self, root_id: int, session: str, skips: Iterable[Skip]) -> None:
         rows = [(root_id, to_db(s.relpath), to_db(session), s.reason) for s in skips]
