@@ -40,7 +40,7 @@ GROUP_MAX_BYTES = 8 << 20
 
 DEFAULT_ADVICE = (
     "Fix the problem described above. The agent tries again when the file changes; "
-    "`fair-agent scan --retry-dead FOLDER` tries again at once."
+    "`fair-agent replay --session FOLDER` tries again at once."
 )
 
 
