@@ -143,6 +143,8 @@ class AgentConfig(_Frozen):
     #: Batches waiting between discovery and the workers; a full queue makes discovery wait.
     queue_size: int = Field(default=64, ge=1)
     read_chunk_bytes: int = Field(default=1 << 20, ge=4096, le=1 << 28)
+    #: Seconds an extractor may spend on one file's metadata before the file is dead-lettered.
+    extract_timeout_s: float = Field(default=120.0, gt=0)
     retry: RetrySettings = RetrySettings()
     site: SiteSettings = SiteSettings()
     completion: CompletionPolicy = CompletionPolicy()

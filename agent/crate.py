@@ -53,7 +53,7 @@ def build_crate(
         "hasPart": parts,
         "mentions": [{"@id": INGEST_ACTION_ID}],
     }
-    contextual: list[dict[str, Any]] = [license_entity]
+    contextual: list[dict[str, Any]] = [license_entity, *_format_entities(files)]
     if site.organisation:
         root["publisher"] = {"@id": "#publisher"}
         contextual.append({"@id": "#publisher", "@type": "Organization", "name": site.organisation})
@@ -81,6 +81,22 @@ def build_crate(
         "about": {"@id": "./"},
     }
     return {"@context": RO_CRATE_CONTEXT, "@graph": [descriptor, root, *files, *contextual]}
+
+
+def _format_entities(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A contextual entity for every PRONOM format the files refer to."""
+    ids = sorted(
+        {
+            ref["@id"]
+            for entity in files
+            for ref in (entity["encodingFormat"] if isinstance(entity["encodingFormat"], list) else [])
+            if isinstance(ref, dict)
+        }
+    )
+    return [
+        {"@id": i, "@type": "WebPage", "name": f"PRONOM {i.rsplit('/', 2)[-2]}/{i.rsplit('/', 1)[-1]}"}
+        for i in ids
+    ]
 
 
 def _license(site: SiteSettings) -> tuple[dict[str, str], dict[str, Any]]:

@@ -28,6 +28,7 @@ from .errors import (
 )
 from .safepath import open_dir_beneath, split
 
+HEAD_BYTES = 8192
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _local = threading.local()
 
@@ -37,6 +38,8 @@ class Hashed:
     sha256: str
     #: The file as it was while its bytes were read; this, not the listing, goes to the ledger.
     stat: FileStat
+    #: The first bytes (up to HEAD_BYTES), kept for format detection at no extra read.
+    head: bytes = b""
 
 
 def hash_file(
@@ -99,7 +102,7 @@ def _hash_one(
         before = os.fstat(fd)
         if not stat_mod.S_ISREG(before.st_mode):
             raise NotRegularFileError(f"{relpath!r} is not a regular file")
-        digest, count = _digest(fd, chunk_bytes, abort)
+        digest, count, head = _digest(fd, chunk_bytes, abort)
         after = os.fstat(fd)
     except OSError as exc:
         raise FileReadError(f"I/O error while reading {relpath!r}: {exc.strerror or exc}") from None
@@ -115,23 +118,26 @@ def _hash_one(
         raise FileReadError(f"cannot stat {relpath!r}: {exc.strerror or exc}") from None
     if (now.st_ino, now.st_size, now.st_mtime_ns) != (after.st_ino, after.st_size, after.st_mtime_ns):
         raise FileChangedError(f"{relpath!r} was replaced while it was being read")
-    return Hashed(digest, FileStat.from_stat(relpath, after))
+    return Hashed(digest, FileStat.from_stat(relpath, after), head)
 
 
-def _digest(fd: int, chunk_bytes: int, abort: threading.Event | None) -> tuple[str, int]:
+def _digest(fd: int, chunk_bytes: int, abort: threading.Event | None) -> tuple[str, int, bytes]:
     buffer = _buffer(chunk_bytes)
     view = memoryview(buffer)
     digest = hashlib.sha256()
     total = 0
+    head = b""
     if hasattr(os, "posix_fadvise"):
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
     # os.readv reads straight into the buffer: no file object, no extra fstat/lseek per file.
     while n := os.readv(fd, [buffer]):
+        if total == 0:
+            head = bytes(view[: min(n, HEAD_BYTES)])
         digest.update(view[:n])
         total += n
         if abort is not None and abort.is_set():
             raise AbortedError("hashing stopped: the agent is shutting down")
-    return digest.hexdigest(), total
+    return digest.hexdigest(), total, head
 
 
 def _buffer(size: int) -> bytearray:

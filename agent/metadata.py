@@ -37,37 +37,7 @@ SIDECAR_CONTEXT: list[Any] = [
 ]
 
 GENERIC_DATASET_TYPE = "generic"
-
-# A small table of formats labs drop; anything else is application/octet-stream. Deliberately not
-# the mimetypes module: its answers depend on the machine's /etc/mime.types.
-_MEDIA_TYPES = {
-    ".csv": "text/csv",
-    ".tsv": "text/tab-separated-values",
-    ".txt": "text/plain",
-    ".md": "text/markdown",
-    ".json": "application/json",
-    ".xml": "application/xml",
-    ".xrdml": "application/xml",
-    ".mzml": "application/xml",
-    ".eln": "application/vnd.eln+zip",
-    ".zip": "application/zip",
-    ".jdx": "chemical/x-jcamp-dx",
-    ".dx": "chemical/x-jcamp-dx",
-    ".jcamp": "chemical/x-jcamp-dx",
-    ".h5": "application/x-hdf5",
-    ".hdf5": "application/x-hdf5",
-    ".nxs": "application/x-hdf5",
-    ".pdf": "application/pdf",
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".tif": "image/tiff",
-    ".tiff": "image/tiff",
-}
-
-
-def media_type(name: str) -> str:
-    return _MEDIA_TYPES.get(PurePosixPath(name).suffix.lower(), "application/octet-stream")
+PRONOM_URL = "https://www.nationalarchives.gov.uk/PRONOM/"
 
 
 def iso_time(mtime_ns: int) -> str:
@@ -108,12 +78,39 @@ def _file_properties(record: FileRecord, file_id: str) -> dict[str, Any]:
         "encodingFormat": record.encoding_format,
         "sha256": record.sha256,
         "dateModified": iso_time(record.stat.mtime_ns),
+        **schema_properties(record.metadata),
     }
 
 
+def schema_properties(metadata: dict[str, Any]) -> dict[str, Any]:
+    """schema.org terms for what an extractor found, where schema.org has a term for it."""
+    out: dict[str, Any] = {}
+    description = metadata.get("title") or metadata.get("name")
+    if isinstance(description, str) and description:
+        out["description"] = description
+    created = metadata.get("start") or next(
+        (d["iso"] for d in metadata.get("dates", []) if isinstance(d, dict) and "T" in d.get("iso", "")), None
+    )
+    if isinstance(created, str):
+        out["dateCreated"] = created
+    columns = [
+        c["name"] for c in metadata.get("columns", []) if isinstance(c, dict) and c.get("type") != "empty"
+    ]
+    if columns:
+        out["variableMeasured"] = columns[:200]
+    return out
+
+
 def crate_file_entity(record: FileRecord, session_is_folder: bool) -> dict[str, Any]:
-    """The File entity of the session crate; its @id is relative to the session folder."""
-    return _file_properties(record, record.relpath.split("/", 1)[1] if session_is_folder else record.name)
+    """The File entity of the session crate; its @id is relative to the session folder.
+
+    A PRONOM id, where known, joins the media type in encodingFormat, as RO-Crate recommends.
+    """
+    entity = _file_properties(record, record.relpath.split("/", 1)[1] if session_is_folder else record.name)
+    pronom = record.metadata.get("format", {}).get("pronom")
+    if pronom:
+        entity["encodingFormat"] = [record.encoding_format, {"@id": PRONOM_URL + pronom}]
+    return entity
 
 
 def build_sidecar(record: FileRecord) -> dict[str, Any]:

@@ -21,9 +21,11 @@ from .batch import Batch, FileStat, Skip, batch_id
 from .config import AgentConfig
 from .crate import build_crate
 from .errors import AgentError, FileVanishedError, OutputConflictError, UnexpectedError
+from .extract import MetadataReader
+from .extractors.generic import Detected
 from .hashing import Hashed, Hasher
 from .ledger import BatchCommit, CurrentFile, DeadLetter, Ledger
-from .metadata import FileRecord, build_sidecar, crate_file_entity, media_type
+from .metadata import FileRecord, build_sidecar, crate_file_entity
 from .naming import CRATE_NAME, display_name, error_name, sidecar_name
 from .outputs import Document, OutputWriter, remove_files, write_documents
 from .retry import retry_delay
@@ -66,6 +68,8 @@ class _Outcome:
     #: Files that failed transiently and get another attempt after ``retry_delay`` seconds.
     retry: list[FileStat] = field(default_factory=list)
     retry_delay: float = 0.0
+    #: First bytes of each new file, for the extractors.
+    heads: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +122,15 @@ class Pipeline:
         self.ledger = ledger
         self.hasher = hasher
         self.writer = writer
+        self.reader = MetadataReader(config.hash_threads, config.extract_timeout_s)
         self.tally = Tally()
         self._progress = progress or (lambda files, size: None)
         # Two batches of one session must not interleave: the second rewrites the crate the first
         # wrote, and must see the first one's ledger rows.
         self._locks = _SessionLocks()
+
+    def close(self) -> None:
+        self.reader.close()
 
     async def process_batch(self, batch: Batch) -> Retry | None:
         """Ingest one batch. Never raises for bad input: failures become dead letters.
@@ -162,6 +170,7 @@ class Pipeline:
         latest = await self.ledger.latest_versions(root.id, session)
         previously_dead = set(await self.ledger.dead_letter_signatures(root.id, session))
         outcome = await self._hash_all(batch, current)
+        await self._extract_all(batch, outcome)
         for relpath, error in batch.problems:
             outcome.dead.append(DeadLetter(relpath, session, error, attempts=batch.attempt))
         bid = batch_id(root.name, session, [(r.relpath, r.sha256) for r in outcome.records])
@@ -263,8 +272,45 @@ class Pipeline:
             elif (known := current.get(listed.relpath)) is not None and known.sha256 == result.sha256:
                 outcome.touched.append(result.stat)  # same bytes, new stat: not a new version
             else:
-                outcome.records.append(_new_record(batch, result))
+                outcome.records.append(
+                    _new_record(batch, result, self.reader.detect(listed.relpath, result.head))
+                )
+                outcome.heads[listed.relpath] = result.head
         return outcome
+
+    async def _extract_all(self, batch: Batch, outcome: _Outcome) -> None:
+        """Each new record's metadata from its extractor; a file no extractor can read is dead-lettered."""
+        # An empty file has nothing to extract; it is ingested with its "empty file" warning.
+        wanted = [
+            r
+            for r in outcome.records
+            if r.stat.size and self.reader.wants(r.relpath, outcome.heads[r.relpath])
+        ]
+        if not wanted:
+            return
+        results = await asyncio.gather(
+            *(
+                self.reader.read(batch.root.path, r.relpath, outcome.heads[r.relpath], r.stat.inode)
+                for r in wanted
+            ),
+            return_exceptions=True,
+        )
+        failed: set[str] = set()
+        extracted: dict[str, dict[str, Any]] = {}
+        for record, result in zip(wanted, results, strict=True):
+            if isinstance(result, FileVanishedError):
+                outcome.vanished.append(Skip(record.relpath, f"vanished before it was read: {result}"))
+                failed.add(record.relpath)
+            elif isinstance(result, Exception):
+                self._defer(outcome, [record.stat], result, batch, None)
+                failed.add(record.relpath)
+            elif isinstance(result, dict):
+                extracted[record.relpath] = result
+        outcome.records = [
+            replace(r, metadata={**r.metadata, **extracted.get(r.relpath, {})})
+            for r in outcome.records
+            if r.relpath not in failed
+        ]
 
     def _defer(
         self, outcome: _Outcome, files: list[FileStat], exc: Exception, batch: Batch, bid: str | None
@@ -379,7 +425,7 @@ def crate_can_list(relpath: str) -> bool:
     return True
 
 
-def _new_record(batch: Batch, hashed: Hashed) -> FileRecord:
+def _new_record(batch: Batch, hashed: Hashed, detected: Detected) -> FileRecord:
     warnings = []
     if hashed.stat.size == 0:
         warnings.append("empty file")
@@ -392,7 +438,8 @@ def _new_record(batch: Batch, hashed: Hashed) -> FileRecord:
         stat=hashed.stat,
         session=batch.session,
         sha256=hashed.sha256,
-        encoding_format=media_type(hashed.stat.relpath),
+        encoding_format=detected.media_type,
+        metadata={"format": detected.as_metadata()},
         warnings=tuple(warnings),
     )
 

@@ -122,6 +122,7 @@ async def scan(
     finally:
         hasher.close()
         writer.close()
+        pipeline.close()
     tally = pipeline.tally
     report.files_ingested = tally.files_ingested
     report.bytes_ingested = tally.bytes_ingested

@@ -141,6 +141,7 @@ class Service:
     def _close_threads(self) -> None:
         self.hasher.close()
         self.writer.close()
+        self.pipeline.close()
 
     async def _register_roots(self) -> None:
         for settings in self.config.roots:

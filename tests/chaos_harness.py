@@ -50,7 +50,7 @@ class Chaos:
         self.log = (workdir / "agent.log").open("a")
         # Every file to drop, in a shuffled order, so sessions fill up across rounds.
         self.pending = [
-            self.drop / f"session-{s:03d}" / f"reading-{i:03d}.csv"
+            self.drop / f"session-{s:03d}" / f"reading-{i:03d}.bin"
             for s in range(sessions)
             for i in range(files_per_session)
         ]
@@ -110,6 +110,11 @@ class Chaos:
             while self.ingested_count() < len(self.dropped):
                 if time.monotonic() > deadline or agent.poll() is not None:
                     self.report.problems.append("not every dropped file was ingested in the final run")
+                    with sqlite3.connect(self.state / "ledger.sqlite3", timeout=30) as db:
+                        self.report.problems += [
+                            f"dead letter {r[0]}: {r[1]}"
+                            for r in db.execute("SELECT relpath, message FROM dead_letters LIMIT 5")
+                        ]
                     break
                 time.sleep(0.2)
             time.sleep(0.5)  # let crates of late batches land
@@ -171,7 +176,7 @@ class Chaos:
         for crate_path in self.drop.glob("*/ro-crate-metadata.json"):
             crate = json.loads(crate_path.read_text(encoding="utf-8"))
             parts = {p["@id"] for p in next(n for n in crate["@graph"] if n["@id"] == "./")["hasPart"]}
-            on_disk = {p.name for p in crate_path.parent.iterdir() if p.suffix == ".csv"}
+            on_disk = {p.name for p in crate_path.parent.iterdir() if p.suffix == ".bin"}
             if parts != on_disk:
                 problems.append(
                     f"final: crate of {crate_path.parent.name} lists {len(parts)} of {len(on_disk)}"

@@ -44,7 +44,7 @@ def make_sessions(drop: Path) -> None:
     write(drop / "run-01" / "plate.csv", "a,b\n1,2\n")
     write(drop / "run-01" / "raw" / "scan 1 [A]:x é.txt", "spectrum\n")
     write(drop / "run-02" / "plate.csv", "a,b\n3,4\n")
-    write(drop / "loose.jdx", "##TITLE=x\n")
+    write(drop / "loose.jdx", "##TITLE=x\n##JCAMP-DX=4.24\n##END=\n")
 
 
 async def test_every_file_gets_a_sidecar_with_its_true_sha256(drop: Path, config: AgentConfig) -> None:

@@ -38,7 +38,7 @@ async def test_a_dropped_session_is_ingested(drop: Path, config: AgentConfig, le
     async with Service(cfg, ledger).running() as service:
         write(drop / "run-1" / "a.csv", "1,2\n")
         write(drop / "run-1" / "raw" / "b.txt", "x")
-        write(drop / "loose.jdx", "##TITLE=x\n")
+        write(drop / "loose.jdx", "##TITLE=x\n##JCAMP-DX=4.24\n##END=\n")
         await wait_for(
             lambda: has_sidecar(drop / "run-1" / "raw" / "b.txt") and has_sidecar(drop / "loose.jdx")
         )

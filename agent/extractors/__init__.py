@@ -1,0 +1,80 @@
+"""Metadata extractors, one module per format family, chosen by file type.
+
+Every file gets the generic detector (media type from magic bytes, PRONOM id where one is
+well known). A file whose type an extractor accepts also gets that extractor's metadata. Sites add
+extractors without forking through the ``fair_agent.extractors`` entry point group; theirs are
+asked first.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import entry_points
+
+from .base import Budget, ExtractionError, ExtractionTimeout, Extractor, Metadata, Source, UnsafeArchiveError
+from .eln import ElnExtractor
+from .generic import Detected, detect
+from .hdf5 import Hdf5Extractor
+from .hdf5 import available as hdf5_available
+from .jcamp import JcampExtractor
+from .tabular import TabularExtractor
+from .xmlformats import XmlExtractor
+
+log = logging.getLogger("fair_agent.extractors")
+
+ENTRY_POINT_GROUP = "fair_agent.extractors"
+
+__all__ = [
+    "Budget",
+    "Detected",
+    "ExtractionError",
+    "ExtractionTimeout",
+    "Extractor",
+    "Metadata",
+    "Source",
+    "UnsafeArchiveError",
+    "choose",
+    "detect",
+    "load_extractors",
+    "run_extractor",
+]
+
+
+def builtin_extractors() -> list[Extractor]:
+    found: list[Extractor] = [ElnExtractor(), JcampExtractor(), XmlExtractor()]
+    if hdf5_available():
+        found.append(Hdf5Extractor())
+    found.append(TabularExtractor())
+    return found
+
+
+def load_extractors() -> list[Extractor]:
+    """Site extractors registered by entry point first, then the built-in ones."""
+    site: list[Extractor] = []
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            site.append(entry.load()())
+        except Exception as exc:
+            # A broken plug-in must not stop ingestion; say so loudly.
+            log.error(f"extractor {entry.name!r} from {entry.value!r} could not be loaded: {exc}")
+    return site + builtin_extractors()
+
+
+def choose(extractors: list[Extractor], name: str, head: bytes) -> Extractor | None:
+    return next((e for e in extractors if e.accepts(name, head)), None)
+
+
+def run_extractor(extractor: Extractor, source: Source, seconds: float) -> Metadata:
+    """Run one extractor on one file (blocking); any failure becomes an ExtractionError."""
+    try:
+        metadata = extractor.extract(source, Budget(seconds))
+    except ExtractionError:
+        raise
+    except MemoryError:
+        raise ExtractionError(f"{source.name!r} needs more memory to read than is available") from None
+    except Exception as exc:
+        what = f"{type(exc).__name__}: {exc}"
+        raise ExtractionError(
+            f"{source.name!r} could not be read by the {extractor.name} extractor: {what}"
+        ) from None
+    return {"extractor": extractor.name, **metadata}

@@ -1,0 +1,81 @@
+"""What every extractor is: a file in, metadata out, a typed error on failure, bounded in time.
+
+Extractors are blocking and run in a worker thread. They read at most what they need (headers,
+or a stream in chunks), never load a whole file into memory, and call ``budget.check()`` in their
+loops so a per-file time limit stops them: a thread cannot be killed, but it can be asked.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import TerminalError
+
+Metadata = dict[str, Any]
+
+
+class ExtractionError(TerminalError):
+    """The file is not what its name says, or it is damaged: no metadata can be read from it."""
+
+    advice = (
+        "Check that the file is complete and of the format its name says; export it again from the "
+        "instrument if it is damaged. The agent tries again when the file changes."
+    )
+
+
+class UnsafeArchiveError(ExtractionError):
+    """An archive that would write outside its folder, expand without bound, or is encrypted."""
+
+    advice = (
+        "Do not unpack this archive. Export it again from its source; "
+        "if it is expected, ask the data manager."
+    )
+
+
+class ExtractionTimeout(ExtractionError):
+    """Reading the file's metadata took longer than the per-file limit."""
+
+
+class Budget:
+    """The time an extractor may take, checked cooperatively."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._deadline = time.monotonic() + seconds
+
+    def check(self) -> None:
+        if time.monotonic() > self._deadline:
+            raise ExtractionTimeout(f"reading the metadata took longer than {self.seconds:.0f} s")
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """The file an extractor reads.
+
+    ``path`` opens the very file that was hashed (the agent hands over an already opened file as
+    /proc/self/fd/N, so nothing can be swapped in between); ``name`` is for messages; ``folder``
+    is where relative references inside the file (HDF5 external links) point.
+    """
+
+    path: Path
+    name: str
+    folder: Path
+
+
+class Extractor(Protocol):
+    """A metadata reader for one family of formats; register more through the entry point group
+    ``fair_agent.extractors`` (a class with this interface, instantiated without arguments)."""
+
+    #: Short name, recorded in the sidecar as ``metadata.extractor``.
+    name: str
+
+    def accepts(self, name: str, head: bytes) -> bool:
+        """Whether this extractor reads a file of this name whose first bytes are ``head``."""
+        ...
+
+    def extract(self, source: Source, budget: Budget) -> Metadata:
+        """The file's metadata. Raises ExtractionError (or a subclass) for a file it cannot read."""
+        ...

@@ -1,0 +1,257 @@
+"""ELN Consortium exports (``.eln``): a ZIP holding one folder with an RO-Crate, read in place.
+
+Nothing is extracted to disk. The archive is refused (UnsafeArchiveError) before anything is read
+if a member path is absolute or climbs out with ``..``, if it is encrypted, if it has more members
+or more uncompressed bytes than the limits allow, or if a member's compression ratio marks a ZIP
+bomb. Then ``ro-crate-metadata.json`` (RO-Crate 1.1 or 1.2) gives the exporting ELN, the
+experiments and the files; every member for which the crate declares a sha256 is hashed and the
+declaration checked (MD5s and garbage in that field exist in the wild).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import zipfile
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import unquote
+
+from .base import Budget, ExtractionError, Metadata, Source, UnsafeArchiveError
+
+MAX_MEMBERS = 100_000
+MAX_UNCOMPRESSED = 50 << 30  # 50 GiB
+MAX_RATIO = 200  # uncompressed / compressed, for members over RATIO_FLOOR
+RATIO_FLOOR = 1 << 20
+MAX_CRATE_BYTES = 64 << 20
+MAX_LISTED = 200  # experiments and files listed in the sidecar; counts are always complete
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+class ElnExtractor:
+    name = "eln"
+
+    def accepts(self, name: str, head: bytes) -> bool:
+        return name.lower().endswith(".eln")
+
+    def extract(self, source: Source, budget: Budget) -> Metadata:
+        try:
+            archive = zipfile.ZipFile(source.path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise ExtractionError(f"{source.name!r} is not a readable ZIP archive: {exc}") from None
+        with archive:
+            members = check_archive(archive, source.name)
+            crate_path = find_crate(members, source.name)
+            crate = _load_crate(archive, members[crate_path], source.name)
+            root = crate_path.rpartition("/")[0]
+            result = describe_crate(crate)
+            result["rootFolder"] = root
+            result["checksums"] = verify_checksums(archive, members, root, crate, budget)
+            signatures = sorted(m for m in members if m.endswith(".minisig"))
+            sibling = source.folder / (source.name + ".minisig")
+            result["signature"] = {
+                "minisignInArchive": signatures,
+                "minisignBeside": sibling.name if sibling.exists() else None,
+                "present": bool(signatures) or sibling.exists(),
+                "verified": False,  # the agent reports signatures; it holds no keys to check them
+            }
+            return result
+
+
+def normalise(name: str) -> str:
+    """Member names as crates refer to them: eLabFTW writes ``folder//file``."""
+    return re.sub(r"/{2,}", "/", name)
+
+
+def check_archive(archive: zipfile.ZipFile, label: str) -> dict[str, zipfile.ZipInfo]:
+    """The archive's members by normalised name, once it is known to be safe to read."""
+    infos = archive.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise UnsafeArchiveError(f"{label!r} has {len(infos)} members, more than the limit of {MAX_MEMBERS}")
+    total = 0
+    members: dict[str, zipfile.ZipInfo] = {}
+    for info in infos:
+        name = info.filename
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
+            raise UnsafeArchiveError(f"{label!r} has a member that would land outside its folder: {name!r}")
+        if info.flag_bits & 0x1:
+            raise UnsafeArchiveError(f"{label!r} has an encrypted member ({name!r}); it cannot be checked")
+        total += info.file_size
+        if info.file_size > RATIO_FLOOR and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            ratio = info.file_size // max(info.compress_size, 1)
+            raise UnsafeArchiveError(
+                f"{label!r} looks like a ZIP bomb: {name!r} expands {ratio} times "
+                f"({info.compress_size} -> {info.file_size} bytes)"
+            )
+        members.setdefault(normalise(name), info)
+    if total > MAX_UNCOMPRESSED:
+        raise UnsafeArchiveError(
+            f"{label!r} expands to {total} bytes, more than the limit of {MAX_UNCOMPRESSED}"
+        )
+    return members
+
+
+def find_crate(members: dict[str, zipfile.ZipInfo], label: str) -> str:
+    candidates = [
+        m for m in members if m.count("/") <= 1 and m.rsplit("/", 1)[-1] == "ro-crate-metadata.json"
+    ]
+    if not candidates:
+        raise ExtractionError(
+            f"{label!r} holds no ro-crate-metadata.json in its top folder: not an ELN export"
+        )
+    if len(candidates) > 1:
+        raise ExtractionError(f"{label!r} holds several crates ({', '.join(sorted(candidates))})")
+    return candidates[0]
+
+
+def _load_crate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> dict[str, Any]:
+    if info.file_size > MAX_CRATE_BYTES:
+        raise UnsafeArchiveError(
+            f"{label!r} has a {info.file_size}-byte ro-crate-metadata.json; refusing to parse it"
+        )
+    try:
+        with archive.open(info) as f:
+            data = json.loads(f.read(MAX_CRATE_BYTES + 1))
+    except (ValueError, zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ExtractionError(f"{label!r}: its ro-crate-metadata.json cannot be read: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("@graph"), list):
+        raise ExtractionError(f"{label!r}: its ro-crate-metadata.json has no @graph")
+    return data
+
+
+def _types(node: dict[str, Any]) -> set[str]:
+    value = node.get("@type", [])
+    return {value} if isinstance(value, str) else {v for v in value if isinstance(v, str)}
+
+
+def _refs(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [] if value is None else [value]
+
+
+def describe_crate(crate: dict[str, Any]) -> Metadata:
+    """The exporting ELN, the experiments and the files of an ELN's crate. Pure."""
+    nodes: dict[str, dict[str, Any]] = {}
+    duplicates = 0
+    for node in crate["@graph"]:
+        if isinstance(node, dict) and isinstance(node.get("@id"), str):
+            if node["@id"] in nodes:
+                duplicates += 1  # the first one wins; later copies are counted, not merged
+                continue
+            nodes[node["@id"]] = node
+
+    def name_of(ref: Any) -> Any:
+        if isinstance(ref, dict) and "@id" in ref:
+            target = nodes.get(ref["@id"], {})
+            return target.get("name") or ref["@id"]
+        return ref
+
+    descriptor = nodes.get("ro-crate-metadata.json", {})
+    conforms = [name_of(c) for c in _refs(descriptor.get("conformsTo"))]
+    root_id = (descriptor.get("about") or {}).get("@id", "./")
+    root = nodes.get(root_id, {})
+    publisher_ref = descriptor.get("sdPublisher") or root.get("sdPublisher")
+    publisher = nodes.get(publisher_ref["@id"], {}) if isinstance(publisher_ref, dict) else {}
+    context = crate.get("@context")
+    experiments, files = [], []
+    for node_id, node in nodes.items():
+        types = _types(node)
+        if "Dataset" in types and node_id != root_id:
+            experiments.append(
+                {
+                    key: value
+                    for key, value in {
+                        "name": node.get("name"),
+                        "author": [name_of(a) for a in _refs(node.get("author"))] or None,
+                        "dateCreated": node.get("dateCreated"),
+                        "dateModified": node.get("dateModified"),
+                        "keywords": node.get("keywords"),
+                        "variableMeasured": [name_of(v) for v in _refs(node.get("variableMeasured"))] or None,
+                    }.items()
+                    if value
+                }
+            )
+        elif "File" in types:
+            files.append(
+                {
+                    key: value
+                    for key, value in {
+                        "id": node_id,
+                        "name": node.get("name"),
+                        "encodingFormat": node.get("encodingFormat"),
+                        "contentSize": node.get("contentSize"),
+                    }.items()
+                    if value is not None
+                }
+            )
+    software = [
+        {"name": n.get("name"), "version": n.get("version") or n.get("softwareVersion")}
+        for n in nodes.values()
+        if "SoftwareApplication" in _types(n)
+    ]
+    return {
+        "roCrate": {
+            "context": context
+            if isinstance(context, str)
+            else [c for c in _refs(context) if isinstance(c, str)],
+            "conformsTo": conforms,
+            "duplicateIds": duplicates,
+        },
+        "name": root.get("name"),
+        "datePublished": root.get("datePublished"),
+        "publisher": {"name": publisher.get("name"), "url": publisher.get("url")} if publisher else None,
+        "software": software,
+        "experimentCount": len(experiments),
+        "experiments": experiments[:MAX_LISTED],
+        "fileCount": len(files),
+        "files": files[:MAX_LISTED],
+    }
+
+
+def verify_checksums(
+    archive: zipfile.ZipFile,
+    members: dict[str, zipfile.ZipInfo],
+    root: str,
+    crate: dict[str, Any],
+    budget: Budget,
+) -> dict[str, Any]:
+    """Hash every member the crate declares a sha256 for; report each mismatch."""
+    checked, problems = 0, []
+    for node in crate["@graph"]:
+        if not isinstance(node, dict) or "File" not in _types(node) or "sha256" not in node:
+            continue
+        declared = str(node["sha256"])
+        node_id = str(node.get("@id", ""))
+        member = normalise(f"{root}/{unquote(node_id).removeprefix('./')}" if root else unquote(node_id))
+        if not _SHA256.match(declared):
+            kind = "an MD5 (32 hex digits)" if re.match(r"^[0-9a-fA-F]{32}$", declared) else "not a SHA-256"
+            problems.append(
+                {"file": node_id, "declared": declared, "problem": f"the declared value is {kind}"}
+            )
+            continue
+        info = members.get(member)
+        if info is None:
+            problems.append(
+                {"file": node_id, "declared": declared, "problem": "no such member in the archive"}
+            )
+            continue
+        digest = hashlib.sha256()
+        try:
+            with archive.open(info) as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+                    budget.check()
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise ExtractionError(f"member {member!r} cannot be read: {exc}") from None
+        checked += 1
+        if digest.hexdigest() != declared.lower():
+            problems.append(
+                {"file": node_id, "declared": declared, "actual": digest.hexdigest(), "problem": "mismatch"}
+            )
+    return {
+        "declared": checked + len(problems),
+        "verified": checked - sum(p["problem"] == "mismatch" for p in problems),
+        "allMatch": not problems,
+        "problems": problems,
+    }

@@ -1,0 +1,99 @@
+"""HDF5 and NeXus (optional: ``pip install fair-agent[hdf5]``): root attributes and NXentry summaries.
+
+External links to files that are not there are reported, not fatal: h5py raises when it follows
+one, so links are listed without following them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from .base import Budget, ExtractionError, Metadata, Source
+
+MAX_ENTRIES = 50
+_SUFFIXES = {".h5", ".hdf5", ".nxs", ".nx5", ".hdf"}
+
+
+def available() -> bool:
+    try:
+        import h5py  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, list):
+        return [_text(v) for v in value][:20]
+    return value if isinstance(value, str | int | float | bool) else str(value)
+
+
+class Hdf5Extractor:
+    name = "hdf5"
+
+    def accepts(self, name: str, head: bytes) -> bool:
+        return head.startswith(b"\x89HDF\r\n\x1a\n") or PurePosixPath(name).suffix.lower() in _SUFFIXES
+
+    def extract(self, source: Source, budget: Budget) -> Metadata:
+        import h5py
+
+        try:
+            handle = h5py.File(source.path, "r")
+        except OSError as exc:
+            raise ExtractionError(f"{source.name!r} is not a readable HDF5 file: {exc}") from None
+        with handle:
+            result: dict[str, Any] = {"attributes": {k: _text(v) for k, v in list(handle.attrs.items())[:50]}}
+            entries, broken = [], []
+            for name in list(handle.keys())[:MAX_ENTRIES]:
+                budget.check()
+                link = handle.get(name, getlink=True)
+                if isinstance(link, h5py.ExternalLink):
+                    if not (source.folder / link.filename).exists():
+                        broken.append({"name": name, "file": link.filename, "path": link.path})
+                    continue
+                group = handle.get(name)
+                if not isinstance(group, h5py.Group):
+                    continue
+                if _text(group.attrs.get("NX_class")) == "NXentry":
+                    entries.append(_entry(name, group, source.folder, broken))
+            if entries:
+                result["nexusEntries"] = entries
+            if broken:
+                result["missingExternalLinks"] = broken
+            return result
+
+
+def _entry(name: str, group: Any, folder: Path, broken: list[dict[str, str]]) -> dict[str, Any]:
+    import h5py
+
+    def read(key: str) -> Any:
+        link = group.get(key, getlink=True)
+        if link is None:
+            return None
+        if isinstance(link, h5py.ExternalLink):
+            if not (folder / link.filename).exists():
+                broken.append({"name": f"{name}/{key}", "file": link.filename, "path": link.path})
+            return None
+        item = group.get(key)
+        return _text(item[()]) if isinstance(item, h5py.Dataset) else None
+
+    out: dict[str, Any] = {"name": name}
+    for key in ("title", "start_time", "end_time"):
+        value = read(key)
+        if value is not None:
+            out[key] = value
+    for child_name in group:
+        if isinstance(group.get(child_name, getlink=True), h5py.ExternalLink):
+            continue  # never followed: it may point at a file that is not there
+        child = group.get(child_name)
+        kind = _text(child.attrs.get("NX_class")) if isinstance(child, h5py.Group) else None
+        if kind in ("NXinstrument", "NXsample"):
+            label = child.get("name")
+            key = "instrument" if kind == "NXinstrument" else "sample"
+            out.setdefault(key, _text(label[()]) if isinstance(label, h5py.Dataset) else child_name)
+    return out

@@ -1,0 +1,361 @@
+"""Tabular instrument exports (CSV, TSV, TXT): vendor header block, then a profile of the table.
+
+The first 64 KiB decide the encoding (UTF-8 with or without BOM, else Windows-1252), the delimiter
+and the decimal mark, and where the vendor's key/value header block ends and the table begins.
+The table is then read with pandas in chunks (bounded memory, whatever the file's size): each
+column's name, unit (from "Time [s]" or "Wavelength (nm)"), inferred type, non-null count, min and
+max, and the row count. Dates in the header (``28/02/2020`` + ``9:11 AM``) become ISO 8601, with
+the day/month ambiguity said out loud.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+from .base import Budget, ExtractionError, Metadata, Source
+
+SAMPLE_BYTES = 64 << 10
+CHUNK_ROWS = 50_000
+MAX_HEADER_LINES = 500
+_SUFFIXES = {".csv", ".tsv", ".txt", ".tab", ".dat"}
+_DELIMITERS = (",", ";", "\t", "|")
+_UNIT = re.compile(r"^(?P<name>.*?)\s*[\[(](?P<unit>[^\])]{1,24})[\])]\s*$")
+_NUMBER = re.compile(r"^[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?$")
+_DATE = re.compile(r"^(?P<a>\d{1,4})[/.-](?P<b>\d{1,2})[/.-](?P<c>\d{2,4})(?:[ T]+(?P<time>.+))?$")
+_TIME = re.compile(r"^(?P<h>\d{1,2}):(?P<m>\d{2})(?::(?P<s>\d{2}))?\s*(?P<ampm>[AaPp][Mm])?$")
+
+
+class TabularExtractor:
+    name = "tabular"
+
+    def accepts(self, name: str, head: bytes) -> bool:
+        return PurePosixPath(name).suffix.lower() in _SUFFIXES and b"\x00" not in head[:4096]
+
+    def extract(self, source: Source, budget: Budget) -> Metadata:
+        with source.path.open("rb") as f:
+            sample = f.read(SAMPLE_BYTES)
+        if not sample.strip():
+            return {"columns": [], "rowCount": 0, "note": "no text: the file is empty or blank"}
+        encoding = detect_encoding(sample)
+        text = sample.decode(encoding, errors="replace")
+        if "\n" not in text and "\r" not in text and len(sample) == SAMPLE_BYTES:
+            raise ExtractionError(
+                f"{source.name!r} has no line break in its first {SAMPLE_BYTES >> 10} KiB: not a table"
+            )
+        lines = text.splitlines()
+        if len(sample) == SAMPLE_BYTES and lines:
+            lines = lines[:-1]  # the last line of the sample may be cut
+        layout = find_table(lines)
+        header = parse_header_block(lines[: layout.start], layout.delimiter)
+        result: Metadata = {"encoding": encoding, "delimiter": layout.delimiter}
+        if header:
+            result["header"] = header
+            dates = header_dates(header)
+            if dates:
+                result["dates"] = dates
+        if layout.start >= len(lines):
+            result.update(columns=[], rowCount=0)
+            return result
+        decimal = detect_decimal(lines[layout.start + 1 : layout.start + 50], layout.delimiter)
+        result["decimal"] = decimal
+        result.update(profile_table(source, encoding, layout, decimal, budget=budget))
+        return result
+
+
+def detect_encoding(sample: bytes) -> str:
+    if sample.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    try:
+        sample.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(sample) - 3:
+            return "utf-8"  # a character cut by the end of the sample
+    return "cp1252"
+
+
+def _fields(line: str, delimiter: str) -> list[str]:
+    """The line's fields, without the empty ones vendors pad lines with (``Date:,,,,28/02/2020,,,,``)."""
+    fields = next(csv.reader([line], delimiter=delimiter), [])
+    while fields and not fields[-1].strip():
+        fields.pop()
+    return fields
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where the table sits in the file, as the sample shows it."""
+
+    delimiter: str
+    start: int  # index of the table's first line (its header, if it has one)
+    has_header: bool = True
+    units: list[str] | None = None  # a line of units under the header ("[nm];[counts]")
+    units_line: int | None = None
+
+    @property
+    def skip(self) -> list[int]:
+        return [*range(self.start), *([self.units_line] if self.units_line is not None else [])]
+
+
+def _numeric(field: str) -> bool:
+    return bool(_NUMBER.match(field.strip()))
+
+
+def _any_numeric(line: str, delimiter: str) -> bool:
+    return any(_numeric(f) for f in _fields(line, delimiter))
+
+
+def find_table(lines: list[str]) -> Layout:
+    """Find the table after the vendor block.
+
+    Its width is the largest number of fields (two or more) shared by at least three consecutive
+    lines; it starts at the first such run, so rows of empty wells further down do not matter.
+    """
+    width, delimiter = 0, ","
+    runs: dict[str, list[tuple[int, int, int]]] = {}
+    for candidate in _DELIMITERS:
+        widths = [len(_fields(line, candidate)) for line in lines]
+        found, i = [], 0
+        while i < len(widths):
+            j = i
+            while j + 1 < len(widths) and widths[j + 1] == widths[i]:
+                j += 1
+            if widths[i] >= 2 and j - i + 1 >= min(3, len(lines) - i):
+                found.append((widths[i], i, j - i + 1))
+            i = j + 1
+        runs[candidate] = found
+        best = max((w for w, _, _ in found), default=0)
+        if best > width:
+            width, delimiter = best, candidate
+    if width == 0:
+        return Layout(",", len(lines))
+    start = min(i for w, i, _ in runs[delimiter] if w == width)
+    first = _fields(lines[start], delimiter)
+    if all(_numeric(f) for f in first):
+        # Numbers from the first line on: the names (and a line of units) may sit just above,
+        # wider than the data when the last column is empty ("Wave;Sample;Dark;Reference;Scope").
+        above = [i for i in range(max(0, start - 4), start) if lines[i].strip()][-2:]
+        texts = [
+            i
+            for i in above
+            if len(_fields(lines[i], delimiter)) >= width and not _any_numeric(lines[i], delimiter)
+        ]
+        if len(texts) == 2:
+            units = [u.strip().strip("[]()") for u in _fields(lines[texts[1]], delimiter)]
+            return Layout(delimiter, texts[0], units=units, units_line=texts[1])
+        if texts and texts[-1] == above[-1]:
+            return Layout(delimiter, texts[-1])
+        return Layout(delimiter, start, has_header=False)
+    below = [_fields(line, delimiter) for line in lines[start + 1 : start + 3]]
+    if len(below) == 2 and not any(_numeric(f) for f in below[0]) and any(_numeric(f) for f in below[1]):
+        return Layout(
+            delimiter, start, units=[u.strip().strip("[]()") for u in below[0]], units_line=start + 1
+        )
+    return Layout(delimiter, start)
+
+
+_PAIR = re.compile(r"^[A-Za-z][\w .()/#-]*:\s")
+
+
+def parse_header_block(lines: list[str], delimiter: str) -> dict[str, str]:
+    """Vendor key/value lines before the table.
+
+    ``Key: value``, ``Key:,,,,value``, ``Key,,,,value,unit`` and ``Key: value,,,,Other key: value``
+    all occur (Tecan, BioLogic, AvaSoft); a key seen twice keeps its first value.
+    """
+    header: dict[str, str] = {}
+    for line in lines[:MAX_HEADER_LINES]:
+        fields = [f.strip() for f in _fields(line, delimiter) if f.strip()]
+        if not fields:
+            continue
+        first = fields[0]
+        if first.startswith("##") and "=" in first:  # JCAMP-style labels in a text export
+            key, _, value = first[2:].partition("=")
+            values = [value.strip(), *fields[1:]] if value.strip() else fields[1:]
+        elif ":" in first and not first.endswith(":"):
+            key, _, value = first.partition(":")
+            values = [value.strip()] if value.strip() else []
+        else:
+            key, values = first.rstrip(":"), []
+        pairs = []
+        for field in fields[1:]:
+            if values and _PAIR.match(field):  # "Serial number: x" after "Device: Spark"
+                other, _, value = field.partition(":")
+                pairs.append((other, value))
+            else:
+                values.append(field)
+        for k, v in [(key, " ".join(values)), *pairs]:
+            k, v = k.strip(), v.strip()
+            if k and v and k not in header:
+                header[k] = v
+    return header
+
+
+def header_dates(header: dict[str, str]) -> list[dict[str, Any]]:
+    """Dates found in the header, as ISO 8601 with how sure we are of day versus month."""
+    found = []
+    time_value = next((v for k, v in header.items() if k.lower() == "time" and _TIME.match(v)), None)
+    for key, value in header.items():
+        parsed = parse_vendor_date(value, time_value if key.lower() == "date" else None)
+        if parsed is not None:
+            found.append({"field": key, "original": value, **parsed})
+    return found
+
+
+def parse_vendor_date(value: str, separate_time: str | None = None) -> dict[str, Any] | None:
+    """``28/02/2020 9:11 AM`` -> ISO 8601, noting whether day-first was certain or assumed."""
+    m = _DATE.match(value.strip())
+    if not m:
+        return None
+    a, b, c = m["a"], m["b"], m["c"]
+    note = None
+    if len(a) == 4:  # ISO-like year first
+        year, month, day = int(a), int(b), int(c)
+    else:
+        year = int(c) + (2000 if len(c) == 2 else 0)
+        first, second = int(a), int(b)
+        if first > 12:
+            day, month, note = first, second, "day-first (the first number is above 12)"
+        elif second > 12:
+            month, day, note = first, second, "month-first (the second number is above 12)"
+        else:
+            day, month, note = first, second, "ambiguous: read as day-first (DD/MM); it could be MM/DD"
+    clock = m["time"] or separate_time
+    hour = minute = second_ = 0
+    if clock:
+        t = _TIME.match(clock.strip())
+        if t:
+            hour, minute, second_ = int(t["h"]), int(t["m"]), int(t["s"] or 0)
+            if t["ampm"]:
+                hour = hour % 12 + (12 if t["ampm"].lower() == "pm" else 0)
+    try:
+        moment = datetime(year, month, day, hour, minute, second_)
+    except ValueError:
+        return None
+    out: dict[str, Any] = {
+        "iso": moment.isoformat() if clock else moment.date().isoformat(),
+        "timezone": "unknown",
+    }
+    if note:
+        out["dayMonthOrder"] = note
+    return out
+
+
+def detect_decimal(lines: list[str], delimiter: str) -> str:
+    if delimiter == ",":
+        return "."
+    comma = point = 0
+    for line in lines:
+        for field in _fields(line, delimiter):
+            field = field.strip()
+            if _NUMBER.match(field):
+                comma += "," in field
+                point += "." in field
+    return "," if comma > point else "."
+
+
+def split_unit(column: str) -> tuple[str, str | None]:
+    m = _UNIT.match(column)
+    return (m["name"], m["unit"]) if m else (column, None)
+
+
+def profile_table(
+    source: Source, encoding: str, layout: Layout, decimal: str, *, budget: Budget
+) -> dict[str, Any]:
+    """Column profiles and row count, read with pandas in chunks (memory bounded by CHUNK_ROWS)."""
+    import pandas as pd  # imported here: the agent only pays for pandas when a table turns up
+
+    columns: dict[str, dict[str, Any]] = {}
+    rows = 0
+    try:
+        reader = pd.read_csv(
+            source.path,
+            sep=layout.delimiter,
+            decimal=decimal,
+            encoding=encoding,
+            encoding_errors="replace",
+            skiprows=layout.skip,
+            header=0 if layout.has_header else None,
+            skipinitialspace=True,
+            chunksize=CHUNK_ROWS,
+            on_bad_lines="skip",
+            skip_blank_lines=True,
+            engine="c",
+        )
+        for chunk in _chunks(reader, budget):
+            rows += len(chunk)
+            for position, name in enumerate(chunk.columns):
+                label = str(name).strip() if layout.has_header else f"column {position + 1}"
+                _merge(
+                    columns,
+                    label,
+                    chunk[name],
+                    layout.units[position] if layout.units and position < len(layout.units) else None,
+                )
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise ExtractionError(f"{source.name!r} could not be read as a table: {exc}") from None
+    # Trailing padding (",,,,") makes columns with no name and no value: not part of the table.
+    profiles = [
+        _finish(name, p)
+        for name, p in columns.items()
+        if not (name.startswith("Unnamed:") and p["nonNull"] == 0)
+    ]
+    return {"columns": profiles, "rowCount": rows}
+
+
+def _chunks(reader: Any, budget: Budget) -> Iterator[Any]:
+    with reader:
+        for chunk in reader:
+            budget.check()
+            yield chunk
+
+
+_ORDER = {"empty": 0, "integer": 1, "number": 2, "boolean": 3, "datetime": 4, "text": 5}
+
+
+def _merge(columns: dict[str, dict[str, Any]], name: str, series: Any, unit: str | None) -> None:
+    import pandas as pd
+
+    profile = columns.setdefault(
+        name, {"type": "empty", "nonNull": 0, "min": None, "max": None, "unit": unit}
+    )
+    non_null = series.dropna()
+    profile["nonNull"] += int(non_null.size)
+    if non_null.empty:
+        return
+    if pd.api.types.is_bool_dtype(non_null):
+        kind = "boolean"
+    elif pd.api.types.is_integer_dtype(non_null):
+        kind = "integer"
+    elif pd.api.types.is_float_dtype(non_null):
+        kind = "number"
+    else:
+        kind = "text"
+    if _ORDER[kind] > _ORDER[profile["type"]]:
+        if profile["type"] in ("integer", "number") and kind == "text":
+            profile["min"] = profile["max"] = None
+        profile["type"] = kind
+    if profile["type"] in ("integer", "number") and kind in ("integer", "number"):
+        low, high = non_null.min(), non_null.max()
+        profile["min"] = low if profile["min"] is None else min(profile["min"], low)
+        profile["max"] = high if profile["max"] is None else max(profile["max"], high)
+
+
+def _finish(name: str, profile: dict[str, Any]) -> dict[str, Any]:
+    _, unit = split_unit(name)
+    unit = unit or profile["unit"]
+    out: dict[str, Any] = {"name": name, "type": profile["type"], "nonNull": profile["nonNull"]}
+    if unit:
+        out["unit"] = unit
+    for key in ("min", "max"):
+        if profile[key] is not None:
+            value = profile[key]
+            out[key] = int(value) if profile["type"] == "integer" else float(value)
+    return out
