@@ -88,8 +88,14 @@ def _entry(name: str, group: Any, folder: Path, broken: list[dict[str, str]]) ->
         if value is not None:
             out[key] = value
     for child_name in group:
-        if isinstance(group.get(child_name, getlink=True), h5py.ExternalLink):
-            continue  # never followed: it may point at a file that is not there
+        link = group.get(child_name, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            # Never followed: it may point at a file that is not there.
+            if not (folder / link.filename).exists() and not any(
+                b["name"] == f"{name}/{child_name}" for b in broken
+            ):
+                broken.append({"name": f"{name}/{child_name}", "file": link.filename, "path": link.path})
+            continue
         child = group.get(child_name)
         kind = _text(child.attrs.get("NX_class")) if isinstance(child, h5py.Group) else None
         if kind in ("NXinstrument", "NXsample"):
