@@ -33,8 +33,13 @@ def build_crate(
     session: str,
     entities: Iterable[dict[str, Any]],
     site: SiteSettings,
+    contextual: Iterable[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """An RO-Crate describing every ingested file of one session folder."""
+    """An RO-Crate describing every ingested file of one session folder.
+
+    ``entities`` are the File entities; ``contextual`` the entities they alone refer to (the
+    variables a table measured).
+    """
     files = sorted(entities, key=lambda e: str(e["@id"]))
     parts = [{"@id": e["@id"]} for e in files]
     published = max((str(e["dateModified"]) for e in files), default="1970-01-01T00:00:00+00:00")
@@ -53,11 +58,12 @@ def build_crate(
         "hasPart": parts,
         "mentions": [{"@id": INGEST_ACTION_ID}],
     }
-    contextual: list[dict[str, Any]] = [license_entity, *_format_entities(files)]
+    extras = sorted(contextual, key=lambda e: str(e["@id"]))
+    others: list[dict[str, Any]] = [license_entity, *_format_entities(files)]
     if site.organisation:
         root["publisher"] = {"@id": "#publisher"}
-        contextual.append({"@id": "#publisher", "@type": "Organization", "name": site.organisation})
-    contextual += [
+        others.append({"@id": "#publisher", "@type": "Organization", "name": site.organisation})
+    others += [
         {
             "@id": AGENT_ENTITY_ID,
             "@type": "SoftwareApplication",
@@ -74,13 +80,14 @@ def build_crate(
             "result": {"@id": CRATE_NAME},
         },
     ]
+    others += extras
     descriptor = {
         "@id": CRATE_NAME,
         "@type": "CreativeWork",
         "conformsTo": {"@id": RO_CRATE_SPEC},
         "about": {"@id": "./"},
     }
-    return {"@context": RO_CRATE_CONTEXT, "@graph": [descriptor, root, *files, *contextual]}
+    return {"@context": RO_CRATE_CONTEXT, "@graph": [descriptor, root, *files, *others]}
 
 
 def _format_entities(files: list[dict[str, Any]]) -> list[dict[str, Any]]:

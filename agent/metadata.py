@@ -93,24 +93,43 @@ def schema_properties(metadata: dict[str, Any]) -> dict[str, Any]:
     )
     if isinstance(created, str):
         out["dateCreated"] = created
-    columns = [
-        c["name"] for c in metadata.get("columns", []) if isinstance(c, dict) and c.get("type") != "empty"
-    ]
-    if columns:
-        out["variableMeasured"] = columns[:200]
+    variables = measured_variables(metadata)
+    if variables:
+        out["variableMeasured"] = variables
     return out
 
 
-def crate_file_entity(record: FileRecord, session_is_folder: bool) -> dict[str, Any]:
-    """The File entity of the session crate; its @id is relative to the session folder.
+def measured_variables(metadata: dict[str, Any]) -> list[dict[str, Any]]:
+    """A table's columns as schema.org PropertyValues (name, unit, range), at most 200."""
+    variables = []
+    for column in metadata.get("columns", [])[:200]:
+        if not isinstance(column, dict) or column.get("type") == "empty":
+            continue
+        variable: dict[str, Any] = {"@type": "PropertyValue", "name": str(column.get("name"))}
+        if column.get("unit"):
+            variable["unitText"] = column["unit"]
+        if "min" in column and "max" in column:
+            variable["minValue"], variable["maxValue"] = column["min"], column["max"]
+        variables.append(variable)
+    return variables
 
-    A PRONOM id, where known, joins the media type in encodingFormat, as RO-Crate recommends.
+
+def crate_entities(record: FileRecord, session_is_folder: bool) -> list[dict[str, Any]]:
+    """The File entity of the session crate, then the contextual entities only it refers to.
+
+    Its @id is relative to the session folder. A PRONOM id, where known, joins the media type in
+    encodingFormat, as RO-Crate recommends. A crate's graph is flat, so the variables it measured
+    become PropertyValue entities of their own, referred to by @id.
     """
     entity = _file_properties(record, record.relpath.split("/", 1)[1] if session_is_folder else record.name)
     pronom = record.metadata.get("format", {}).get("pronom")
     if pronom:
         entity["encodingFormat"] = [record.encoding_format, {"@id": PRONOM_URL + pronom}]
-    return entity
+    variables = entity.pop("variableMeasured", [])
+    contextual = [{"@id": f"#{entity['@id']}-variable-{n}", **v} for n, v in enumerate(variables, start=1)]
+    if contextual:
+        entity["variableMeasured"] = [{"@id": v["@id"]} for v in contextual]
+    return [entity, *contextual]
 
 
 def build_sidecar(record: FileRecord) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from .extract import MetadataReader
 from .extractors.generic import Detected
 from .hashing import Hashed, Hasher
 from .ledger import BatchCommit, CurrentFile, DeadLetter, Ledger
-from .metadata import FileRecord, build_sidecar, crate_file_entity
+from .metadata import FileRecord, build_sidecar, crate_entities
 from .naming import CRATE_NAME, display_name, error_name, sidecar_name
 from .outputs import Document, OutputWriter, remove_files, write_documents
 from .retry import retry_delay
@@ -179,19 +179,26 @@ class Pipeline:
             replace(r, batch_id=bid, sequence=seq, version=latest.get(r.relpath, 0) + 1)
             for seq, r in enumerate(outcome.records, start=1)
         ]
-        entities = {r.relpath: crate_file_entity(r, batch.is_folder) for r in outcome.records}
+        entities = {r.relpath: crate_entities(r, batch.is_folder) for r in outcome.records}
         documents: list[Document] = [
             (root.path, sidecar_name(r.relpath), build_sidecar(r)) for r in outcome.records
         ]
         crate_relpath = f"{session}/{CRATE_NAME}"
         if batch.is_folder and (outcome.records or batch.rewrite_crate or batch.removed):
+            # Each file's ledger record holds its File entity and the contextual entities it needs.
             listed = [
                 json.loads(c.entity)
                 for p, c in current.items()
                 if p not in entities and p not in batch.removed
             ]
-            listed += [entity for p, entity in entities.items() if crate_can_list(p)]
-            crate = build_crate(root_name=root.name, session=session, entities=listed, site=self.config.site)
+            listed += [group for p, group in entities.items() if crate_can_list(p)]
+            crate = build_crate(
+                root_name=root.name,
+                session=session,
+                entities=[group[0] for group in listed],
+                contextual=[extra for group in listed for extra in group[1:]],
+                site=self.config.site,
+            )
             documents.append((root.path, crate_relpath, crate))
         removed = batch.removed
         if documents:

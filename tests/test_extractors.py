@@ -319,7 +319,10 @@ async def test_scanning_the_corpus_puts_metadata_in_sidecars_and_crates(
     assert sidecar["metadata"]["format"]["pronom"] == "fmt/101"
     crate = json.loads((drop / "uvvis_timeseries" / "ro-crate-metadata.json").read_text())
     entity = next(n for n in crate["@graph"] if n["@id"] == "1908047U1_0000.Raw8.TXT")
-    assert entity["variableMeasured"][:2] == ["Wave", "Sample"]
+    graph = {n["@id"]: n for n in crate["@graph"]}
+    wave = graph[entity["variableMeasured"][0]["@id"]]
+    assert (wave["@type"], wave["name"], wave["unitText"]) == ("PropertyValue", "Wave", "nm")
+    assert wave["minValue"] == pytest.approx(128.909)
     assert {"@id": "https://www.nationalarchives.gov.uk/PRONOM/x-fmt/111"} in entity["encodingFormat"]
 
 
