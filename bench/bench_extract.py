@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+from benchkit import run_scenarios  # noqa: E402  (bench/ is the script folder, on sys.path)
+
 CORPUS = REPO.parent / "shared" / "corpus"
 sys.path.insert(0, str(REPO))
 
@@ -52,31 +55,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "scenarios",
-        nargs="*",
-        default=None,
-        metavar="SCENARIO",
-    )
     parser.add_argument("--gb", type=float, default=2.0, help="size of the generated CSV")
-    parser.add_argument("--dir", type=Path, default=REPO / "bench" / ".data")
-    args = parser.parse_args()
-    args.scenarios = args.scenarios or ["table", "lag"]
-    if unknown := set(args.scenarios) - set(["table", "lag"]):
-        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
-    args.dir.mkdir(parents=True, exist_ok=True)
-    results: list[tuple[str, bool]] = []
-    try:
-        if "table" in args.scenarios:
-            results += bench_table(args)
-        if "lag" in args.scenarios:
-            results += bench_lag(args)
-    finally:
-        shutil.rmtree(args.dir, ignore_errors=True)
-    print("\nTargets")
-    for text, ok in results:
-        print(f"  [{'PASS' if ok else 'FAIL'}] {text}")
-    return 0 if all(ok for _, ok in results) else 1
+    return run_scenarios(parser, {"table": bench_table, "lag": bench_lag})
 
 
 def make_csv(path: Path, size: int) -> int:

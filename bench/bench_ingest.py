@@ -33,6 +33,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+from benchkit import run_scenarios  # noqa: E402  (bench/ is the script folder, on sys.path)
+
 sys.path.insert(0, str(REPO))
 
 from agent.config import AgentConfig, load_config  # noqa: E402
@@ -47,13 +50,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "scenarios",
-        nargs="*",
-        default=None,
-        metavar="SCENARIO",
-    )
-    parser.add_argument("--dir", type=Path, default=REPO / "bench" / ".data", help="scratch folder")
     parser.add_argument("--large-files", type=int, default=4)
     parser.add_argument("--large-gib", type=float, default=1.0, help="size of each large file")
     parser.add_argument("--files", type=int, default=20_000, help="small files")
@@ -61,28 +57,7 @@ def main() -> int:
     parser.add_argument("--small-kib", type=int, default=4)
     parser.add_argument("--rss-gib", type=float, default=4.0)
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per figure (best is kept)")
-    parser.add_argument("--keep", action="store_true", help="keep the generated data")
-    args = parser.parse_args()
-    args.scenarios = args.scenarios or ["large", "small", "rss"]
-    if unknown := set(args.scenarios) - set(["large", "small", "rss"]):
-        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
-
-    args.dir.mkdir(parents=True, exist_ok=True)
-    results: list[tuple[str, bool]] = []
-    try:
-        if "large" in args.scenarios:
-            results += bench_large(args)
-        if "small" in args.scenarios:
-            results += bench_small(args)
-        if "rss" in args.scenarios:
-            results += bench_rss(args)
-    finally:
-        if not args.keep:
-            shutil.rmtree(args.dir, ignore_errors=True)
-    print("\nTargets")
-    for text, ok in results:
-        print(f"  [{'PASS' if ok else 'FAIL'}] {text}")
-    return 0 if all(ok for _, ok in results) else 1
+    return run_scenarios(parser, {"large": bench_large, "small": bench_small, "rss": bench_rss})
 
 
 # --- data --------------------------------------------------------------------------------------

@@ -32,43 +32,19 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
+from benchkit import run_scenarios  # noqa: E402  (bench/ is the script folder, on sys.path)
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "scenarios",
-        nargs="*",
-        default=None,
-    )
-    parser.add_argument("--dir", type=Path, default=REPO / "bench" / ".data")
     parser.add_argument("--quiet", type=float, default=1.0, help="quiet period for the latency run, seconds")
     parser.add_argument("--drops", type=int, default=200)
     parser.add_argument("--files", type=int, default=50_000, help="files in the burst")
     parser.add_argument("--sessions", type=int, default=500, help="sessions in the burst")
     parser.add_argument("--restart-files", type=int, default=100_000)
-    parser.add_argument("--keep", action="store_true")
-    args = parser.parse_args()
-    args.scenarios = args.scenarios or ["latency", "burst", "restart"]
-    if unknown := set(args.scenarios) - set(["latency", "burst", "restart"]):
-        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
-    args.dir.mkdir(parents=True, exist_ok=True)
-    results: list[tuple[str, bool]] = []
-    try:
-        if "latency" in args.scenarios:
-            results += bench_latency(args)
-        if "burst" in args.scenarios:
-            results += bench_burst(args)
-        if "restart" in args.scenarios:
-            results += bench_restart(args)
-    finally:
-        if not args.keep:
-            shutil.rmtree(args.dir, ignore_errors=True)
-    print("\nTargets")
-    for text, ok in results:
-        print(f"  [{'PASS' if ok else 'FAIL'}] {text}")
-    return 0 if all(ok for _, ok in results) else 1
+    return run_scenarios(parser, {"latency": bench_latency, "burst": bench_burst, "restart": bench_restart})
 
 
 class Service:

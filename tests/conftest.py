@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -138,3 +141,25 @@ def live_config(config: AgentConfig, *roots: Path, **completion: object) -> Agen
             "shutdown_grace_s": 5,
         }
     )
+
+
+@contextlib.contextmanager
+def appending(path: Path, *, pause: float = 0.0005, for_s: float | None = None) -> Iterator[None]:
+    """A writer thread that keeps appending to ``path`` (for ``for_s`` seconds, or until the block ends)."""
+    stop = threading.Event()
+
+    def write() -> None:
+        deadline = None if for_s is None else time.monotonic() + for_s
+        with path.open("ab") as f:
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                f.write(b"x")
+                f.flush()
+                time.sleep(pause)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        writer.join()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,7 @@ import pytest
 from agent.errors import FileChangedError, FileVanishedError, NotRegularFileError
 from agent.hashing import Hasher, hash_file
 
-from .conftest import sha256sum, write
+from .conftest import appending, sha256sum, write
 
 CHUNK = 4096
 
@@ -27,23 +25,11 @@ def test_hash_matches_sha256sum(tmp_path: Path, size: int) -> None:
 
 def test_file_growing_while_hashed_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path / "growing.bin", b"\0" * (64 << 20))
-    stop = threading.Event()
-
-    def append() -> None:
-        with path.open("ab") as f:
-            while not stop.is_set():
-                f.write(b"more")
-                f.flush()
-                time.sleep(0.001)
-
-    writer = threading.Thread(target=append)
-    writer.start()
-    try:
-        with pytest.raises(FileChangedError, match="changed while it was being read"):
-            hash_file(tmp_path, "growing.bin", CHUNK)
-    finally:
-        stop.set()
-        writer.join()
+    with (
+        appending(path, pause=0.001),
+        pytest.raises(FileChangedError, match="changed while it was being read"),
+    ):
+        hash_file(tmp_path, "growing.bin", CHUNK)
 
 
 def test_vanished_file(tmp_path: Path) -> None:

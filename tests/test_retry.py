@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from agent.errors import (
 )
 from agent.retry import backoff_delay, retry_delay
 
-from .conftest import run_scan, write
+from .conftest import appending, run_scan, write
 
 POLICY = RetryPolicy(attempts=4, base_delay_s=1.0, max_delay_s=5.0)
 
@@ -69,22 +68,8 @@ async def test_a_file_that_never_stops_changing_is_dead_lettered_after_its_budge
             "retry": RetrySettings(attempts=3, base_delay_s=0.01, max_delay_s=0.02),
         }
     )
-    stop = threading.Event()
-
-    def keep_writing() -> None:
-        with target.open("ab") as f:
-            while not stop.is_set():
-                f.write(b"x")
-                f.flush()
-                time.sleep(0.0005)
-
-    writer = threading.Thread(target=keep_writing)
-    writer.start()
-    try:
+    with appending(target):
         report = await run_scan(drop, cfg)
-    finally:
-        stop.set()
-        writer.join()
     assert report.files_ingested == 1 and report.dead_lettered == 1
     with sqlite3.connect(cfg.ledger_path) as db:
         assert db.execute("SELECT relpath, category, error_class, attempts FROM dead_letters").fetchall() == [
@@ -100,23 +85,8 @@ async def test_a_transient_failure_is_retried_and_then_succeeds(drop: Path, conf
             "retry": RetrySettings(attempts=50, base_delay_s=0.05, max_delay_s=0.1),
         }
     )
-    stop = threading.Event()
-
-    def write_a_little_longer() -> None:
-        deadline = time.monotonic() + 0.5
-        with target.open("ab") as f:
-            while time.monotonic() < deadline:
-                f.write(b"x")
-                f.flush()
-                time.sleep(0.001)
-
-    writer = threading.Thread(target=write_a_little_longer)
-    writer.start()
-    try:
+    with appending(target, pause=0.001, for_s=0.5):
         report = await run_scan(drop, cfg)
-    finally:
-        stop.set()
-        writer.join()
     assert report.ok and report.files_ingested == 1
 
 
@@ -133,15 +103,7 @@ async def test_retries_do_not_hold_up_other_sessions(drop: Path, config: AgentCo
             "retry": RetrySettings(attempts=3, base_delay_s=0.5, max_delay_s=0.5),
         }
     )
-    stop = threading.Event()
     ingested_at: dict[str, float] = {}
-
-    def keep_writing() -> None:
-        with target.open("ab") as f:
-            while not stop.is_set():
-                f.write(b"x")
-                f.flush()
-                time.sleep(0.0005)
 
     async def watch() -> None:
         while len(ingested_at) < 5:
@@ -150,14 +112,9 @@ async def test_retries_do_not_hold_up_other_sessions(drop: Path, config: AgentCo
                     ingested_at.setdefault(f"b-{i}", time.monotonic())
             await asyncio.sleep(0.01)
 
-    writer = threading.Thread(target=keep_writing)
-    writer.start()
     started = time.monotonic()
-    try:
+    with appending(target):
         watcher = asyncio.create_task(watch())
         await run_scan(drop, cfg)
         await asyncio.wait_for(watcher, 5)
-    finally:
-        stop.set()
-        writer.join()
     assert max(ingested_at.values()) - started < 0.5, "other sessions waited for the retries"
