@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -221,13 +222,22 @@ async def _run(config: AgentConfig) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+    # SIGHUP asks for a reconciliation now (fair-agent replay sends it). Installed before the lock
+    # names this process, so an early SIGHUP can never kill it; one before the service exists is
+    # moot, the start-up reconciliation comes anyway.
+    services: list[Service] = []
+
+    def on_hangup() -> None:
+        for service in services:
+            service.reconcile_now()
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     notifier = Notifier.from_env()
     with StateLock(config.state_dir, "run"):
         ledger = await Ledger.open(config.ledger_path)
         try:
             service = Service(config, ledger, notifier=notifier)
-            # SIGHUP: reconcile now (fair-agent replay sends it after marking dead letters).
-            loop.add_signal_handler(signal.SIGHUP, service.reconcile_now)
+            services.append(service)
             await service.run(stop, force)
         finally:
             await ledger.close()
@@ -274,14 +284,35 @@ async def _status(args: argparse.Namespace, config: AgentConfig) -> int:
         roots.add_column("name")
         roots.add_column("path")
         for root in status.roots:
-            roots.add_row(root["name"], root["path"])
+            roots.add_row(escape(root["name"]), escape(root["path"]))
         console.print(roots)
+    if status.recent_batches:
+        batches = Table(title="recent batches", title_justify="left")
+        for column in ("committed", "root", "session", "files", "bytes", "batch"):
+            batches.add_column(column)
+        for b in status.recent_batches:
+            batches.add_row(
+                b["committed_at"],
+                escape(b["root"]),
+                escape(b["session"]),
+                str(b["files"]),
+                _human_bytes(b["bytes"]),
+                b["batch_id"],
+            )
+        console.print(batches)
     if status.dead_letters:
         dead = Table(title="dead letters", title_justify="left")
-        for column in ("root", "file", "category", "reason", "attempts"):
+        for column in ("root", "file", "category", "reason", "attempts", "batch"):
             dead.add_column(column)
         for d in status.dead_letters:
-            dead.add_row(d["root"], d["file"], d["category"], d["message"], str(d["attempts"]))
+            dead.add_row(
+                escape(d["root"]),
+                escape(d["file"]),
+                d["category"],
+                escape(d["message"]),
+                str(d["attempts"]),
+                d["batch_id"] or "",
+            )
         console.print(dead)
     return EXIT_OK
 
@@ -299,6 +330,8 @@ async def _replay(args: argparse.Namespace, config: AgentConfig) -> int:
         ledger = await Ledger.open(config.ledger_path)
         try:
             selected = await select_dead_letters(ledger, batch_id=args.batch, session_path=args.session)
+            if not selected and not args.all:
+                raise ConfigError("no dead letter matches that batch or session (see fair-agent status)")
             results = await replay(
                 config, ledger, selected, service_pid=holder[0] if holder else None, wait_s=args.wait
             )
@@ -311,11 +344,10 @@ async def _replay(args: argparse.Namespace, config: AgentConfig) -> int:
     for column in ("root", "file", "result"):
         table.add_column(column)
     for r in results:
-        table.add_row(
-            r.root,
-            r.relpath,
-            "[green]ingested[/green]" if r.passed else f"[red]still failing:[/red] {r.reason}",
+        outcome = (
+            "[green]ingested[/green]" if r.passed else f"[red]still failing:[/red] {escape(r.reason or '')}"
         )
+        table.add_row(escape(r.root), escape(r.relpath), outcome)
     Console().print(table)
     return EXIT_OK if all(r.passed for r in results) else EXIT_DEAD_LETTERS
 
@@ -370,6 +402,7 @@ def summary_table(report: ScanReport) -> Table:
         ("unchanged (not read)", str(report.unchanged)),
         ("skipped", str(report.skipped)),
         ("dead-lettered", f"[red]{report.dead_lettered}[/red]" if report.dead_lettered else "0"),
+        ("not committed (run again)", f"[red]{report.uncommitted}[/red]" if report.uncommitted else "0"),
         ("elapsed", f"{report.elapsed_s:.2f} s"),
         ("throughput", f"{report.mb_per_s:.1f} MB/s"),
     ]

@@ -35,6 +35,8 @@ class MetadataReader:
         self.extractors = load_extractors() if extractors is None else extractors
         self.seconds = seconds
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fair-extract")
+        # The time limit starts when a file gets a thread, not while it queues for one.
+        self._slots = asyncio.Semaphore(threads)
 
     def detect(self, relpath: str, head: bytes) -> Detected:
         return detect(relpath.rsplit("/", 1)[-1], head)
@@ -48,14 +50,18 @@ class MetadataReader:
         if extractor is None:
             return {}
         loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(self._executor, _extract, extractor, root, relpath, inode, self.seconds)
-        try:
-            # The extractor checks its own budget; this is the backstop if one does not.
-            return await asyncio.wait_for(work, self.seconds + 5)
-        except TimeoutError:
-            raise ExtractionTimeout(
-                f"reading the metadata of {relpath!r} took longer than {self.seconds:.0f} s"
-            ) from None
+        async with self._slots:
+            work = loop.run_in_executor(
+                self._executor, _extract, extractor, root, relpath, inode, self.seconds
+            )
+            try:
+                # The extractor checks its own budget; this is the backstop if one does not.
+                return await asyncio.wait_for(work, self.seconds + 5)
+            except TimeoutError:
+                limit = f"{self.seconds:.0f} s"
+                raise ExtractionTimeout(
+                    f"reading the metadata of {relpath!r} took longer than {limit}"
+                ) from None
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -57,6 +58,9 @@ class Tally:
     dead_lettered: int = 0
     skipped: int = 0
     retries: int = 0
+    #: Files of batches given up on without a dead letter (the ledger stayed locked): the next
+    #: reconciliation or scan does them again, since the ledger holds nothing of them.
+    uncommitted: int = 0
 
 
 @dataclass(slots=True)
@@ -67,6 +71,7 @@ class _Outcome:
     vanished: list[Skip] = field(default_factory=list)
     #: Files that failed transiently and get another attempt after ``retry_delay`` seconds.
     retry: list[FileStat] = field(default_factory=list)
+    retry_crate: bool = False
     retry_delay: float = 0.0
     #: First bytes of each new file, for the extractors.
     heads: dict[str, bytes] = field(default_factory=dict)
@@ -162,6 +167,8 @@ class Pipeline:
                     return Retry(replace(batch, attempt=batch.attempt + 1), delay)
                 if unknown:
                     await self._dead_letter_all(batch, exc)
+                else:
+                    self.tally.uncommitted += len(batch.files)
                 return None
 
     async def _process(self, batch: Batch) -> Retry | None:
@@ -184,33 +191,28 @@ class Pipeline:
             (root.path, sidecar_name(r.relpath), build_sidecar(r)) for r in outcome.records
         ]
         crate_relpath = f"{session}/{CRATE_NAME}"
-        if batch.is_folder and (outcome.records or batch.rewrite_crate or batch.removed):
-            # Each file's ledger record holds its File entity and the contextual entities it needs.
-            listed = [
-                json.loads(c.entity)
-                for p, c in current.items()
-                if p not in entities and p not in batch.removed
-            ]
-            listed += [group for p, group in entities.items() if crate_can_list(p)]
-            crate = build_crate(
-                root_name=root.name,
-                session=session,
-                entities=[group[0] for group in listed],
-                contextual=[extra for group in listed for extra in group[1:]],
-                site=self.config.site,
+        needs_crate = batch.is_folder and bool(outcome.records or batch.rewrite_crate or batch.removed)
+        if needs_crate:
+            documents.append(
+                (root.path, crate_relpath, self._crate(batch, current, entities, outcome.records))
             )
-            documents.append((root.path, crate_relpath, crate))
         removed = batch.removed
         if documents:
             try:
                 written = await self.writer.write(documents)
+                blocked = self._handle_conflicts(
+                    written.conflicts, crate_relpath, session, outcome, bid, batch.attempt
+                )
+                if blocked and needs_crate:
+                    # A sidecar was blocked: its file is not ingested, so the crate must not list it.
+                    crate = self._crate(batch, current, entities, outcome.records)
+                    await self.writer.write([(root.path, crate_relpath, crate)])
             except AgentError as exc:
-                # Disk full, read-only, permission denied: nothing new is committed; the files are
-                # tried again later, or dead-lettered once the retry budget is spent.
-                self._defer(outcome, [r.stat for r in outcome.records], exc, batch, bid)
+                # Disk full, read-only, permission denied: nothing new is committed; the files (and
+                # the crate) are tried again later, or dead-lettered once the budget is spent.
+                self._defer(outcome, [r.stat for r in outcome.records], exc, batch, bid, crate=needs_crate)
                 outcome.records, removed = [], []
             else:
-                self._handle_conflicts(written.conflicts, crate_relpath, session, outcome, bid)
                 if written.already_there and outcome.records:
                     log.info(
                         f"{written.already_there} output(s) of an interrupted run were already in place; "
@@ -242,11 +244,42 @@ class Pipeline:
         self._count(batch, bid, outcome)
         return self._retry_of(batch, outcome, removed_pending=batch.removed if not removed else [])
 
+    def _crate(
+        self,
+        batch: Batch,
+        current: dict[str, CurrentFile],
+        entities: dict[str, list[dict[str, Any]]],
+        records: list[FileRecord],
+    ) -> dict[str, Any]:
+        """The session crate: every current file (minus removed ones) and this batch's records."""
+        fresh = {r.relpath for r in records}
+        # Each file's ledger record holds its File entity and the contextual entities it needs.
+        listed = [
+            _entity_group(c.entity)
+            for p, c in current.items()
+            if p not in entities and p not in batch.removed
+        ]
+        listed += [entities[p] for p in sorted(fresh) if crate_can_list(p)]
+        return build_crate(
+            root_name=batch.root.name,
+            session=batch.session,
+            entities=[group[0] for group in listed],
+            contextual=[extra for group in listed for extra in group[1:]],
+            site=self.config.site,
+        )
+
     def _handle_conflicts(
-        self, conflicts: list[str], crate_relpath: str, session: str, outcome: _Outcome, bid: str
-    ) -> None:
+        self,
+        conflicts: list[str],
+        crate_relpath: str,
+        session: str,
+        outcome: _Outcome,
+        bid: str,
+        attempt: int,
+    ) -> bool:
+        """Dead-letter files whose sidecar is blocked by a file that is not ours; True if any was."""
         if not conflicts:
-            return
+            return False
         if crate_relpath in conflicts:
             # Someone else's ro-crate-metadata.json is data; it is never overwritten.
             log.warning(
@@ -260,9 +293,10 @@ class Pipeline:
                 f"of the sidecar of {record.relpath!r}"
             )
             outcome.dead.append(
-                DeadLetter(record.relpath, record.session, error, 1, stat=record.stat, batch_id=bid)
+                DeadLetter(record.relpath, record.session, error, attempt, stat=record.stat, batch_id=bid)
             )
         outcome.records = [r for r in outcome.records if r.relpath not in blocked]
+        return bool(blocked)
 
     async def _hash_all(self, batch: Batch, current: dict[str, CurrentFile]) -> _Outcome:
         groups = list(_hash_groups(batch.files))
@@ -320,16 +354,31 @@ class Pipeline:
         ]
 
     def _defer(
-        self, outcome: _Outcome, files: list[FileStat], exc: Exception, batch: Batch, bid: str | None
+        self,
+        outcome: _Outcome,
+        files: list[FileStat],
+        exc: Exception,
+        batch: Batch,
+        bid: str | None,
+        *,
+        crate: bool = False,
     ) -> None:
-        """Files that failed: kept for a later attempt while the budget lasts, else dead letters."""
+        """Files that failed: kept for a later attempt while the budget lasts, else dead letters.
+
+        ``crate``: the session crate was not written either and must be retried with them.
+        """
         delay = retry_delay(exc, batch.attempt, self.config.retry)
         if delay is None:
+            if crate:
+                # The crate is ours, not a file to dead-letter: leave it for the next run, and say so.
+                self.tally.uncommitted += 1
+                log.error(f"the session crate could not be written: {exc}", extra={"session": batch.session})
             outcome.dead += [
                 DeadLetter(f.relpath, batch.session, exc, batch.attempt, stat=f, batch_id=bid) for f in files
             ]
             return
         outcome.retry += files
+        outcome.retry_crate = outcome.retry_crate or crate
         outcome.retry_delay = max(outcome.retry_delay, delay)
         self.tally.retries += len(files)
         log.info(
@@ -346,7 +395,7 @@ class Pipeline:
         )
 
     def _retry_of(self, batch: Batch, outcome: _Outcome, removed_pending: list[str]) -> Retry | None:
-        if not outcome.retry:
+        if not outcome.retry and not outcome.retry_crate:
             return None
         retry = Batch(
             root=batch.root,
@@ -354,7 +403,7 @@ class Pipeline:
             is_folder=batch.is_folder,
             files=outcome.retry,
             removed=removed_pending,
-            rewrite_crate=batch.rewrite_crate,
+            rewrite_crate=batch.rewrite_crate or outcome.retry_crate,
             attempt=batch.attempt + 1,
         )
         return Retry(retry, outcome.retry_delay)
@@ -410,6 +459,12 @@ class Pipeline:
             )
 
 
+def _entity_group(stored: str) -> list[dict[str, Any]]:
+    """A ledger record's crate entities: a list (File entity first), or a lone File entity."""
+    value = json.loads(stored)
+    return value if isinstance(value, list) else [value]
+
+
 def _hash_groups(files: list[FileStat]) -> Iterator[list[FileStat]]:
     group: list[FileStat] = []
     size = 0
@@ -453,6 +508,7 @@ def _new_record(batch: Batch, hashed: Hashed, detected: Detected) -> FileRecord:
 
 def _without_root(message: str, root: Path) -> str:
     # Messages of unexpected errors may carry absolute paths; outputs never do.
+    message = re.sub(r"/proc/self/fd/\d+", "<the file>", message)
     return message.replace(str(root) + "/", "").replace(str(root), "<watch root>")
 
 
@@ -460,7 +516,7 @@ def _update_error_files(root: Path, stale: list[str], dead: list[DeadLetter]) ->
     """Tell the person at the instrument what failed; remove the notes of what now passed."""
     remove_files(root, stale)
     documents: list[Document] = [
-        (root, error_name(d.relpath), error_document(d))
+        (root, error_name(d.relpath), error_document(d, root))
         for d in dead
         # Nothing but loose-file sidecars goes into the watch root: a session folder that cannot
         # be read is reported in the log and the ledger only.
@@ -475,13 +531,16 @@ def _update_error_files(root: Path, stale: list[str], dead: list[DeadLetter]) ->
         log.warning(f"a file not written by fair-agent is in the way of the error file {conflict!r}")
 
 
-def error_document(dead: DeadLetter) -> dict[str, Any]:
-    """The ``.fair.error.json`` for the person at the instrument. Deterministic: no clock in it."""
+def error_document(dead: DeadLetter, root: Path) -> dict[str, Any]:
+    """The ``.fair.error.json`` for the person at the instrument. Deterministic: no clock in it.
+
+    Reasons can quote a library's message; no absolute path of the machine may go out with it.
+    """
     return {
         "file": display_name(dead.relpath.rsplit("/", 1)[-1]),
         "session": display_name(dead.session),
         "status": "not ingested",
-        "reason": str(dead.error),
+        "reason": _without_root(str(dead.error), root),
         "whatToDo": dead.advice or DEFAULT_ADVICE,
         "category": dead.category,
         "errorClass": type(dead.error).__name__,

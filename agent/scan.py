@@ -44,11 +44,13 @@ class ScanReport:
     unchanged: int = 0
     skipped: int = 0
     dead_lettered: int = 0
+    #: Files whose batch could not be committed (the ledger stayed locked); a later run does them.
+    uncommitted: int = 0
     elapsed_s: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return self.dead_lettered == 0
+        return self.dead_lettered == 0 and self.uncommitted == 0
 
     @property
     def mb_per_s(self) -> float:
@@ -129,6 +131,7 @@ async def scan(
     report.unchanged += tally.touched
     report.skipped += tally.skipped
     report.dead_lettered += tally.dead_lettered
+    report.uncommitted = tally.uncommitted
     report.bytes_hashed = hasher.bytes_hashed
     report.files_hashed = hasher.files_hashed
     report.elapsed_s = time.perf_counter() - started

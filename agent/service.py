@@ -200,6 +200,8 @@ class Service:
 
     async def _reconcile_forever(self) -> None:
         while True:
+            # Cleared before the pass, not after: a request that arrives during it runs another.
+            self._reconcile_now.clear()
             started = time.perf_counter()
             found = 0
             for watched in self.roots.values():
@@ -213,7 +215,6 @@ class Service:
                 f"{found} session(s) with new or changed files",
                 extra={"task": "reconcile"},
             )
-            self._reconcile_now.clear()
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._reconcile_now.wait(), self.config.reconcile_interval_s)
 

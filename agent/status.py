@@ -46,6 +46,7 @@ async def gather_status(config: AgentConfig, ledger: Ledger, *, limit: int = 10)
                 "error_class": d.error_class,
                 "message": d.message,
                 "attempts": d.attempts,
+                "batch_id": d.batch_id,
                 "last_seen": d.last_seen,
             }
             for d in dead[:limit]

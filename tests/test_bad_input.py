@@ -57,7 +57,8 @@ async def test_a_ledger_locked_too_long_leaves_the_batch_for_later(drop: Path, c
     blocker = sqlite3.connect(config.ledger_path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     try:
-        await scan(drop, config, ledger)
+        report = await scan(drop, config, ledger)
+        assert not report.ok and report.uncommitted == 1, "the scan says it did not finish"
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
@@ -132,6 +133,10 @@ async def test_data_named_like_our_outputs_is_never_overwritten(drop: Path, conf
     )
     assert sidecar(drop / CRATE_NAME)["sha256"] == sha256sum(drop / CRATE_NAME)
     assert report.files_ingested == 2
+    crate = json.loads((drop / "s" / CRATE_NAME).read_text())
+    assert "b.dat" not in {n["@id"] for n in crate["@graph"]}, (
+        "a file that is not ingested is not in the crate"
+    )
 
 
 async def test_a_folder_swapped_for_a_symlink_after_listing(

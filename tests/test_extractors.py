@@ -367,3 +367,42 @@ def test_a_site_extractor_registered_by_entry_point_is_asked_first(
     assert chosen is not None and chosen.name == "biologic-settings"
     meta = run_extractor(chosen, Source(path, path.name, tmp_path), 5)
     assert meta == {"extractor": "biologic-settings", "technique": "EC-LAB SETTING FILE"}
+
+
+def test_two_members_with_one_name_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "twice.eln"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("export/ro-crate-metadata.json", '{"@graph": []}')
+        z.writestr("export/a.txt", b"checked")
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            z.writestr("export/a.txt", b"extracted")
+    with pytest.raises(UnsafeArchiveError, match="two members named"):
+        extract(path)
+
+
+def test_eln_authors_are_named(tmp_path: Path) -> None:
+    elab = extract(corpus("eln/elabftw/export.eln"))
+    authors = {a for e in elab["experiments"] for a in e.get("author", [])}
+    assert "Nicola Mohr" in authors and not any(a.startswith("person://") for a in authors)
+
+
+def test_a_wide_table_is_profiled_in_bounded_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    with path.open("w") as f:
+        f.write(",".join(f"c{i}" for i in range(3000)) + "\n")
+        for row in range(200):
+            f.write(",".join(str(row) for _ in range(3000)) + "\n")
+    meta = extract(path)
+    assert meta["rowCount"] == 200 and len(meta["columns"]) == 3000
+
+
+def test_an_oversized_xml_text_node_is_not_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "big.xrdml"
+    with path.open("w") as f:
+        f.write('<?xml version="1.0"?><xrdMeasurements><scan><header><startTimeStamp>2020-01-01T00:00:00Z')
+        f.write("</startTimeStamp></header><counts>")
+        for _ in range(40):
+            f.write("1 " * (1 << 19))  # 40 MiB of counts
+        f.write("</counts></scan></xrdMeasurements>")
+    meta = extract(path)
+    assert meta["start"] == "2020-01-01T00:00:00Z" and "truncated" in meta

@@ -42,6 +42,14 @@ def ledger_rows(state: Path, table: str = "files") -> list[tuple]:
         return db.execute(f"SELECT * FROM {table}").fetchall()
 
 
+def dead_letters_yet(state: Path) -> bool:
+    """Polled while the agent may still be creating its ledger."""
+    try:
+        return bool(ledger_rows(state, "dead_letters"))
+    except sqlite3.OperationalError:  # not created or not migrated yet
+        return False
+
+
 def no_torn_outputs(root: Path) -> None:
     assert not list(root.rglob("*.fair-tmp")), "temp files left behind"
     for sidecar in root.rglob("*.fair.json"):
@@ -198,7 +206,7 @@ def test_replay_asks_a_running_service(drop: Path, tmp_path: Path) -> None:
     )
     try:
         deadline = time.monotonic() + 30
-        while not (state / "ledger.sqlite3").exists() or not ledger_rows(state, "dead_letters"):
+        while not dead_letters_yet(state):
             assert time.monotonic() < deadline and service.poll() is None, "no dead letter"
             time.sleep(0.1)
         (drop / "s").chmod(0o755)
@@ -209,3 +217,24 @@ def test_replay_asks_a_running_service(drop: Path, tmp_path: Path) -> None:
         (drop / "s").chmod(0o755)
         service.send_signal(signal.SIGTERM)
         service.wait(timeout=20)
+
+
+async def test_a_crate_that_cannot_be_rewritten_is_retried_and_reported(
+    small_disk: Path, config: AgentConfig
+) -> None:
+    drop = small_disk / "drop"
+    write(drop / "s" / "keep.csv", "1\n")
+    write(drop / "s" / "gone.csv", "2\n")
+    cfg = config.model_copy(update={"retry": RetrySettings(attempts=2, base_delay_s=0.01, max_delay_s=0.02)})
+    await run_scan(drop, cfg)
+    (drop / "s" / "gone.csv").unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        report = await run_scan(drop, cfg)
+        assert not report.ok and report.uncommitted == 1, "the stale crate is reported, not hidden"
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    report = await run_scan(drop, cfg)
+    assert report.ok
+    crate = json.loads((drop / "s" / "ro-crate-metadata.json").read_text())
+    assert "gone.csv" not in {n["@id"] for n in crate["@graph"]}

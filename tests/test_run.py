@@ -150,3 +150,17 @@ def test_second_signal_forces_exit_and_the_batch_is_redone(
     assert Path(f"{drop}/run-1/a.csv.fair.json").read_bytes() == sidecar_before
     b.proc.send_signal(signal.SIGTERM)
     assert b.proc.wait(timeout=20) == 0
+
+
+def test_sighup_as_soon_as_the_lock_names_the_service_does_not_kill_it(
+    agent: callable, tmp_path: Path
+) -> None:
+    a = agent()
+    lock = tmp_path / "state" / "agent.lock"
+    wait_until(lambda: lock.exists() and lock.read_text().strip() != "", timeout=30)
+    a.proc.send_signal(signal.SIGHUP)  # what `fair-agent replay` does to the holder of the lock
+    a.receive_until("READY=1")
+    time.sleep(0.3)
+    assert a.proc.poll() is None, "SIGHUP must ask for a reconciliation, never end the service"
+    a.proc.send_signal(signal.SIGTERM)
+    assert a.proc.wait(timeout=20) == 0

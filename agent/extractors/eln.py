@@ -14,7 +14,7 @@ import hashlib
 import json
 import re
 import zipfile
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote
 
@@ -36,6 +36,12 @@ class ElnExtractor:
         return name.lower().endswith(".eln")
 
     def extract(self, source: Source, budget: Budget) -> Metadata:
+        declared = declared_members(source.path)
+        if declared > MAX_MEMBERS:
+            # Refused before zipfile reads a central directory that large into memory.
+            raise UnsafeArchiveError(
+                f"{source.name!r} has {declared} members, more than the limit of {MAX_MEMBERS}"
+            )
         try:
             archive = zipfile.ZipFile(source.path)
         except (zipfile.BadZipFile, OSError) as exc:
@@ -57,6 +63,23 @@ class ElnExtractor:
                 "verified": False,  # the agent reports signatures; it holds no keys to check them
             }
             return result
+
+
+def declared_members(path: Path) -> int:
+    """The member count from the end-of-central-directory record (0 when none is found)."""
+    with path.open("rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - (66 << 10)))
+        tail = f.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 12 > len(tail):
+        return 0
+    count = int.from_bytes(tail[at + 10 : at + 12], "little")
+    zip64 = tail.rfind(b"PK\x06\x06")
+    if count == 0xFFFF and zip64 >= 0 and zip64 + 40 <= len(tail):
+        count = int.from_bytes(tail[zip64 + 32 : zip64 + 40], "little")
+    return count
 
 
 def normalise(name: str) -> str:
@@ -85,7 +108,12 @@ def check_archive(archive: zipfile.ZipFile, label: str) -> dict[str, zipfile.Zip
                 f"{label!r} looks like a ZIP bomb: {name!r} expands {ratio} times "
                 f"({info.compress_size} -> {info.file_size} bytes)"
             )
-        members.setdefault(normalise(name), info)
+        key = normalise(name)
+        if key in members and not info.is_dir():
+            # Two members with one name: readers disagree on which one counts (zipfile takes
+            # the last, we would check the first), so the archive cannot be trusted.
+            raise UnsafeArchiveError(f"{label!r} has two members named {key!r}")
+        members.setdefault(key, info)
     if total > MAX_UNCOMPRESSED:
         raise UnsafeArchiveError(
             f"{label!r} expands to {total} bytes, more than the limit of {MAX_UNCOMPRESSED}"
@@ -144,7 +172,8 @@ def describe_crate(crate: dict[str, Any]) -> Metadata:
     def name_of(ref: Any) -> Any:
         if isinstance(ref, dict) and "@id" in ref:
             target = nodes.get(ref["@id"], {})
-            return target.get("name") or ref["@id"]
+            full = " ".join(str(target[k]) for k in ("givenName", "familyName") if target.get(k))
+            return target.get("name") or full or ref["@id"]
         return ref
 
     descriptor = nodes.get("ro-crate-metadata.json", {})

@@ -23,6 +23,14 @@ def available() -> bool:
     return True
 
 
+#: Datasets read for their value: small ones only (a "title" can be a gigabyte of compressed text).
+MAX_VALUE_BYTES = 64 << 10
+
+
+def _small(item: Any) -> bool:
+    return bool(item.size <= 64 and item.dtype.itemsize * max(item.size, 1) <= MAX_VALUE_BYTES)
+
+
 def _text(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
@@ -47,7 +55,10 @@ class Hdf5Extractor:
         except OSError as exc:
             raise ExtractionError(f"{source.name!r} is not a readable HDF5 file: {exc}") from None
         with handle:
-            result: dict[str, Any] = {"attributes": {k: _text(v) for k, v in list(handle.attrs.items())[:50]}}
+            attributes = {k: _text(v) for k, v in list(handle.attrs.items())[:50]}
+            result: dict[str, Any] = {
+                "attributes": {k: v for k, v in attributes.items() if len(str(v)) < 4096}
+            }
             entries, broken = [], []
             for name in list(handle.keys())[:MAX_ENTRIES]:
                 budget.check()
@@ -80,7 +91,7 @@ def _entry(name: str, group: Any, folder: Path, broken: list[dict[str, str]]) ->
                 broken.append({"name": f"{name}/{key}", "file": link.filename, "path": link.path})
             return None
         item = group.get(key)
-        return _text(item[()]) if isinstance(item, h5py.Dataset) else None
+        return _text(item[()]) if isinstance(item, h5py.Dataset) and _small(item) else None
 
     out: dict[str, Any] = {"name": name}
     for key in ("title", "start_time", "end_time"):
@@ -101,5 +112,6 @@ def _entry(name: str, group: Any, folder: Path, broken: list[dict[str, str]]) ->
         if kind in ("NXinstrument", "NXsample"):
             label = child.get("name")
             key = "instrument" if kind == "NXinstrument" else "sample"
-            out.setdefault(key, _text(label[()]) if isinstance(label, h5py.Dataset) else child_name)
+            small = isinstance(label, h5py.Dataset) and _small(label)
+            out.setdefault(key, _text(label[()]) if small else child_name)
     return out

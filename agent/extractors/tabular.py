@@ -23,6 +23,8 @@ from .base import Budget, ExtractionError, Metadata, Source
 
 SAMPLE_BYTES = 64 << 10
 CHUNK_ROWS = 50_000
+#: Cells per chunk: a wide table gets fewer rows per chunk, so memory stays bounded.
+CHUNK_CELLS = 2_000_000
 MAX_HEADER_LINES = 500
 _SUFFIXES = {".csv", ".tsv", ".txt", ".tab", ".dat"}
 _DELIMITERS = (",", ";", "\t", "|")
@@ -95,6 +97,7 @@ class Layout:
 
     delimiter: str
     start: int  # index of the table's first line (its header, if it has one)
+    width: int = 1  # fields per line
     has_header: bool = True
     units: list[str] | None = None  # a line of units under the header ("[nm];[counts]")
     units_line: int | None = None
@@ -149,10 +152,10 @@ def find_table(lines: list[str]) -> Layout:
         ]
         if len(texts) == 2:
             units = [u.strip().strip("[]()") for u in _fields(lines[texts[1]], delimiter)]
-            return Layout(delimiter, texts[0], units=units, units_line=texts[1])
+            return Layout(delimiter, texts[0], width, units=units, units_line=texts[1])
         if texts and texts[-1] == above[-1]:
-            return Layout(delimiter, texts[-1])
-        return Layout(delimiter, start, has_header=False)
+            return Layout(delimiter, texts[-1], width)
+        return Layout(delimiter, start, width, has_header=False)
     below = [_fields(line, delimiter) for line in lines[start + 1 : start + 3]]
     if len(below) == 2 and not any(_numeric(f) for f in below[0]) and any(_numeric(f) for f in below[1]):
         return Layout(
@@ -284,7 +287,7 @@ def profile_table(
             skiprows=layout.skip,
             header=0 if layout.has_header else None,
             skipinitialspace=True,
-            chunksize=CHUNK_ROWS,
+            chunksize=max(100, min(CHUNK_ROWS, CHUNK_CELLS // max(layout.width, 1))),
             on_bad_lines="skip",
             skip_blank_lines=True,
             engine="c",

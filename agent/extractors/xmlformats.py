@@ -7,8 +7,10 @@ a multi-megabyte list of counts is never read.
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterator
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import iterparse
@@ -16,6 +18,9 @@ from defusedxml.ElementTree import iterparse
 from .base import Budget, ExtractionError, Metadata, Source
 
 MAX_ELEMENTS = 5_000
+#: The header of an instrument file is in its first kilobytes; nothing past this is parsed (a
+#: 300 MB attribute or text node would otherwise be held whole, and parsed in quadratic time).
+MAX_BYTES = 4 << 20
 _SUFFIXES = {".xml", ".xrdml", ".mzml"}
 # Local element names whose text (or "name" attribute) says what a measurement was.
 _WANTED = {
@@ -29,6 +34,30 @@ _WANTED = {
     "sample": "sample",
     "run": "run",
 }
+
+
+class _Bounded(io.RawIOBase):
+    """A file that ends after ``limit`` bytes, checking the time budget at every read."""
+
+    def __init__(self, raw: BinaryIO, limit: int, budget: Budget) -> None:
+        self._raw, self._left, self._budget = raw, limit, budget
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        self._budget.check()
+        if self._left <= 0:
+            return 0
+        data = self._raw.read(min(len(buffer), self._left, 64 << 10))
+        self._left -= len(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def list_events(stream: io.RawIOBase) -> Iterator[tuple[str, Any]]:
+    # forbid_dtd: no DTD at all, so no entity can be declared, let alone expanded or fetched.
+    return iterparse(io.BufferedReader(stream), events=("start", "end"), forbid_dtd=True)  # type: ignore[no-any-return]
 
 
 def _local(tag: str) -> tuple[str | None, str]:
@@ -51,27 +80,30 @@ class XmlExtractor:
         found: dict[str, list[str]] = {}
         seen = 0
         try:
-            for event, element in iterparse(str(source.path), events=("start", "end"), forbid_dtd=True):
-                budget.check()
-                namespace, local = _local(element.tag)
-                if event == "start":
-                    if "root" not in result:
-                        result["root"] = local
-                        if namespace:
-                            result["namespace"] = namespace
-                        result["rootAttributes"] = {
-                            _local(k)[1]: v for k, v in element.attrib.items() if len(v) < 200
-                        }
-                    seen += 1
-                    if seen > MAX_ELEMENTS:
-                        break
-                    continue
-                key = _WANTED.get(local)
-                if key is not None and len(found.get(key, [])) < 20:
-                    value = (element.text or "").strip() or element.get("name") or element.get("id") or ""
-                    if value and len(value) < 500:
-                        found.setdefault(key, []).append(value)
-                element.clear()  # streaming: keep nothing of what was read
+            with source.path.open("rb") as raw:
+                for event, element in list_events(_Bounded(raw, MAX_BYTES, budget)):
+                    budget.check()
+                    namespace, local = _local(element.tag)
+                    if event == "start":
+                        if "root" not in result:
+                            result["root"] = local
+                            if namespace:
+                                result["namespace"] = namespace
+                            result["rootAttributes"] = {
+                                _local(k)[1]: v for k, v in element.attrib.items() if len(v) < 200
+                            }
+                        seen += 1
+                        if seen > MAX_ELEMENTS:
+                            break
+                        continue
+                    key = _WANTED.get(local)
+                    if key is not None and len(found.get(key, [])) < 20:
+                        value = (element.text or "").strip() or element.get("name") or element.get("id") or ""
+                        if value and len(value) < 500:
+                            found.setdefault(key, []).append(value)
+                    element.clear()  # streaming: keep nothing of what was read
+        except ExtractionError:
+            raise  # the time budget ran out: not a truncated document
         except DefusedXmlException as exc:
             raise ExtractionError(
                 f"{source.name!r} uses XML features refused for safety: {type(exc).__name__}"
