@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="ingest everything under a folder once, then exit",
         description="Ingest every file under PATH through the service's pipeline (burst mode), then "
         "exit. Files already in the ledger and unchanged are not read again. Exit status: 0 when "
-        "everything was ingested, 1 when anything is dead-lettered, 3 on a configuration error.",
+        "everything was ingested, 1 when anything is dead-lettered or not committed, 3 on a "
+        "configuration error or a state directory in use.",
         epilog="example: fair-agent scan /data/plate-reader --config /etc/fair-agent/agent.toml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
