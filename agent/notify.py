@@ -33,10 +33,6 @@ class Notifier:
         watchdog = int(usec) if usec and usec.isdigit() and (not pid or pid == str(os.getpid())) else None
         return cls(env.get("NOTIFY_SOCKET"), watchdog)
 
-    @property
-    def enabled(self) -> bool:
-        return self._socket is not None
-
     def send(self, *lines: str) -> None:
         if self._socket is None or self._address is None:
             return
