@@ -42,7 +42,9 @@ def test_tecan_plate_reader_header_and_read_date() -> None:
     read = next(d for d in meta["dates"] if d["field"] == "Date")
     assert read["iso"] == "2020-02-28T09:11:00"  # "28/02/2020" + "9:11 AM"
     assert "day-first" in read["dayMonthOrder"]
-    assert meta["rowCount"] > 300
+    # Four reads (OD600, OD700, GFP, mCherry), one table each: the first is profiled, not a mix.
+    assert meta["tables"] == 4
+    assert meta["rowCount"] == 98  # Time, Temperature and the 96 wells
 
 
 def test_uvvis_export_columns_units_and_profile() -> None:

@@ -67,7 +67,11 @@ class TabularExtractor:
             return result
         decimal = detect_decimal(lines[layout.start + 1 : layout.start + 50], layout.delimiter)
         result["decimal"] = decimal
-        result.update(profile_table(source, encoding, layout, decimal, budget=budget))
+        rows, later = first_block(lines, layout)
+        result.update(profile_table(source, encoding, layout, decimal, nrows=rows, budget=budget))
+        if later:
+            result["tables"] = 1 + later
+            result["note"] = f"{1 + later} tables with the same header; the first is profiled"
         return result
 
 
@@ -158,10 +162,36 @@ def find_table(lines: list[str]) -> Layout:
         return Layout(delimiter, start, width, has_header=False)
     below = [_fields(line, delimiter) for line in lines[start + 1 : start + 3]]
     if len(below) == 2 and not any(_numeric(f) for f in below[0]) and any(_numeric(f) for f in below[1]):
-        return Layout(
-            delimiter, start, units=[u.strip().strip("[]()") for u in below[0]], units_line=start + 1
-        )
-    return Layout(delimiter, start)
+        units = [u.strip().strip("[]()") for u in below[0]]
+        return Layout(delimiter, start, width, units=units, units_line=start + 1)
+    return Layout(delimiter, start, width)
+
+
+def first_block(lines: list[str], layout: Layout) -> tuple[int | None, int]:
+    """(data rows of the first table, later tables with the same header) as the sample shows them.
+
+    Exports like a plate reader's write one table per read (OD600, OD700, GFP...) separated by
+    blank lines; profiling them as one table would mix their values. None: the block runs past
+    the sample, so the whole rest of the file is the table.
+    """
+
+    def blank(i: int) -> bool:  # padding counts as blank: ",,,,,,,,"
+        return not _fields(lines[i], layout.delimiter)
+
+    after = max(layout.start + (1 if layout.has_header else 0), (layout.units_line or 0) + 1)
+    data = next((i for i in range(after, len(lines)) if not blank(i)), None)
+    if data is None:
+        return None, 0
+    end = next((i for i in range(data, len(lines)) if blank(i)), None)
+    if end is None:
+        return None, 0
+    header = _fields(lines[layout.start], layout.delimiter)
+    later = (
+        sum(1 for line in lines[end:] if _fields(line, layout.delimiter) == header)
+        if layout.has_header
+        else 0
+    )
+    return end - data, later
 
 
 _PAIR = re.compile(r"^[A-Za-z][\w .()/#-]*:\s")
@@ -270,7 +300,7 @@ def split_unit(column: str) -> tuple[str, str | None]:
 
 
 def profile_table(
-    source: Source, encoding: str, layout: Layout, decimal: str, *, budget: Budget
+    source: Source, encoding: str, layout: Layout, decimal: str, *, nrows: int | None = None, budget: Budget
 ) -> dict[str, Any]:
     """Column profiles and row count, read with pandas in chunks (memory bounded by CHUNK_ROWS)."""
     import pandas as pd  # imported here: the agent only pays for pandas when a table turns up
@@ -289,6 +319,7 @@ def profile_table(
             skipinitialspace=True,
             chunksize=max(100, min(CHUNK_ROWS, CHUNK_CELLS // max(layout.width, 1))),
             on_bad_lines="skip",
+            nrows=nrows,
             skip_blank_lines=True,
             engine="c",
         )
