@@ -6,6 +6,7 @@ one, so links are listed without following them.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -16,11 +17,8 @@ _SUFFIXES = {".h5", ".hdf5", ".nxs", ".nx5", ".hdf"}
 
 
 def available() -> bool:
-    try:
-        import h5py  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    # find_spec, not import: h5py brings numpy, tens of MB the agent pays only when it reads HDF5.
+    return importlib.util.find_spec("h5py") is not None
 
 
 #: Datasets read for their value: small ones only (a "title" can be a gigabyte of compressed text).
