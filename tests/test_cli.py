@@ -92,3 +92,13 @@ def test_sample_data_scans_clean(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert (demo / "EXP-000123_alice" / "ro-crate-metadata.json").exists()
     assert Path(f"{demo}/EXP-000125_notebook.eln.fair.json").exists()
+
+
+def test_the_readme_demo_runs_the_service_on_the_sample_data(tmp_path: Path) -> None:
+    from .conftest import REPO
+
+    result = agent_cli("demo", str(REPO / "sample_data"), str(tmp_path / "demo"), timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "EXP-000123_alice/ro-crate-metadata.json" in result.stdout.replace("\n", "")
+    sidecars = sorted(p.name for p in (tmp_path / "demo").rglob("*.fair.json"))
+    assert len(sidecars) == 6 and (tmp_path / "demo-state" / "ledger.sqlite3").exists()
