@@ -113,16 +113,16 @@ def bench_table(args: argparse.Namespace) -> list[tuple[str, bool]]:
     ]
 
 
-async def _lag_during(work: object, interval: float = 0.005) -> float:
-    worst = 0.0
+async def _lag_during(work: object, interval: float = 0.005) -> list[float]:
+    """Every overshoot of a 5 ms timer while ``work`` runs, sorted."""
+    lags: list[float] = []
     done = asyncio.Event()
 
     async def monitor() -> None:
-        nonlocal worst
         while not done.is_set():
             start = time.perf_counter()
             await asyncio.sleep(interval)
-            worst = max(worst, time.perf_counter() - start - interval)
+            lags.append(time.perf_counter() - start - interval)
 
     task = asyncio.create_task(monitor())
     try:
@@ -130,7 +130,14 @@ async def _lag_during(work: object, interval: float = 0.005) -> float:
     finally:
         done.set()
         await task
-    return worst
+    return sorted(lags)
+
+
+def _summary(lags: list[float]) -> str:
+    p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+    return (
+        f"p50 {lags[len(lags) // 2] * 1000:5.1f} ms  p99 {p99 * 1000:5.1f} ms  max {lags[-1] * 1000:6.1f} ms"
+    )
 
 
 def bench_lag(args: argparse.Namespace) -> list[tuple[str, bool]]:
@@ -160,15 +167,14 @@ def bench_lag(args: argparse.Namespace) -> list[tuple[str, bool]]:
 
     idle = asyncio.run(_lag_during(asyncio.sleep(2.0)))
     busy = asyncio.run(_lag_during(ingest()))
-    print("\nEvent-loop lag (a 5 ms timer's worst overshoot)")
-    print(f"  idle loop (baseline)                  {idle * 1000:6.1f} ms")
-    print(f"  scan of the corpus, every extractor   {busy * 1000:6.1f} ms")
-    return [
-        (
-            f"lag: worst {busy * 1000:.0f} ms while extracting the corpus (idle {idle * 1000:.1f} ms)",
-            busy < 0.25,
-        )
-    ]
+    print("\nEvent-loop lag (how late a 5 ms timer fires)")
+    print(f"  idle loop (baseline)                  {_summary(idle)}")
+    print(f"  scan of the corpus, every extractor   {_summary(busy)}")
+    worst = (
+        f"lag: worst {busy[-1] * 1000:.0f} ms while extracting the corpus "
+        f"(idle worst {idle[-1] * 1000:.1f} ms)"
+    )
+    return [(worst, busy[-1] < 0.25)]
 
 
 if __name__ == "__main__":
