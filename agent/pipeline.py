@@ -173,6 +173,9 @@ class Pipeline:
 
     async def _process(self, batch: Batch) -> Retry | None:
         root, session = batch.root, batch.session
+        # Read again here, under the session lock, although the planner read the same rows: a
+        # batch may have waited in the queue (or for a retry) while another batch of its session
+        # committed, and versions and the crate must build on what the ledger holds now.
         current = await self.ledger.current_files(root.id, session)
         latest = await self.ledger.latest_versions(root.id, session)
         previously_dead = set(await self.ledger.dead_letter_signatures(root.id, session))
