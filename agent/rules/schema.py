@@ -1,0 +1,193 @@
+"""What a rule file may say: a strict pydantic model of ``rules/*.toml``.
+
+Every table forbids unknown keys, so a misspelt key is an error naming it rather than a setting
+silently ignored. See rules/README.md for a worked example.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..config import CompletionPolicy, known_timezone
+from .globs import glob_problem
+
+DATASET_TYPE_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+#: Fields every dataset type has, whatever its rule says.
+BASE_FIELDS = ("experiment_id", "instrument", "acquisition_date", "parameters", "tags")
+ORCID_PATTERN = r"^https://orcid\.org/\d{4}-\d{4}-\d{4}-\d{3}[\dX]$"
+ROR_PATTERN = r"^https://ror\.org/0[a-z0-9]{6}\d{2}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _compiles(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+    return value
+
+
+class SessionGrouping(_Strict):
+    """How files are grouped into sessions, when the default (the first folder level) does not fit."""
+
+    #: The first ``depth`` folder levels below the watch root are one session.
+    depth: int | None = Field(default=None, ge=1, le=16)
+    #: A regular expression searched in the path below the watch root; the session is the text of
+    #: its group named ``session`` (or the whole match), which must end at a folder boundary.
+    pattern: str | None = None
+
+    _check_pattern = field_validator("pattern")(_compiles)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SessionGrouping:
+        if (self.depth is None) == (self.pattern is None):
+            raise ValueError("give exactly one of 'depth' or 'pattern'")
+        return self
+
+
+class PathFields(_Strict):
+    #: Named groups become fields, e.g. ``^(?P<experiment_id>EXP-\d{6})_(?P<operator>[a-z]+)/``.
+    pattern: str
+
+    _check_pattern = field_validator("pattern")(_compiles)
+
+    @field_validator("pattern")
+    @classmethod
+    def _has_groups(cls, value: str) -> str:
+        if not re.compile(value).groupindex:
+            raise ValueError("the pattern has no named group (?P<name>...), so it yields no field")
+        return value
+
+
+class FieldSpec(_Strict):
+    """One field of a dataset type, and what a valid value looks like."""
+
+    type: Literal["string", "integer", "number", "boolean", "datetime", "date"] = "string"
+    required: bool = False
+    description: str | None = None
+    #: Strings: a regular expression the whole value must match.
+    pattern: str | None = None
+    #: The allowed values.
+    enum: tuple[str | int | float, ...] | None = None
+    #: Numbers: the allowed range, inclusive.
+    min: float | None = None
+    max: float | None = None
+    #: Dates written other than ISO 8601, in strptime notation, e.g. "%d/%m/%Y %I:%M %p".
+    format: str | None = None
+
+    _check_pattern = field_validator("pattern")(_compiles)
+
+    @model_validator(mode="after")
+    def _fits_type(self) -> FieldSpec:
+        if self.pattern is not None and self.type != "string":
+            raise ValueError(f"'pattern' applies to strings, not to a {self.type}")
+        if (self.min is not None or self.max is not None) and self.type not in ("integer", "number"):
+            raise ValueError(f"'min' and 'max' apply to numbers, not to a {self.type}")
+        if self.format is not None and self.type not in ("datetime", "date"):
+            raise ValueError(f"'format' applies to dates, not to a {self.type}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"'min' ({self.min}) is larger than 'max' ({self.max})")
+        return self
+
+
+class Instrument(_Strict):
+    name: str
+    manufacturer: str | None = None
+    model: str | None = None
+    serial_number: str | None = None
+    #: A persistent identifier of the instrument (e.g. a PIDINST handle URL), if it has one.
+    identifier: str | None = None
+
+
+class Person(_Strict):
+    name: str
+    orcid: str | None = Field(default=None, pattern=ORCID_PATTERN)
+
+
+class Organisation(_Strict):
+    name: str
+    ror: str | None = Field(default=None, pattern=ROR_PATTERN)
+
+
+class Enrichment(_Strict):
+    """Static facts added to every file the rule matches."""
+
+    license: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    keywords: tuple[str, ...] = ()
+    instrument: Instrument | None = None
+    publisher: Organisation | None = None
+    creator: tuple[Person, ...] = ()
+
+
+class DriftSettings(_Strict):
+    #: "warn": ingest and mark the drift; "quarantine": dead-letter the session; "off".
+    policy: Literal["off", "warn", "quarantine"] = "warn"
+    #: Accepted sessions the baseline is learnt from when the rule declares none.
+    learn_sessions: int = Field(default=3, ge=1, le=1000)
+    #: A declared baseline: the fields every file must have ...
+    fields: tuple[str, ...] | None = None
+    #: ... and, for tables, the columns and their types ("number", "integer", "string", "date").
+    columns: dict[str, str] | None = None
+
+    @property
+    def declared(self) -> bool:
+        return self.fields is not None or self.columns is not None
+
+
+class RuleFile(_Strict):
+    """One ``rules/*.toml`` file."""
+
+    #: Defaults to the file name without ``.toml``.
+    name: str | None = None
+    description: str = ""
+    #: Of two rules that match a file, the higher priority wins; equal priorities may not overlap.
+    priority: int = 0
+    #: The rule for files no other rule matches (at most one per rule set).
+    fallback: bool = False
+    #: Only files in the watch root of this name.
+    root: str | None = None
+    #: Globs relative to the watch root (case-insensitive).
+    match: tuple[str, ...] = Field(min_length=1)
+    #: "auto" (by file type), an extractor's name, or "none".
+    extractor: str = "auto"
+    dataset_type: str = Field(default="generic", pattern=DATASET_TYPE_PATTERN)
+    #: IANA time zone for dates written without one (e.g. "Europe/Berlin").
+    timezone: str | None = None
+    session: SessionGrouping | None = None
+    completion: CompletionPolicy | None = None
+    path: PathFields | None = None
+    #: field name = where in the extractor's output ("header.Operator"); a list is joined by spaces.
+    fields: dict[str, str | tuple[str, ...]] = {}
+    enrich: Enrichment = Enrichment()
+    validation: dict[str, FieldSpec] = {}
+    drift: DriftSettings = DriftSettings()
+
+    @field_validator("match")
+    @classmethod
+    def _globs_can_match(cls, globs: tuple[str, ...]) -> tuple[str, ...]:
+        for glob in globs:
+            problem = glob_problem(glob)
+            if problem:
+                raise ValueError(f"{glob!r} can never match: {problem}")
+        return globs
+
+    _known_zone = field_validator("timezone")(known_timezone)
+
+    @field_validator("validation")
+    @classmethod
+    def _base_field_types(cls, specs: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
+        for name, spec in specs.items():
+            if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+                raise ValueError(f"field name {name!r}: use lower case letters, digits and '_'")
+            if name in ("parameters", "tags"):
+                raise ValueError(f"{name!r} is a base field that holds many values; it takes no spec")
+            if name == "acquisition_date" and spec.type != "datetime":
+                raise ValueError("acquisition_date is a datetime in every dataset type")
+        return specs
