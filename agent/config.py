@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -55,6 +56,16 @@ def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
     return base / "fair-agent"
 
 
+def known_timezone(value: str | None) -> str | None:
+    """A pydantic check: None, or the name of an IANA time zone this machine knows."""
+    if value is not None:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a known IANA time zone (e.g. 'Europe/Berlin')") from None
+    return value
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -72,6 +83,17 @@ class CompletionPolicy(_Frozen):
     marker: str | None = None
     #: A session still changing after this long is reported in the log (and still waited for).
     max_session_s: float = Field(default=6 * 3600.0, gt=0)
+
+    def strictest(self, other: CompletionPolicy) -> CompletionPolicy:
+        """The policy that waits at least as long as both, for a marker if either wants one."""
+        if other == self:
+            return self
+        return CompletionPolicy(
+            quiet_period_s=max(self.quiet_period_s, other.quiet_period_s),
+            stability_look_s=max(self.stability_look_s, other.stability_look_s),
+            marker=self.marker or other.marker,
+            max_session_s=max(self.max_session_s, other.max_session_s),
+        )
 
     @property
     def first_look_s(self) -> float:
@@ -127,11 +149,18 @@ class SiteSettings(_Frozen):
     organisation: str | None = None
     #: URL of the license for data ingested here, e.g. https://creativecommons.org/licenses/by/4.0/
     license: str | None = None
+    #: IANA time zone of the instruments' clocks (e.g. "Europe/Berlin"), for dates written without
+    #: one; a rule's own ``timezone`` wins.
+    timezone: str | None = None
+
+    _known_zone = field_validator("timezone")(known_timezone)
 
 
 class AgentConfig(_Frozen):
     state_dir: Path = Field(default_factory=default_state_dir)
     roots: tuple[RootSettings, ...] = ()
+    #: Folder of rule files (``*.toml``, see rules/README.md); none: every file gets the generic rule.
+    rules_dir: Path | None = None
     ignore: tuple[str, ...] = DEFAULT_IGNORE
     #: Batches processed at once.
     workers: int = Field(default=4, ge=1, le=256)

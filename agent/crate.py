@@ -12,7 +12,7 @@ from typing import Any
 
 from . import AGENT_ENTITY_ID, AGENT_NAME, AGENT_URL, __version__
 from .config import SiteSettings
-from .metadata import RO_CRATE_CONTEXT
+from .metadata import RO_CRATE_CONTEXT, organisation_entity
 from .naming import CRATE_NAME, display_name, relative_id
 
 RO_CRATE_SPEC = "https://w3id.org/ro/crate/1.2"
@@ -37,13 +37,16 @@ def build_crate(
 ) -> dict[str, Any]:
     """An RO-Crate describing every ingested file of one session folder.
 
-    ``entities`` are the File entities; ``contextual`` the entities they alone refer to (the
-    variables a table measured).
+    ``entities`` are the File entities; ``contextual`` the entities they refer to (the variables a
+    table measured, and what rules added: instruments, people, organisations, licenses). The root
+    dataset gathers the files' creators, keywords and (when all agree) license; the ingest action
+    links the lab's instruments, this software, the files and the metadata it made.
     """
     files = sorted(entities, key=lambda e: str(e["@id"]))
+    extras = sorted({str(e["@id"]): e for e in contextual}.values(), key=lambda e: str(e["@id"]))
     parts = [{"@id": e["@id"]} for e in files]
     published = max((str(e["dateModified"]) for e in files), default="1970-01-01T00:00:00+00:00")
-    license_ref, license_entity = _license(site)
+    license_ref, license_entity = _license(files, site)
     root: dict[str, Any] = {
         "@id": "./",
         "@type": "Dataset",
@@ -58,11 +61,15 @@ def build_crate(
         "hasPart": parts,
         "mentions": [{"@id": INGEST_ACTION_ID}],
     }
-    extras = sorted(contextual, key=lambda e: str(e["@id"]))
-    others: list[dict[str, Any]] = [license_entity, *_format_entities(files)]
-    if site.organisation:
-        root["publisher"] = {"@id": "#publisher"}
-        others.append({"@id": "#publisher", "@type": "Organization", "name": site.organisation})
+    root.update(_gathered(files))
+    others: list[dict[str, Any]] = [*_format_entities(files)]
+    if license_entity is not None:
+        others.append(license_entity)
+    if "publisher" not in root and site.organisation:
+        publisher = organisation_entity(site.organisation)
+        root["publisher"] = {"@id": publisher["@id"]}
+        others.append(publisher)
+    instruments = [{"@id": e["@id"]} for e in extras if e.get("@type") == "IndividualProduct"]
     others += [
         {
             "@id": AGENT_ENTITY_ID,
@@ -74,13 +81,15 @@ def build_crate(
         {
             "@id": INGEST_ACTION_ID,
             "@type": "CreateAction",
-            "name": f"Checksums and metadata recorded by {AGENT_NAME}",
-            "instrument": {"@id": AGENT_ENTITY_ID},
+            "name": f"Data acquired and described: checksums and metadata recorded by {AGENT_NAME}",
+            "agent": {"@id": AGENT_ENTITY_ID},
+            "instrument": instruments or [{"@id": AGENT_ENTITY_ID}],
             "object": parts,
             "result": {"@id": CRATE_NAME},
+            **_span(files),
         },
     ]
-    others += extras
+    others += [e for e in extras if e["@id"] not in {o["@id"] for o in others}]
     descriptor = {
         "@id": CRATE_NAME,
         "@type": "CreativeWork",
@@ -88,6 +97,29 @@ def build_crate(
         "about": {"@id": "./"},
     }
     return {"@context": RO_CRATE_CONTEXT, "@graph": [descriptor, root, *files, *others]}
+
+
+def _gathered(files: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the root dataset takes from its files: every creator, keyword and publisher."""
+    out: dict[str, Any] = {}
+    creators = sorted({ref["@id"] for f in files for ref in f.get("creator", [])})
+    if creators:
+        out["creator"] = [{"@id": c} for c in creators]
+    keywords = sorted({k.strip() for f in files for k in str(f.get("keywords", "")).split(",") if k.strip()})
+    if keywords:
+        out["keywords"] = ", ".join(keywords)
+    publishers = sorted({f["publisher"]["@id"] for f in files if "publisher" in f})
+    if publishers:
+        out["publisher"] = [{"@id": p} for p in publishers] if len(publishers) > 1 else {"@id": publishers[0]}
+    return out
+
+
+def _span(files: list[dict[str, Any]]) -> dict[str, str]:
+    """Start and end of the session's data: first acquisition (or write), last write. No clock."""
+    if not files:
+        return {}
+    starts = [str(f.get("dateCreated") or f["dateModified"]) for f in files]
+    return {"startTime": min(starts), "endTime": max(str(f["dateModified"]) for f in files)}
 
 
 def _format_entities(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -106,7 +138,14 @@ def _format_entities(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _license(site: SiteSettings) -> tuple[dict[str, str], dict[str, Any]]:
+def _license(files: list[dict[str, Any]], site: SiteSettings) -> tuple[dict[str, str], dict[str, Any] | None]:
+    """The session's license: the one every file's rule names, else the site's, else none chosen.
+
+    The entity of a license the files name is among the files' own entities already.
+    """
+    named = {f["license"]["@id"] for f in files if "license" in f}
+    if files and len(named) == 1 and all("license" in f for f in files):
+        return {"@id": named.pop()}, None
     if site.license:
         return {"@id": site.license}, {"@id": site.license, "@type": "CreativeWork", "name": site.license}
     # Choosing a license is a legal act for the lab, not for us; say plainly that none was chosen.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_mod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,9 @@ class SessionListing:
     #: Something named ``ro-crate-metadata.json`` is in the session folder: the agent's own crate,
     #: or someone else's file (which is data, ingested like any file, and never overwritten).
     has_crate: bool = False
+    #: Folders below the session holding a crate of the agent's (the crates of deeper sessions
+    #: when rules group sessions below the first folder level).
+    own_crates: set[str] = field(default_factory=set)
     #: Temp files of the agent (relative paths); at start-up they are orphans of a crash.
     temp_files: list[str] = field(default_factory=list)
 
@@ -80,10 +84,12 @@ def list_session(root: Path, folder: str, ignore: IgnoreRules) -> SessionListing
             if is_temp_file(entry.name):
                 listing.temp_files.append(relpath)
                 continue
-            if entry.name == CRATE_NAME and rel_dir == folder:
-                # Only the crate at the top of a session folder can be ours; elsewhere the name is data.
-                listing.has_crate = True
-                if _is_own_crate(root / folder):
+            if entry.name == CRATE_NAME:
+                # A crate is ours only at the top of a session (the first folder level, or deeper
+                # where rules group so) and only if we wrote it; anything else is data.
+                listing.has_crate = listing.has_crate or rel_dir == folder
+                if _is_own_crate(root / rel_dir):
+                    listing.own_crates.add(rel_dir)
                     continue
             elif ignore.ignores(entry.name):
                 continue
@@ -94,6 +100,41 @@ def list_session(root: Path, folder: str, ignore: IgnoreRules) -> SessionListing
                 _record(listing, outcome)
         stack.extend(reversed(subdirs))
     return listing
+
+
+def split_sessions(listing: SessionListing, session_of: Callable[[str], str]) -> list[SessionListing]:
+    """A folder's listing split into the sessions rules group its files into (deeper folders).
+
+    The folder's own listing comes first, even when empty: it carries what belongs to no deeper
+    session, the temp files, and lets the planner notice files that were removed.
+    """
+    if not listing.is_folder:
+        return [listing]
+    keys = sorted({session_of(f.relpath) for f in listing.files} | listing.own_crates)
+    deeper = [k for k in keys if k != listing.session]
+    if not deeper:
+        return [listing]
+    parts = {k: SessionListing(session=k, is_folder=True) for k in deeper}
+
+    def part_of(relpath: str) -> SessionListing:
+        key = next((k for k in deeper if relpath.startswith(k + "/")), None)
+        return parts[key] if key is not None else top
+
+    top = SessionListing(
+        session=listing.session,
+        is_folder=True,
+        temp_files=listing.temp_files,
+        has_crate=listing.has_crate,
+    )
+    for f in listing.files:
+        parts.get(session_of(f.relpath), top).files.append(f)
+    for skip in listing.skips:
+        part_of(skip.relpath).skips.append(skip)
+    for problem in listing.problems:
+        part_of(problem[0]).problems.append(problem)
+    for key, part in parts.items():
+        part.has_crate = key in listing.own_crates
+    return [top, *parts.values()]
 
 
 def look_session(root: Path, session: str, ignore: IgnoreRules) -> SessionListing | None:

@@ -106,3 +106,34 @@ class UnexpectedError(TerminalError):
 
 class LedgerError(TerminalError):
     """The ledger cannot be opened or is not a fair-agent ledger; the agent refuses to start."""
+
+
+class SessionRejectedError(TerminalError):
+    """A session its rules reject as a whole; nothing is written for it but an error file beside it.
+
+    ``details`` lists, file by file, what is wrong, for the ``.fair.error.json``.
+    """
+
+    def __init__(self, message: str, *, details: list[dict[str, object]] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or []
+
+
+class ValidationFailedError(SessionRejectedError):
+    """Fields the session's rule requires are missing or wrong."""
+
+    advice = (
+        "Fix what is listed (usually the folder name or the instrument's export settings), then "
+        "export or copy the session again; the agent tries again when a file changes. If the rule "
+        "itself is wrong, ask the data manager to fix it and run `fair-agent replay --session FOLDER`."
+    )
+
+
+class DriftQuarantinedError(SessionRejectedError):
+    """The session's metadata no longer has the shape its dataset type's baseline expects."""
+
+    advice = (
+        "The instrument's export changed (new, missing or retyped fields). If the change is "
+        "deliberate, run `fair-agent drift --accept DATASET_TYPE`, then "
+        "`fair-agent replay --session FOLDER`; otherwise restore the export template and export again."
+    )

@@ -41,12 +41,24 @@ class MetadataReader:
     def detect(self, relpath: str, head: bytes) -> Detected:
         return detect(relpath.rsplit("/", 1)[-1], head)
 
-    def wants(self, relpath: str, head: bytes) -> bool:
-        return choose(self.extractors, relpath.rsplit("/", 1)[-1], head) is not None
+    @property
+    def names(self) -> list[str]:
+        return [e.name for e in self.extractors]
 
-    async def read(self, root: Path, relpath: str, head: bytes, inode: int) -> dict[str, Any]:
+    def _extractor(self, relpath: str, head: bytes, choice: str) -> Extractor | None:
+        """``choice``: "auto" (by file type), "none", or an extractor's name (a rule's say)."""
+        if choice == "auto":
+            return choose(self.extractors, relpath.rsplit("/", 1)[-1], head)
+        return next((e for e in self.extractors if e.name == choice), None)
+
+    def wants(self, relpath: str, head: bytes, choice: str = "auto") -> bool:
+        return self._extractor(relpath, head, choice) is not None
+
+    async def read(
+        self, root: Path, relpath: str, head: bytes, inode: int, choice: str = "auto"
+    ) -> dict[str, Any]:
         """The extractor's metadata for one file; {} when no extractor reads its type."""
-        extractor = choose(self.extractors, relpath.rsplit("/", 1)[-1], head)
+        extractor = self._extractor(relpath, head, choice)
         if extractor is None:
             return {}
         loop = asyncio.get_running_loop()

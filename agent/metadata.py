@@ -15,6 +15,7 @@ from typing import Any
 from . import AGENT_NAME, AGENT_URL, __version__
 from .batch import FileStat
 from .naming import display_name, relative_id
+from .rules.schema import Enrichment, Instrument, Organisation, Person
 
 RO_CRATE_CONTEXT = "https://w3id.org/ro/crate/1.2/context"
 TERMS_NAMESPACE = AGENT_URL + "#"
@@ -29,6 +30,7 @@ SIDECAR_CONTEXT: list[Any] = [
         "fileVersion": "fa:fileVersion",
         "datasetType": "fa:datasetType",
         "metadata": {"@id": "fa:metadata", "@type": "@json"},
+        "dataset": {"@id": "fa:dataset", "@type": "@json"},
         "validation": {"@id": "fa:validation", "@type": "@json"},
         "drift": {"@id": "fa:drift", "@type": "@json"},
         "warnings": "fa:warnings",
@@ -37,6 +39,8 @@ SIDECAR_CONTEXT: list[Any] = [
 ]
 
 GENERIC_DATASET_TYPE = "generic"
+NOT_VALIDATED: dict[str, Any] = {"status": "not-validated"}
+NOT_CHECKED: dict[str, Any] = {"status": "not-checked"}
 PRONOM_URL = "https://www.nationalarchives.gov.uk/PRONOM/"
 
 
@@ -58,6 +62,12 @@ class FileRecord:
     dataset_type: str = GENERIC_DATASET_TYPE
     metadata: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    #: The fields of its dataset type, validated and normalised (see rules.dataset).
+    dataset: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=lambda: dict(NOT_VALIDATED))
+    drift: dict[str, Any] = field(default_factory=lambda: dict(NOT_CHECKED))
+    #: What its rule adds: license, keywords, instrument, publisher, creators.
+    enrichment: Enrichment | None = None
 
     @property
     def relpath(self) -> str:
@@ -79,6 +89,11 @@ def _file_properties(record: FileRecord, file_id: str) -> dict[str, Any]:
         "sha256": record.sha256,
         "dateModified": iso_time(record.stat.mtime_ns),
         **schema_properties(record.metadata),
+        **(
+            {"dateCreated": record.dataset["acquisition_date"]}
+            if "acquisition_date" in record.dataset
+            else {}
+        ),
     }
 
 
@@ -129,22 +144,118 @@ def crate_entities(record: FileRecord, session_is_folder: bool) -> list[dict[str
     contextual = [{"@id": f"#{entity['@id']}-variable-{n}", **v} for n, v in enumerate(variables, start=1)]
     if contextual:
         entity["variableMeasured"] = [{"@id": v["@id"]} for v in contextual]
+    if record.enrichment is not None:
+        references, entities = enrichment_entities(record.enrichment)
+        entity.update(references)
+        contextual += entities
+    if record.drift.get("status") == "drifted":
+        entity["description"] = _drift_sentence(record.drift)
     return [entity, *contextual]
+
+
+def enrichment_entities(enrichment: Enrichment) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A file's references to what its rule adds, and the entities referred to (a flat graph).
+
+    The instrument is not a property of a file: the crate links it through its CreateAction.
+    """
+    refs: dict[str, Any] = {}
+    entities: list[dict[str, Any]] = []
+    if enrichment.license:
+        refs["license"] = {"@id": enrichment.license}
+        entities.append({"@id": enrichment.license, "@type": "CreativeWork", "name": enrichment.license})
+    if enrichment.keywords:
+        refs["keywords"] = ", ".join(enrichment.keywords)
+    if enrichment.creator:
+        people = [person_entity(p) for p in enrichment.creator]
+        refs["creator"] = [{"@id": p["@id"]} for p in people]
+        entities += people
+    if enrichment.publisher:
+        publisher = organisation_entity(enrichment.publisher)
+        refs["publisher"] = {"@id": publisher["@id"]}
+        entities.append(publisher)
+    if enrichment.instrument:
+        entities += instrument_entities(enrichment.instrument)
+    return refs, entities
+
+
+def person_entity(person: Person) -> dict[str, Any]:
+    return {"@id": person.orcid or f"#person-{_slug(person.name)}", "@type": "Person", "name": person.name}
+
+
+def organisation_entity(org: Organisation | str) -> dict[str, Any]:
+    name = org if isinstance(org, str) else org.name
+    ror = None if isinstance(org, str) else org.ror
+    return {"@id": ror or f"#organization-{_slug(name)}", "@type": "Organization", "name": name}
+
+
+def instrument_entities(instrument: Instrument) -> list[dict[str, Any]]:
+    """The instrument as a schema.org IndividualProduct, and its manufacturer."""
+    entity: dict[str, Any] = {
+        "@id": instrument.identifier or f"#instrument-{_slug(instrument.name, instrument.serial_number)}",
+        "@type": "IndividualProduct",
+        "name": instrument.name,
+    }
+    if instrument.model:
+        entity["model"] = instrument.model
+    if instrument.serial_number:
+        entity["serialNumber"] = instrument.serial_number
+    extra = []
+    if instrument.manufacturer:
+        maker = organisation_entity(instrument.manufacturer)
+        entity["manufacturer"] = {"@id": maker["@id"]}
+        extra.append(maker)
+    return [entity, *extra]
+
+
+def _slug(*parts: str | None) -> str:
+    text = "-".join(p for p in parts if p)
+    return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split()) or "unnamed"
+
+
+def _drift_sentence(drift: dict[str, Any]) -> str:
+    parts = [f"{k}: {', '.join(drift[k])}" for k in ("new", "missing") if drift.get(k)]
+    parts += (
+        [f"retyped: {', '.join(r['key'] for r in drift.get('retyped', []))}"] if drift.get("retyped") else []
+    )
+    return f"Metadata drift from the baseline of dataset type {drift.get('datasetType')!r}: " + "; ".join(
+        parts
+    )
+
+
+def _nest(value: Any, by_id: dict[str, dict[str, Any]]) -> Any:
+    """References replaced by the entities they name: the sidecar nests what a crate keeps flat."""
+    if isinstance(value, dict) and set(value) == {"@id"} and value["@id"] in by_id:
+        return _nest(by_id[value["@id"]], by_id)
+    if isinstance(value, dict):
+        return {k: _nest(v, by_id) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nest(v, by_id) for v in value]
+    return value
 
 
 def build_sidecar(record: FileRecord) -> dict[str, Any]:
     """The ``<file>.fair.json`` document; its @id is relative to the folder it sits in."""
+    enrichment: dict[str, Any] = {}
+    if record.enrichment is not None:
+        references, entities = enrichment_entities(record.enrichment)
+        by_id = {e["@id"]: e for e in entities}
+        enrichment = _nest(references, by_id)
+        instruments = [e for e in entities if e["@type"] == "IndividualProduct"]
+        if instruments:
+            enrichment["instrument"] = _nest(instruments[0], by_id)
     return {
         "@context": SIDECAR_CONTEXT,
         **_file_properties(record, record.name),
+        **enrichment,
         "session": display_name(record.session),
         "batchId": record.batch_id,
         "sequence": record.sequence,
         "fileVersion": record.version,
         "datasetType": record.dataset_type,
+        "dataset": record.dataset,
         "metadata": record.metadata,
-        "validation": {"status": "not-validated"},
-        "drift": {"status": "not-checked"},
+        "validation": record.validation,
+        "drift": record.drift,
         "warnings": list(record.warnings),
         "generatedBy": {"@type": "SoftwareApplication", "name": AGENT_NAME, "version": __version__},
     }

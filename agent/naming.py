@@ -94,3 +94,8 @@ def session_of(relpath: str) -> tuple[str, bool]:
     if len(parts) == 1:
         return relpath, False
     return parts[0], True
+
+
+def unit_of(session: str) -> str:
+    """The top-level entry a session lies in: what is watched and waited for as one."""
+    return session.split("/", 1)[0]

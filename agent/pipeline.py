@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -21,7 +22,8 @@ from . import AGENT_NAME, __version__
 from .batch import Batch, FileStat, Skip, batch_id
 from .config import AgentConfig
 from .crate import build_crate
-from .errors import AgentError, FileVanishedError, OutputConflictError, UnexpectedError
+from .curate import Curator, Review
+from .errors import AgentError, FileVanishedError, OutputConflictError, SessionRejectedError, UnexpectedError
 from .extract import MetadataReader
 from .extractors.generic import Detected
 from .hashing import Hashed, Hasher
@@ -30,6 +32,7 @@ from .metadata import FileRecord, build_sidecar, crate_entities
 from .naming import CRATE_NAME, display_name, error_name, sidecar_name
 from .outputs import Document, OutputWriter, remove_files, write_documents
 from .retry import retry_delay
+from .rules import RuleSet
 
 log = logging.getLogger("fair_agent.pipeline")
 
@@ -40,6 +43,9 @@ ProgressCallback = Callable[[int, int], None]
 # being handed between threads than being hashed. Large files get a group (and a core) each.
 GROUP_MAX_FILES = 64
 GROUP_MAX_BYTES = 8 << 20
+
+#: Dead letters of these classes are a session's rejection by its rules (see curate).
+REJECTION_CLASSES = frozenset({"ValidationFailedError", "DriftQuarantinedError"})
 
 DEFAULT_ADVICE = (
     "Fix the problem described above. The agent tries again when the file changes; "
@@ -61,6 +67,9 @@ class Tally:
     #: Files of batches given up on without a dead letter (the ledger stayed locked): the next
     #: reconciliation or scan does them again, since the ledger holds nothing of them.
     uncommitted: int = 0
+    #: Sessions rejected by validation, and sessions whose metadata drifted, by dataset type.
+    validation_failures: Counter[str] = field(default_factory=Counter)
+    drift_alerts: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(slots=True)
@@ -120,6 +129,7 @@ class Pipeline:
         ledger: Ledger,
         hasher: Hasher,
         writer: OutputWriter,
+        rules: RuleSet | None = None,
         *,
         progress: ProgressCallback | None = None,
     ) -> None:
@@ -128,6 +138,9 @@ class Pipeline:
         self.hasher = hasher
         self.writer = writer
         self.reader = MetadataReader(config.hash_threads, config.extract_timeout_s)
+        #: Without a rule set, every file gets the built-in generic rule.
+        self.rules = rules if rules is not None else RuleSet([])
+        self.curator = Curator(self.rules, ledger, config.site.timezone)
         self.tally = Tally()
         self._progress = progress or (lambda files, size: None)
         # Two batches of one session must not interleave: the second rewrites the crate the first
@@ -181,6 +194,8 @@ class Pipeline:
         previously_dead = set(await self.ledger.dead_letter_signatures(root.id, session))
         outcome = await self._hash_all(batch, current)
         await self._extract_all(batch, outcome)
+        review = await self.curator.review(batch, outcome.records)
+        self._apply_review(batch, outcome, review)
         for relpath, error in batch.problems:
             outcome.dead.append(DeadLetter(relpath, session, error, attempts=batch.attempt))
         bid = batch_id(root.name, session, [(r.relpath, r.sha256) for r in outcome.records])
@@ -235,6 +250,7 @@ class Pipeline:
                 dead=outcome.dead,
                 removed=removed,
                 cleared_dead=batch.cleared_dead,
+                drift=review.updates,
             )
         )
         await self.ledger.record_skips(root.id, session, outcome.vanished)
@@ -242,10 +258,30 @@ class Pipeline:
             [r.relpath for r in outcome.records] + [t.relpath for t in outcome.touched] + batch.cleared_dead
         )
         stale = [error_name(p) for p in passed if p in previously_dead]
+        if passed and previously_dead and not await self._still_rejected(root.id, session):
+            stale.append(error_name(session))
         if stale or outcome.dead:
-            await asyncio.to_thread(_update_error_files, root.path, stale, outcome.dead)
+            await asyncio.to_thread(_update_error_files, root.path, session, stale, outcome.dead)
         self._count(batch, bid, outcome)
         return self._retry_of(batch, outcome, removed_pending=batch.removed if not removed else [])
+
+    def _apply_review(self, batch: Batch, outcome: _Outcome, review: Review) -> None:
+        """The rules' verdict: records ready to write, or the whole batch rejected."""
+        self.tally.validation_failures.update(review.invalid_types)
+        self.tally.drift_alerts.update(review.drifted_types)
+        if review.rejected is None:
+            outcome.records = review.records
+            return
+        outcome.dead += [
+            DeadLetter(r.relpath, batch.session, review.rejected, batch.attempt, stat=r.stat)
+            for r in outcome.records
+        ]
+        outcome.records = []
+
+    async def _still_rejected(self, root_id: int, session: str) -> bool:
+        """Whether files of the session are still dead-lettered for what its rules said."""
+        rows = await self.ledger.dead_letters(root_id=root_id, session=session)
+        return any(row.error_class in REJECTION_CLASSES for row in rows)
 
     def _crate(
         self,
@@ -328,13 +364,22 @@ class Pipeline:
         wanted = [
             r
             for r in outcome.records
-            if r.stat.size and self.reader.wants(r.relpath, outcome.heads[r.relpath])
+            if r.stat.size
+            and self.reader.wants(
+                r.relpath, outcome.heads[r.relpath], self.curator.extractor_for(batch.root.name, r.relpath)
+            )
         ]
         if not wanted:
             return
         results = await asyncio.gather(
             *(
-                self.reader.read(batch.root.path, r.relpath, outcome.heads[r.relpath], r.stat.inode)
+                self.reader.read(
+                    batch.root.path,
+                    r.relpath,
+                    outcome.heads[r.relpath],
+                    r.stat.inode,
+                    self.curator.extractor_for(batch.root.name, r.relpath),
+                )
                 for r in wanted
             ),
             return_exceptions=True,
@@ -515,16 +560,23 @@ def _without_root(message: str, root: Path) -> str:
     return message.replace(str(root) + "/", "").replace(str(root), "<watch root>")
 
 
-def _update_error_files(root: Path, stale: list[str], dead: list[DeadLetter]) -> None:
-    """Tell the person at the instrument what failed; remove the notes of what now passed."""
+def _update_error_files(root: Path, session: str, stale: list[str], dead: list[DeadLetter]) -> None:
+    """Tell the person at the instrument what failed; remove the notes of what now passed.
+
+    A file that failed on its own gets an error file beside it; a session its rules rejected gets
+    one beside the session, naming every file and field.
+    """
     remove_files(root, stale)
+    rejected = [d for d in dead if isinstance(d.error, SessionRejectedError)]
     documents: list[Document] = [
         (root, error_name(d.relpath), error_document(d, root))
         for d in dead
         # Nothing but loose-file sidecars goes into the watch root: a session folder that cannot
         # be read is reported in the log and the ledger only.
-        if "/" in d.relpath or d.stat is not None
+        if not isinstance(d.error, SessionRejectedError) and ("/" in d.relpath or d.stat is not None)
     ]
+    if rejected:
+        documents.append((root, error_name(session), session_error_document(session, rejected, root)))
     try:
         result = write_documents(documents)
     except AgentError as exc:
@@ -532,6 +584,25 @@ def _update_error_files(root: Path, stale: list[str], dead: list[DeadLetter]) ->
         return
     for conflict in result.conflicts:
         log.warning(f"a file not written by fair-agent is in the way of the error file {conflict!r}")
+
+
+def session_error_document(session: str, rejected: list[DeadLetter], root: Path) -> dict[str, Any]:
+    """The ``.fair.error.json`` beside a rejected session: every file, every field, in words."""
+    first = rejected[0]
+    error = first.error
+    assert isinstance(error, SessionRejectedError)
+    return {
+        "session": display_name(session),
+        "status": "not ingested",
+        "reason": _without_root(str(error), root),
+        "problems": error.details,
+        "filesHeldBack": sorted(display_name(d.relpath.removeprefix(session + "/")) for d in rejected),
+        "whatToDo": first.advice or DEFAULT_ADVICE,
+        "category": first.category,
+        "errorClass": type(error).__name__,
+        "attempts": max(d.attempts for d in rejected),
+        "generatedBy": {"name": AGENT_NAME, "version": __version__},
+    }
 
 
 def error_document(dead: DeadLetter, root: Path) -> dict[str, Any]:

@@ -8,14 +8,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
 from .batch import Batch
 from .config import AgentConfig, ensure_outside
-from .discover import SessionListing, list_session, list_top_level
+from .curate import load_rule_set
+from .discover import SessionListing, list_session, list_top_level, split_sessions
 from .errors import ConfigError
 from .hashing import Hasher
 from .ledger import Ledger
@@ -89,9 +91,12 @@ async def scan(
     report = ScanReport()
     root = await ledger.ensure_root(path, root_name_for(path, config))
     ignore = IgnoreRules(config.ignore)
+    rules = await asyncio.to_thread(load_rule_set, config)
     hasher = Hasher(config.hash_threads, config.read_chunk_bytes)
     writer = OutputWriter(config.workers, config.sync_strategy)
-    pipeline = Pipeline(config, ledger, hasher, writer, progress=progress.advance if progress else None)
+    pipeline = Pipeline(
+        config, ledger, hasher, writer, rules, progress=progress.advance if progress else None
+    )
 
     async def ingest(batch: Batch) -> None:
         retry = await pipeline.process_batch(batch)
@@ -102,7 +107,11 @@ async def scan(
     try:
         async with pool:
             async for listing in list_sessions(
-                root.path, ignore, orphans_before_ns=started_ns, only=sessions
+                root.path,
+                ignore,
+                session_of=partial(rules.session_name, root.name),
+                orphans_before_ns=started_ns,
+                only=sessions,
             ):
                 report.sessions += 1
                 report.files_seen += len(listing.files)
@@ -142,14 +151,16 @@ async def list_sessions(
     root: Path,
     ignore: IgnoreRules,
     *,
+    session_of: Callable[[str], str] | None = None,
     orphans_before_ns: int | None = None,
     only: Collection[str] | None = None,
 ) -> AsyncIterator[SessionListing]:
-    """Every session of a root (or ``only`` those), listed in a thread one at a time.
+    """Every session of a root (or of ``only`` those top-level folders), listed in a thread.
 
-    Memory holds one session's listing at a time. With ``orphans_before_ns``, the agent's temp
-    files older than that moment (wall clock, ns) are deleted on the way: this process started
-    later, so a crash left them.
+    Memory holds one top-level folder's listing at a time. ``session_of`` names the session of a
+    file below a folder when rules group deeper than the first level. With ``orphans_before_ns``,
+    the agent's temp files older than that moment (wall clock, ns) are deleted on the way: this
+    process started later, so a crash left them.
     """
     top = await asyncio.to_thread(list_top_level, root, ignore)
     await _remove_orphans(root, top.temp_files, orphans_before_ns)
@@ -161,7 +172,8 @@ async def list_sessions(
             continue
         listing = await asyncio.to_thread(list_session, root, folder, ignore)
         await _remove_orphans(root, listing.temp_files, orphans_before_ns)
-        yield listing
+        for part in split_sessions(listing, session_of) if session_of else [listing]:
+            yield part
 
 
 async def _remove_orphans(root: Path, temp_files: list[str], before_ns: int | None) -> None:

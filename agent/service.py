@@ -15,14 +15,16 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 
 from .batch import Batch, Root
 from .config import AgentConfig, CompletionPolicy, RootSettings
-from .discover import SessionListing, look_session
+from .curate import load_rule_set
+from .discover import SessionListing, look_session, split_sessions
 from .errors import ConfigError
 from .hashing import Hasher
 from .ledger import Ledger
-from .naming import IgnoreRules, session_of
+from .naming import IgnoreRules, session_of, unit_of
 from .notify import Notifier
 from .outputs import OutputWriter
 from .pipeline import Pipeline
@@ -69,6 +71,8 @@ class Service:
             raise ConfigError("nothing to watch: add a [[roots]] table to the config, or pass --watch FOLDER")
         self.config = config
         self.ledger = ledger
+        # Before any thread starts: a broken rule set stops the service here, with every error.
+        self.rules = load_rule_set(config)
         self.notifier = notifier or Notifier(None)
         self.ignore = IgnoreRules(config.ignore)
         self._events = events
@@ -76,7 +80,7 @@ class Service:
         self.tracker = SessionTracker()
         self.hasher = Hasher(config.hash_threads, config.read_chunk_bytes)
         self.writer = OutputWriter(config.workers, config.sync_strategy)
-        self.pipeline = Pipeline(config, ledger, self.hasher, self.writer)
+        self.pipeline = Pipeline(config, ledger, self.hasher, self.writer, self.rules)
         self.pool: WorkerPool[Batch] = WorkerPool(
             self._ingest, workers=config.workers, queue_size=config.queue_size
         )
@@ -194,8 +198,11 @@ class Service:
 
     def _observe(self, watched: WatchedRoot, relpaths: list[str], at: float) -> None:
         for relpath in relpaths:
-            session, _ = session_of(relpath)
-            self.tracker.observe((watched.root.id, session), watched.policy, at)
+            # The tracker waits for a whole top-level folder; rules may split it into deeper
+            # sessions once it is complete.
+            unit, _ = session_of(relpath)
+            policy = self.rules.completion_for(watched.root.name, relpath, watched.policy)
+            self.tracker.observe((watched.root.id, unit), policy, at)
         self._wake.set()
 
     async def _reconcile_forever(self) -> None:
@@ -222,9 +229,11 @@ class Service:
         """Find what notifications missed; unchanged files cost a stat, not a hash."""
         root, found = watched.root, 0
         # Temp files older than this process are a crash's leftovers; newer ones are in use.
-        async for listing in list_sessions(root.path, self.ignore, orphans_before_ns=self._started_ns):
-            key = (root.id, listing.session)
-            if key in self._in_flight or key in self.tracker:
+        async for listing in list_sessions(
+            root.path, self.ignore, session_of=self._grouping(watched), orphans_before_ns=self._started_ns
+        ):
+            key = (root.id, unit_of(listing.session))
+            if key in self._busy_units() or key in self.tracker:
                 continue
             current = await self.ledger.current_files(root.id, listing.session)
             dead = await self.ledger.dead_letter_signatures(root.id, listing.session)
@@ -235,7 +244,10 @@ class Service:
             # the agent was down are sealed after the stability look, not a whole quiet period.
             newest = max((f.mtime_ns for f in plan.batch.files), default=time.time_ns())
             age = max(0.0, (time.time_ns() - newest) / 1e9)
-            self.tracker.observe(key, watched.policy, self._clock() - age)
+            policy = watched.policy
+            for f in plan.batch.files[:1]:
+                policy = self.rules.completion_for(root.name, f.relpath, policy)
+            self.tracker.observe(key, policy, self._clock() - age)
             found += 1
         self._wake.set()
         return found
@@ -244,7 +256,7 @@ class Service:
 
     async def _schedule(self) -> None:
         while True:
-            for pending, action in self.tracker.due(self._clock(), self._in_flight):
+            for pending, action in self.tracker.due(self._clock(), self._busy_units()):
                 key = pending.key
                 watched = self.roots[key[0]]
                 if action is Action.WARN_LONG:
@@ -265,17 +277,25 @@ class Service:
                     self._clock(),
                 )
                 if verdict is Verdict.SEALED and listing is not None:
-                    await self._seal(watched, listing)
+                    for part in split_sessions(listing, self._grouping(watched)):
+                        await self._seal(watched, part)
                 elif verdict is Verdict.WAITING_FOR_MARKER:
                     log.info(
                         f"session {key[1]!r} is quiet but has no marker file yet",
                         extra={"session": key[1], "root": watched.root.name},
                     )
-            deadline = self.tracker.next_deadline(self._in_flight)
+            deadline = self.tracker.next_deadline(self._busy_units())
             self._wake.clear()
             timeout = None if deadline is None else max(0.0, deadline - self._clock())
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _grouping(self, watched: WatchedRoot) -> Callable[[str], str]:
+        return partial(self.rules.session_name, watched.root.name)
+
+    def _busy_units(self) -> set[SessionKey]:
+        """Top-level folders with a batch in flight: the tracker does not seal them meanwhile."""
+        return {(root_id, unit_of(session)) for root_id, session in self._in_flight}
 
     async def _seal(self, watched: WatchedRoot, listing: SessionListing) -> None:
         root = watched.root

@@ -94,6 +94,8 @@ class SessionTracker:
             return
         if at > pending.last_change:
             pending.last_change = at
+        # Files of several rules in one folder: the folder waits as the strictest of them asks.
+        pending.policy = pending.policy.strictest(policy)
         pending.waiting_for_marker = False  # a new file may be the marker
         pending.reason = "quiet period"
 

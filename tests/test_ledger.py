@@ -21,7 +21,7 @@ async def test_new_ledger_is_migrated_in_wal_mode(tmp_path: Path) -> None:
         await ledger.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert db.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+        assert db.execute("SELECT version FROM schema_migrations").fetchall() == [(1,), (2,)]
     again = await Ledger.open(path)  # reopening migrates nothing twice
     await again.close()
 

@@ -87,6 +87,41 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        "drift baselines and reports",
+        (
+            # One baseline per dataset type, learnt from its first accepted sessions; ``keys`` is
+            # JSON: key -> {"type": ..., "files": how many learnt files had it}.
+            """CREATE TABLE drift_baselines (
+                dataset_type TEXT PRIMARY KEY,
+                sessions_seen INTEGER NOT NULL,
+                sessions_needed INTEGER NOT NULL,
+                files_seen INTEGER NOT NULL,
+                keys TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )""",
+            # The sessions a baseline learnt from: a session's later batches do not count it twice.
+            """CREATE TABLE drift_sessions (
+                dataset_type TEXT NOT NULL,
+                root_id INTEGER NOT NULL REFERENCES roots(id),
+                session NOT NULL,
+                PRIMARY KEY (dataset_type, root_id, session)
+            )""",
+            """CREATE TABLE drift_reports (
+                id INTEGER PRIMARY KEY,
+                dataset_type TEXT NOT NULL,
+                root_id INTEGER NOT NULL REFERENCES roots(id),
+                session NOT NULL,
+                batch_id TEXT,
+                policy TEXT NOT NULL,
+                diff TEXT NOT NULL,
+                shape TEXT NOT NULL,
+                reported_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX drift_reports_by_type ON drift_reports(dataset_type, id)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

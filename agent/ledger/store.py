@@ -8,6 +8,7 @@ crash after it means nothing is redone.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -21,6 +22,8 @@ import aiosqlite
 from ..batch import FileStat, Root, Skip
 from ..errors import AgentError, LedgerBusyError, LedgerError
 from ..metadata import FileRecord
+from ..rules import Baseline
+from .drift import BASELINE_COLUMNS, DriftReport, DriftUpdate, apply_updates, baseline_from_row, save_baseline
 from .migrations import LATEST_VERSION, MIGRATIONS
 
 DbText = str | bytes
@@ -108,6 +111,7 @@ class BatchCommit:
     dead: list[DeadLetter]
     removed: list[str] = field(default_factory=list)  # ingested files no longer there
     cleared_dead: list[str] = field(default_factory=list)  # dead letters that no longer apply
+    drift: list[DriftUpdate] = field(default_factory=list)  # baselines to learn, drift to report
 
 
 class Ledger:
@@ -334,6 +338,7 @@ class Ledger:
             )
             for dead in commit.dead:
                 await self._upsert_dead_letter(db, root_id, dead, stamp)
+            await apply_updates(db, commit.drift, root_id, session, commit.batch_id, stamp)
 
     async def _upsert_dead_letter(
         self, db: aiosqlite.Connection, root_id: int, dead: DeadLetter, stamp: str
@@ -420,6 +425,45 @@ class Ledger:
             (limit,),
         )
         return [(r[0], from_db(r[1]), from_db(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    async def drift_baseline(self, dataset_type: str) -> Baseline | None:
+        rows = await self._all(
+            f"SELECT {BASELINE_COLUMNS} FROM drift_baselines WHERE dataset_type = ?", (dataset_type,)
+        )
+        return baseline_from_row(rows[0]) if rows else None
+
+    async def drift_baselines(self) -> list[Baseline]:
+        rows = await self._all(f"SELECT {BASELINE_COLUMNS} FROM drift_baselines ORDER BY dataset_type")
+        return [baseline_from_row(r) for r in rows]
+
+    async def drift_reports(self, dataset_type: str | None = None, limit: int = 20) -> list[DriftReport]:
+        """The latest drift reports, newest first."""
+        rows = await self._all(
+            "SELECT id, dataset_type, root_id, session, policy, diff, shape, reported_at FROM drift_reports "
+            "WHERE ? IS NULL OR dataset_type = ? ORDER BY id DESC LIMIT ?",
+            (dataset_type, dataset_type, limit),
+        )
+        return [
+            DriftReport(r[0], r[1], r[2], from_db(r[3]), r[4], json.loads(r[5]), json.loads(r[6]), r[7])
+            for r in rows
+        ]
+
+    async def accept_drift(self, dataset_type: str, learn_sessions: int) -> Baseline | None:
+        """Accept the export's new shape: the latest report's shape becomes the baseline.
+
+        Without a report, the baseline is forgotten and learnt again from the next sessions.
+        Returns the new baseline (None: learning again).
+        """
+        reports = await self.drift_reports(dataset_type, limit=1)
+        async with self.transaction() as db:
+            await db.execute("DELETE FROM drift_baselines WHERE dataset_type = ?", (dataset_type,))
+            await db.execute("DELETE FROM drift_sessions WHERE dataset_type = ?", (dataset_type,))
+            if not reports:
+                return None
+            baseline = Baseline(dataset_type, sessions_seen=learn_sessions, sessions_needed=learn_sessions)
+            baseline.learn(reports[0].shape)
+            await save_baseline(db, baseline, now_iso())
+            return baseline
 
     async def record_skips(self, root_id: int, session: str, skips: Iterable[Skip]) -> None:
         rows = [(root_id, to_db(s.relpath), to_db(session), s.reason) for s in skips]
