@@ -26,7 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from . import __version__
+from . import __version__, cli_rules
 from .config import AgentConfig, load_config
 from .errors import AgentError, ConfigError
 from .ledger import Ledger
@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--give-up-after", type=float, default=120.0, metavar="SECONDS", help="fail if not done by then"
     )
     _add_common(demo_cmd)
+    cli_rules.register(commands, _add_common)
     return parser
 
 
@@ -155,6 +156,7 @@ def _add_common(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument(
         "--state-dir", type=Path, metavar="DIR", help="where the ledger lives (overrides config)"
     )
+    cmd.add_argument("--rules", type=Path, metavar="DIR", help="folder of rule files (overrides config)")
     cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     cmd.add_argument("--json-logs", action="store_true", help="log JSON lines even on a terminal")
 
@@ -167,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_stream = sys.stdout if args.command == "run" else sys.stderr
     setup_logging(args.log_level, stream=log_stream, json_lines=True if args.json_logs else None)
     overrides: dict[str, Any] = {}
+    if args.rules is not None:
+        overrides["rules_dir"] = args.rules
     if args.state_dir is not None:
         overrides["state_dir"] = args.state_dir
     elif args.command == "demo":
@@ -181,6 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_status(args, config))
         if args.command == "replay":
             return asyncio.run(_replay(args, config))
+        if args.command == "rules":
+            return cli_rules.run_rules(args, config)
+        if args.command == "drift":
+            return asyncio.run(cli_rules.run_drift(args, config))
         if args.command == "demo":
             from .demo import run_demo
 
