@@ -173,6 +173,8 @@ async def run_drift(args: argparse.Namespace, config: AgentConfig) -> int:
     for dataset_type, rule in sorted(by_type.items()):
         drift = rule.spec.drift
         baseline = learned.get(dataset_type)
+        if drift.policy == "off" and baseline is None:
+            continue  # never checked: nothing to show
         latest = next((r for r in reports if r.dataset_type == dataset_type), None)
         if drift.declared:
             state = "declared in the rule"

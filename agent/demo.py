@@ -7,6 +7,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -14,7 +15,7 @@ from rich.table import Table
 from .config import AgentConfig, CompletionPolicy, RootSettings
 from .errors import ConfigError
 from .ledger import Ledger
-from .naming import CRATE_NAME, is_own_output, sidecar_name
+from .naming import CRATE_NAME, error_name, is_own_output, sidecar_name
 from .service import Service
 from .statelock import StateLock
 
@@ -50,9 +51,14 @@ async def run_demo(samples: Path, drop: Path, config: AgentConfig, *, give_up_af
     finally:
         await ledger.close()
         lock.release()
-    table, crates = await asyncio.to_thread(_results, drop, expected)
+    table, crates, rejected = await asyncio.to_thread(_results, drop, expected)
     console.print(table)
     console.print(f"RO-Crates: {', '.join(crates)}")
+    for name, error in rejected.items():
+        console.print(f"[red]session {name} was not ingested[/red] (see {error_name(name)}):")
+        for problem in error.get("problems", []):
+            for f in problem.get("fields", []):
+                console.print(f"  {problem['file']}: {f['field']}: {f['problem']}")
     console.print(f"Sidecars and crates are next to the data in {drop}; the ledger is in {config.state_dir}.")
     return 0
 
@@ -84,22 +90,40 @@ def _imitate_instrument(samples: Path, drop: Path, files: list[Path]) -> None:
 
 
 def _all_ingested(drop: Path, files: list[Path]) -> bool:
-    return all((drop / sidecar_name(str(p))).exists() for p in files)
+    """Every file has its sidecar, or an error file says why not (its own, or its session's)."""
+    return all(
+        (drop / sidecar_name(str(p))).exists()
+        or (drop / error_name(str(p))).exists()
+        or (drop / error_name(p.parts[0])).exists()
+        for p in files
+    )
 
 
-def _results(drop: Path, files: list[Path]) -> tuple[Table, list[str]]:
+def _results(drop: Path, files: list[Path]) -> tuple[Table, list[str], dict[str, dict[str, Any]]]:
     table = Table(title="Ingested", title_justify="left")
     table.add_column("session")
     table.add_column("file")
     table.add_column("sha256", style="dim")
     table.add_column("batch / seq", justify="right")
+    table.add_column("dataset type / validation")
+    rejected: dict[str, dict[str, Any]] = {}
     for rel in files:
-        sidecar = json.loads((drop / sidecar_name(str(rel))).read_text(encoding="utf-8"))
         session = rel.parts[0] if len(rel.parts) > 1 else "(loose file)"
+        name = str(Path(*rel.parts[1:])) if len(rel.parts) > 1 else rel.name
+        sidecar_path = drop / sidecar_name(str(rel))
+        if not sidecar_path.exists():
+            error_path = next(
+                p for p in (drop / error_name(str(rel)), drop / error_name(rel.parts[0])) if p.exists()
+            )
+            rejected[rel.parts[0]] = json.loads(error_path.read_text(encoding="utf-8"))
+            table.add_row(session, name, "", "", f"[red]not ingested: see {error_path.name}[/red]")
+            continue
+        sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
         table.add_row(
             session,
-            str(Path(*rel.parts[1:])) if len(rel.parts) > 1 else rel.name,
+            name,
             sidecar["sha256"][:16] + "…",
             f"{sidecar['batchId'][:8]} / {sidecar['sequence']}",
+            f"{sidecar['datasetType']} / {sidecar['validation']['status']}",
         )
-    return table, sorted(str(p.relative_to(drop)) for p in drop.glob(f"*/{CRATE_NAME}"))
+    return table, sorted(str(p.relative_to(drop)) for p in drop.glob(f"*/{CRATE_NAME}")), rejected

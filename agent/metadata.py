@@ -136,7 +136,8 @@ def crate_entities(record: FileRecord, session_is_folder: bool) -> list[dict[str
     encodingFormat, as RO-Crate recommends. A crate's graph is flat, so the variables it measured
     become PropertyValue entities of their own, referred to by @id.
     """
-    entity = _file_properties(record, record.relpath.split("/", 1)[1] if session_is_folder else record.name)
+    in_session = record.relpath.removeprefix(record.session + "/") if session_is_folder else record.name
+    entity = _file_properties(record, in_session)
     pronom = record.metadata.get("format", {}).get("pronom")
     if pronom:
         entity["encodingFormat"] = [record.encoding_format, {"@id": PRONOM_URL + pronom}]

@@ -40,8 +40,10 @@ async def select_dead_letters(
     target = await asyncio.to_thread(session_path.resolve)
     for root in await ledger.roots():
         if target != root.path and root.path in target.parents:
-            session = target.relative_to(root.path).parts[0]
-            return await ledger.dead_letters(batch_id=batch_id, root_id=root.id, session=session)
+            # The folder may be a session, lie inside one, or hold several (rules that group deeper).
+            rel = target.relative_to(root.path).as_posix()
+            rows = await ledger.dead_letters(batch_id=batch_id, root_id=root.id)
+            return [r for r in rows if _within(r.session, rel) or _within(rel, r.session)]
     raise ConfigError(f"{session_path} is not inside any folder the ledger knows")
 
 
@@ -98,3 +100,7 @@ async def _wait_for_outcomes(
         if not pending:
             return
         await asyncio.sleep(0.2)
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder + "/")

@@ -21,7 +21,7 @@ from .discover import SessionListing, list_session, list_top_level, split_sessio
 from .errors import ConfigError
 from .hashing import Hasher
 from .ledger import Ledger
-from .naming import IgnoreRules
+from .naming import IgnoreRules, unit_of
 from .outputs import OutputWriter, remove_files
 from .pipeline import Pipeline
 from .quickcheck import plan_session
@@ -155,20 +155,21 @@ async def list_sessions(
     orphans_before_ns: int | None = None,
     only: Collection[str] | None = None,
 ) -> AsyncIterator[SessionListing]:
-    """Every session of a root (or of ``only`` those top-level folders), listed in a thread.
+    """Every session of a root (or of the top-level folders that hold ``only`` those), in a thread.
 
     Memory holds one top-level folder's listing at a time. ``session_of`` names the session of a
     file below a folder when rules group deeper than the first level. With ``orphans_before_ns``,
     the agent's temp files older than that moment (wall clock, ns) are deleted on the way: this
     process started later, so a crash left them.
     """
+    units = None if only is None else {unit_of(s) for s in only}
     top = await asyncio.to_thread(list_top_level, root, ignore)
     await _remove_orphans(root, top.temp_files, orphans_before_ns)
     for listing in top.loose:
         if only is None or listing.session in only:
             yield listing
     for folder in top.folders:
-        if only is not None and folder not in only:
+        if units is not None and folder not in units:
             continue
         listing = await asyncio.to_thread(list_session, root, folder, ignore)
         await _remove_orphans(root, listing.temp_files, orphans_before_ns)

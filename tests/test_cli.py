@@ -95,10 +95,13 @@ def test_sample_data_scans_clean(tmp_path: Path) -> None:
 
 
 def test_the_readme_demo_runs_the_service_on_the_sample_data(tmp_path: Path) -> None:
-    from .conftest import REPO
 
-    result = agent_cli("demo", str(REPO / "sample_data"), str(tmp_path / "demo"), timeout=180)
+    # The README's first command, run from the repository as the README says.
+    result = agent_cli("demo", "sample_data", str(tmp_path / "demo"), "--rules", "rules", timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "EXP-000123_alice/ro-crate-metadata.json" in result.stdout.replace("\n", "")
+    out = result.stdout.replace("\n", "")
+    assert "EXP-000123_alice/ro-crate-metadata.json" in out
+    assert "session EXP-000126_carol was not ingested" in out and "wavelength_nm: missing" in out
     sidecars = sorted(p.name for p in (tmp_path / "demo").rglob("*.fair.json"))
     assert len(sidecars) == 6 and (tmp_path / "demo-state" / "ledger.sqlite3").exists()
+    assert (tmp_path / "demo" / "EXP-000126_carol.fair.error.json").exists()

@@ -95,8 +95,15 @@ class DatasetTypes:
         except ValidationError as exc:
             result.problems = [_problem(rule, err) for err in exc.errors()]
             return result
-        result.values = model.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+        result.values = {k: _as_json(v) for k, v in model.model_dump(exclude_none=True).items()}
         return result
+
+
+def _as_json(value: Any) -> Any:
+    # ISO 8601 with a numeric offset, as every other date the agent writes (pydantic would say "Z").
+    if isinstance(value, date):  # datetime is a date too
+        return value.isoformat()
+    return value
 
 
 def candidate_fields(rule: Rule, relpath: str, metadata: dict[str, Any]) -> dict[str, Any]:

@@ -153,5 +153,6 @@ def compare(baseline: Baseline, shape: Shape) -> Drift:
 
 
 def _widening(was: str, now: str) -> bool:
-    # An integer column that now holds a decimal is the same measurement, not a new template.
-    return {was, now} == {"integer", "number"}
+    # An integer column that now holds a decimal is the same measurement, not a new template; a
+    # column left empty in this file has no type to compare.
+    return {was, now} == {"integer", "number"} or "empty" in (was, now)
