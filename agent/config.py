@@ -156,6 +156,15 @@ class SiteSettings(_Frozen):
     _known_zone = field_validator("timezone")(known_timezone)
 
 
+class MetricsSettings(_Frozen):
+    """Prometheus metrics over HTTP; off unless enabled, and on the loopback address by default."""
+
+    enabled: bool = False
+    address: str = "127.0.0.1"
+    #: 0 picks a free port (said in the log).
+    port: int = Field(default=9464, ge=0, le=65535)
+
+
 class AgentConfig(_Frozen):
     state_dir: Path = Field(default_factory=default_state_dir)
     roots: tuple[RootSettings, ...] = ()
@@ -176,6 +185,7 @@ class AgentConfig(_Frozen):
     extract_timeout_s: float = Field(default=120.0, gt=0)
     retry: RetrySettings = RetrySettings()
     site: SiteSettings = SiteSettings()
+    metrics: MetricsSettings = MetricsSettings()
     completion: CompletionPolicy = CompletionPolicy()
     #: Seconds between reconciliation scans that catch changes whose notifications were lost.
     reconcile_interval_s: float = Field(default=600.0, gt=0)

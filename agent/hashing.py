@@ -13,9 +13,13 @@ import hashlib
 import os
 import stat as stat_mod
 import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from .batch import FileStat
 from .errors import (
@@ -148,19 +152,51 @@ def _buffer(size: int) -> bytearray:
     return buffer
 
 
+# A group of files is hashed in one thread hand-off; small files would otherwise spend more time
+# being handed between threads than being hashed. Large files get a group (and a core) each.
+GROUP_MAX_FILES = 64
+GROUP_MAX_BYTES = 8 << 20
+
+
+class _Sized(Protocol):
+    @property
+    def size(self) -> int: ...
+
+
+SizedT = TypeVar("SizedT", bound=_Sized)
+
+
+def hash_groups(files: Iterable[SizedT]) -> Iterator[list[SizedT]]:
+    """Files in groups of at most GROUP_MAX_FILES files and GROUP_MAX_BYTES bytes (or one big file)."""
+    group: list[SizedT] = []
+    size = 0
+    for f in files:
+        if group and (len(group) >= GROUP_MAX_FILES or size + f.size > GROUP_MAX_BYTES):
+            yield group
+            group, size = [], 0
+        group.append(f)
+        size += f.size
+    if group:
+        yield group
+
+
 class Hasher:
     """Hashes files in a dedicated thread pool; at most ``threads`` files are in flight."""
 
-    def __init__(self, threads: int, chunk_bytes: int) -> None:
+    def __init__(
+        self, threads: int, chunk_bytes: int, *, on_wait: Callable[[float], None] | None = None
+    ) -> None:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fair-hash")
         self._slots = asyncio.Semaphore(threads)
+        #: Told how long each request waited for a thread (metrics: is hashing the bottleneck?).
+        self._on_wait = on_wait or (lambda seconds: None)
         self._chunk = chunk_bytes
         self._abort = threading.Event()
         self.bytes_hashed = 0
         self.files_hashed = 0
 
     async def hash(self, root: Path, relpath: str) -> Hashed:
-        async with self._slots:
+        async with self._slot():
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(
                 self._executor, hash_file, root, relpath, self._chunk, self._abort
@@ -169,7 +205,7 @@ class Hasher:
         return result
 
     async def hash_group(self, root: Path, relpaths: list[str]) -> list[Hashed | Exception]:
-        async with self._slots:
+        async with self._slot():
             loop = asyncio.get_running_loop()
             results = await loop.run_in_executor(
                 self._executor, hash_group, root, relpaths, self._chunk, self._abort
@@ -178,6 +214,13 @@ class Hasher:
             if isinstance(result, Hashed):
                 self._count(result)
         return results
+
+    @asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        asked = time.perf_counter()
+        async with self._slots:
+            self._on_wait(time.perf_counter() - asked)
+            yield
 
     def _count(self, result: Hashed) -> None:
         self.bytes_hashed += result.stat.size

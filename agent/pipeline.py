@@ -11,8 +11,9 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +27,7 @@ from .curate import Curator, Review
 from .errors import AgentError, FileVanishedError, OutputConflictError, SessionRejectedError, UnexpectedError
 from .extract import MetadataReader
 from .extractors.generic import Detected
-from .hashing import Hashed, Hasher
+from .hashing import Hashed, Hasher, hash_groups
 from .ledger import BatchCommit, CurrentFile, DeadLetter, Ledger
 from .metadata import FileRecord, build_sidecar, crate_entities
 from .naming import CRATE_NAME, display_name, error_name, sidecar_name
@@ -38,11 +39,6 @@ log = logging.getLogger("fair_agent.pipeline")
 
 #: Called as (files, bytes) whenever files are finished with, for progress bars.
 ProgressCallback = Callable[[int, int], None]
-
-# A group of files is hashed in one thread hand-off; small files would otherwise spend more time
-# being handed between threads than being hashed. Large files get a group (and a core) each.
-GROUP_MAX_FILES = 64
-GROUP_MAX_BYTES = 8 << 20
 
 #: Dead letters of these classes are a session's rejection by its rules (see curate).
 REJECTION_CLASSES = frozenset({"ValidationFailedError", "DriftQuarantinedError"})
@@ -70,6 +66,10 @@ class Tally:
     #: Sessions rejected by validation, and sessions whose metadata drifted, by dataset type.
     validation_failures: Counter[str] = field(default_factory=Counter)
     drift_alerts: Counter[str] = field(default_factory=Counter)
+    #: Retries scheduled, by kind of retryable failure (changing, io, output, ledger).
+    retries_by_kind: Counter[str] = field(default_factory=Counter)
+    #: Unix time of the last commit with new files; 0 before the first.
+    last_success_unix: float = 0.0
 
 
 @dataclass(slots=True)
@@ -132,6 +132,7 @@ class Pipeline:
         rules: RuleSet | None = None,
         *,
         progress: ProgressCallback | None = None,
+        on_batch: Callable[[float], None] | None = None,
     ) -> None:
         self.config = config
         self.ledger = ledger
@@ -143,6 +144,8 @@ class Pipeline:
         self.curator = Curator(self.rules, ledger, config.site.timezone)
         self.tally = Tally()
         self._progress = progress or (lambda files, size: None)
+        #: Told each batch's duration in seconds (metrics).
+        self._on_batch = on_batch or (lambda seconds: None)
         # Two batches of one session must not interleave: the second rewrites the crate the first
         # wrote, and must see the first one's ledger rows.
         self._locks = _SessionLocks()
@@ -157,6 +160,7 @@ class Pipeline:
         the caller resubmits it then (retries never sleep in a worker).
         """
         async with self._locks.hold((batch.root.id, batch.session)):
+            started = time.perf_counter()
             try:
                 return await self._process(batch)
             except Exception as exc:
@@ -177,12 +181,15 @@ class Pipeline:
                     },
                 )
                 if delay is not None:
+                    self.tally.retries_by_kind[getattr(exc, "retry_kind", "io")] += 1
                     return Retry(replace(batch, attempt=batch.attempt + 1), delay)
                 if unknown:
                     await self._dead_letter_all(batch, exc)
                 else:
                     self.tally.uncommitted += len(batch.files)
                 return None
+            finally:
+                self._on_batch(time.perf_counter() - started)
 
     async def _process(self, batch: Batch) -> Retry | None:
         root, session = batch.root, batch.session
@@ -338,7 +345,7 @@ class Pipeline:
         return bool(blocked)
 
     async def _hash_all(self, batch: Batch, current: dict[str, CurrentFile]) -> _Outcome:
-        groups = list(_hash_groups(batch.files))
+        groups = list(hash_groups(batch.files))
         results = await asyncio.gather(
             *(self.hasher.hash_group(batch.root.path, [f.relpath for f in group]) for group in groups)
         )
@@ -429,6 +436,7 @@ class Pipeline:
         outcome.retry_crate = outcome.retry_crate or crate
         outcome.retry_delay = max(outcome.retry_delay, delay)
         self.tally.retries += len(files)
+        self.tally.retries_by_kind[getattr(exc, "retry_kind", "io")] += len(files)
         log.info(
             f"will try again in {delay:.1f} s: {exc}",
             extra={
@@ -485,6 +493,7 @@ class Pipeline:
             )
         if outcome.records:
             self.tally.batches += 1
+            self.tally.last_success_unix = time.time()
             log.info(
                 "batch ingested",
                 extra={
@@ -511,19 +520,6 @@ def _entity_group(stored: str) -> list[dict[str, Any]]:
     """A ledger record's crate entities: a list (File entity first), or a lone File entity."""
     value = json.loads(stored)
     return value if isinstance(value, list) else [value]
-
-
-def _hash_groups(files: list[FileStat]) -> Iterator[list[FileStat]]:
-    group: list[FileStat] = []
-    size = 0
-    for f in files:
-        if group and (len(group) >= GROUP_MAX_FILES or size + f.size > GROUP_MAX_BYTES):
-            yield group
-            group, size = [], 0
-        group.append(f)
-        size += f.size
-    if group:
-        yield group
 
 
 def crate_can_list(relpath: str) -> bool:

@@ -24,6 +24,8 @@ from .discover import SessionListing, look_session, split_sessions
 from .errors import ConfigError
 from .hashing import Hasher
 from .ledger import Ledger
+from .livestatus import remove_live_status, snapshot, write_live_status
+from .metrics import Metrics, MetricsEndpoint
 from .naming import IgnoreRules, session_of, unit_of
 from .notify import Notifier
 from .outputs import OutputWriter
@@ -78,9 +80,16 @@ class Service:
         self._events = events
         self._clock = clock
         self.tracker = SessionTracker()
-        self.hasher = Hasher(config.hash_threads, config.read_chunk_bytes)
+        self.metrics = Metrics()
+        self.metrics_endpoint: MetricsEndpoint | None = None
+        self.hasher = Hasher(
+            config.hash_threads, config.read_chunk_bytes, on_wait=self.metrics.slot_wait_seconds.observe
+        )
         self.writer = OutputWriter(config.workers, config.sync_strategy)
-        self.pipeline = Pipeline(config, ledger, self.hasher, self.writer, self.rules)
+        self.pipeline = Pipeline(
+            config, ledger, self.hasher, self.writer, self.rules, on_batch=self.metrics.batch_seconds.observe
+        )
+        self.metrics.watch(self)
         self.pool: WorkerPool[Batch] = WorkerPool(
             self._ingest, workers=config.workers, queue_size=config.queue_size
         )
@@ -91,6 +100,9 @@ class Service:
         self._wake = asyncio.Event()
         self._stop_watching = asyncio.Event()
         self._started_ns = time.time_ns()
+        self.started_unix = self._started_ns / 1e9
+        #: Sessions whose batch waits out a retry delay: (attempt, monotonic time of the next try).
+        self.retrying: dict[SessionKey, tuple[int, float]] = {}
         self._reconcile_now = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -98,6 +110,8 @@ class Service:
     async def run(self, stop: asyncio.Event, force: asyncio.Event | None = None) -> None:
         """Watch and ingest until ``stop`` is set, then shut down gracefully."""
         await self._register_roots()
+        if self.config.metrics.enabled:
+            self.metrics_endpoint = self.metrics.serve(self.config.metrics.address, self.config.metrics.port)
         self.pool.start()
         tasks = [
             asyncio.create_task(self._watch(w), name=f"watch-{w.root.name}") for w in self.roots.values()
@@ -121,6 +135,9 @@ class Service:
             await asyncio.gather(*tasks, return_exceptions=True)
             dropped = await self.pool.shutdown(self.config.shutdown_grace_s, force)
             await asyncio.to_thread(self._close_threads)
+            self.metrics.close()
+            with suppress(OSError):
+                remove_live_status(self.config.state_dir)
             log.info(
                 f"stopped; {dropped} batch(es) left for the next start",
                 extra={"files": self.pipeline.tally.files_ingested, "bytes": self.hasher.bytes_hashed},
@@ -162,6 +179,11 @@ class Service:
         self._reconcile_now.set()
 
     # -- observable state -------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> set[SessionKey]:
+        """Sessions with a batch queued, being processed, or waiting to retry."""
+        return set(self._in_flight)
 
     @property
     def idle(self) -> bool:
@@ -317,8 +339,10 @@ class Service:
             if retry is not None:
                 # Still in flight: the session is not sealed again while its retry waits.
                 self.pool.submit_later(retry.batch, retry.delay)
+                self.retrying[key] = (retry.batch.attempt, self._clock() + retry.delay)
             else:
                 self._in_flight.discard(key)
+                self.retrying.pop(key, None)
             self._wake.set()
 
     # -- liveness -------------------------------------------------------------------------------
@@ -329,6 +353,10 @@ class Service:
             # Runs on the event loop: if the loop is stuck, the pings stop and systemd steps in.
             self.notifier.watchdog()
             self.notifier.status(self.status_line())
+            try:
+                await asyncio.to_thread(write_live_status, self.config.state_dir, snapshot(self))
+            except OSError as exc:
+                log.warning(f"could not write the live status for `fair-agent status`: {exc}")
             await asyncio.sleep(interval)
 
 

@@ -1,0 +1,135 @@
+"""Prometheus metrics of a running service, served over HTTP when enabled (off by default).
+
+Counters and gauges are read from the service's own tallies at scrape time, so the hot path pays
+nothing for them; the two histograms (batch latency, hash-slot wait) are observed as they happen.
+Names follow Prometheus conventions: ``fair_agent_<what>_<unit>[_total]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .service import Service
+
+log = logging.getLogger("fair_agent.metrics")
+
+#: Batches take from milliseconds (a few small files) to many minutes (a large export).
+BATCH_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
+WAIT_BUCKETS = (0.0001, 0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsEndpoint:
+    address: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{self.port}/metrics"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.batch_seconds = Histogram(
+            "fair_agent_batch_duration_seconds",
+            "Time from a batch's start to its ledger commit (or its hand-back for a retry)",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.slot_wait_seconds = Histogram(
+            "fair_agent_hash_slot_wait_seconds",
+            "Time a group of files waited for a hashing thread (the hashing semaphore)",
+            buckets=WAIT_BUCKETS,
+            registry=self.registry,
+        )
+        self._server: object | None = None
+
+    def watch(self, service: Service) -> None:
+        self.registry.register(_ServiceCollector(service))
+
+    def serve(self, address: str, port: int) -> MetricsEndpoint:
+        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        self._server = server
+        endpoint = MetricsEndpoint(address, server.server_port)
+        log.info(f"metrics at {endpoint.url}", extra={"port": endpoint.port})
+        return endpoint
+
+    def close(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()  # type: ignore[attr-defined]
+            server.server_close()  # type: ignore[attr-defined]
+
+
+class _ServiceCollector(Collector):
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    def collect(self) -> Iterator[Metric]:
+        service = self._service
+        tally = service.pipeline.tally
+        yield _counter(
+            "fair_agent_files_ingested", "Files ingested (new versions written)", tally.files_ingested
+        )
+        yield _counter("fair_agent_bytes_ingested", "Bytes of the files ingested", tally.bytes_ingested)
+        yield _counter("fair_agent_batches", "Batches committed with at least one new file", tally.batches)
+        yield _counter("fair_agent_dead_letters", "Files dead-lettered", tally.dead_lettered)
+        retries = CounterMetricFamily(
+            "fair_agent_retries", "Retries scheduled, by kind of retryable failure", labels=["kind"]
+        )
+        for kind in ("changing", "io", "output", "ledger"):
+            retries.add_metric([kind], tally.retries_by_kind.get(kind, 0))
+        yield retries
+        yield _by_type(
+            "fair_agent_validation_failures",
+            "Sessions rejected because a file failed its dataset type's validation",
+            tally.validation_failures,
+        )
+        yield _by_type(
+            "fair_agent_drift_alerts", "Sessions whose metadata drifted from the baseline", tally.drift_alerts
+        )
+        yield _gauge("fair_agent_queue_depth", "Batches waiting for a worker", service.pool.depth)
+        yield _gauge(
+            "fair_agent_batches_in_flight",
+            "Batches being processed or waiting to retry",
+            len(service.in_flight),
+        )
+        yield _gauge("fair_agent_sessions_pending", "Sessions waiting to be complete", len(service.tracker))
+        yield _gauge(
+            "fair_agent_last_successful_batch_timestamp_seconds",
+            "Unix time of the last batch committed with new files (0: none yet)",
+            tally.last_success_unix,
+        )
+        yield _gauge("fair_agent_start_time_seconds", "Unix time the service started", service.started_unix)
+        info = GaugeMetricFamily(
+            "fair_agent_build_info", "The agent's version and Python", labels=["version", "python"]
+        )
+        info.add_metric([__version__, platform.python_version()], 1)
+        yield info
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def _by_type(name: str, documentation: str, counts: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=["dataset_type"])
+    for dataset_type, count in sorted(counts.items()):
+        family.add_metric([dataset_type], count)
+    return family
