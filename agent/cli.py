@@ -26,7 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from . import __version__, cli_rules
+from . import __version__, cli_ops, cli_rules
 from .config import AgentConfig, load_config
 from .errors import AgentError, ConfigError
 from .ledger import Ledger
@@ -146,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(demo_cmd)
     cli_rules.register(commands, _add_common)
+    cli_ops.register(commands, _add_common)
     return parser
 
 
@@ -185,6 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_status(args, config))
         if args.command == "replay":
             return asyncio.run(_replay(args, config))
+        if args.command == "inspect":
+            return asyncio.run(cli_ops.run_inspect(args, config))
+        if args.command == "verify":
+            return asyncio.run(cli_ops.run_verify(args, config))
+        if args.command == "init":
+            return cli_ops.run_init(args)
         if args.command == "rules":
             return cli_rules.run_rules(args, config)
         if args.command == "drift":
@@ -290,11 +297,27 @@ async def _status(args: argparse.Namespace, config: AgentConfig) -> int:
     console.print(overview)
     if status.roots:
         roots = Table(title="watch roots", title_justify="left")
-        roots.add_column("name")
-        roots.add_column("path")
+        for column in ("name", "path", "mode"):
+            roots.add_column(column)
         for root in status.roots:
-            roots.add_row(escape(root["name"]), escape(root["path"]))
+            roots.add_row(escape(root["name"]), escape(root["path"]), root.get("mode", ""))
         console.print(roots)
+    if status.pending is not None:
+        console.print(
+            f"[bold]live[/bold] as of {status.live_updated_at}: {len(status.pending)} session(s) pending, "
+            f"{len(status.in_flight or [])} in flight, {status.queue_depth} batch(es) queued"
+            + (f"; metrics at {status.metrics}" if status.metrics else "")
+        )
+        waiting = Table(title="sessions pending and in flight", title_justify="left")
+        for column in ("root", "session", "why"):
+            waiting.add_column(column)
+        for p in status.pending:
+            why = f"{p['reason']} (quiet for {p['quietForS']:.0f} of {p['quietPeriodS']:.0f} s)"
+            waiting.add_row(escape(p["root"]), escape(p["session"]), why)
+        for f in status.in_flight or []:
+            waiting.add_row(escape(f["root"]), escape(f["session"]), f["state"])
+        if waiting.row_count:
+            console.print(waiting)
     if status.recent_batches:
         batches = Table(title="recent batches", title_justify="left")
         for column in ("committed", "root", "session", "files", "bytes", "batch"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sqlite3
 from pathlib import Path
@@ -13,17 +14,31 @@ from agent.cli import build_parser
 from .conftest import agent_cli, write
 
 
-def commands() -> list[str]:
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    return sorted(sub.choices)  # type: ignore[arg-type]
+def commands(
+    parser: argparse.ArgumentParser | None = None, prefix: tuple[str, ...] = ()
+) -> list[tuple[str, ...]]:
+    """Every command, nested ones (``rules check``) included."""
+    parser = parser or build_parser()
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in sorted(action.choices.items()):
+                found.append((*prefix, name))
+                found += commands(sub, (*prefix, name))
+    return found
 
 
-@pytest.mark.parametrize("command", commands())
-def test_every_command_has_help_with_an_example(command: str) -> None:
-    result = agent_cli(command, "--help")
+@pytest.mark.parametrize("command", commands(), ids=" ".join)
+def test_every_command_has_help_with_an_example(command: tuple[str, ...]) -> None:
+    result = agent_cli(*command, "--help")
     assert result.returncode == 0
     assert "example:" in result.stdout, result.stdout
+
+
+def test_the_operations_commands_are_there() -> None:
+    assert {("status",), ("inspect",), ("verify",), ("init",), ("rules", "check"), ("drift",)} <= set(
+        commands()
+    )
 
 
 def test_scan_prints_a_summary_and_exits_zero(drop: Path, tmp_path: Path) -> None:

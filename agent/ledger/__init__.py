@@ -1,7 +1,7 @@
 """The SQLite ledger: which file versions were ingested, in which batch, and what failed."""
 
 from .drift import DriftReport, DriftUpdate
-from .store import BatchCommit, CurrentFile, DeadLetter, DeadLetterRow, Ledger
+from .store import BatchCommit, CurrentFile, DeadLetter, DeadLetterRow, FileVersion, Ledger
 
 __all__ = [
     "BatchCommit",
@@ -10,5 +10,6 @@ __all__ = [
     "DeadLetterRow",
     "DriftReport",
     "DriftUpdate",
+    "FileVersion",
     "Ledger",
 ]

@@ -98,6 +98,32 @@ class DeadLetterRow:
     last_seen: str
 
 
+VERSION_COLUMNS = (
+    "f.relpath, f.session, f.version, f.status, f.size, f.mtime_ns, f.sha256, f.batch_id, f.sequence, "
+    "f.sidecar_written_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FileVersion:
+    """One version of one file, as ``inspect`` and ``verify`` read it."""
+
+    relpath: str
+    session: str
+    version: int
+    status: str  # current, superseded or removed
+    size: int
+    mtime_ns: int
+    sha256: str
+    batch_id: str
+    sequence: int
+    ingested_at: str
+
+    @classmethod
+    def from_row(cls, row: Any) -> FileVersion:
+        return cls(from_db(row[0]), from_db(row[1]), *row[2:])
+
+
 @dataclass(slots=True)
 class BatchCommit:
     """Everything one batch changes in the ledger, applied in a single transaction."""
@@ -252,6 +278,28 @@ class Ledger:
             (root_id, to_db(session)),
         )
         return {from_db(r[0]): CurrentFile(from_db(r[0]), tuple(r[1:5]), *r[5:]) for r in rows}
+
+    async def current_under(self, root_id: int, folder: str) -> list[FileVersion]:
+        """The current version of every ingested file at or below ``folder`` ("" for the whole root)."""
+        # A range on the index for text paths ('0' follows '/'); names stored as bytes are checked below.
+        rows = await self._all(
+            f"SELECT {VERSION_COLUMNS} FROM files f WHERE f.root_id = ? AND f.status = 'current' AND "
+            "(? = '' OR f.relpath = ? OR (f.relpath >= ? AND f.relpath < ?) OR typeof(f.relpath) = 'blob') "
+            "ORDER BY f.relpath",
+            (root_id, folder, folder, folder + "/", folder + "0"),
+        )
+        versions = [FileVersion.from_row(r) for r in rows]
+        return [
+            v for v in versions if not folder or v.relpath == folder or v.relpath.startswith(folder + "/")
+        ]
+
+    async def file_versions(self, root_id: int, relpath: str) -> list[FileVersion]:
+        """Every version of one file the ledger knows, oldest first."""
+        rows = await self._all(
+            f"SELECT {VERSION_COLUMNS} FROM files f WHERE f.root_id = ? AND f.relpath = ? ORDER BY f.version",
+            (root_id, to_db(relpath)),
+        )
+        return [FileVersion.from_row(r) for r in rows]
 
     async def latest_versions(self, root_id: int, session: str) -> dict[str, int]:
         """The highest version of every path ever ingested in the session, current or not."""

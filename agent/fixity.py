@@ -1,0 +1,170 @@
+"""``fair-agent verify``: a fixity check of what was ingested, against the ledger and the sidecars.
+
+Every ingested file under a path is hashed again and compared with its ledger record and its
+sidecar; files that are there but were never ingested are reported too. Read-only: it may run
+beside the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import AgentConfig
+from .discover import list_session, list_top_level
+from .hashing import Hashed, Hasher, hash_groups
+from .ledger import FileVersion, Ledger
+from .locate import locate
+from .naming import IgnoreRules, sidecar_name
+
+#: Statuses that mean the data and its records disagree.
+PROBLEMS = ("changed", "missing", "not-ingested", "sidecar-missing", "sidecar-mismatch")
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    relpath: str
+    status: str  # ok, one of PROBLEMS, or "unreadable"
+    detail: str = ""
+    expected: str | None = None
+    actual: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            k: v
+            for k, v in {
+                "file": self.relpath,
+                "status": self.status,
+                "detail": self.detail or None,
+                "expectedSha256": self.expected,
+                "actualSha256": self.actual,
+            }.items()
+            if v is not None
+        }
+
+
+#: Told (files, bytes) as files are checked, and the totals first.
+Progress = Callable[[int, int], None]
+
+
+async def verify(
+    path: Path,
+    config: AgentConfig,
+    ledger: Ledger,
+    *,
+    on_total: Progress | None = None,
+    on_advance: Progress | None = None,
+) -> list[Finding]:
+    root, folder = await locate(ledger, path)
+    known = await ledger.current_under(root.id, folder)
+    on_disk = await asyncio.to_thread(_files_on_disk, root.path, folder, IgnoreRules(config.ignore))
+    by_path = {v.relpath: v for v in known}
+    dead = {d.relpath: d.message for d in await ledger.dead_letters(root_id=root.id)}
+    findings = [
+        Finding(
+            p,
+            "not-ingested",
+            f"dead-lettered: {dead[p]}"
+            if p in dead
+            else "on disk, but not in the ledger (new since the last look?)",
+        )
+        for p in sorted(on_disk - by_path.keys())
+    ]
+    present = [v for v in known if v.relpath in on_disk]
+    findings += [
+        Finding(v.relpath, "missing", "in the ledger, but not on disk", v.sha256)
+        for v in known
+        if v.relpath not in on_disk
+    ]
+    (on_total or _ignore)(len(present), sum(v.size for v in present))
+    hasher = Hasher(config.hash_threads, config.read_chunk_bytes)
+    try:
+        groups = list(hash_groups(present))
+        results = await asyncio.gather(
+            *(_check_group(hasher, root.path, g, on_advance or _ignore) for g in groups)
+        )
+    finally:
+        await asyncio.to_thread(hasher.close)
+    findings += [f for group in results for f in group]
+    return sorted(findings, key=lambda f: f.relpath)
+
+
+async def _check_group(
+    hasher: Hasher, root: Path, group: list[FileVersion], advance: Progress
+) -> list[Finding]:
+    results = await hasher.hash_group(root, [v.relpath for v in group])
+    findings = []
+    for version, result in zip(group, results, strict=True):
+        advance(1, version.size)
+        if not isinstance(result, Hashed):
+            findings.append(Finding(version.relpath, "unreadable", str(result), version.sha256))
+            continue
+        if result.sha256 != version.sha256:
+            findings.append(
+                Finding(
+                    version.relpath,
+                    "changed",
+                    f"the bytes differ from version {version.version} ingested at {version.ingested_at}",
+                    version.sha256,
+                    result.sha256,
+                )
+            )
+            continue
+        findings.append(await asyncio.to_thread(_check_sidecar, root, version))
+    return findings
+
+
+def _check_sidecar(root: Path, version: FileVersion) -> Finding:
+    try:
+        sidecar = json.loads((root / sidecar_name(version.relpath)).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return Finding(
+            version.relpath, "sidecar-missing", "the data is intact; its sidecar is gone", version.sha256
+        )
+    except (OSError, ValueError) as exc:
+        return Finding(
+            version.relpath, "sidecar-mismatch", f"the sidecar cannot be read: {exc}", version.sha256
+        )
+    if sidecar.get("sha256") != version.sha256:
+        return Finding(
+            version.relpath,
+            "sidecar-mismatch",
+            "the sidecar names other bytes than the ledger",
+            version.sha256,
+            str(sidecar.get("sha256")),
+        )
+    return Finding(version.relpath, "ok", "", version.sha256, version.sha256)
+
+
+def _files_on_disk(root: Path, folder: str, ignore: IgnoreRules) -> set[str]:
+    """Regular files at or below ``folder`` that the agent would take for data."""
+    target = root / folder
+    if folder and not target.is_dir():
+        return (
+            {folder}
+            if target.is_file() and not target.is_symlink() and not ignore.ignores_path(folder)
+            else set()
+        )
+    top = folder.split("/", 1)[0]
+    if folder:
+        listings = [list_session(root, top, ignore)]
+    else:
+        level = list_top_level(root, ignore)
+        listings = level.loose + [list_session(root, f, ignore) for f in level.folders]
+    found = {f.relpath for listing in listings for f in listing.files}
+    return {p for p in found if not folder or p == folder or p.startswith(folder + "/")}
+
+
+def _ignore(files: int, size: int) -> None:
+    pass
+
+
+def summary(findings: list[Finding]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for finding in findings:
+        counts[finding.status] = counts.get(finding.status, 0) + 1
+    return counts

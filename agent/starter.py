@@ -1,0 +1,66 @@
+"""``fair-agent init``: a commented starter configuration that loads as it is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import DEFAULT_IGNORE
+
+TEMPLATE = """\
+# fair-agent configuration. Every setting has a working default; uncomment to change one.
+# Environment variables override this file: FAIR_AGENT_<SETTING>, "__" between nested names
+# (FAIR_AGENT_SITE__LICENSE=...). Reference: the README's "Configuration" section.
+
+# Where the ledger lives. Under systemd, $STATE_DIRECTORY (/var/lib/fair-agent) is the default.
+{state_dir}
+# Rule files: which files are what, what they must carry, what is added (see rules/README.md).
+{rules_dir}
+
+# workers = 4                  # batches processed at once
+# extract_timeout_s = 120      # time an extractor may spend on one file
+# reconcile_interval_s = 600   # scans that catch what notifications missed
+# shutdown_grace_s = 20        # on SIGTERM, time for batches in flight
+# ignore = {ignore}
+
+[completion]                   # when a session folder counts as complete
+quiet_period_s = 30            # no change for this long
+# marker = "*.done"            # also wait for a file matching this glob
+
+# One [[roots]] table per watched folder. Under systemd the unit may write only to its state
+# directory and to these folders: list each in ReadWritePaths= (systemd/install.sh does).
+{roots}
+
+[metrics]                      # Prometheus metrics at http://ADDRESS:PORT/metrics
+enabled = false
+address = "127.0.0.1"          # loopback only; a scraper elsewhere needs a proxy or another address
+port = 9464
+
+[site]                         # goes into every crate
+# organisation = "Example Lab, Example University"
+# license = "https://creativecommons.org/licenses/by/4.0/"   # choosing one is the lab's decision
+# timezone = "Europe/Berlin"   # for dates instruments write without a zone
+"""
+
+
+def starter_config(watch: list[Path], state_dir: Path | None, rules_dir: Path | None) -> str:
+    roots = (
+        "\n\n".join(
+            f'[[roots]]\npath = "{_toml(p)}"\n# name = "{p.name}"          # stable name, part of batch ids\n'
+            '# mode = "auto"                # "events", "polling" (network shares) or "auto"'
+            for p in watch
+        )
+        or '# [[roots]]\n# path = "/data/drop"\n# mode = "auto"'
+    )
+    return TEMPLATE.format(
+        state_dir=f'state_dir = "{_toml(state_dir)}"' if state_dir else '# state_dir = "/var/lib/fair-agent"',
+        rules_dir=f'rules_dir = "{_toml(rules_dir)}"'
+        if rules_dir
+        else '# rules_dir = "/etc/fair-agent/rules"',
+        ignore="[" + ", ".join(f'"{g}"' for g in DEFAULT_IGNORE[:4]) + ", ...]",
+        roots=roots,
+    )
+
+
+def _toml(path: Path) -> str:
+    # A TOML basic string: backslashes and quotes escaped.
+    return str(path.absolute()).replace("\\", "\\\\").replace('"', '\\"')
