@@ -61,6 +61,9 @@ def register(commands: Any, add_common: Callable[[argparse.ArgumentParser], None
     drift_cmd.add_argument(
         "--accept", metavar="DATASET_TYPE", help="accept the new shape of this dataset type"
     )
+    drift_cmd.add_argument(
+        "--session", metavar="SESSION", help="with --accept: adopt the shape reported for this session"
+    )
     drift_cmd.add_argument("--json", action="store_true", help="print JSON for scripts")
     add_common(drift_cmd)
 
@@ -87,7 +90,8 @@ def run_rules(args: argparse.Namespace, config: AgentConfig) -> int:
         raise ConfigError(f"{args.path} is not a folder")
     checks = asyncio.run(check_tree(args.path, root_name_for(args.path, config), rules, config))
     if args.json:
-        print(json.dumps({"ok": True, "files": [c.to_json() for c in checks]}, indent=2, default=str))
+        ok = not any(c.problems for c in checks)
+        print(json.dumps({"ok": ok, "files": [c.to_json() for c in checks]}, indent=2, default=str))
     else:
         table = Table(title=f"what the rules would do with {args.path}", title_justify="left")
         for column in ("file", "session", "rule", "dataset type", "fields", "validation"):
@@ -97,11 +101,12 @@ def run_rules(args: argparse.Namespace, config: AgentConfig) -> int:
             fields = ", ".join(
                 f"{k}={v}" for k, v in c.fields.items() if k not in ("parameters", "tags", "instrument")
             )
-            verdict = (
-                "[green]valid[/green]"
-                if not c.problems
-                else "[red]" + escape("; ".join(c.problems)) + "[/red]"
-            )
+            if c.problems:
+                verdict = "[red]" + escape("; ".join(c.problems)) + "[/red]"
+            elif c.held_back:
+                verdict = "[yellow]valid, but held back: another file of its session fails[/yellow]"
+            else:
+                verdict = "[green]valid[/green]"
             table.add_row(
                 escape(c.relpath), escape(c.session), escape(c.rule), c.dataset_type, escape(fields), verdict
             )
@@ -156,7 +161,11 @@ async def run_drift(args: argparse.Namespace, config: AgentConfig) -> int:
                 raise ConfigError(
                     f"the baseline of {args.accept!r} is declared in {rule.source}; change it there"
                 )
-            baseline = await ledger.accept_drift(args.accept, rule.spec.drift.learn_sessions)
+            if args.session and not await ledger.drift_reports(args.accept, 1, session=args.session):
+                raise ConfigError(
+                    f"no drift of {args.accept!r} was reported for the session {args.session!r}"
+                )
+            baseline = await ledger.accept_drift(args.accept, rule.spec.drift.learn_sessions, args.session)
             message = (
                 f"the latest shape of {args.accept!r} is now its baseline ({len(baseline.keys)} keys)"
                 if baseline
@@ -175,7 +184,16 @@ async def run_drift(args: argparse.Namespace, config: AgentConfig) -> int:
         baseline = learned.get(dataset_type)
         if drift.policy == "off" and baseline is None:
             continue  # never checked: nothing to show
-        latest = next((r for r in reports if r.dataset_type == dataset_type), None)
+        # Drift reported before the baseline last changed (an accept) is history, not news.
+        latest = next(
+            (
+                r
+                for r in reports
+                if r.dataset_type == dataset_type
+                and (baseline is None or r.reported_at > baseline.updated_at)
+            ),
+            None,
+        )
         if drift.declared:
             state = "declared in the rule"
         elif baseline is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from . import AGENT_ENTITY_ID, AGENT_NAME, AGENT_URL, __version__
@@ -115,11 +116,23 @@ def _gathered(files: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _span(files: list[dict[str, Any]]) -> dict[str, str]:
-    """Start and end of the session's data: first acquisition (or write), last write. No clock."""
+    """Start and end of the session's data: first acquisition (or write), last write. No clock.
+
+    Compared as instants: the same moment may be written with different offsets.
+    """
     if not files:
         return {}
     starts = [str(f.get("dateCreated") or f["dateModified"]) for f in files]
-    return {"startTime": min(starts), "endTime": max(str(f["dateModified"]) for f in files)}
+    ends = [str(f["dateModified"]) for f in files]
+    return {"startTime": min(starts, key=_instant), "endTime": max(ends, key=_instant)}
+
+
+def _instant(iso: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _format_entities(files: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ fields, its rule's enrichment and a drift block, and the ledger learns from the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -49,6 +50,12 @@ class Review:
     #: Counts for metrics, by dataset type.
     invalid_types: list[str] = field(default_factory=list)
     drifted_types: list[str] = field(default_factory=list)
+    #: Held until the batch is committed: while a baseline learns, its sessions go one at a time.
+    held: list[asyncio.Lock] = field(default_factory=list)
+
+    def release(self) -> None:
+        while self.held:
+            self.held.pop().release()
 
 
 class Curator:
@@ -56,6 +63,8 @@ class Curator:
         self.rules = rules
         self.ledger = ledger
         self.types = DatasetTypes(rules.all, site_timezone)
+        # One per dataset type (a handful): a baseline that is learning changes with every commit.
+        self._learning: dict[str, asyncio.Lock] = {}
 
     def extractor_for(self, root_name: str, relpath: str) -> str:
         return self.rules.rule_for(root_name, relpath).spec.extractor
@@ -89,6 +98,13 @@ class Curator:
         ]
         return review
 
+    async def _baseline(self, dataset_type: str, rule: Rule) -> Baseline:
+        settings = rule.spec.drift
+        if settings.declared:
+            return declared_baseline(dataset_type, settings)
+        stored = await self.ledger.drift_baseline(dataset_type)
+        return stored or Baseline(dataset_type, sessions_needed=settings.learn_sessions)
+
     async def _drift(
         self,
         batch: Batch,
@@ -104,15 +120,14 @@ class Curator:
         quarantine: list[tuple[str, Drift]] = []
         for dataset_type, (rule, records) in sorted(by_type.items()):
             settings = rule.spec.drift
-            baseline = (
-                declared_baseline(dataset_type, settings)
-                if settings.declared
-                else await self.ledger.drift_baseline(dataset_type)
-                or Baseline(dataset_type, sessions_needed=settings.learn_sessions)
-            )
-            merged_shape: dict[str, str] = {}
-            for record in records:
-                merged_shape.update(shapes[record.relpath])
+            baseline = await self._baseline(dataset_type, rule)
+            if baseline.learning:
+                # Sessions learnt at once would each see the baseline before the other's commit:
+                # from here to the commit, the type's sessions take turns; then read it again.
+                lock = self._learning.setdefault(dataset_type, asyncio.Lock())
+                await lock.acquire()
+                review.held.append(lock)
+                baseline = await self._baseline(dataset_type, rule)
             if baseline.learning:
                 for record in records:
                     blocks[record.relpath] = {
@@ -141,7 +156,12 @@ class Curator:
             review.drifted_types.append(dataset_type)
             review.updates.append(
                 DriftUpdate(
-                    dataset_type, settings.learn_sessions, [], session_drift, settings.policy, merged_shape
+                    dataset_type,
+                    settings.learn_sessions,
+                    [],
+                    session_drift,
+                    settings.policy,
+                    [shapes[r.relpath] for r in records],
                 )
             )
             log.warning(

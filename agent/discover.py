@@ -115,9 +115,12 @@ def split_sessions(listing: SessionListing, session_of: Callable[[str], str]) ->
     if not deeper:
         return [listing]
     parts = {k: SessionListing(session=k, is_folder=True) for k in deeper}
+    # Everything below a session's folder is that session's, whatever rule claimed the file: its
+    # crate describes its folder. The deepest session folder wins.
+    deepest_first = sorted(deeper, key=len, reverse=True)
 
     def part_of(relpath: str) -> SessionListing:
-        key = next((k for k in deeper if relpath.startswith(k + "/")), None)
+        key = next((k for k in deepest_first if relpath.startswith(k + "/")), None)
         return parts[key] if key is not None else top
 
     top = SessionListing(
@@ -127,7 +130,7 @@ def split_sessions(listing: SessionListing, session_of: Callable[[str], str]) ->
         has_crate=listing.has_crate,
     )
     for f in listing.files:
-        parts.get(session_of(f.relpath), top).files.append(f)
+        part_of(f.relpath).files.append(f)
     for skip in listing.skips:
         part_of(skip.relpath).skips.append(skip)
     for problem in listing.problems:

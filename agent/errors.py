@@ -137,3 +137,7 @@ class DriftQuarantinedError(SessionRejectedError):
         "deliberate, run `fair-agent drift --accept DATASET_TYPE`, then "
         "`fair-agent replay --session FOLDER`; otherwise restore the export template and export again."
     )
+
+
+#: Dead letters of these classes are a session's rejection by its rules, held as one unit.
+REJECTION_CLASS_NAMES = frozenset(cls.__name__ for cls in (ValidationFailedError, DriftQuarantinedError))

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import AGENT_NAME, AGENT_URL, __version__
 from .batch import FileStat
+from .config import SiteSettings
 from .naming import display_name, relative_id
 from .rules.schema import Enrichment, Instrument, Organisation, Person
 
@@ -234,8 +235,12 @@ def _nest(value: Any, by_id: dict[str, dict[str, Any]]) -> Any:
     return value
 
 
-def build_sidecar(record: FileRecord) -> dict[str, Any]:
-    """The ``<file>.fair.json`` document; its @id is relative to the folder it sits in."""
+def build_sidecar(record: FileRecord, site: SiteSettings | None = None) -> dict[str, Any]:
+    """The ``<file>.fair.json`` document; its @id is relative to the folder it sits in.
+
+    What the file's rule adds comes first; the site's license and organisation fill in where the
+    rule names none, so that every sidecar says who publishes the file and under which terms.
+    """
     enrichment: dict[str, Any] = {}
     if record.enrichment is not None:
         references, entities = enrichment_entities(record.enrichment)
@@ -244,6 +249,10 @@ def build_sidecar(record: FileRecord) -> dict[str, Any]:
         instruments = [e for e in entities if e["@type"] == "IndividualProduct"]
         if instruments:
             enrichment["instrument"] = _nest(instruments[0], by_id)
+    if site is not None and site.license and "license" not in enrichment:
+        enrichment["license"] = {"@id": site.license, "@type": "CreativeWork", "name": site.license}
+    if site is not None and site.organisation and "publisher" not in enrichment:
+        enrichment["publisher"] = organisation_entity(site.organisation)
     return {
         "@context": SIDECAR_CONTEXT,
         **_file_properties(record, record.name),

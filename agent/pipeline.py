@@ -24,13 +24,20 @@ from .batch import Batch, FileStat, Skip, batch_id
 from .config import AgentConfig
 from .crate import build_crate
 from .curate import Curator, Review
-from .errors import AgentError, FileVanishedError, OutputConflictError, SessionRejectedError, UnexpectedError
+from .errors import (
+    REJECTION_CLASS_NAMES,
+    AgentError,
+    FileVanishedError,
+    OutputConflictError,
+    SessionRejectedError,
+    UnexpectedError,
+)
 from .extract import MetadataReader
 from .extractors.generic import Detected
 from .hashing import Hashed, Hasher, hash_groups
 from .ledger import BatchCommit, CurrentFile, DeadLetter, Ledger
 from .metadata import FileRecord, build_sidecar, crate_entities
-from .naming import CRATE_NAME, display_name, error_name, sidecar_name
+from .naming import CRATE_NAME, display_name, error_name, sidecar_name, unit_of
 from .outputs import Document, OutputWriter, remove_files, write_documents
 from .retry import retry_delay
 from .rules import RuleSet
@@ -39,9 +46,6 @@ log = logging.getLogger("fair_agent.pipeline")
 
 #: Called as (files, bytes) whenever files are finished with, for progress bars.
 ProgressCallback = Callable[[int, int], None]
-
-#: Dead letters of these classes are a session's rejection by its rules (see curate).
-REJECTION_CLASSES = frozenset({"ValidationFailedError", "DriftQuarantinedError"})
 
 DEFAULT_ADVICE = (
     "Fix the problem described above. The agent tries again when the file changes; "
@@ -197,11 +201,26 @@ class Pipeline:
         # batch may have waited in the queue (or for a retry) while another batch of its session
         # committed, and versions and the crate must build on what the ledger holds now.
         current = await self.ledger.current_files(root.id, session)
-        latest = await self.ledger.latest_versions(root.id, session)
         previously_dead = set(await self.ledger.dead_letter_signatures(root.id, session))
         outcome = await self._hash_all(batch, current)
         await self._extract_all(batch, outcome)
         review = await self.curator.review(batch, outcome.records)
+        try:
+            return await self._record(batch, current, previously_dead, outcome, review)
+        finally:
+            review.release()
+
+    async def _record(
+        self,
+        batch: Batch,
+        current: dict[str, CurrentFile],
+        previously_dead: set[str],
+        outcome: _Outcome,
+        review: Review,
+    ) -> Retry | None:
+        """Write the batch's outputs and commit it, as the rules' review decided."""
+        root, session = batch.root, batch.session
+        latest = await self.ledger.latest_versions(root.id, unit_of(session))
         self._apply_review(batch, outcome, review)
         for relpath, error in batch.problems:
             outcome.dead.append(DeadLetter(relpath, session, error, attempts=batch.attempt))
@@ -213,7 +232,7 @@ class Pipeline:
         ]
         entities = {r.relpath: crate_entities(r, batch.is_folder) for r in outcome.records}
         documents: list[Document] = [
-            (root.path, sidecar_name(r.relpath), build_sidecar(r)) for r in outcome.records
+            (root.path, sidecar_name(r.relpath), build_sidecar(r, self.config.site)) for r in outcome.records
         ]
         crate_relpath = f"{session}/{CRATE_NAME}"
         needs_crate = batch.is_folder and bool(outcome.records or batch.rewrite_crate or batch.removed)
@@ -288,7 +307,7 @@ class Pipeline:
     async def _still_rejected(self, root_id: int, session: str) -> bool:
         """Whether files of the session are still dead-lettered for what its rules said."""
         rows = await self.ledger.dead_letters(root_id=root_id, session=session)
-        return any(row.error_class in REJECTION_CLASSES for row in rows)
+        return any(row.error_class in REJECTION_CLASS_NAMES for row in rows)
 
     def _crate(
         self,

@@ -7,12 +7,12 @@ counts), or when someone asks for a replay.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from .batch import Batch, FileStat, Root
 from .discover import SessionListing
-from .ledger import CurrentFile
+from .ledger import CurrentFile, Ledger
 
 #: A dead letter's path and the signature of the file when it failed (None: not a file).
 DeadLetters = Mapping[str, tuple[int, ...] | None]
@@ -26,14 +26,27 @@ class Plan:
     still_dead: list[FileStat] = field(default_factory=list)
 
 
+async def plan_from_ledger(
+    ledger: Ledger, root: Root, listing: SessionListing, *, retry_dead: bool = False
+) -> Plan:
+    """``plan_session`` with what the ledger holds of the session."""
+    current = await ledger.current_files(root.id, listing.session)
+    dead = await ledger.dead_letter_signatures(root.id, listing.session)
+    rejected = await ledger.rejected_files(root.id, listing.session) if dead else set()
+    return plan_session(root, listing, current, dead, rejected=rejected, retry_dead=retry_dead)
+
+
 def plan_session(
     root: Root,
     listing: SessionListing,
     current: Mapping[str, CurrentFile],
     dead: DeadLetters,
     *,
+    rejected: Collection[str] = (),
     retry_dead: bool = False,
 ) -> Plan:
+    """``rejected``: files held back because the session's rules rejected it; the session is
+    judged as one again whenever anything in it changes, so they join any new batch."""
     plan = Plan(batch=None)
     todo: list[FileStat] = []
     for f in listing.files:
@@ -54,6 +67,9 @@ def plan_session(
     cleared = sorted(p for p in dead if p not in listed and p not in problem_paths)
     # A folder session whose crate went missing gets it back, even when no file is new.
     crate_missing = listing.is_folder and bool(current) and not listing.has_crate
+    if rejected and (todo or problems or removed or cleared):
+        todo += [f for f in plan.still_dead if f.relpath in rejected]
+        plan.still_dead = [f for f in plan.still_dead if f.relpath not in rejected]
     if todo or problems or removed or cleared or crate_missing:
         plan.batch = Batch(
             root=root,

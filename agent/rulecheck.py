@@ -32,6 +32,8 @@ class FileCheck:
     dataset_type: str
     fields: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    #: Valid itself, but another file of its session is not: the session would be rejected whole.
+    held_back: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -43,6 +45,7 @@ class FileCheck:
             "fields": self.fields,
             "problems": self.problems,
             "valid": not self.problems,
+            "heldBack": self.held_back,
         }
 
 
@@ -65,6 +68,9 @@ async def check_tree(root: Path, root_name: str, rules: RuleSet, config: AgentCo
                 )
     finally:
         reader.close()
+    rejected = {c.session for c in checks if c.problems}
+    for c in checks:
+        c.held_back = not c.problems and c.session in rejected
     return checks
 
 

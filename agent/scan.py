@@ -24,7 +24,7 @@ from .ledger import Ledger
 from .naming import IgnoreRules, unit_of
 from .outputs import OutputWriter, remove_files
 from .pipeline import Pipeline
-from .quickcheck import plan_session
+from .quickcheck import plan_from_ledger
 from .workers import WorkerPool
 
 log = logging.getLogger("fair_agent.scan")
@@ -117,9 +117,7 @@ async def scan(
                 report.files_seen += len(listing.files)
                 report.skipped += len(listing.skips)
                 await ledger.record_skips(root.id, listing.session, listing.skips)
-                current = await ledger.current_files(root.id, listing.session)
-                dead = await ledger.dead_letter_signatures(root.id, listing.session)
-                plan = plan_session(root, listing, current, dead, retry_dead=retry_dead)
+                plan = await plan_from_ledger(ledger, root, listing, retry_dead=retry_dead)
                 report.unchanged += len(plan.unchanged)
                 report.dead_lettered += len(plan.still_dead)
                 if progress is not None:

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 
-from .batch import Batch, Root
+from .batch import Batch, FileStat, Root
 from .config import AgentConfig, CompletionPolicy, RootSettings
 from .curate import load_rule_set
 from .discover import SessionListing, look_session, split_sessions
@@ -30,9 +30,9 @@ from .naming import IgnoreRules, session_of, unit_of
 from .notify import Notifier
 from .outputs import OutputWriter
 from .pipeline import Pipeline
-from .quickcheck import plan_session
+from .quickcheck import plan_from_ledger
 from .scan import list_sessions
-from .tracker import Action, SessionKey, SessionTracker, Verdict
+from .tracker import Action, SessionKey, SessionTracker, Verdict, has_marker
 from .watch import Mode, root_mode, watch_paths
 from .workers import WorkerPool
 
@@ -257,19 +257,14 @@ class Service:
             key = (root.id, unit_of(listing.session))
             if key in self._busy_units() or key in self.tracker:
                 continue
-            current = await self.ledger.current_files(root.id, listing.session)
-            dead = await self.ledger.dead_letter_signatures(root.id, listing.session)
-            plan = plan_session(root, listing, current, dead)
+            plan = await plan_from_ledger(self.ledger, root, listing)
             if plan.batch is None:
                 continue
             # The quiet period runs from the newest change on disk, so files that lay there while
             # the agent was down are sealed after the stability look, not a whole quiet period.
             newest = max((f.mtime_ns for f in plan.batch.files), default=time.time_ns())
             age = max(0.0, (time.time_ns() - newest) / 1e9)
-            policy = watched.policy
-            for f in plan.batch.files[:1]:
-                policy = self.rules.completion_for(root.name, f.relpath, policy)
-            self.tracker.observe(key, policy, self._clock() - age)
+            self.tracker.observe(key, self._policy_for(watched, listing.files), self._clock() - age)
             found += 1
         self._wake.set()
         return found
@@ -292,6 +287,13 @@ class Service:
                 listing = await asyncio.to_thread(look_session, watched.root.path, key[1], self.ignore)
                 if key not in self.tracker:
                     continue
+                # Events may not have named every file yet: the files seen now decide the policy.
+                if listing is not None and self.tracker.tighten(
+                    key, self._policy_for(watched, listing.files)
+                ):
+                    due = pending.deadline()
+                    if due is None or due > self._clock():
+                        continue
                 verdict = self.tracker.record_look(
                     key,
                     listing.files if listing else None,
@@ -300,6 +302,8 @@ class Service:
                 )
                 if verdict is Verdict.SEALED and listing is not None:
                     for part in split_sessions(listing, self._grouping(watched)):
+                        if self._lacks_marker(watched, part):
+                            continue  # the marker's own arrival brings it back
                         await self._seal(watched, part)
                 elif verdict is Verdict.WAITING_FOR_MARKER:
                     log.info(
@@ -312,6 +316,24 @@ class Service:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
+    def _policy_for(self, watched: WatchedRoot, files: list[FileStat]) -> CompletionPolicy:
+        """The strictest completion policy of the rules of these files (the root's without rules)."""
+        policy = watched.policy
+        for f in files:
+            policy = policy.strictest(self.rules.completion_for(watched.root.name, f.relpath, watched.policy))
+        return policy
+
+    def _lacks_marker(self, watched: WatchedRoot, part: SessionListing) -> bool:
+        """A session (deeper than its folder, where rules group so) whose rule wants a marker it lacks."""
+        marker = self._policy_for(watched, part.files).marker
+        if not part.is_folder or not marker or has_marker(part.files, marker):
+            return False
+        log.info(
+            f"session {part.session!r} has no marker file matching {marker!r} yet",
+            extra={"session": part.session, "root": watched.root.name},
+        )
+        return True
+
     def _grouping(self, watched: WatchedRoot) -> Callable[[str], str]:
         return partial(self.rules.session_name, watched.root.name)
 
@@ -322,9 +344,7 @@ class Service:
     async def _seal(self, watched: WatchedRoot, listing: SessionListing) -> None:
         root = watched.root
         await self.ledger.record_skips(root.id, listing.session, listing.skips)
-        current = await self.ledger.current_files(root.id, listing.session)
-        dead = await self.ledger.dead_letter_signatures(root.id, listing.session)
-        plan = plan_session(root, listing, current, dead)
+        plan = await plan_from_ledger(self.ledger, root, listing)
         if plan.batch is None:
             return
         self._in_flight.add((root.id, listing.session))

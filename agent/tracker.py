@@ -40,6 +40,10 @@ class Verdict(enum.Enum):
     GONE = "gone"
 
 
+def has_marker(files: Iterable[FileStat], marker: str) -> bool:
+    return any(fnmatchcase(PurePosixPath(f.relpath).name, marker) for f in files)
+
+
 def snapshot_of(files: Iterable[FileStat]) -> Snapshot:
     return tuple(sorted((f.relpath, f.size, f.mtime_ns) for f in files))
 
@@ -99,6 +103,14 @@ class SessionTracker:
         pending.waiting_for_marker = False  # a new file may be the marker
         pending.reason = "quiet period"
 
+    def tighten(self, key: SessionKey, policy: CompletionPolicy) -> bool:
+        """Make a pending session wait as ``policy`` asks too; True if that changed anything."""
+        pending = self._pending[key]
+        stricter = pending.policy.strictest(policy)
+        changed = stricter != pending.policy
+        pending.policy = stricter
+        return changed
+
     def forget(self, key: SessionKey) -> None:
         self._pending.pop(key, None)
 
@@ -144,11 +156,7 @@ class SessionTracker:
             pending.reason = "quiet period (files still changing)"
             return Verdict.CHANGED
         marker = pending.policy.marker
-        if (
-            is_folder
-            and marker
-            and not any(fnmatchcase(PurePosixPath(f.relpath).name, marker) for f in files)
-        ):
+        if is_folder and marker and not has_marker(files, marker):
             pending.waiting_for_marker = True
             pending.reason = f"waiting for a marker file matching {marker!r}"
             return Verdict.WAITING_FOR_MARKER

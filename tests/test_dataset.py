@@ -196,3 +196,13 @@ def test_a_declared_baseline_speaks_only_of_what_it_declares() -> None:
     assert not compare(baseline, same)
     drift = compare(baseline, shape_of({}, table(("Wave", "number"), ("Counts", "number"))))
     assert drift.new == ("column:Counts",) and drift.missing == ("column:Sample",)
+
+
+def test_the_crate_span_compares_instants_not_strings() -> None:
+    from agent.crate import _span
+
+    files = [
+        {"dateCreated": "2026-03-14T09:41:00+01:00", "dateModified": "2026-03-14T10:00:00+00:00"},
+        {"dateCreated": "2026-03-14T09:00:00+00:00", "dateModified": "2026-03-14T10:30:00+01:00"},
+    ]
+    assert _span(files) == {"startTime": "2026-03-14T09:41:00+01:00", "endTime": "2026-03-14T10:00:00+00:00"}

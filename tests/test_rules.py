@@ -32,7 +32,31 @@ def load(folder: Path, **files: str) -> RuleSet:
     [
         ('match = ["*.csv"]\ncolour = "blue"', "rules/bad.toml: colour: unknown key"),
         ('match = ["*.csv"]\n[enrich]\nlicence = "x"', "rules/bad.toml: enrich.licence: unknown key"),
-        ('dataset_type = "x"', "rules/bad.toml: match: missing; the rule must say it"),
+        (
+            'dataset_type = "x"',
+            "rules/bad.toml: (top level): 'match' is missing; the rule must say which files",
+        ),
+        (
+            'fallback = true\nmatch = ["a/*"]',
+            "the fallback rule claims every file no other rule does; remove",
+        ),
+        (
+            'match = ["*"]\n[validation.d]\ntype = "date"\nformat = "%d %Q"',
+            "'format' '%d %Q' is not a date format",
+        ),
+        (
+            'match = ["*"]\n[validation.n]\ntype = "integer"\nenum = ["3", "4"]',
+            "'enum' value '3' is not a integer",
+        ),
+        ('match = ["*"]\n[drift]\ncolumns = { a = "numbr" }', "drift.columns.a: Input should be 'integer'"),
+        (
+            'match = ["*"]\n[fields]\nparameters = "x"',
+            "'parameters' is a base field that collects many values",
+        ),
+        (
+            'match = ["*"]\n[path]\npattern = "(?P<tags>x)"',
+            "'tags' is a base field that collects many values",
+        ),
         ('match = ["*.csv"\n', "rules/bad.toml: not valid TOML"),
         (
             'match = ["*.csv"]\n[path]\npattern = "(?P<id>EXP-("',
@@ -135,6 +159,20 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 def test_a_missing_rules_folder_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(RuleError, match="the rules folder does not exist"):
         load_rules(tmp_path / "nowhere", EXTRACTORS)
+    (tmp_path / "empty").mkdir()
+    write(tmp_path / "empty" / "notes.txt", "not a rule")
+    with pytest.raises(RuleError, match="no rule files"):
+        load_rules(tmp_path / "empty", EXTRACTORS)
+
+
+def test_a_rule_without_a_dataset_type_has_its_own(tmp_path: Path) -> None:
+    rules = load(tmp_path / "rules", **{"Plate_Reader": 'match = ["*.csv"]\n[validation.x]\nenum = ["a"]'})
+    assert rules.rule_for("d", "a.csv").dataset_type == "plate_reader"
+    # Naming the fallback's type while validating differently is refused.
+    with pytest.raises(RuleError, match="'generic' is also defined by built-in"):
+        load(
+            tmp_path / "other", a='match = ["*.csv"]\ndataset_type = "generic"\n[validation.x]\nenum = ["a"]'
+        )
 
 
 def test_the_shipped_rule_set_loads() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import sqlite3
@@ -103,14 +104,26 @@ async def test_sample_data_passes_except_the_session_that_fails_validation(
     again = await run_scan(drop, config)
     assert again.files_hashed == 0 and again.dead_lettered == 2
 
-    # The person fixes the export; the next look ingests the whole session, the error file goes.
+    # A new file does not slip in past the rejection: the session is judged whole again.
+    write(carol / "extra.md", "more notes\n")
+    report = await run_scan(drop, config)
+    assert report.files_ingested == 0 and report.dead_lettered == 3
+    assert sorted(p.name for p in carol.iterdir()) == ["OD600_kinetics.csv", "extra.md", "notes.md"]
+    assert json.loads((drop / error_name("EXP-000126_carol")).read_text())["filesHeldBack"] == [
+        "OD600_kinetics.csv",
+        "extra.md",
+        "notes.md",
+    ]
+
+    # The person fixes the export; the next look ingests the whole session (the files held back
+    # with it included), and the error file goes.
     csv = carol / "OD600_kinetics.csv"
     fixed = csv.read_text(encoding="utf-8").replace(
         "Temperature [°C]: 95.0", "Wavelength [nm]: 600\nTemperature [°C]: 42.0"
     )
     csv.write_text(fixed, encoding="utf-8")
-    report = await run_scan(drop, config, retry_dead=True)
-    assert report.ok, report
+    report = await run_scan(drop, config)
+    assert report.ok and report.files_ingested == 3, report
     assert sidecar(csv)["dataset"]["temperature_c"] == 42.0
     assert (carol / CRATE_NAME).exists() and (carol / sidecar_name("notes.md")).exists()
     assert not (drop / error_name("EXP-000126_carol")).exists()
@@ -212,14 +225,16 @@ async def test_rules_group_sessions_below_the_first_folder(tmp_path: Path, confi
         run.mkdir(parents=True, exist_ok=True)
         shutil.copy(scan_file, run / scan_file.name)
     write(drop / "xrd" / "README.txt", "one folder per run\n")
+    # Claimed by no XRD rule, but inside a run's folder: that run's.
+    write(drop / "xrd" / "run-1" / "notes.txt", "beam dump at 19:40\n")
     config = with_rules(config)
     report = await run_scan(drop, config)
-    assert report.ok and report.files_ingested == len(scans) + 1
+    assert report.ok and report.files_ingested == len(scans) + 2
     for run in ("run-1", "run-2"):
         crate = json.loads((drop / "xrd" / run / CRATE_NAME).read_text(encoding="utf-8"))
         root = next(e for e in crate["@graph"] if e["@id"] == "./")
         assert root["name"] == f"xrd/{run}"
-        assert len(root["hasPart"]) == len(scans) // 2
+        assert len(root["hasPart"]) == len(scans) // 2 + (run == "run-1")
         assert all((drop / "xrd" / run / part["@id"]).is_file() for part in root["hasPart"])
         first = sidecar(drop / "xrd" / run / Path(root["hasPart"][0]["@id"]).name)
         assert first["session"] == f"xrd/{run}" and first["datasetType"] == "xrd-scan"
@@ -231,7 +246,31 @@ async def test_rules_group_sessions_below_the_first_folder(tmp_path: Path, confi
     assert result.returncode == 0, result.stdout + result.stderr
     # Nothing is read twice, and the nested crates are not taken for data.
     again = await run_scan(drop, config)
-    assert again.files_hashed == 0 and again.files_seen == len(scans) + 1
+    assert again.files_hashed == 0 and again.files_seen == len(scans) + 2
+    assert sidecar(drop / "xrd" / "run-1" / "notes.txt")["session"] == "xrd/run-1"
+
+
+async def test_changing_how_rules_group_moves_files_between_sessions(
+    tmp_path: Path, config: AgentConfig
+) -> None:
+    drop = tmp_path / "drop"
+    for run in ("run-1", "run-2"):
+        write(drop / "ms" / run / "a.raw", f"{run}\n")
+    assert (await run_scan(drop, config)).ok  # no rules: one session, "ms"
+    rules = write(tmp_path / "rules" / "ms.toml", 'match = ["ms/**"]\n[session]\ndepth = 2').parent
+    regrouped = with_rules(config, rules)
+    report = await run_scan(drop, regrouped)
+    assert report.ok and dead_letters(regrouped) == [], dead_letters(regrouped)
+    assert sidecar(drop / "ms" / "run-1" / "a.raw")["session"] == "ms/run-1"
+    assert sidecar(drop / "ms" / "run-1" / "a.raw")["fileVersion"] == 2  # a path's versions go on
+    top = json.loads((drop / "ms" / CRATE_NAME).read_text(encoding="utf-8"))
+    assert next(e for e in top["@graph"] if e["@id"] == "./")["hasPart"] == []
+    with sqlite3.connect(regrouped.ledger_path) as db:
+        rows = db.execute(
+            "SELECT relpath, session, version FROM files WHERE status = 'current' ORDER BY 1"
+        ).fetchall()
+    assert rows == [("ms/run-1/a.raw", "ms/run-1", 2), ("ms/run-2/a.raw", "ms/run-2", 2)]
+    assert (await run_scan(drop, regrouped)).files_hashed == 0
 
 
 EXPECTED_TYPES = {
@@ -315,4 +354,64 @@ async def test_the_service_waits_for_the_marker_a_rule_asks_for(
         await wait_for(lambda: Path(sidecar_name(str(drop / "fast-1" / "a.csv"))).exists())
         assert not Path(sidecar_name(str(drop / "slow-1" / "a.csv"))).exists()
         write(drop / "slow-1" / "run.done", "")
+        await wait_for(lambda: Path(sidecar_name(str(drop / "slow-1" / "a.csv"))).exists())
+
+
+async def test_accepting_drift_learns_each_file_of_the_session(tmp_path: Path, config: AgentConfig) -> None:
+    rules = write(
+        tmp_path / "rules" / "k.toml",
+        KINETICS_RULE.format(policy="quarantine").replace("learn_sessions = 2", "learn_sessions = 1"),
+    ).parent
+    config = with_rules(config, rules)
+    drop = tmp_path / "drop"
+    kinetics(drop / "s1" / "x.csv", ["a", "b"])
+    assert (await run_scan(drop, config)).ok
+    # The template changed, and differently in two files of one session.
+    kinetics(drop / "s2" / "x.csv", ["a", "c"])
+    kinetics(drop / "s2" / "z.csv", ["a", "d"])
+    assert (await run_scan(drop, config)).dead_lettered == 2
+    state = ["--rules", str(rules), "--state-dir", str(config.state_dir)]
+    assert agent_cli("drift", "--accept", "kinetics", "--session", "nope", *state).returncode == 3
+    assert agent_cli("drift", "--accept", "kinetics", "--session", "s2", *state).returncode == 0
+    replayed = agent_cli("replay", "--session", str(drop / "s2"), *state)
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    # Keys only one file had are optional now: a one-file session with either shape passes.
+    kinetics(drop / "s3" / "y.csv", ["a", "c"])
+    assert (await run_scan(drop, config)).ok
+    shown = json.loads(agent_cli("drift", "--json", *state).stdout)
+    (row,) = [r for r in shown["datasetTypes"] if r["datasetType"] == "kinetics"]
+    assert row["latestDrift"] is None  # what was reported before the accept is history
+
+
+async def test_sidecars_carry_the_site_license_and_publisher(tmp_path: Path, config: AgentConfig) -> None:
+    drop = tmp_path / "drop"
+    write(drop / "s" / "a.txt", "x\n")
+    site = {"organisation": "Example Lab", "license": "https://creativecommons.org/licenses/by/4.0/"}
+    config = AgentConfig.model_validate({**config.model_dump(), "site": site})
+    assert (await run_scan(drop, config)).ok
+    meta = sidecar(drop / "s" / "a.txt")
+    assert meta["license"]["@id"] == site["license"]
+    assert meta["publisher"] == {
+        "@id": "#organization-example-lab",
+        "@type": "Organization",
+        "name": "Example Lab",
+    }
+
+
+async def test_a_rule_marker_holds_files_found_at_start_up(
+    tmp_path: Path, drop: Path, config: AgentConfig, ledger: Ledger
+) -> None:
+    rules = write(
+        tmp_path / "rules" / "slow.toml",
+        'match = ["slow-*/*.csv"]\n[completion]\nquiet_period_s = 0.3\nmarker = "*.done"',
+    ).parent
+    # Dropped while the agent was down; only one of the two files is claimed by the marker rule.
+    write(drop / "slow-1" / "Notes.md", "x\n")
+    write(drop / "slow-1" / "a.csv", "x\n1\n")
+    config = with_rules(live_config(config, drop), rules)
+    async with Service(config, ledger).running() as service:
+        await wait_for(lambda: service.reconciliations >= 1)
+        await asyncio.sleep(1.0)
+        assert not Path(sidecar_name(str(drop / "slow-1" / "a.csv"))).exists()
+        write(drop / "slow-1" / "export.done", "")
         await wait_for(lambda: Path(sidecar_name(str(drop / "slow-1" / "a.csv"))).exists())

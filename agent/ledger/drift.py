@@ -21,8 +21,8 @@ class DriftUpdate:
     learn: list[Shape] = field(default_factory=list)
     report: Drift | None = None
     policy: str = ""
-    #: The session's shape, kept with a report so that ``drift --accept`` can adopt it.
-    shape: Shape = field(default_factory=dict)
+    #: Each file's shape, kept with a report so that ``drift --accept`` can learn from them.
+    shapes: list[Shape] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,7 @@ class DriftReport:
     session: str
     policy: str
     diff: dict[str, Any]
-    shape: Shape
+    shapes: list[Shape]
     reported_at: str
 
 
@@ -44,10 +44,11 @@ def baseline_from_row(row: Any) -> Baseline:
         sessions_needed=row[2],
         files_seen=row[3],
         keys=json.loads(row[4]),
+        updated_at=row[5],
     )
 
 
-BASELINE_COLUMNS = "dataset_type, sessions_seen, sessions_needed, files_seen, keys"
+BASELINE_COLUMNS = "dataset_type, sessions_seen, sessions_needed, files_seen, keys, updated_at"
 
 
 async def apply_updates(
@@ -73,7 +74,7 @@ async def apply_updates(
                     batch_id,
                     update.policy,
                     json.dumps(update.report.to_json()),
-                    json.dumps(update.shape, sort_keys=True),
+                    json.dumps(update.shapes, sort_keys=True),
                     stamp,
                 ),
             )

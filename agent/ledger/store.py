@@ -20,7 +20,7 @@ from typing import Any
 import aiosqlite
 
 from ..batch import FileStat, Root, Skip
-from ..errors import AgentError, LedgerBusyError, LedgerError
+from ..errors import REJECTION_CLASS_NAMES, AgentError, LedgerBusyError, LedgerError
 from ..metadata import FileRecord
 from ..rules import Baseline
 from .drift import BASELINE_COLUMNS, DriftReport, DriftUpdate, apply_updates, baseline_from_row, save_baseline
@@ -47,6 +47,11 @@ def to_db(text: str) -> DbText:
 
 def from_db(value: DbText) -> str:
     return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
+def _below(folder: str) -> tuple[str, str]:
+    """Bounds of the text paths below ``folder`` ('0' follows '/'); none for a name stored as bytes."""
+    return (folder + "/", folder + "0") if isinstance(to_db(folder), str) else ("", "")
 
 
 def now_iso() -> str:
@@ -286,7 +291,7 @@ class Ledger:
             f"SELECT {VERSION_COLUMNS} FROM files f WHERE f.root_id = ? AND f.status = 'current' AND "
             "(? = '' OR f.relpath = ? OR (f.relpath >= ? AND f.relpath < ?) OR typeof(f.relpath) = 'blob') "
             "ORDER BY f.relpath",
-            (root_id, folder, folder, folder + "/", folder + "0"),
+            (root_id, to_db(folder), to_db(folder), *_below(folder)),
         )
         versions = [FileVersion.from_row(r) for r in rows]
         return [
@@ -301,13 +306,27 @@ class Ledger:
         )
         return [FileVersion.from_row(r) for r in rows]
 
-    async def latest_versions(self, root_id: int, session: str) -> dict[str, int]:
-        """The highest version of every path ever ingested in the session, current or not."""
+    async def latest_versions(self, root_id: int, unit: str) -> dict[str, int]:
+        """The highest version of every path ever ingested at or below ``unit``, in any session.
+
+        By path, not by session: a rule that groups sessions anew moves a file to another session,
+        and its next version must still follow the last one.
+        """
         rows = await self._all(
-            "SELECT relpath, max(version) FROM files WHERE root_id = ? AND session = ? GROUP BY relpath",
-            (root_id, to_db(session)),
+            "SELECT relpath, max(version) FROM files WHERE root_id = ? AND "
+            "(relpath = ? OR (relpath >= ? AND relpath < ?) OR typeof(relpath) = 'blob') GROUP BY relpath",
+            (root_id, to_db(unit), *_below(unit)),
         )
         return {from_db(r[0]): r[1] for r in rows}
+
+    async def rejected_files(self, root_id: int, session: str) -> set[str]:
+        """Files of the session held back because its rules rejected the session."""
+        rows = await self._all(
+            "SELECT relpath FROM dead_letters WHERE root_id = ? AND session = ? AND error_class IN "
+            f"({', '.join('?' * len(REJECTION_CLASS_NAMES))})",
+            (root_id, to_db(session), *sorted(REJECTION_CLASS_NAMES)),
+        )
+        return {from_db(r[0]) for r in rows}
 
     async def dead_letter_signatures(self, root_id: int, session: str) -> dict[str, tuple[int, ...] | None]:
         """Dead letters of a session, with the stat they were recorded against (None: unknown)."""
@@ -339,10 +358,12 @@ class Ledger:
                 "WHERE root_id = ? AND relpath = ? AND status = 'current'",
                 [(root_id, to_db(r.relpath)) for r in commit.records],
             )
+            # Only this session's row: a file that moved to another session (rules changed) may
+            # already have its current version there.
             await db.executemany(
                 "UPDATE files SET status = 'removed' "
-                "WHERE root_id = ? AND relpath = ? AND status = 'current'",
-                [(root_id, to_db(p)) for p in commit.removed],
+                "WHERE root_id = ? AND relpath = ? AND session = ? AND status = 'current'",
+                [(root_id, to_db(p), session) for p in commit.removed],
             )
             await db.executemany(
                 "INSERT INTO files (root_id, relpath, session, version, size, mtime_ns, ctime_ns, inode, "
@@ -484,32 +505,38 @@ class Ledger:
         rows = await self._all(f"SELECT {BASELINE_COLUMNS} FROM drift_baselines ORDER BY dataset_type")
         return [baseline_from_row(r) for r in rows]
 
-    async def drift_reports(self, dataset_type: str | None = None, limit: int = 20) -> list[DriftReport]:
-        """The latest drift reports, newest first."""
+    async def drift_reports(
+        self, dataset_type: str | None = None, limit: int = 20, *, session: str | None = None
+    ) -> list[DriftReport]:
+        """The latest drift reports (of one dataset type, of one session), newest first."""
         rows = await self._all(
             "SELECT id, dataset_type, root_id, session, policy, diff, shape, reported_at FROM drift_reports "
-            "WHERE ? IS NULL OR dataset_type = ? ORDER BY id DESC LIMIT ?",
-            (dataset_type, dataset_type, limit),
+            "WHERE (? IS NULL OR dataset_type = ?) AND (? IS NULL OR session = ?) ORDER BY id DESC LIMIT ?",
+            (dataset_type, dataset_type, session, None if session is None else to_db(session), limit),
         )
         return [
             DriftReport(r[0], r[1], r[2], from_db(r[3]), r[4], json.loads(r[5]), json.loads(r[6]), r[7])
             for r in rows
         ]
 
-    async def accept_drift(self, dataset_type: str, learn_sessions: int) -> Baseline | None:
-        """Accept the export's new shape: the latest report's shape becomes the baseline.
+    async def accept_drift(
+        self, dataset_type: str, learn_sessions: int, session: str | None = None
+    ) -> Baseline | None:
+        """Accept the export's new shape: the files of the latest report (of ``session``, if
+        given) become the baseline, each learnt as a file, so keys some of them lack are optional.
 
         Without a report, the baseline is forgotten and learnt again from the next sessions.
         Returns the new baseline (None: learning again).
         """
-        reports = await self.drift_reports(dataset_type, limit=1)
+        reports = await self.drift_reports(dataset_type, limit=1, session=session)
         async with self.transaction() as db:
             await db.execute("DELETE FROM drift_baselines WHERE dataset_type = ?", (dataset_type,))
             await db.execute("DELETE FROM drift_sessions WHERE dataset_type = ?", (dataset_type,))
             if not reports:
                 return None
             baseline = Baseline(dataset_type, sessions_seen=learn_sessions, sessions_needed=learn_sessions)
-            baseline.learn(reports[0].shape)
+            for shape in reports[0].shapes:
+                baseline.learn(shape)
             await save_baseline(db, baseline, now_iso())
             return baseline
 

@@ -85,13 +85,14 @@ class DatasetTypes:
     """The models of every dataset type of a rule set, built once."""
 
     def __init__(self, rules: list[Rule], site_timezone: str | None = None) -> None:
-        self._models = {rule.dataset_type: build_model(rule, site_timezone) for rule in rules}
+        # One model per rule (rules sharing a dataset type are checked to agree at load).
+        self._models = {(rule.source, rule.name): build_model(rule, site_timezone) for rule in rules}
 
     def validate(self, rule: Rule, relpath: str, metadata: dict[str, Any]) -> Validated:
         result = Validated(rule.dataset_type, rule.name)
         candidate = candidate_fields(rule, relpath, metadata)
         try:
-            model = self._models[rule.dataset_type].model_validate(candidate)
+            model = self._models[(rule.source, rule.name)].model_validate(candidate)
         except ValidationError as exc:
             result.problems = [_problem(rule, err) for err in exc.errors()]
             return result

@@ -67,6 +67,8 @@ class Baseline:
     files_seen: int = 0
     #: key -> {"type": ..., "files": how many learnt files had it}
     keys: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: When the ledger last changed it (ISO 8601; "" for one not stored).
+    updated_at: str = ""
 
     @property
     def learning(self) -> bool:
@@ -89,6 +91,7 @@ class Baseline:
             "sessionsNeeded": self.sessions_needed,
             "filesSeen": self.files_seen,
             "keys": self.keys,
+            "updatedAt": self.updated_at,
         }
 
 

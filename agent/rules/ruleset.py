@@ -24,6 +24,7 @@ from .schema import DriftSettings, RuleFile
 #: Used when the rule set names no fallback: every file, no validation, no drift check.
 BUILTIN_FALLBACK = RuleFile(
     name="generic",
+    dataset_type="generic",
     description="Files no other rule matches: checksums and what the format tells, nothing required.",
     fallback=True,
     match=("**",),
@@ -53,7 +54,9 @@ class Rule:
 
     @property
     def dataset_type(self) -> str:
-        return self.spec.dataset_type
+        if self.spec.dataset_type:
+            return self.spec.dataset_type
+        return re.sub(r"[^a-z0-9._-]+", "-", self.name.lower()).strip("-._") or "unnamed"
 
     @cached_property
     def _regex(self) -> re.Pattern[str]:
@@ -142,7 +145,10 @@ def load_rules(folder: Path | None, extractor_names: Iterable[str]) -> RuleSet:
         raise RuleError([f"{folder}: the rules folder does not exist"])
     problems: list[str] = []
     rules: list[Rule] = []
-    for path in sorted(folder.glob("*.toml")):
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".toml")
+    if not files:
+        raise RuleError([f"{folder}: no rule files (*.toml) in the rules folder"])
+    for path in files:
         where = f"{folder.name}/{path.name}"
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -189,12 +195,16 @@ def _cross_checks(rules: list[Rule], extractor_names: set[str]) -> list[str]:
     if len(fallbacks) > 1:
         problems.append(f"{fallbacks[1]}: fallback: only one rule may be the fallback; {fallbacks[0]} is too")
     by_type: dict[str, Rule] = {}
-    for rule in rules:
+    # Without a fallback file the built-in one is in the set too: a rule that validates but names
+    # no dataset type would share "generic" with it.
+    builtin = [] if fallbacks else [Rule(BUILTIN_FALLBACK, "built-in")]
+    for rule in builtin + rules:
         first = by_type.setdefault(rule.dataset_type, rule)
         if first is not rule and _type_definition(first) != _type_definition(rule):
             problems.append(
                 f"{rule.source}: dataset_type: {rule.dataset_type!r} is also defined by {first.source} "
-                "with other validation, drift or timezone settings; one dataset type has one definition"
+                "with other validation, drift or timezone settings; one dataset type has one definition "
+                "(give this rule a dataset_type of its own)"
             )
     ordinary = [r for r in rules if not r.spec.fallback]
     for i, first in enumerate(ordinary):

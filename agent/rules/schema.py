@@ -7,6 +7,7 @@ silently ignored. See rules/README.md for a worked example.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -94,7 +95,36 @@ class FieldSpec(_Strict):
             raise ValueError(f"'format' applies to dates, not to a {self.type}")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"'min' ({self.min}) is larger than 'max' ({self.max})")
+        if self.format is not None:
+            _check_date_format(self.format)
+        for value in self.enum or ():
+            if not isinstance(value, ENUM_TYPES[self.type]) or isinstance(value, bool) != (
+                self.type == "boolean"
+            ):
+                raise ValueError(
+                    f"'enum' value {value!r} is not a {self.type}, so nothing could ever match it"
+                )
         return self
+
+
+#: What an allowed value of each field type may be written as in TOML.
+ENUM_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "datetime": str,
+    "date": str,
+}
+
+
+def _check_date_format(fmt: str) -> None:
+    # A format strptime cannot parse back what strftime wrote can never match a date.
+    sample = datetime(2001, 2, 3, 16, 5, 6)
+    try:
+        datetime.strptime(sample.strftime(fmt), fmt)
+    except ValueError as exc:
+        raise ValueError(f"'format' {fmt!r} is not a date format strptime understands: {exc}") from None
 
 
 class Instrument(_Strict):
@@ -133,8 +163,8 @@ class DriftSettings(_Strict):
     learn_sessions: int = Field(default=3, ge=1, le=1000)
     #: A declared baseline: the fields every file must have ...
     fields: tuple[str, ...] | None = None
-    #: ... and, for tables, the columns and their types ("number", "integer", "string", "date").
-    columns: dict[str, str] | None = None
+    #: ... and, for tables, the columns and their types (as the tabular extractor names them).
+    columns: dict[str, Literal["integer", "number", "boolean", "datetime", "text", "empty"]] | None = None
 
     @property
     def declared(self) -> bool:
@@ -153,11 +183,12 @@ class RuleFile(_Strict):
     fallback: bool = False
     #: Only files in the watch root of this name.
     root: str | None = None
-    #: Globs relative to the watch root (case-insensitive).
-    match: tuple[str, ...] = Field(min_length=1)
+    #: Globs relative to the watch root (case-insensitive); the fallback claims every file anyway.
+    match: tuple[str, ...] = ()
     #: "auto" (by file type), an extractor's name, or "none".
     extractor: str = "auto"
-    dataset_type: str = Field(default="generic", pattern=DATASET_TYPE_PATTERN)
+    #: Defaults to the rule's name (lower case): a rule's fields are its own unless it says otherwise.
+    dataset_type: str | None = Field(default=None, pattern=DATASET_TYPE_PATTERN)
     #: IANA time zone for dates written without one (e.g. "Europe/Berlin").
     timezone: str | None = None
     session: SessionGrouping | None = None
@@ -168,6 +199,20 @@ class RuleFile(_Strict):
     enrich: Enrichment = Enrichment()
     validation: dict[str, FieldSpec] = {}
     drift: DriftSettings = DriftSettings()
+
+    @model_validator(mode="after")
+    def _claims_files(self) -> RuleFile:
+        if self.fallback and (self.root is not None or self.match not in ((), ("**",))):
+            raise ValueError(
+                "the fallback rule claims every file no other rule does; remove 'match' and 'root'"
+            )
+        if not self.fallback and not self.match:
+            raise ValueError("'match' is missing; the rule must say which files it claims")
+        reserved = {"parameters", "tags"}
+        groups = set(re.compile(self.path.pattern).groupindex) if self.path else set()
+        for name in sorted((set(self.fields) | groups) & reserved):
+            raise ValueError(f"{name!r} is a base field that collects many values; name the field otherwise")
+        return self
 
     @field_validator("match")
     @classmethod
