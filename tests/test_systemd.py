@@ -1,0 +1,243 @@
+"""The unit under a real systemd: booted as PID 1 of a private PID namespace in a Debian root.
+
+No container engine: debootstrap builds a minimal bookworm with systemd (cached between runs),
+systemd/install.sh installs the agent from wheels built from this checkout, and systemd boots
+with ``unshare --pid --fork --mount-proc --mount chroot``. Everything is driven through
+``nsenter ... systemctl``; every process started is ended by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+
+PACKAGES = "systemd,systemd-sysv,dbus,python3,python3-venv,acl"
+CACHE = Path(os.environ.get("FAIR_AGENT_TEST_CACHE", Path.home() / ".cache" / "fair-agent-tests"))
+ROOTFS = CACHE / "bookworm-systemd-acl"
+WATCHDOG_S = 3
+MAX_EXPOSURE = 2.0
+
+
+def _missing() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (debootstrap, chroot and namespaces)"
+    for tool in ("debootstrap", "unshare", "nsenter", "chroot"):
+        if shutil.which(tool) is None:
+            return f"needs {tool} (apt-get install debootstrap util-linux)"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+
+
+def run(*cmd: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=check)
+
+
+def debian_root() -> Path:
+    """A minimal Debian with systemd and Python, built once and kept (about a minute)."""
+    if (ROOTFS / ".complete").exists():
+        return ROOTFS
+    building = ROOTFS.with_name(ROOTFS.name + ".building")
+    shutil.rmtree(building, ignore_errors=True)
+    building.parent.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", "bookworm", str(building)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"debootstrap failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    (building / ".complete").touch()
+    building.rename(ROOTFS)
+    return ROOTFS
+
+
+class Machine:
+    """systemd as PID 1 of a new PID and mount namespace, chrooted into ``root``."""
+
+    def __init__(self, root: Path, log: Path) -> None:
+        self.root = root
+        self._log = log.open("w")
+        # The root must be a mount point for systemd to build the service's mount namespace:
+        # bind it onto itself (with the /proc that unshare mounted) inside the new namespace.
+        boot = 'mount --rbind "$0" "$0" && exec chroot "$0" /lib/systemd/systemd --system'
+        self.unshare = subprocess.Popen(
+            [
+                "unshare",
+                "--pid",
+                "--fork",
+                f"--mount-proc={root}/proc",
+                "--mount",
+                "sh",
+                "-c",
+                boot,
+                str(root),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.pid = self._init_pid()
+        self._wait_for_manager()
+
+    def _init_pid(self) -> int:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            children = Path(f"/proc/{self.unshare.pid}/task/{self.unshare.pid}/children")
+            if children.exists() and children.read_text().split():
+                return int(children.read_text().split()[0])
+            time.sleep(0.05)
+        raise AssertionError("systemd did not start")
+
+    def _wait_for_manager(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = self.ctl("is-system-running", check=False).stdout.strip()
+            if state in ("starting", "running", "degraded"):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"systemd's manager did not come up: {state!r}")
+
+    def sh(self, *cmd: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run("nsenter", "-t", str(self.pid), "-p", "-m", "-r", "-w", *cmd, timeout=timeout, check=check)
+
+    def ctl(self, *args: str, check: bool = True, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        return self.sh("systemctl", "--no-pager", *args, check=check, timeout=timeout)
+
+    def show(self, unit: str, *props: str) -> dict[str, str]:
+        out = self.ctl("show", unit, *(f"-p{p}" for p in props)).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def journal(self) -> str:
+        return self.sh("journalctl", "-u", "fair-agent", "--no-pager", "-o", "cat", check=False).stdout[
+            -6000:
+        ]
+
+    def end(self) -> None:
+        """Power off; whatever is left is killed by PID."""
+        try:
+            self.ctl("poweroff", check=False, timeout=20)
+            self.unshare.wait(timeout=30)
+        except (subprocess.TimeoutExpired, OSError):
+            pass
+        for pid in (self.pid, self.unshare.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.unshare.wait(timeout=30)
+        self._log.close()
+
+
+@pytest.fixture
+def machine(tmp_path: Path) -> Iterator[Machine]:
+    root = tmp_path / "root"
+    # A fresh copy of the cached root for each run: nothing leaks from one run into the next.
+    run("cp", "-a", str(debian_root()), str(root), timeout=600)
+    wheels = root / "opt" / "wheels"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    source = root / "opt" / "src"
+    for part in ("systemd", "rules"):
+        shutil.copytree(REPO / part, source / part)
+    installed = run(
+        "chroot",
+        str(root),
+        "sh",
+        "/opt/src/systemd/install.sh",
+        "--watch",
+        "/srv/drop",
+        "--wheels",
+        "/opt/wheels",
+        "--no-start",
+        timeout=600,
+    )
+    assert "fair-agent installed" in installed.stdout, installed.stdout + installed.stderr
+    # Test timings: a short quiet period, a short watchdog.
+    config = root / "etc" / "fair-agent" / "agent.toml"
+    config.write_text(re.sub(r"(?m)^quiet_period_s = 30", "quiet_period_s = 1", config.read_text()))
+    dropin = root / "etc" / "systemd" / "system" / "fair-agent.service.d" / "test.conf"
+    dropin.write_text(f"[Service]\nWatchdogSec={WATCHDOG_S}\n")
+    booted = Machine(root, tmp_path / "systemd.log")
+    try:
+        yield booted
+    finally:
+        booted.end()
+
+
+def wait_until(machine: Machine, condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; the unit's journal:\n{machine.journal()}")
+        time.sleep(0.2)
+
+
+def test_the_unit_runs_sandboxed_under_a_real_systemd(machine: Machine) -> None:
+    # Type=notify: start returns once the agent said READY=1.
+    started = machine.ctl("start", "fair-agent.service", check=False)
+    assert started.returncode == 0, started.stderr + machine.journal()
+    state = machine.show(
+        "fair-agent.service", "ActiveState", "SubState", "MainPID", "NRestarts", "WatchdogUSec", "User"
+    )
+    assert state["ActiveState"] == "active" and state["SubState"] == "running", state
+    assert state["User"] == "fair-agent" and state["WatchdogUSec"] == f"{WATCHDOG_S}s"
+    main_pid = state["MainPID"]
+
+    # An instrument drops a session; the sandboxed service writes sidecars and a crate beside it.
+    # (Not named EXP-*: the shipped plate reader rule would wait 30 s of quiet for it.)
+    drop = machine.root / "srv" / "drop"
+    session = drop / "plate-run-1"
+    session.mkdir()
+    for sample in sorted((REPO / "sample_data" / "EXP-000123_alice").iterdir()):
+        shutil.copy(sample, session / sample.name)
+    wait_until(machine, lambda: (session / "ro-crate-metadata.json").exists(), "the session's crate")
+    for sample in (REPO / "sample_data" / "EXP-000123_alice").iterdir():
+        assert (session / f"{sample.name}.fair.json").exists()
+    assert (machine.root / "var" / "lib" / "fair-agent" / "ledger.sqlite3").exists()
+
+    # The watchdog keeps it alive well past WatchdogSec: same process, no restart.
+    time.sleep(WATCHDOG_S * 2.5)
+    later = machine.show("fair-agent.service", "ActiveState", "MainPID", "NRestarts")
+    assert later == {"ActiveState": "active", "MainPID": main_pid, "NRestarts": "0"}, later
+    status = machine.show("fair-agent.service", "StatusText")["StatusText"]
+    assert "3 file(s) ingested" in status, status
+
+    # The sandbox: nothing outside the state directory and the watched folder may be written.
+    journal = machine.sh("journalctl", "-u", "fair-agent", "--no-pager", "-o", "cat").stdout
+    assert "Permission denied" not in journal and "Read-only file system" not in journal, journal
+    security = machine.sh("systemd-analyze", "security", "--no-pager", "fair-agent.service").stdout
+    exposure = float(
+        re.search(r"Overall exposure level for fair-agent\.service: ([\d.]+)", security).group(1)
+    )  # type: ignore[union-attr]
+    assert exposure <= MAX_EXPOSURE, security
+
+    # A stuck event loop is what the watchdog is for: stop the process, systemd restarts it.
+    machine.ctl("kill", "--signal=SIGSTOP", "fair-agent.service")
+    restarts = lambda: machine.show("fair-agent.service", "NRestarts")["NRestarts"]  # noqa: E731
+    wait_until(machine, lambda: restarts() == "1", "a watchdog restart", timeout=WATCHDOG_S * 6)
+    active = lambda: machine.show("fair-agent.service", "ActiveState")["ActiveState"]  # noqa: E731
+    wait_until(machine, lambda: active() == "active", "active again")
+    assert "Watchdog timeout" in machine.sh("journalctl", "-u", "fair-agent", "--no-pager").stdout
+
+    # A clean stop: SIGTERM, a graceful exit with status 0.
+    stopped = machine.ctl("stop", "fair-agent.service", check=False)
+    assert stopped.returncode == 0, stopped.stderr
+    final = machine.show("fair-agent.service", "ActiveState", "Result", "ExecMainStatus")
+    assert final == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}, final
