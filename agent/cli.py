@@ -28,7 +28,7 @@ from rich.table import Table
 
 from . import __version__, cli_ops, cli_rules
 from .config import AgentConfig, load_config
-from .errors import AgentError, ConfigError
+from .errors import AgentError, ConfigError, RootUnavailableError, StateLockedError
 from .ledger import Ledger
 from .logs import setup_logging
 from .notify import Notifier
@@ -43,6 +43,9 @@ EXIT_DEAD_LETTERS = 1
 EXIT_USAGE = 2  # argparse's own code for bad arguments
 EXIT_CONFIG = 3
 EXIT_FORCED = 4
+#: `run` could not start for a reason that may pass (a share not mounted yet, the state directory
+#: held by a scan): systemd restarts it, while a configuration error (3) is not retried.
+EXIT_TEMPFAIL = 75
 FORCED_EXIT_AFTER_S = 5.0
 
 log = logging.getLogger("fair_agent.cli")
@@ -202,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_demo(args.samples, args.drop, config, give_up_after_s=args.give_up_after))
     except AgentError as exc:
         print(f"fair-agent: error: {exc}", file=sys.stderr)
+        if args.command == "run" and isinstance(exc, RootUnavailableError | StateLockedError):
+            return EXIT_TEMPFAIL
         return EXIT_CONFIG
     except KeyboardInterrupt:
         print("fair-agent: interrupted; work not committed is redone on the next run", file=sys.stderr)
@@ -274,11 +279,7 @@ async def _scan(args: argparse.Namespace, config: AgentConfig, err: Console) -> 
 
 
 async def _status(args: argparse.Namespace, config: AgentConfig) -> int:
-    if not await asyncio.to_thread(config.ledger_path.exists):
-        raise ConfigError(
-            f"no ledger in {config.state_dir} yet: nothing has been ingested with this state directory"
-        )
-    ledger = await Ledger.open(config.ledger_path)
+    ledger = await Ledger.open_readonly(config.ledger_path)
     try:
         status = await gather_status(config, ledger)
     finally:
@@ -297,10 +298,12 @@ async def _status(args: argparse.Namespace, config: AgentConfig) -> int:
     console.print(overview)
     if status.roots:
         roots = Table(title="watch roots", title_justify="left")
-        for column in ("name", "path", "mode"):
+        for column in ("name", "path", "mode", "watcher"):
             roots.add_column(column)
         for root in status.roots:
-            roots.add_row(escape(root["name"]), escape(root["path"]), root.get("mode", ""))
+            watcher = root.get("watcher", "")
+            shown = f"[red]{escape(watcher)}[/red]" if watcher.startswith("failing") else watcher
+            roots.add_row(escape(root["name"]), escape(root["path"]), root.get("mode", ""), shown)
         console.print(roots)
     if status.pending is not None:
         console.print(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -218,8 +217,4 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 async def _open(config: AgentConfig) -> Ledger:
-    if not await asyncio.to_thread(config.ledger_path.exists):
-        raise ConfigError(
-            f"no ledger in {config.state_dir}: nothing has been ingested with this state directory"
-        )
-    return await Ledger.open(config.ledger_path)
+    return await Ledger.open_readonly(config.ledger_path)

@@ -50,6 +50,10 @@ class StateLockedError(TerminalError):
     """Another agent holds the state directory; this one refuses to start."""
 
 
+class RootUnavailableError(ConfigError):
+    """A watch root is not there (yet): a share not mounted, a disk not attached. May pass."""
+
+
 class FileChangedError(RetryableError):
     """The file's size, mtime or identity changed while it was read: it is still being written."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +17,14 @@ from typing import Any
 
 from .config import AgentConfig
 from .discover import list_session, list_top_level
+from .errors import ConfigError, FileChangedError, FileVanishedError
 from .hashing import Hashed, Hasher, hash_groups
 from .ledger import FileVersion, Ledger
 from .locate import locate
 from .naming import IgnoreRules, sidecar_name
 
 #: Statuses that mean the data and its records disagree.
-PROBLEMS = ("changed", "missing", "not-ingested", "sidecar-missing", "sidecar-mismatch")
+PROBLEMS = ("changed", "missing", "not-ingested", "dead-lettered", "sidecar-missing", "sidecar-mismatch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,16 +64,14 @@ async def verify(
     root, folder = await locate(ledger, path)
     known = await ledger.current_under(root.id, folder)
     on_disk = await asyncio.to_thread(_files_on_disk, root.path, folder, IgnoreRules(config.ignore))
+    if not known and not on_disk and not await asyncio.to_thread(os.path.lexists, root.path / folder):
+        raise ConfigError(f"{path} does not exist, and the ledger knows nothing under it")
     by_path = {v.relpath: v for v in known}
     dead = {d.relpath: d.message for d in await ledger.dead_letters(root_id=root.id)}
     findings = [
-        Finding(
-            p,
-            "not-ingested",
-            f"dead-lettered: {dead[p]}"
-            if p in dead
-            else "on disk, but not in the ledger (new since the last look?)",
-        )
+        Finding(p, "dead-lettered", dead[p])
+        if p in dead
+        else Finding(p, "not-ingested", "on disk, but not in the ledger (new since the last look?)")
         for p in sorted(on_disk - by_path.keys())
     ]
     present = [v for v in known if v.relpath in on_disk]
@@ -100,6 +100,16 @@ async def _check_group(
     findings = []
     for version, result in zip(group, results, strict=True):
         advance(1, version.size)
+        if isinstance(result, FileChangedError):
+            findings.append(
+                Finding(version.relpath, "changed", f"changing while it was read: {result}", version.sha256)
+            )
+            continue
+        if isinstance(result, FileVanishedError):
+            findings.append(
+                Finding(version.relpath, "missing", "vanished while it was checked", version.sha256)
+            )
+            continue
         if not isinstance(result, Hashed):
             findings.append(Finding(version.relpath, "unreadable", str(result), version.sha256))
             continue

@@ -4,23 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
 from .ledger import FileVersion, Ledger
 from .locate import locate
-from .naming import CRATE_NAME, ERROR_SUFFIX, SIDECAR_SUFFIX, error_name, sidecar_name
+from .naming import CRATE_NAME, error_name, sidecar_name
 
 
 async def inspect_path(ledger: Ledger, path: Path) -> dict[str, Any]:
-    """A JSON-ready account: for a file its versions, sidecar and dead letter; for a folder, its files."""
-    for suffix in (SIDECAR_SUFFIX, ERROR_SUFFIX):
-        if path.name.endswith(suffix):
-            path = path.with_name(path.name.removesuffix(suffix))  # the data file it describes
+    """A JSON-ready account: for a file its versions, sidecar and dead letter; for a folder, its files.
+
+    What was deleted from disk is still inspected from the ledger, and said to be gone.
+    """
     root, relpath = await locate(ledger, path)
-    if await asyncio.to_thread((root.path / relpath).is_dir) or not relpath:
-        return await _folder(ledger, root.path, root.id, root.name, relpath)
-    return await _file(ledger, root.path, root.id, root.name, relpath)
+    target = root.path / relpath
+    exists = await asyncio.to_thread(os.path.lexists, target)
+    below = await ledger.current_under(root.id, relpath) if relpath else []
+    is_folder = (
+        not relpath or await asyncio.to_thread(target.is_dir) or any(v.relpath != relpath for v in below)
+    )
+    if is_folder:
+        account = await _folder(ledger, root.path, root.id, root.name, relpath)
+    else:
+        account = await _file(ledger, root.path, root.id, root.name, relpath)
+        if not exists and not account["history"] and "deadLetter" not in account:
+            raise ConfigError(f"{path} does not exist, and the ledger knows nothing of it")
+    account["onDisk"] = exists
+    return account
 
 
 async def _file(ledger: Ledger, root: Path, root_id: int, root_name: str, relpath: str) -> dict[str, Any]:

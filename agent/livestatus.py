@@ -53,6 +53,9 @@ def snapshot(service: Service) -> dict[str, Any]:
                 "mode": w.mode,
                 "quietPeriodS": w.policy.quiet_period_s,
                 "marker": w.policy.marker,
+                "watcher": f"failing: {service.watcher_errors[w.root.id]}"
+                if w.root.id in service.watcher_errors
+                else "ok",
             }
             for w in service.roots.values()
         ],

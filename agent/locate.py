@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from .batch import Root
 from .errors import ConfigError
 from .ledger import Ledger
+from .naming import data_name
 
 
 async def locate(ledger: Ledger, path: Path) -> tuple[Root, str]:
-    """(root, relative POSIX path; "" for the root itself). Raises ConfigError outside every root."""
-    target = await asyncio.to_thread(lambda: path.expanduser().absolute())
-    # Not resolved: a symlink inside a root is the link's path, as the agent saw it.
+    """(root, relative POSIX path; "" for the root itself). Raises ConfigError outside every root.
+
+    A sidecar or error file stands for the data file it describes.
+    """
+    path = path.with_name(data_name(path.name)) if path.name else path
+    # "..", "." and doubled slashes go; symlinks stay (a link inside a root is the link's path, as
+    # the agent saw it), and the fully resolved path is tried second.
+    target = Path(await asyncio.to_thread(lambda: os.path.normpath(path.expanduser().absolute())))
     candidates = [target, await asyncio.to_thread(target.resolve)]
     for root in await ledger.roots():
         for candidate in candidates:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
 from typing import Any
 
 from . import AGENT_NAME, AGENT_URL, __version__
@@ -76,7 +75,8 @@ class FileRecord:
 
     @property
     def name(self) -> str:
-        return PurePosixPath(self.stat.relpath).name
+        # Not PurePosixPath(...).name: this runs several times per file on the hot path.
+        return self.stat.relpath.rsplit("/", 1)[-1]
 
 
 def _file_properties(record: FileRecord, file_id: str) -> dict[str, Any]:

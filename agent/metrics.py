@@ -13,11 +13,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from . import __version__
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .service import Service
@@ -41,7 +48,11 @@ class MetricsEndpoint:
 
 class Metrics:
     def __init__(self) -> None:
+        # Histograms' *_created series say nothing a start time would not.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
+        # process_* (CPU, memory, open files), as every exporter has them.
+        ProcessCollector(registry=self.registry)
         self.batch_seconds = Histogram(
             "fair_agent_batch_duration_seconds",
             "Time from a batch's start to its ledger commit (or its hand-back for a retry)",
@@ -60,7 +71,13 @@ class Metrics:
         self.registry.register(_ServiceCollector(service))
 
     def serve(self, address: str, port: int) -> MetricsEndpoint:
-        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        try:
+            server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {address}:{port}: {exc.strerror or exc}; "
+                "choose another [metrics] port (or 0 for any free one)"
+            ) from exc
         self._server = server
         endpoint = MetricsEndpoint(address, server.server_port)
         log.info(f"metrics at {endpoint.url}", extra={"port": endpoint.port})
@@ -83,7 +100,7 @@ class _ServiceCollector(Collector):
         yield _counter(
             "fair_agent_files_ingested", "Files ingested (new versions written)", tally.files_ingested
         )
-        yield _counter("fair_agent_bytes_ingested", "Bytes of the files ingested", tally.bytes_ingested)
+        yield _counter("fair_agent_ingested_bytes", "Bytes of the files ingested", tally.bytes_ingested)
         yield _counter("fair_agent_batches", "Batches committed with at least one new file", tally.batches)
         yield _counter("fair_agent_dead_letters", "Files dead-lettered", tally.dead_lettered)
         retries = CounterMetricFamily(
@@ -113,6 +130,14 @@ class _ServiceCollector(Collector):
             tally.last_success_unix,
         )
         yield _gauge("fair_agent_start_time_seconds", "Unix time the service started", service.started_unix)
+        watchers = GaugeMetricFamily(
+            "fair_agent_watcher_up",
+            "1 while a root's change notifications work, 0 while they fail",
+            labels=["root"],
+        )
+        for watched in service.roots.values():
+            watchers.add_metric([watched.root.name], 0 if watched.root.id in service.watcher_errors else 1)
+        yield watchers
         info = GaugeMetricFamily(
             "fair_agent_build_info", "The agent's version and Python", labels=["version", "python"]
         )

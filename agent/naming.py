@@ -57,6 +57,14 @@ class IgnoreRules:
         return is_own_path(relpath) or self.ignores(relpath.rsplit("/", 1)[-1])
 
 
+def data_name(name: str) -> str:
+    """The data file a sidecar or error file describes (any other name is itself)."""
+    for suffix in (SIDECAR_SUFFIX, ERROR_SUFFIX):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name.removesuffix(suffix)
+    return name
+
+
 def sidecar_name(file_name: str) -> str:
     return file_name + SIDECAR_SUFFIX
 

@@ -21,7 +21,7 @@ from .batch import Batch, FileStat, Root
 from .config import AgentConfig, CompletionPolicy, RootSettings
 from .curate import load_rule_set
 from .discover import SessionListing, look_session, split_sessions
-from .errors import ConfigError
+from .errors import ConfigError, RootUnavailableError
 from .hashing import Hasher
 from .ledger import Ledger
 from .livestatus import remove_live_status, snapshot, write_live_status
@@ -37,6 +37,9 @@ from .watch import Mode, root_mode, watch_paths
 from .workers import WorkerPool
 
 log = logging.getLogger("fair_agent.service")
+
+#: Seconds between reconciliations while a root's watcher is failing: nothing waits for long.
+DEGRADED_RECONCILE_S = 15.0
 
 #: Produces lists of changed paths (relative to the root) until the event is set.
 EventSource = Callable[["WatchedRoot", asyncio.Event], AsyncIterator[list[str]]]
@@ -103,6 +106,8 @@ class Service:
         self.started_unix = self._started_ns / 1e9
         #: Sessions whose batch waits out a retry delay: (attempt, monotonic time of the next try).
         self.retrying: dict[SessionKey, tuple[int, float]] = {}
+        #: Roots whose watcher is failing, and why (status and metrics show it).
+        self.watcher_errors: dict[int, str] = {}
         self._reconcile_now = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -168,7 +173,7 @@ class Service:
         for settings in self.config.roots:
             path = settings.path.expanduser()
             if not await asyncio.to_thread(path.is_dir):
-                raise ConfigError(f"watch root {path} is not a folder (not mounted yet?)")
+                raise RootUnavailableError(f"watch root {path} is not a folder (not mounted yet?)")
             root = await self.ledger.ensure_root(path, settings.root_name)
             mode, why = await asyncio.to_thread(root_mode, settings)
             log.info(f"watching {root.name!r} by {mode} because {why}", extra={"root": root.name})
@@ -206,14 +211,20 @@ class Service:
             try:
                 async for relpaths in source(watched, self._stop_watching):
                     self._observe(watched, relpaths, self._clock())
+                    self.watcher_errors.pop(watched.root.id, None)
                     delay = 1.0
                 return
             except Exception as exc:
-                # Notifications can fail (inotify limits, a share going away); reconciliation still
-                # runs, and the watcher comes back after a pause.
+                # Notifications can fail (inotify limits, a share going away, a name watchfiles
+                # cannot decode): the changes of that moment are lost, so reconcile now, and
+                # often while the watcher keeps failing; it comes back after a pause.
+                cause = exc.exceptions[0] if isinstance(exc, BaseExceptionGroup) and exc.exceptions else exc
+                self.watcher_errors[watched.root.id] = f"{type(cause).__name__}: {cause}"
+                self._reconcile_now.set()
                 log.error(
-                    f"watching {watched.root.name!r} failed: {exc}; retrying in {delay:.0f} s",
-                    extra={"root": watched.root.name, "error_class": type(exc).__name__},
+                    f"watching {watched.root.name!r} failed: {self.watcher_errors[watched.root.id]}; "
+                    f"reconciling every {DEGRADED_RECONCILE_S:.0f} s meanwhile; retrying in {delay:.0f} s",
+                    extra={"root": watched.root.name, "error_class": type(cause).__name__},
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)
@@ -244,8 +255,11 @@ class Service:
                 f"{found} session(s) with new or changed files",
                 extra={"task": "reconcile"},
             )
+            interval = self.config.reconcile_interval_s
+            if self.watcher_errors:
+                interval = min(interval, DEGRADED_RECONCILE_S)
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._reconcile_now.wait(), self.config.reconcile_interval_s)
+                await asyncio.wait_for(self._reconcile_now.wait(), interval)
 
     async def _reconcile(self, watched: WatchedRoot) -> int:
         """Find what notifications missed; unchanged files cost a stat, not a hash."""
@@ -369,15 +383,21 @@ class Service:
 
     async def _heartbeat(self) -> None:
         interval = min(self.notifier.watchdog_interval or 5.0, 5.0)
+        writing: asyncio.Task[None] | None = None
         while True:
             # Runs on the event loop: if the loop is stuck, the pings stop and systemd steps in.
             self.notifier.watchdog()
             self.notifier.status(self.status_line())
-            try:
-                await asyncio.to_thread(write_live_status, self.config.state_dir, snapshot(self))
-            except OSError as exc:
-                log.warning(f"could not write the live status for `fair-agent status`: {exc}")
+            # Not awaited here: a hung state directory must not stop the pings.
+            if writing is None or writing.done():
+                writing = asyncio.create_task(self._write_live_status(), name="live-status")
             await asyncio.sleep(interval)
+
+    async def _write_live_status(self) -> None:
+        try:
+            await asyncio.to_thread(write_live_status, self.config.state_dir, snapshot(self))
+        except OSError as exc:
+            log.warning(f"could not write the live status for `fair-agent status`: {exc}")
 
 
 def _default_source(ignore: IgnoreRules, poll_interval_ms: int) -> EventSource:

@@ -19,7 +19,8 @@ TEMPLATE = """\
 # workers = 4                  # batches processed at once
 # extract_timeout_s = 120      # time an extractor may spend on one file
 # reconcile_interval_s = 600   # scans that catch what notifications missed
-# shutdown_grace_s = 20        # on SIGTERM, time for batches in flight
+# shutdown_grace_s = 20        # on SIGTERM, time for batches in flight (the unit's
+                               # TimeoutStopSec=40 must stay above it)
 # ignore = {ignore}
 
 [completion]                   # when a session folder counts as complete
@@ -32,7 +33,7 @@ quiet_period_s = 30            # no change for this long
 
 [metrics]                      # Prometheus metrics at http://ADDRESS:PORT/metrics
 enabled = false
-address = "127.0.0.1"          # loopback only; a scraper elsewhere needs a proxy or another address
+address = "127.0.0.1"          # loopback: the systemd unit allows no other (IPAddressAllow=localhost)
 port = 9464
 
 [site]                         # goes into every crate

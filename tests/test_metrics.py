@@ -64,7 +64,7 @@ async def test_metrics_move_as_files_are_ingested(drop: Path, config: AgentConfi
 
         after = await scrape(url)
         assert after["fair_agent_files_ingested_total"] == 2
-        assert after["fair_agent_bytes_ingested_total"] == 8 + 1000
+        assert after["fair_agent_ingested_bytes_total"] == 8 + 1000
         assert after["fair_agent_batches_total"] == 1
         assert after["fair_agent_batch_duration_seconds_count"] >= 1
         assert after["fair_agent_hash_slot_wait_seconds_count"] >= 1

@@ -146,3 +146,42 @@ def test_status_shows_what_a_running_service_waits_for(tmp_path: Path) -> None:
     stopped = json.loads(agent_cli("status", "--json", "--config", str(config)).stdout)
     assert stopped["service"] is None and stopped["pending"] is None
     assert stopped["roots"][0]["mode"] == "events"  # what it would be, from the configuration
+
+
+def test_verify_and_inspect_say_what_is_gone_or_unknown(tmp_path: Path) -> None:
+    drop, state = scanned(tmp_path)
+    nowhere = agent_cli("verify", str(drop / "no-such-run"), "--state-dir", str(state))
+    assert nowhere.returncode == 3 and "does not exist" in nowhere.stderr
+    outside = agent_cli("inspect", str(drop / ".." / ".." / "elsewhere"), "--state-dir", str(state))
+    assert outside.returncode == 3 and "not inside any folder" in outside.stderr
+    # A sidecar's path stands for its data file.
+    by_sidecar = agent_cli(
+        "verify", str(drop / "run-1" / "a.csv.fair.json"), "--state-dir", str(state), "--json"
+    )
+    assert json.loads(by_sidecar.stdout)["counts"] == {"ok": 1}
+    # A deleted session is still known to the ledger, and said to be gone.
+    for path in sorted((drop / "run-2").iterdir()):
+        path.unlink()
+    (drop / "run-2").rmdir()
+    gone = json.loads(agent_cli("inspect", str(drop / "run-2"), "--state-dir", str(state), "--json").stdout)
+    assert gone["kind"] == "folder" and gone["onDisk"] is False
+    assert [f["file"] for f in gone["files"]] == ["run-2/c.txt"]
+    missing = agent_cli("verify", str(drop / "run-2"), "--state-dir", str(state), "--json")
+    assert missing.returncode == 1 and json.loads(missing.stdout)["counts"] == {"missing": 1}
+
+
+def test_run_exits_75_when_a_root_is_not_there_yet(tmp_path: Path) -> None:
+    result = agent_cli("run", "--watch", str(tmp_path / "not-mounted"), "--state-dir", str(tmp_path / "s"))
+    assert result.returncode == 75 and "not mounted yet?" in result.stderr
+
+
+def test_a_ledger_the_reader_may_not_read_is_said_so(tmp_path: Path) -> None:
+    _, state = scanned(tmp_path)
+    ledger = state / "ledger.sqlite3"
+    ledger.chmod(0o000)
+    try:
+        result = agent_cli("status", "--state-dir", str(state), drop_dac=True)
+    finally:
+        ledger.chmod(0o640)
+    assert result.returncode == 3 and "permission denied reading the ledger" in result.stderr
+    assert "Move it aside" not in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -194,3 +195,22 @@ async def test_a_missing_root_is_a_clear_error(tmp_path: Path, config: AgentConf
 def test_nothing_to_watch_is_a_clear_error(config: AgentConfig) -> None:
     with pytest.raises(ConfigError, match="nothing to watch"):
         Service(config, None)  # type: ignore[arg-type]
+
+
+async def test_a_failing_watcher_is_made_up_for_by_reconciliation(
+    drop: Path, config: AgentConfig, ledger: Ledger
+) -> None:
+    """watchfiles cannot report a change under a name that is not UTF-8: the batch of changes it
+    was part of is lost. The service reconciles at once, says so, and keeps reconciling often."""
+    async with Service(live_config(config, drop), ledger).running() as service:
+        await wait_for(lambda: service.reconciliations >= 1)
+        bad = drop / os.fsdecode(b"bad-\xff")
+        bad.mkdir()
+        (bad / "x.txt").write_bytes(b"1\n")
+        write(drop / "good" / "a.txt", "2\n")
+        await wait_for(lambda: bool(service.watcher_errors), timeout=10)
+        (root_id,) = service.roots
+        assert root_id in service.watcher_errors
+        await wait_for(
+            lambda: has_sidecar(drop / "good" / "a.txt") and has_sidecar(bad / "x.txt"), timeout=20
+        )

@@ -169,6 +169,27 @@ def machine(tmp_path: Path) -> Iterator[Machine]:
         timeout=600,
     )
     assert "fair-agent installed" in installed.stdout, installed.stdout + installed.stderr
+    dropin = root / "etc" / "systemd" / "system" / "fair-agent.service.d" / "watch.conf"
+    assert 'ReadWritePaths="/srv/drop"' in dropin.read_text()
+    # Run again (an upgrade): agent.toml is kept, and the drop-in is made from it again.
+    again = run(
+        "chroot", str(root), "sh", "/opt/src/systemd/install.sh", "--wheels", "/opt/wheels", "--no-start"
+    )
+    assert 'ReadWritePaths="/srv/drop"' in dropin.read_text(), again.stdout
+    # A folder the configuration does not watch is refused, not half-installed.
+    other = run(
+        "chroot",
+        str(root),
+        "sh",
+        "/opt/src/systemd/install.sh",
+        "--watch",
+        "/srv/xrd",
+        "--wheels",
+        "/opt/wheels",
+        "--no-start",
+        check=False,
+    )
+    assert other.returncode == 1 and "add a [[roots]] table" in other.stderr
     # Test timings: a short quiet period, a short watchdog.
     config = root / "etc" / "fair-agent" / "agent.toml"
     config.write_text(re.sub(r"(?m)^quiet_period_s = 30", "quiet_period_s = 1", config.read_text()))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -173,6 +174,38 @@ class Ledger:
         except BaseException:
             await db.close()
             raise
+        return ledger
+
+    @classmethod
+    async def open_readonly(cls, path: Path) -> Ledger:
+        """Open for reading only (status, inspect, verify): nothing is created, migrated or locked.
+
+        A reader without permission is told so, not that the ledger is damaged.
+        """
+        if not await asyncio.to_thread(path.exists):
+            raise LedgerError(f"no ledger at {path}: nothing has been ingested with this state directory")
+        if not await asyncio.to_thread(os.access, path, os.R_OK):
+            raise LedgerError(
+                f"permission denied reading the ledger {path}; run as root, or as the service's "
+                "user or a member of its group"
+            )
+        try:
+            db = await aiosqlite.connect(f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None)
+            await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot read the ledger {path}: {exc}") from exc
+        ledger = cls(db, path)
+        try:
+            version = await ledger._scalar("SELECT max(version) FROM schema_migrations")
+        except sqlite3.Error as exc:
+            await db.close()
+            raise LedgerError(f"cannot read the ledger {path} ({exc}); it was not changed") from exc
+        if version != LATEST_VERSION:
+            await db.close()
+            raise LedgerError(
+                f"the ledger {path} has schema version {version}, this agent reads {LATEST_VERSION}: "
+                "start the service (or run a scan) once to bring it up to date"
+            )
         return ledger
 
     async def close(self) -> None:
