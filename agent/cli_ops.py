@@ -105,7 +105,11 @@ def _print_file(console: Console, a: dict[str, Any]) -> None:
         )
         console.print(f"  drift {json.dumps(sidecar['drift'])}")
         if sidecar.get("dataset"):
+            console.print("  fields of its dataset type:")
             console.print_json(json.dumps(sidecar["dataset"], default=str))
+        if sidecar.get("metadata"):
+            console.print("  metadata read from the file:")
+            console.print_json(json.dumps(sidecar["metadata"], default=str))
         if sidecar.get("note"):
             console.print(f"  [red]{sidecar['note']}[/red]")
     if a.get("deadLetter"):

@@ -83,6 +83,7 @@ def test_inspect_shows_versions_metadata_and_dead_letters(tmp_path: Path) -> Non
 
     human = agent_cli("inspect", str(drop / "run-1" / "a.csv"), "--state-dir", str(state))
     assert human.returncode == 0 and "versions in the ledger" in human.stdout and "superseded" in human.stdout
+    assert "metadata read from the file" in human.stdout and "tabular" in human.stdout
 
     folder = json.loads(agent_cli("inspect", str(drop / "run-1"), "--state-dir", str(state), "--json").stdout)
     assert folder["kind"] == "folder" and folder["crate"] is True
