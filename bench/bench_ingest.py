@@ -10,6 +10,8 @@ Scenarios (all generate their own data under --dir, default bench/.data, removed
           the unchanged tree: target >= 10x faster than the first scan, zero bytes hashed.
   rss     peak RSS of `fair-agent scan` (a subprocess) over one 4 GiB file: target <= 150 MB, beside
           the RSS of the same interpreter that only imports the agent.
+  verify  `fair-agent verify` (the fixity check) over large files already ingested, against the
+          hashlib ceiling: target >= 85%, as for ingest.
   rules   the sample lab's layout (sessions EXP-<n>_<operator>/ with a plate reader CSV and notes),
           scanned with the shipped rules (matching, validation, enrichment, drift) against the same
           scan without rules: target <= 20% more time.
@@ -42,6 +44,7 @@ from benchkit import run_scenarios  # noqa: E402  (bench/ is the script folder, 
 sys.path.insert(0, str(REPO))
 
 from agent.config import AgentConfig, load_config  # noqa: E402
+from agent.fixity import Finding, verify  # noqa: E402
 from agent.ledger import Ledger  # noqa: E402
 from agent.scan import ScanReport, scan  # noqa: E402
 
@@ -62,7 +65,14 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per figure (best is kept)")
     parser.add_argument("--rule-sessions", type=int, default=300, help="sessions of the rules scenario")
     return run_scenarios(
-        parser, {"large": bench_large, "small": bench_small, "rss": bench_rss, "rules": bench_rules}
+        parser,
+        {
+            "large": bench_large,
+            "small": bench_small,
+            "rss": bench_rss,
+            "rules": bench_rules,
+            "verify": bench_verify,
+        },
     )
 
 
@@ -237,6 +247,47 @@ def bench_small(args: argparse.Namespace) -> list[tuple[str, bool]]:
             first_t / rescan_t >= 10,
         ),
     ]
+
+
+# --- verify ------------------------------------------------------------------------------------
+
+
+def bench_verify(args: argparse.Namespace) -> list[tuple[str, bool]]:
+    root = args.dir / "verify"
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "drop").mkdir(parents=True)
+    size = int(args.large_gib * GiB)
+    paths = [root / "drop" / f"big-{i}.bin" for i in range(args.large_files)]
+    for p in paths:
+        make_big_file(p, size)
+    total = size * len(paths)
+    cores = os.cpu_count() or 1
+    config = fresh_config(root)
+    assert asyncio.run(agent_scan(root / "drop", config)).ok
+    warm(paths)
+    ceiling = min(hashlib_ceiling(paths, cores) for _ in range(args.repeat))
+    times = []
+    for _ in range(args.repeat):
+        start = time.perf_counter()
+        findings = asyncio.run(agent_verify(root / "drop", config))
+        times.append(time.perf_counter() - start)
+        assert [f.status for f in findings] == ["ok"] * len(paths), findings
+    best = min(times)
+    mbps = lambda t: total / 1e6 / t  # noqa: E731
+    print(f"\nVerify: {len(paths)} x {size / GiB:.2f} GiB ingested, warm cache, best of {args.repeat}")
+    print(f"  hashlib ceiling ({cores} threads)   {mbps(ceiling):8.0f} MB/s")
+    print(f"  fair-agent verify              {mbps(best):8.0f} MB/s  = {ceiling / best:.1%} of the ceiling")
+    return [
+        (f"verify {mbps(best):.0f} MB/s >= 85% of the ceiling ({ceiling / best:.1%})", best <= ceiling / 0.85)
+    ]
+
+
+async def agent_verify(path: Path, config: AgentConfig) -> list[Finding]:
+    ledger = await Ledger.open_readonly(config.ledger_path)
+    try:
+        return await verify(path, config, ledger)
+    finally:
+        await ledger.close()
 
 
 # --- rules ---------------------------------------------------------------------------------------
