@@ -9,6 +9,7 @@ with ``unshare --pid --fork --mount-proc --mount chroot``. Everything is driven 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -221,16 +222,18 @@ def test_the_unit_runs_sandboxed_under_a_real_systemd(machine: Machine) -> None:
     assert state["User"] == "fair-agent" and state["WatchdogUSec"] == f"{WATCHDOG_S}s"
     main_pid = state["MainPID"]
 
-    # An instrument drops a session; the sandboxed service writes sidecars and a crate beside it.
-    # (Not named EXP-*: the shipped plate reader rule would wait 30 s of quiet for it.)
+    # An instrument drops a session; the sandboxed service writes sidecars and a crate beside it,
+    # validated and enriched by the shipped rules.
     drop = machine.root / "srv" / "drop"
-    session = drop / "plate-run-1"
+    session = drop / "EXP-000123_alice"
     session.mkdir()
     for sample in sorted((REPO / "sample_data" / "EXP-000123_alice").iterdir()):
         shutil.copy(sample, session / sample.name)
     wait_until(machine, lambda: (session / "ro-crate-metadata.json").exists(), "the session's crate")
     for sample in (REPO / "sample_data" / "EXP-000123_alice").iterdir():
         assert (session / f"{sample.name}.fair.json").exists()
+    sidecar = json.loads((session / "OD600_kinetics.csv.fair.json").read_text(encoding="utf-8"))
+    assert sidecar["validation"]["status"] == "valid" and sidecar["instrument"]["serialNumber"] == "PMN-20419"
     assert (machine.root / "var" / "lib" / "fair-agent" / "ledger.sqlite3").exists()
 
     # The watchdog keeps it alive well past WatchdogSec: same process, no restart.
