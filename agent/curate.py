@@ -80,7 +80,12 @@ class Curator:
             review.rejected = _validation_error(batch, checked)
             review.invalid_types = sorted({v.dataset_type for _, v in invalid})
             return review
-        shapes = {r.relpath: shape_of(v.values, r.metadata) for r, _, v in checked}
+        # Shapes only for files whose drift is checked: most files of a site (the generic rule) are not.
+        shapes = {
+            r.relpath: shape_of(v.values, r.metadata)
+            for r, rule, v in checked
+            if rule.spec.drift.policy != "off"
+        }
         drift_blocks, quarantined = await self._drift(batch, checked, shapes, review)
         if quarantined:
             review.rejected = quarantined

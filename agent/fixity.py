@@ -21,7 +21,7 @@ from .errors import ConfigError, FileChangedError, FileVanishedError
 from .hashing import Hashed, Hasher, hash_groups
 from .ledger import FileVersion, Ledger
 from .locate import locate
-from .naming import IgnoreRules, sidecar_name
+from .naming import IgnoreRules, is_within, sidecar_name
 
 #: Statuses that mean the data and its records disagree.
 PROBLEMS = ("changed", "missing", "not-ingested", "dead-lettered", "sidecar-missing", "sidecar-mismatch")
@@ -166,7 +166,7 @@ def _files_on_disk(root: Path, folder: str, ignore: IgnoreRules) -> set[str]:
         level = list_top_level(root, ignore)
         listings = level.loose + [list_session(root, f, ignore) for f in level.folders]
     found = {f.relpath for listing in listings for f in listing.files}
-    return {p for p in found if not folder or p == folder or p.startswith(folder + "/")}
+    return {p for p in found if is_within(p, folder)}
 
 
 def _ignore(files: int, size: int) -> None:

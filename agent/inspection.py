@@ -11,7 +11,7 @@ from typing import Any
 from .errors import ConfigError
 from .ledger import FileVersion, Ledger
 from .locate import locate
-from .naming import CRATE_NAME, error_name, sidecar_name
+from .naming import CRATE_NAME, error_name, is_within, sidecar_name
 
 
 async def inspect_path(ledger: Ledger, path: Path) -> dict[str, Any]:
@@ -93,11 +93,7 @@ async def _file(ledger: Ledger, root: Path, root_id: int, root_name: str, relpat
 
 async def _folder(ledger: Ledger, root: Path, root_id: int, root_name: str, relpath: str) -> dict[str, Any]:
     versions = await ledger.current_under(root_id, relpath)
-    dead = [
-        d
-        for d in await ledger.dead_letters(root_id=root_id)
-        if not relpath or d.relpath == relpath or d.relpath.startswith(relpath + "/")
-    ]
+    dead = [d for d in await ledger.dead_letters(root_id=root_id) if is_within(d.relpath, relpath)]
     files = []
     for v in versions:
         sidecar = await asyncio.to_thread(_read_json, root / sidecar_name(v.relpath)) or {}

@@ -104,6 +104,11 @@ def session_of(relpath: str) -> tuple[str, bool]:
     return parts[0], True
 
 
+def is_within(relpath: str, folder: str) -> bool:
+    """True for ``folder`` itself and every path below it; "" is the watch root, holding all."""
+    return not folder or relpath == folder or relpath.startswith(folder + "/")
+
+
 def unit_of(session: str) -> str:
     """The top-level entry a session lies in: what is watched and waited for as one."""
     return session.split("/", 1)[0]

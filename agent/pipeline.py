@@ -386,25 +386,20 @@ class Pipeline:
 
     async def _extract_all(self, batch: Batch, outcome: _Outcome) -> None:
         """Each new record's metadata from its extractor; a file no extractor can read is dead-lettered."""
+        # Each file's extractor as its rule says, asked once per file.
+        choices = {r.relpath: self.curator.extractor_for(batch.root.name, r.relpath) for r in outcome.records}
         # An empty file has nothing to extract; it is ingested with its "empty file" warning.
         wanted = [
             r
             for r in outcome.records
-            if r.stat.size
-            and self.reader.wants(
-                r.relpath, outcome.heads[r.relpath], self.curator.extractor_for(batch.root.name, r.relpath)
-            )
+            if r.stat.size and self.reader.wants(r.relpath, outcome.heads[r.relpath], choices[r.relpath])
         ]
         if not wanted:
             return
         results = await asyncio.gather(
             *(
                 self.reader.read(
-                    batch.root.path,
-                    r.relpath,
-                    outcome.heads[r.relpath],
-                    r.stat.inode,
-                    self.curator.extractor_for(batch.root.name, r.relpath),
+                    batch.root.path, r.relpath, outcome.heads[r.relpath], r.stat.inode, choices[r.relpath]
                 )
                 for r in wanted
             ),

@@ -19,6 +19,8 @@ from .batch import Root
 from .config import AgentConfig
 from .errors import ConfigError
 from .ledger import DeadLetterRow, Ledger
+from .locate import locate
+from .naming import is_within
 from .scan import scan
 
 
@@ -37,14 +39,12 @@ async def select_dead_letters(
     """Every dead letter (no filter), those of one batch, or those of one session folder or file."""
     if session_path is None:
         return await ledger.dead_letters(batch_id=batch_id)
-    target = await asyncio.to_thread(session_path.resolve)
-    for root in await ledger.roots():
-        if target != root.path and root.path in target.parents:
-            # The folder may be a session, lie inside one, or hold several (rules that group deeper).
-            rel = target.relative_to(root.path).as_posix()
-            rows = await ledger.dead_letters(batch_id=batch_id, root_id=root.id)
-            return [r for r in rows if _within(r.session, rel) or _within(rel, r.session)]
-    raise ConfigError(f"{session_path} is not inside any folder the ledger knows")
+    root, rel = await locate(ledger, session_path)
+    if not rel:
+        raise ConfigError(f"{session_path} is not inside any folder the ledger knows")
+    rows = await ledger.dead_letters(batch_id=batch_id, root_id=root.id)
+    # The folder may be a session, lie inside one, or hold several (rules that group deeper).
+    return [r for r in rows if is_within(r.session, rel) or is_within(rel, r.session)]
 
 
 async def replay(
@@ -100,7 +100,3 @@ async def _wait_for_outcomes(
         if not pending:
             return
         await asyncio.sleep(0.2)
-
-
-def _within(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder + "/")

@@ -23,6 +23,7 @@ import aiosqlite
 from ..batch import FileStat, Root, Skip
 from ..errors import REJECTION_CLASS_NAMES, AgentError, LedgerBusyError, LedgerError
 from ..metadata import FileRecord
+from ..naming import is_within
 from ..rules import Baseline
 from .drift import BASELINE_COLUMNS, DriftReport, DriftUpdate, apply_updates, baseline_from_row, save_baseline
 from .migrations import LATEST_VERSION, MIGRATIONS
@@ -327,9 +328,7 @@ class Ledger:
             (root_id, to_db(folder), to_db(folder), *_below(folder)),
         )
         versions = [FileVersion.from_row(r) for r in rows]
-        return [
-            v for v in versions if not folder or v.relpath == folder or v.relpath.startswith(folder + "/")
-        ]
+        return [v for v in versions if is_within(v.relpath, folder)]
 
     async def file_versions(self, root_id: int, relpath: str) -> list[FileVersion]:
         """Every version of one file the ledger knows, oldest first."""
