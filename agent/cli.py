@@ -101,10 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     status_cmd = commands.add_parser(
         "status",
-        help="what the ledger holds: roots, counts, dead letters, recent batches",
-        description="Report from the ledger, whether or not the service runs: the watch roots, "
-        "files and batches ingested, dead letters with their reasons, recent batches, the ledger's "
-        "size, and which process (if any) holds the state directory.",
+        help="roots and their mode, sessions pending and why, counts, dead letters, recent batches",
+        description="Report from the ledger, whether or not the service runs: the watch roots and "
+        "their mode (events or polling), files and batches ingested, dead letters with their "
+        "reasons, recent batches, the ledger's size, and which process (if any) holds the state "
+        "directory. With a service running, also the sessions it waits for and why, and the batches "
+        "in flight or waiting to retry.",
         epilog="example: fair-agent status --json --state-dir /var/lib/fair-agent",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
