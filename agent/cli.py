@@ -26,17 +26,18 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from . import __version__, cli_ops, cli_rules
-from .config import AgentConfig, load_config
-from .errors import AgentError, ConfigError, RootUnavailableError, StateLockedError
+from . import __version__, cli_ops
+from .commands import drift as cli_rules
+from .commands.replay import replay, select_dead_letters
+from .commands.status import gather_status
+from .core.config import AgentConfig, load_config
+from .core.errors import AgentError, ConfigError, RootUnavailableError, StateLockedError
+from .fs.statelock import StateLock, lock_holder
 from .ledger import Ledger
-from .logs import setup_logging
-from .notify import Notifier
-from .replay import replay, select_dead_letters
-from .scan import ScanReport, scan
-from .service import Service
-from .statelock import StateLock, lock_holder
-from .status import gather_status
+from .service.daemon import Service
+from .service.logs import setup_logging
+from .service.notify import Notifier
+from .service.scan import ScanReport, scan
 
 EXIT_OK = 0
 EXIT_DEAD_LETTERS = 1
@@ -202,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "drift":
             return asyncio.run(cli_rules.run_drift(args, config))
         if args.command == "demo":
-            from .demo import run_demo
+            from .commands.demo import run_demo
 
             return asyncio.run(run_demo(args.samples, args.drop, config, give_up_after_s=args.give_up_after))
     except AgentError as exc:

@@ -20,12 +20,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .config import AgentConfig, load_config
-from .errors import ConfigError
-from .fixity import PROBLEMS, summary, verify
-from .inspection import inspect_path
+from .commands.init import starter_config
+from .commands.inspect import inspect_path
+from .commands.verify import PROBLEMS, summary, verify
+from .core.config import AgentConfig, load_config
+from .core.errors import ConfigError
 from .ledger import Ledger
-from .starter import starter_config
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERRORS = 0, 1, 3
 

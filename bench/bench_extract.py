@@ -141,9 +141,9 @@ def _summary(lags: list[float]) -> str:
 
 
 def bench_lag(args: argparse.Namespace) -> list[tuple[str, bool]]:
-    from agent.config import load_config
+    from agent.core.config import load_config
     from agent.ledger import Ledger
-    from agent.scan import scan
+    from agent.service.scan import scan
 
     if not CORPUS.is_dir():
         print("\nLag: corpus not found, skipped")

@@ -43,10 +43,10 @@ from benchkit import run_scenarios  # noqa: E402  (bench/ is the script folder, 
 
 sys.path.insert(0, str(REPO))
 
-from agent.config import AgentConfig, load_config  # noqa: E402
-from agent.fixity import Finding, verify  # noqa: E402
+from agent.commands.verify import Finding, verify  # noqa: E402
+from agent.core.config import AgentConfig, load_config  # noqa: E402
 from agent.ledger import Ledger  # noqa: E402
-from agent.scan import ScanReport, scan  # noqa: E402
+from agent.service.scan import ScanReport, scan  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -352,7 +352,7 @@ def bench_rss(args: argparse.Namespace) -> list[tuple[str, bool]]:
     size = int(args.rss_gib * GiB)
     make_big_file(root / "drop" / "session" / "huge.bin", size)
     state = root / "state"
-    baseline = peak_rss_mb([sys.executable, "-c", "import agent.cli, agent.scan"])
+    baseline = peak_rss_mb([sys.executable, "-c", "import agent.cli, agent.service.scan"])
     rss = peak_rss_mb(
         [sys.executable, "-m", "agent.cli", "scan", str(root / "drop"), "--state-dir", str(state)]
     )

@@ -29,6 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
 #: Folders ingested as watch roots, each from a fresh copy: (name in the scratch tree, source).
 INPUTS = (("eln", CORPUS / "eln"), ("instruments", CORPUS / "instruments"), ("samples", REPO / "sample_data"))
+#: One worker: sessions then commit in the same order in both runs (a drift baseline that is still
+#: learning counts sessions in the order they commit, and its sidecars say how many it has seen).
+SETTINGS = "workers = 1\n"
 SITE = """
 [site]
 organisation = "Example Lab, Example University"
@@ -52,7 +55,7 @@ def ingest(tree: Path, work: Path, *, with_rules: bool) -> Path:
     drop = work / "drop"
     work.mkdir(parents=True)
     config = work / "agent.toml"
-    config.write_text(SITE if with_rules else "", encoding="utf-8")
+    config.write_text(SETTINGS + (SITE if with_rules else ""), encoding="utf-8")
     for name, source in INPUTS:
         shutil.copytree(source, drop / name)  # copy2: modification times are kept
         args = ["scan", str(drop / name), "--config", str(config), "--state-dir", str(work / "state")]
@@ -84,7 +87,9 @@ def differences(old: Path, new: Path) -> list[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("base", metavar="BASE_REF", help="git revision to compare the working tree with")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder and say where it is")
     args = parser.parse_args()

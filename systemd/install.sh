@@ -77,7 +77,7 @@ fi
 "$PREFIX/venv/bin/python" -c '
 import sys
 from pathlib import Path
-from agent.config import load_config
+from agent.core.config import load_config
 for root in load_config(Path(sys.argv[1]), env={}).roots:
     print(root.path.expanduser().absolute())
 ' "$CONFIG" > "$ROOTS"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig, RetrySettings
+from agent.core.config import AgentConfig, RetrySettings
 from agent.ledger import Ledger
-from agent.scan import ScanReport, scan
+from agent.service.scan import ScanReport, scan
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -10,15 +10,15 @@ import threading
 import time
 from pathlib import Path
 
-from agent.config import AgentConfig, RetrySettings
-from agent.discover import list_session
-from agent.hashing import Hasher
+from agent.core.config import AgentConfig, RetrySettings
+from agent.core.naming import CRATE_NAME, IgnoreRules
+from agent.fs.outputs import OutputWriter
+from agent.ingest.hashing import Hasher
+from agent.ingest.pipeline import Pipeline, _SessionLocks
 from agent.ledger import Ledger
-from agent.naming import CRATE_NAME, IgnoreRules
-from agent.outputs import OutputWriter
-from agent.pipeline import Pipeline, _SessionLocks
-from agent.quickcheck import plan_session
-from agent.scan import scan
+from agent.service.discover import list_session
+from agent.service.quickcheck import plan_session
+from agent.service.scan import scan
 
 from .conftest import agent_cli, run_scan, sha256sum, validate_crate, write
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import DEFAULT_IGNORE, AgentConfig, default_state_dir, load_config
-from agent.errors import ConfigError
+from agent.core.config import DEFAULT_IGNORE, AgentConfig, default_state_dir, load_config
+from agent.core.errors import ConfigError
 
 from .conftest import write
 

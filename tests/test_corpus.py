@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agent.config import AgentConfig
-from agent.naming import CRATE_NAME
+from agent.core.config import AgentConfig
+from agent.core.naming import CRATE_NAME
 
 from .conftest import copy_corpus, run_scan, sha256_of, validate_crate
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from agent.extractors import load_extractors
-from agent.rules import Baseline, DatasetTypes, Rule, compare, declared_baseline, load_rules, shape_of
+from agent.ingest.drift import Baseline, compare, declared_baseline, shape_of
+from agent.rules import DatasetTypes, Rule, load_rules
 from agent.rules.dataset import lookup
 from agent.rules.schema import DriftSettings
 
@@ -199,7 +200,7 @@ def test_a_declared_baseline_speaks_only_of_what_it_declares() -> None:
 
 
 def test_the_crate_span_compares_instants_not_strings() -> None:
-    from agent.crate import _span
+    from agent.ingest.crate import _span
 
     files = [
         {"dateCreated": "2026-03-14T09:41:00+01:00", "dateModified": "2026-03-14T10:00:00+00:00"},

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig
+from agent.core.config import AgentConfig
 from agent.extractors import Source, UnsafeArchiveError, choose, detect, load_extractors, run_extractor
 from agent.extractors.base import ExtractionError
 from agent.extractors.tabular import parse_vendor_date

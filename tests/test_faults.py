@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig, RetrySettings
+from agent.core.config import AgentConfig, RetrySettings
 
 from .conftest import REPO, agent_cli, run_scan, sha256sum, write
 

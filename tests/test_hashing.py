@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import FileChangedError, FileVanishedError, NotRegularFileError
-from agent.hashing import Hasher, hash_file
+from agent.core.errors import FileChangedError, FileVanishedError, NotRegularFileError
+from agent.ingest.hashing import Hasher, hash_file
 
 from .conftest import appending, sha256sum, write
 

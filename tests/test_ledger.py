@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import LedgerError
+from agent.core.errors import LedgerError
 from agent.ledger import Ledger
 from agent.ledger.migrations import LATEST_VERSION
 

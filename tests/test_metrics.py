@@ -9,10 +9,10 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent import __version__
-from agent.config import AgentConfig
+from agent.core.config import AgentConfig
+from agent.core.naming import sidecar_name
 from agent.ledger import Ledger
-from agent.naming import sidecar_name
-from agent.service import Service
+from agent.service.daemon import Service
 
 from .conftest import live_config, wait_for, write
 

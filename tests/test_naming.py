@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from agent.batch import batch_id
-from agent.config import DEFAULT_IGNORE
-from agent.naming import IgnoreRules, is_own_output, is_own_path, relative_id, session_of
+from agent.core.batch import batch_id
+from agent.core.config import DEFAULT_IGNORE
+from agent.core.naming import IgnoreRules, is_own_output, is_own_path, relative_id, session_of
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from agent.config import load_config
+from agent.core.config import load_config
 
 from .conftest import REPO, agent_cli, write
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import OutputWriteError
-from agent.fsinfo import filesystem_type, is_network_filesystem
-from agent.outputs import OutputWriter, remove_files, strategy_for, to_json_bytes, write_documents
+from agent.core.errors import OutputWriteError
+from agent.fs.fsinfo import filesystem_type, is_network_filesystem
+from agent.fs.outputs import OutputWriter, remove_files, strategy_for, to_json_bytes, write_documents
 
 OURS = {"name": "fair-agent"}
 

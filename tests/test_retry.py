@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig, RetryPolicy, RetrySettings
-from agent.errors import (
+from agent.core.config import AgentConfig, RetryPolicy, RetrySettings
+from agent.core.errors import (
     FileChangedError,
     FileReadError,
     FileUnreadableError,
     LedgerBusyError,
     OutputWriteError,
 )
-from agent.retry import backoff_delay, retry_delay
+from agent.core.retry import backoff_delay, retry_delay
 
 from .conftest import appending, run_scan, write
 

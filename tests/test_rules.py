@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import CompletionPolicy
+from agent.core.config import CompletionPolicy
 from agent.extractors import load_extractors
 from agent.rules import RuleError, RuleSet, load_rules
 from agent.rules.globs import globs_overlap, to_regex

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from agent.config import AgentConfig
+from agent.core.config import AgentConfig
+from agent.core.naming import CRATE_NAME, error_name, sidecar_name
 from agent.ledger import Ledger
-from agent.naming import CRATE_NAME, error_name, sidecar_name
-from agent.service import Service
+from agent.service.daemon import Service
 
 from .conftest import (
     CORPUS,

@@ -8,15 +8,15 @@ import socket
 import sqlite3
 from pathlib import Path
 
-from agent.config import AgentConfig
-from agent.discover import list_session
-from agent.hashing import Hasher
+from agent.core.config import AgentConfig
+from agent.core.naming import CRATE_NAME, IgnoreRules
+from agent.fs.outputs import OutputWriter
+from agent.ingest.hashing import Hasher
+from agent.ingest.pipeline import Pipeline
 from agent.ledger import Ledger
-from agent.naming import CRATE_NAME, IgnoreRules
-from agent.outputs import OutputWriter
-from agent.pipeline import Pipeline
-from agent.quickcheck import plan_session
-from agent.scan import scan
+from agent.service.discover import list_session
+from agent.service.quickcheck import plan_session
+from agent.service.scan import scan
 
 from .conftest import run_scan, sha256sum, validate_crate, write
 
@@ -293,7 +293,7 @@ async def test_scan_refuses_a_state_dir_inside_the_folder(drop: Path, config: Ag
     try:
         import pytest
 
-        from agent.errors import ConfigError
+        from agent.core.errors import ConfigError
 
         with pytest.raises(ConfigError, match="inside the watched folder"):
             await scan(drop, inside, led)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig
-from agent.errors import ConfigError
+from agent.core.config import AgentConfig
+from agent.core.errors import ConfigError
+from agent.core.naming import CRATE_NAME
 from agent.ledger import Ledger
-from agent.naming import CRATE_NAME
-from agent.service import Service, WatchedRoot
+from agent.service.daemon import Service, WatchedRoot
 
 from .conftest import live_config, sha256sum, wait_for, write
 

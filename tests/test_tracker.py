@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.batch import FileStat
-from agent.config import CompletionPolicy
-from agent.tracker import Action, SessionTracker, Verdict
+from agent.core.batch import FileStat
+from agent.core.config import CompletionPolicy
+from agent.service.tracker import Action, SessionTracker, Verdict
 
 POLICY = CompletionPolicy(quiet_period_s=10, stability_look_s=2, max_session_s=100)
 KEY = (1, "run-1")

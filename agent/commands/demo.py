@@ -12,12 +12,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .config import AgentConfig, CompletionPolicy, RootSettings
-from .errors import ConfigError
-from .ledger import Ledger
-from .naming import CRATE_NAME, error_name, is_own_output, sidecar_name
-from .service import Service
-from .statelock import StateLock
+from ..core.config import AgentConfig, CompletionPolicy, RootSettings
+from ..core.errors import ConfigError
+from ..core.naming import CRATE_NAME, error_name, is_own_output, sidecar_name
+from ..fs.statelock import StateLock
+from ..ledger import Ledger
+from ..service.daemon import Service
 
 #: Pauses between the chunks and files an imitated instrument writes; shorter than the quiet period.
 WRITE_PAUSE_S = 0.2

@@ -13,13 +13,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .config import AgentConfig
-from .curate import load_rule_set
-from .errors import ConfigError
-from .ledger import Ledger
-from .rulecheck import check_tree
-from .rules import RuleError, RuleSet
-from .scan import root_name_for
+from ..core.config import AgentConfig
+from ..core.errors import ConfigError
+from ..ingest.curate import load_rule_set
+from ..ledger import Ledger
+from ..rules import RuleError, RuleSet
+from ..service.scan import root_name_for
+from .rules import check_tree
 
 EXIT_OK, EXIT_INVALID, EXIT_CONFIG = 0, 1, 3
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import DEFAULT_IGNORE
+from ..core.config import DEFAULT_IGNORE
 
 TEMPLATE = """\
 # fair-agent configuration. Every setting has a working default; uncomment to change one.

@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .ledger import FileVersion, Ledger
+from ..core.errors import ConfigError
+from ..core.naming import CRATE_NAME, error_name, is_within, sidecar_name
+from ..ledger import FileVersion, Ledger
 from .locate import locate
-from .naming import CRATE_NAME, error_name, is_within, sidecar_name
 
 
 async def inspect_path(ledger: Ledger, path: Path) -> dict[str, Any]:

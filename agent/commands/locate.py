@@ -6,10 +6,10 @@ import asyncio
 import os
 from pathlib import Path
 
-from .batch import Root
-from .errors import ConfigError
-from .ledger import Ledger
-from .naming import data_name
+from ..core.batch import Root
+from ..core.errors import ConfigError
+from ..core.naming import data_name
+from ..ledger import Ledger
 
 
 async def locate(ledger: Ledger, path: Path) -> tuple[Root, str]:

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .batch import Root
-from .config import AgentConfig
-from .errors import ConfigError
-from .ledger import DeadLetterRow, Ledger
+from ..core.batch import Root
+from ..core.config import AgentConfig
+from ..core.errors import ConfigError
+from ..core.naming import is_within
+from ..ledger import DeadLetterRow, Ledger
+from ..service.scan import scan
 from .locate import locate
-from .naming import is_within
-from .scan import scan
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import AgentConfig
-from .discover import list_session, list_top_level, split_sessions
-from .errors import AgentError
-from .extract import MetadataReader
-from .naming import IgnoreRules
-from .rules import DatasetTypes, RuleSet
-from .rules.dataset import candidate_fields
+from ..core.config import AgentConfig
+from ..core.errors import AgentError
+from ..core.naming import IgnoreRules
+from ..extractors.runner import MetadataReader
+from ..rules import DatasetTypes, RuleSet
+from ..rules.dataset import candidate_fields
+from ..service.discover import list_session, list_top_level, split_sessions
 
 HEAD_BYTES = 8192
 

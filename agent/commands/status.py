@@ -7,12 +7,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .batch import Root
-from .config import AgentConfig
-from .ledger import Ledger
-from .livestatus import read_live_status
-from .statelock import lock_holder
-from .watch import root_mode
+from ..core.batch import Root
+from ..core.config import AgentConfig
+from ..fs.statelock import lock_holder
+from ..ledger import Ledger
+from ..service.livestatus import read_live_status
+from ..service.watch import root_mode
 
 
 @dataclass(slots=True)

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import AgentConfig
-from .discover import list_session, list_top_level
-from .errors import ConfigError, FileChangedError, FileVanishedError
-from .hashing import Hashed, Hasher, hash_groups
-from .ledger import FileVersion, Ledger
+from ..core.config import AgentConfig
+from ..core.errors import ConfigError, FileChangedError, FileVanishedError
+from ..core.naming import IgnoreRules, is_within, sidecar_name
+from ..ingest.hashing import Hashed, Hasher, hash_groups
+from ..ledger import FileVersion, Ledger
+from ..service.discover import list_session, list_top_level
 from .locate import locate
-from .naming import IgnoreRules, is_within, sidecar_name
 
 #: Statuses that mean the data and its records disagree.
 PROBLEMS = ("changed", "missing", "not-ingested", "dead-lettered", "sidecar-missing", "sidecar-mismatch")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import TerminalError
+from ..core.errors import TerminalError
 
 Metadata = dict[str, Any]
 

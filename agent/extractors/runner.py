@@ -15,8 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .errors import FileChangedError, FileVanishedError
-from .extractors import (
+from ..core.errors import FileChangedError, FileVanishedError
+from ..fs.safepath import open_dir_beneath, split
+from . import (
     ExtractionError,
     ExtractionTimeout,
     Extractor,
@@ -26,8 +27,7 @@ from .extractors import (
     load_extractors,
     run_extractor,
 )
-from .extractors.generic import Detected
-from .safepath import open_dir_beneath, split
+from .generic import Detected
 
 
 class MetadataReader:

@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import AGENT_ENTITY_ID, AGENT_NAME
-from .errors import OutputWriteError
+from .. import AGENT_ENTITY_ID, AGENT_NAME
+from ..core.errors import OutputWriteError
+from ..core.naming import temp_name
 from .fsinfo import filesystem_type, is_network_filesystem
-from .naming import temp_name
 from .safepath import open_dir_beneath, split
 
 #: (watch root, path below it, JSON document)

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from .errors import StateLockedError
+from ..core.errors import StateLockedError
 
 LOCK_NAME = "agent.lock"
 

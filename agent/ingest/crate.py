@@ -11,10 +11,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from . import AGENT_ENTITY_ID, AGENT_NAME, AGENT_URL, __version__
-from .config import SiteSettings
+from .. import AGENT_ENTITY_ID, AGENT_NAME, AGENT_URL, __version__
+from ..core.config import SiteSettings
+from ..core.naming import CRATE_NAME, display_name, relative_id
 from .metadata import RO_CRATE_CONTEXT, organisation_entity
-from .naming import CRATE_NAME, display_name, relative_id
 
 RO_CRATE_SPEC = "https://w3id.org/ro/crate/1.2"
 INGEST_ACTION_ID = "#fair-agent-ingest"

@@ -14,24 +14,14 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .batch import Batch
-from .config import AgentConfig
-from .errors import DriftQuarantinedError, SessionRejectedError, ValidationFailedError
-from .extractors import load_extractors
-from .ledger import DriftUpdate, Ledger
+from ..core.batch import Batch
+from ..core.config import AgentConfig
+from ..core.errors import DriftQuarantinedError, SessionRejectedError, ValidationFailedError
+from ..extractors import load_extractors
+from ..ledger import DriftUpdate, Ledger
+from ..rules import DatasetTypes, Rule, RuleSet, Validated, load_rules
+from .drift import Baseline, Drift, compare, declared_baseline, shape_of
 from .metadata import FileRecord
-from .rules import (
-    Baseline,
-    DatasetTypes,
-    Drift,
-    Rule,
-    RuleSet,
-    Validated,
-    compare,
-    declared_baseline,
-    load_rules,
-    shape_of,
-)
 
 log = logging.getLogger("fair_agent.curate")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .schema import DriftSettings
+from ..rules.schema import DriftSettings
 
 Shape = dict[str, str]
 #: Keys of an extractor's output that say how the file was read, not what it holds.

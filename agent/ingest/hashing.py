@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from .batch import FileStat
-from .errors import (
+from ..core.batch import FileStat
+from ..core.errors import (
     AbortedError,
     FileChangedError,
     FileReadError,
@@ -30,7 +30,7 @@ from .errors import (
     FileVanishedError,
     NotRegularFileError,
 )
-from .safepath import open_dir_beneath, split
+from ..fs.safepath import open_dir_beneath, split
 
 HEAD_BYTES = 8192
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import AGENT_NAME, AGENT_URL, __version__
-from .batch import FileStat
-from .config import SiteSettings
-from .naming import display_name, relative_id
-from .rules.schema import Enrichment, Instrument, Organisation, Person
+from .. import AGENT_NAME, AGENT_URL, __version__
+from ..core.batch import FileStat
+from ..core.config import SiteSettings
+from ..core.naming import display_name, relative_id
+from ..rules.schema import Enrichment, Instrument, Organisation, Person
 
 RO_CRATE_CONTEXT = "https://w3id.org/ro/crate/1.2/context"
 TERMS_NAMESPACE = AGENT_URL + "#"

@@ -19,12 +19,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import AGENT_NAME, __version__
-from .batch import Batch, FileStat, Skip, batch_id
-from .config import AgentConfig
-from .crate import build_crate
-from .curate import Curator, Review
-from .errors import (
+from .. import AGENT_NAME, __version__
+from ..core.batch import Batch, FileStat, Skip, batch_id
+from ..core.config import AgentConfig
+from ..core.errors import (
     REJECTION_CLASS_NAMES,
     AgentError,
     FileVanishedError,
@@ -32,15 +30,17 @@ from .errors import (
     SessionRejectedError,
     UnexpectedError,
 )
-from .extract import MetadataReader
-from .extractors.generic import Detected
+from ..core.naming import CRATE_NAME, display_name, error_name, sidecar_name, unit_of
+from ..core.retry import retry_delay
+from ..extractors.generic import Detected
+from ..extractors.runner import MetadataReader
+from ..fs.outputs import Document, OutputWriter, remove_files, write_documents
+from ..ledger import BatchCommit, CurrentFile, DeadLetter, Ledger
+from ..rules import RuleSet
+from .crate import build_crate
+from .curate import Curator, Review
 from .hashing import Hashed, Hasher, hash_groups
-from .ledger import BatchCommit, CurrentFile, DeadLetter, Ledger
 from .metadata import FileRecord, build_sidecar, crate_entities
-from .naming import CRATE_NAME, display_name, error_name, sidecar_name, unit_of
-from .outputs import Document, OutputWriter, remove_files, write_documents
-from .retry import retry_delay
-from .rules import RuleSet
 
 log = logging.getLogger("fair_agent.pipeline")
 

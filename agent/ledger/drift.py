@@ -8,7 +8,7 @@ from typing import Any
 
 import aiosqlite
 
-from ..rules import Baseline, Drift, Shape
+from ..ingest.drift import Baseline, Drift, Shape
 
 
 @dataclass(frozen=True, slots=True)

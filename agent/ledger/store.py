@@ -20,11 +20,11 @@ from typing import Any
 
 import aiosqlite
 
-from ..batch import FileStat, Root, Skip
-from ..errors import REJECTION_CLASS_NAMES, AgentError, LedgerBusyError, LedgerError
-from ..metadata import FileRecord
-from ..naming import is_within
-from ..rules import Baseline
+from ..core.batch import FileStat, Root, Skip
+from ..core.errors import REJECTION_CLASS_NAMES, AgentError, LedgerBusyError, LedgerError
+from ..core.naming import is_within
+from ..ingest.drift import Baseline
+from ..ingest.metadata import FileRecord
 from .drift import BASELINE_COLUMNS, DriftReport, DriftUpdate, apply_updates, baseline_from_row, save_baseline
 from .migrations import LATEST_VERSION, MIGRATIONS
 

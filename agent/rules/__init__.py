@@ -1,25 +1,18 @@
 """Declarative rules: which files a rule claims, how they group into sessions, which fields they
-must carry (a pydantic model per dataset type), what is added to them, and how drift is handled."""
+must carry (a pydantic model per dataset type), what is added to them and how drift is handled."""
 
 from .dataset import DatasetTypes, FieldProblem, Validated
-from .drift import Baseline, Drift, Shape, compare, declared_baseline, shape_of
 from .ruleset import Rule, RuleError, RuleSet, load_rules
 from .schema import Enrichment, RuleFile
 
 __all__ = [
-    "Baseline",
     "DatasetTypes",
-    "Drift",
     "Enrichment",
     "FieldProblem",
     "Rule",
     "RuleError",
     "RuleFile",
     "RuleSet",
-    "Shape",
     "Validated",
-    "compare",
-    "declared_baseline",
     "load_rules",
-    "shape_of",
 ]

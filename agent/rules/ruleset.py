@@ -16,8 +16,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ..config import CompletionPolicy
-from ..errors import ConfigError
+from ..core.config import CompletionPolicy
+from ..core.errors import ConfigError
 from .globs import globs_overlap, to_regex
 from .schema import DriftSettings, RuleFile
 

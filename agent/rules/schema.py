@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..config import CompletionPolicy, known_timezone
+from ..core.config import CompletionPolicy, known_timezone
 from .globs import glob_problem
 
 DATASET_TYPE_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"

@@ -17,19 +17,19 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 
-from .batch import Batch, FileStat, Root
-from .config import AgentConfig, CompletionPolicy, RootSettings
-from .curate import load_rule_set
+from ..core.batch import Batch, FileStat, Root
+from ..core.config import AgentConfig, CompletionPolicy, RootSettings
+from ..core.errors import ConfigError, RootUnavailableError
+from ..core.naming import IgnoreRules, session_of, unit_of
+from ..fs.outputs import OutputWriter
+from ..ingest.curate import load_rule_set
+from ..ingest.hashing import Hasher
+from ..ingest.pipeline import Pipeline
+from ..ledger import Ledger
 from .discover import SessionListing, look_session, split_sessions
-from .errors import ConfigError, RootUnavailableError
-from .hashing import Hasher
-from .ledger import Ledger
 from .livestatus import remove_live_status, snapshot, write_live_status
 from .metrics import Metrics, MetricsEndpoint
-from .naming import IgnoreRules, session_of, unit_of
 from .notify import Notifier
-from .outputs import OutputWriter
-from .pipeline import Pipeline
 from .quickcheck import plan_from_ledger
 from .scan import list_sessions
 from .tracker import Action, SessionKey, SessionTracker, Verdict, has_marker

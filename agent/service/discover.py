@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .batch import FileStat, Skip, kind_of
-from .errors import AgentError, FileUnreadableError
-from .naming import CRATE_NAME, IgnoreRules, is_temp_file
-from .outputs import read_own_document
+from ..core.batch import FileStat, Skip, kind_of
+from ..core.errors import AgentError, FileUnreadableError
+from ..core.naming import CRATE_NAME, IgnoreRules, is_temp_file
+from ..fs.outputs import read_own_document
 
 
 @dataclass(slots=True)

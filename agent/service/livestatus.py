@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .service import Service
+    from .daemon import Service
 
 LIVE_STATUS_NAME = "live-status.json"
 

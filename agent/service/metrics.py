@@ -23,11 +23,11 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import __version__
-from .errors import ConfigError
+from .. import __version__
+from ..core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from .service import Service
+    from .daemon import Service
 
 log = logging.getLogger("fair_agent.metrics")
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from .batch import Batch, FileStat, Root
+from ..core.batch import Batch, FileStat, Root
+from ..ledger import CurrentFile, Ledger
 from .discover import SessionListing
-from .ledger import CurrentFile, Ledger
 
 #: A dead letter's path and the signature of the file when it failed (None: not a file).
 DeadLetters = Mapping[str, tuple[int, ...] | None]

@@ -14,16 +14,16 @@ from functools import partial
 from pathlib import Path
 from typing import Protocol
 
-from .batch import Batch
-from .config import AgentConfig, ensure_outside
-from .curate import load_rule_set
+from ..core.batch import Batch
+from ..core.config import AgentConfig, ensure_outside
+from ..core.errors import ConfigError
+from ..core.naming import IgnoreRules, unit_of
+from ..fs.outputs import OutputWriter, remove_files
+from ..ingest.curate import load_rule_set
+from ..ingest.hashing import Hasher
+from ..ingest.pipeline import Pipeline
+from ..ledger import Ledger
 from .discover import SessionListing, list_session, list_top_level, split_sessions
-from .errors import ConfigError
-from .hashing import Hasher
-from .ledger import Ledger
-from .naming import IgnoreRules, unit_of
-from .outputs import OutputWriter, remove_files
-from .pipeline import Pipeline
 from .quickcheck import plan_from_ledger
 from .workers import WorkerPool
 

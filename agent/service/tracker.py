@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import PurePosixPath
 
-from .batch import FileStat
-from .config import CompletionPolicy
+from ..core.batch import FileStat
+from ..core.config import CompletionPolicy
 
 SessionKey = tuple[int, str]  # (root id, session name)
 Snapshot = tuple[tuple[str, int, int], ...]  # sorted (relpath, size, mtime_ns)

@@ -15,9 +15,9 @@ from typing import Literal
 
 from watchfiles import Change, awatch
 
-from .config import RootSettings
-from .fsinfo import filesystem_type, is_network_filesystem
-from .naming import IgnoreRules
+from ..core.config import RootSettings
+from ..core.naming import IgnoreRules
+from ..fs.fsinfo import filesystem_type, is_network_filesystem
 
 log = logging.getLogger("fair_agent.watch")
 

@@ -1,0 +1,1 @@
+"""One module per ``fair-agent`` command: its arguments, what it does, and what it prints."""
