@@ -257,36 +257,28 @@ async def _run(config: AgentConfig) -> int:
 
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
     notifier = Notifier.from_env()
-    with StateLock(config.state_dir, "run"):
-        ledger = await Ledger.open(config.ledger_path)
-        try:
-            service = Service(config, ledger, notifier=notifier)
-            services.append(service)
-            await service.run(stop, force)
-        finally:
-            await ledger.close()
-            notifier.close()
+    try:
+        with StateLock(config.state_dir, "run"):
+            async with Ledger.open(config.ledger_path) as ledger:
+                service = Service(config, ledger, notifier=notifier)
+                services.append(service)
+                await service.run(stop, force)
+    finally:
+        notifier.close()
     return EXIT_FORCED if force.is_set() else EXIT_OK
 
 
 async def _scan(args: argparse.Namespace, config: AgentConfig, err: Console) -> int:
-    with StateLock(config.state_dir, "scan"):
-        ledger = await Ledger.open(config.ledger_path)
-        try:
-            with _ScanBar(err) as bar:
-                report = await scan(args.path, config, ledger, progress=bar, retry_dead=args.retry_dead)
-        finally:
-            await ledger.close()
+    with StateLock(config.state_dir, "scan"), _ScanBar(err) as bar:
+        async with Ledger.open(config.ledger_path) as ledger:
+            report = await scan(args.path, config, ledger, progress=bar, retry_dead=args.retry_dead)
     Console().print(summary_table(report))
     return EXIT_OK if report.ok else EXIT_DEAD_LETTERS
 
 
 async def _status(args: argparse.Namespace, config: AgentConfig) -> int:
-    ledger = await Ledger.open_readonly(config.ledger_path)
-    try:
+    async with Ledger.open_readonly(config.ledger_path) as ledger:
         status = await gather_status(config, ledger)
-    finally:
-        await ledger.close()
     if args.json:
         print(json.dumps(status.to_json(), indent=2))
         return EXIT_OK
@@ -365,16 +357,13 @@ async def _replay(args: argparse.Namespace, config: AgentConfig) -> int:
     if lock is not None:
         lock.acquire()
     try:
-        ledger = await Ledger.open(config.ledger_path)
-        try:
+        async with Ledger.open(config.ledger_path) as ledger:
             selected = await select_dead_letters(ledger, batch_id=args.batch, session_path=args.session)
             if not selected and not args.all:
                 raise ConfigError("no dead letter matches that batch or session (see fair-agent status)")
             results = await replay(
                 config, ledger, selected, service_pid=holder[0] if holder else None, wait_s=args.wait
             )
-        finally:
-            await ledger.close()
     finally:
         if lock is not None:
             lock.release()

@@ -74,11 +74,8 @@ def register(commands: Any, add_common: Callable[[argparse.ArgumentParser], None
 
 
 async def run_inspect(args: argparse.Namespace, config: AgentConfig) -> int:
-    ledger = await _open(config)
-    try:
+    async with Ledger.open_readonly(config.ledger_path) as ledger:
         account = await inspect_path(ledger, args.path)
-    finally:
-        await ledger.close()
     if args.json:
         print(json.dumps(account, indent=2, default=str))
         return EXIT_OK
@@ -160,7 +157,6 @@ def _print_folder(console: Console, a: dict[str, Any]) -> None:
 
 
 async def run_verify(args: argparse.Namespace, config: AgentConfig) -> int:
-    ledger = await _open(config)
     err = Console(stderr=True)
     progress = Progress(
         TextColumn("[bold]verify"),
@@ -172,7 +168,7 @@ async def run_verify(args: argparse.Namespace, config: AgentConfig) -> int:
         disable=not err.is_terminal,
     )
     task = progress.add_task("verify", total=0)
-    try:
+    async with Ledger.open_readonly(config.ledger_path) as ledger:
         with progress:
             findings = await verify(
                 args.path,
@@ -181,8 +177,6 @@ async def run_verify(args: argparse.Namespace, config: AgentConfig) -> int:
                 on_total=lambda files, size: progress.update(task, total=size),
                 on_advance=lambda files, size: progress.update(task, advance=size),
             )
-    finally:
-        await ledger.close()
     counts = summary(findings)
     problems = [f for f in findings if f.status != "ok"]
     if args.json:
@@ -218,7 +212,3 @@ def run_init(args: argparse.Namespace) -> int:
     load_config(args.file, env={})  # what it wrote must load as it is
     Console().print(f"wrote {args.file}; check it with: fair-agent rules check --config {args.file}")
     return EXIT_OK
-
-
-async def _open(config: AgentConfig) -> Ledger:
-    return await Ledger.open_readonly(config.ledger_path)

@@ -157,13 +157,10 @@ def bench_lag(args: argparse.Namespace) -> list[tuple[str, bool]]:
     async def ingest() -> None:
         state = Path(tempfile.mkdtemp(dir=args.dir))
         config = load_config(None, overrides={"state_dir": state})
-        ledger = await Ledger.open(config.ledger_path)
-        try:
+        async with Ledger.open(config.ledger_path) as ledger:
             for root in ("instruments", "eln"):
                 report = await scan(drop / root, config, ledger)
                 assert report.ok, report
-        finally:
-            await ledger.close()
 
     idle = asyncio.run(_lag_during(asyncio.sleep(2.0)))
     busy = asyncio.run(_lag_during(ingest()))

@@ -106,11 +106,8 @@ def fresh_config(base: Path) -> AgentConfig:
 
 
 async def agent_scan(path: Path, config: AgentConfig) -> ScanReport:
-    ledger = await Ledger.open(config.ledger_path)
-    try:
+    async with Ledger.open(config.ledger_path) as ledger:
         return await scan(path, config, ledger)
-    finally:
-        await ledger.close()
 
 
 def clean_outputs(root: Path) -> None:
@@ -283,11 +280,8 @@ def bench_verify(args: argparse.Namespace) -> list[tuple[str, bool]]:
 
 
 async def agent_verify(path: Path, config: AgentConfig) -> list[Finding]:
-    ledger = await Ledger.open_readonly(config.ledger_path)
-    try:
+    async with Ledger.open_readonly(config.ledger_path) as ledger:
         return await verify(path, config, ledger)
-    finally:
-        await ledger.close()
 
 
 # --- rules ---------------------------------------------------------------------------------------

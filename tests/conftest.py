@@ -65,18 +65,14 @@ def config(tmp_path: Path) -> AgentConfig:
 
 @pytest.fixture
 async def ledger(config: AgentConfig) -> AsyncIterator[Ledger]:
-    led = await Ledger.open(config.ledger_path)
-    yield led
-    await led.close()
+    async with Ledger.open(config.ledger_path) as led:
+        yield led
 
 
 async def run_scan(path: Path, config: AgentConfig, **kwargs: object) -> ScanReport:
     """One scan with its own ledger connection, as the CLI does it."""
-    led = await Ledger.open(config.ledger_path)
-    try:
+    async with Ledger.open(config.ledger_path) as led:
         return await scan(path, config, led, **kwargs)  # type: ignore[arg-type]
-    finally:
-        await led.close()
 
 
 def write(path: Path, data: bytes | str) -> Path:

@@ -37,32 +37,28 @@ def dead_letters(config: AgentConfig) -> list[tuple]:
 async def test_a_briefly_locked_ledger_is_waited_for(drop: Path, config: AgentConfig) -> None:
     write(drop / "s" / "a.csv", "1\n")
     cfg = config.model_copy(update={"retry": RetrySettings(attempts=30, base_delay_s=0.2, max_delay_s=0.4)})
-    ledger = await Ledger.open(cfg.ledger_path, busy_timeout_ms=100)
-    blocker = sqlite3.connect(cfg.ledger_path, isolation_level=None, check_same_thread=False)
-    try:
+    async with Ledger.open(cfg.ledger_path, busy_timeout_ms=100) as ledger:
+        blocker = sqlite3.connect(cfg.ledger_path, isolation_level=None, check_same_thread=False)
         await ledger.ensure_root(drop, "drop")
         blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock for half a second
         threading.Timer(0.5, lambda: blocker.execute("ROLLBACK")).start()
         report = await scan(drop, cfg, ledger)
-    finally:
-        await ledger.close()
     assert report.ok and report.files_ingested == 1
     assert dead_letters(cfg) == []
 
 
 async def test_a_ledger_locked_too_long_leaves_the_batch_for_later(drop: Path, config: AgentConfig) -> None:
     write(drop / "s" / "a.csv", "1\n")
-    ledger = await Ledger.open(config.ledger_path, busy_timeout_ms=50)
-    await ledger.ensure_root(drop, "drop")
-    blocker = sqlite3.connect(config.ledger_path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
-        report = await scan(drop, config, ledger)
-        assert not report.ok and report.uncommitted == 1, "the scan says it did not finish"
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
-        await ledger.close()
+    async with Ledger.open(config.ledger_path, busy_timeout_ms=50) as ledger:
+        await ledger.ensure_root(drop, "drop")
+        blocker = sqlite3.connect(config.ledger_path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            report = await scan(drop, config, ledger)
+            assert not report.ok and report.uncommitted == 1, "the scan says it did not finish"
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
     # Not committed, and not dead-lettered either: the next run simply does it.
     assert dead_letters(config) == []
     report = await run_scan(drop, config)

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from agent.core.drift import Baseline
 from agent.extractors import load_extractors
-from agent.ingest.drift import Baseline, compare, declared_baseline, shape_of
+from agent.ingest.drift import compare, declared_baseline, shape_of
 from agent.rules import DatasetTypes, Rule, load_rules
 from agent.rules.dataset import lookup
 from agent.rules.schema import DriftSettings

@@ -14,26 +14,20 @@ from agent.ledger.migrations import LATEST_VERSION
 
 async def test_new_ledger_is_migrated_in_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "state" / "ledger.sqlite3"
-    ledger = await Ledger.open(path)
-    try:
+    async with Ledger.open(path) as ledger:
         assert await ledger.schema_version() == LATEST_VERSION
-    finally:
-        await ledger.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert db.execute("SELECT version FROM schema_migrations").fetchall() == [(1,), (2,)]
-    again = await Ledger.open(path)  # reopening migrates nothing twice
-    await again.close()
+    async with Ledger.open(path):  # reopening migrates nothing twice
+        pass
 
 
 async def test_roots_are_registered_once(tmp_path: Path) -> None:
-    ledger = await Ledger.open(tmp_path / "l.sqlite3")
-    try:
+    async with Ledger.open(tmp_path / "l.sqlite3") as ledger:
         a = await ledger.ensure_root(tmp_path / "drop", "drop")
         b = await ledger.ensure_root(tmp_path / "drop", "drop")
         assert a == b
-    finally:
-        await ledger.close()
 
 
 async def test_corrupt_ledger_is_refused_and_left_alone(tmp_path: Path) -> None:
@@ -41,7 +35,8 @@ async def test_corrupt_ledger_is_refused_and_left_alone(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database at all" * 100)
     before = path.read_bytes()
     with pytest.raises(LedgerError, match="not a readable SQLite database"):
-        await Ledger.open(path)
+        async with Ledger.open(path):
+            pass
     assert path.read_bytes() == before
 
 
@@ -50,14 +45,16 @@ async def test_foreign_database_is_refused(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE customers (id INTEGER)")
     with pytest.raises(LedgerError, match="not a fair-agent ledger"):
-        await Ledger.open(path)
+        async with Ledger.open(path):
+            pass
 
 
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite3"
-    ledger = await Ledger.open(path)
-    await ledger.close()
+    async with Ledger.open(path):
+        pass
     with sqlite3.connect(path) as db:
         db.execute("INSERT INTO schema_migrations VALUES (999, 'future', 'x')")
     with pytest.raises(LedgerError, match="newer than this agent"):
-        await Ledger.open(path)
+        async with Ledger.open(path):
+            pass

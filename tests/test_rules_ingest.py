@@ -160,12 +160,9 @@ async def test_a_table_that_gains_and_loses_a_column_is_drift(
     # The export template changed: A2 is gone, B1 is new.
     kinetics(drop / "run-3" / "plate.csv", ["Time", "A1", "B1"])
     report = await run_scan(drop, config)
-    ledger = await Ledger.open(config.ledger_path)
-    try:
+    async with Ledger.open(config.ledger_path) as ledger:
         (reported,) = await ledger.drift_reports("kinetics")
         baseline = await ledger.drift_baseline("kinetics")
-    finally:
-        await ledger.close()
     assert reported.session == "run-3" and reported.policy == policy
     assert reported.diff == {"new": ["column:B1"], "missing": ["column:A2"], "retyped": []}
     assert baseline is not None and baseline.sessions_seen == 2 and not baseline.learning

@@ -8,7 +8,10 @@ import socket
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from agent.core.config import AgentConfig
+from agent.core.errors import ConfigError
 from agent.core.naming import CRATE_NAME, IgnoreRules
 from agent.fs.outputs import OutputWriter
 from agent.ingest.hashing import Hasher
@@ -289,16 +292,9 @@ async def test_deleted_crate_is_restored_without_rehashing(drop: Path, config: A
 
 async def test_scan_refuses_a_state_dir_inside_the_folder(drop: Path, config: AgentConfig) -> None:
     inside = config.model_copy(update={"state_dir": drop / ".state"})
-    led = await Ledger.open(config.ledger_path)
-    try:
-        import pytest
-
-        from agent.core.errors import ConfigError
-
+    async with Ledger.open(config.ledger_path) as led:
         with pytest.raises(ConfigError, match="inside the watched folder"):
             await scan(drop, inside, led)
-    finally:
-        await led.close()
 
 
 async def test_raw_data_is_never_modified(drop: Path, config: AgentConfig) -> None:

@@ -33,11 +33,8 @@ async def run_demo(samples: Path, drop: Path, config: AgentConfig, *, give_up_af
         }
     )
     console = Console()
-    lock = StateLock(config.state_dir, "demo")
-    lock.acquire()
-    ledger = await Ledger.open(config.ledger_path)
-    try:
-        async with Service(config, ledger).running() as service:
+    with StateLock(config.state_dir, "demo"):
+        async with Ledger.open(config.ledger_path) as ledger, Service(config, ledger).running() as service:
             console.print(
                 f"[bold]fair-agent is watching {drop}[/bold]; copying {len(expected)} sample files into it"
             )
@@ -48,9 +45,6 @@ async def run_demo(samples: Path, drop: Path, config: AgentConfig, *, give_up_af
                     console.print("[red]not every file was ingested in time[/red]")
                     return 1
                 await asyncio.sleep(0.2)
-    finally:
-        await ledger.close()
-        lock.release()
     table, crates, rejected = await asyncio.to_thread(_results, drop, expected)
     console.print(table)
     console.print(f"RO-Crates: {', '.join(crates)}")

@@ -151,8 +151,7 @@ async def run_drift(args: argparse.Namespace, config: AgentConfig) -> int:
     by_type = rules.dataset_rules()
     if not await asyncio.to_thread(config.ledger_path.exists):
         raise ConfigError(f"no ledger in {config.state_dir} yet: nothing has been ingested with it")
-    ledger = await Ledger.open(config.ledger_path)
-    try:
+    async with Ledger.open(config.ledger_path) as ledger:
         if args.accept:
             rule = by_type.get(args.accept)
             if rule is None:
@@ -176,8 +175,6 @@ async def run_drift(args: argparse.Namespace, config: AgentConfig) -> int:
             return EXIT_OK
         learned = {b.dataset_type: b for b in await ledger.drift_baselines()}
         reports = await ledger.drift_reports(limit=200)
-    finally:
-        await ledger.close()
     rows = []
     for dataset_type, rule in sorted(by_type.items()):
         drift = rule.spec.drift

@@ -66,11 +66,16 @@ def known_timezone(value: str | None) -> str | None:
     return value
 
 
-class _Frozen(BaseModel):
+class Strict(BaseModel):
+    """Frozen, and strict about keys: a misspelt key is an error naming it, not a setting ignored.
+
+    The base of every settings model, in the configuration and in rule files.
+    """
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class CompletionPolicy(_Frozen):
+class CompletionPolicy(Strict):
     """When a session counts as complete and may be ingested."""
 
     #: Seconds without any change in the session; every change starts the wait again.
@@ -101,7 +106,7 @@ class CompletionPolicy(_Frozen):
         return self.quiet_period_s - min(self.stability_look_s, self.quiet_period_s / 2)
 
 
-class RootSettings(_Frozen):
+class RootSettings(Strict):
     """One watched folder."""
 
     path: Path
@@ -118,7 +123,7 @@ class RootSettings(_Frozen):
         return self.name or self.path.resolve().name or "root"
 
 
-class RetryPolicy(_Frozen):
+class RetryPolicy(Strict):
     """Exponential backoff with full jitter: the n-th retry waits uniform(0, min(max, base * 2**(n-1)))."""
 
     attempts: int = Field(default=5, ge=1, le=1000)
@@ -143,7 +148,7 @@ class RetrySettings(RetryPolicy):
         return specific if isinstance(specific, RetryPolicy) else self
 
 
-class SiteSettings(_Frozen):
+class SiteSettings(Strict):
     """Who publishes the data and under which terms; goes into every crate."""
 
     organisation: str | None = None
@@ -156,7 +161,7 @@ class SiteSettings(_Frozen):
     _known_zone = field_validator("timezone")(known_timezone)
 
 
-class MetricsSettings(_Frozen):
+class MetricsSettings(Strict):
     """Prometheus metrics over HTTP; off unless enabled, and on the loopback address by default."""
 
     enabled: bool = False
@@ -165,7 +170,7 @@ class MetricsSettings(_Frozen):
     port: int = Field(default=9464, ge=0, le=65535)
 
 
-class AgentConfig(_Frozen):
+class AgentConfig(Strict):
     state_dir: Path = Field(default_factory=default_state_dir)
     roots: tuple[RootSettings, ...] = ()
     #: Folder of rule files (``*.toml``, see rules/README.md); none: every file gets the generic rule.

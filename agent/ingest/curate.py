@@ -10,20 +10,16 @@ fields, its rule's enrichment and a drift block, and the ledger learns from the 
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from ..core.batch import Batch
 from ..core.config import AgentConfig
-from ..core.errors import DriftQuarantinedError, SessionRejectedError, ValidationFailedError
+from ..core.errors import SessionRejectedError, ValidationFailedError
+from ..core.records import FileRecord
 from ..extractors import load_extractors
 from ..ledger import DriftUpdate, Ledger
 from ..rules import DatasetTypes, Rule, RuleSet, Validated, load_rules
-from .drift import Baseline, Drift, compare, declared_baseline, shape_of
-from .metadata import FileRecord
-
-log = logging.getLogger("fair_agent.curate")
+from .drift import DriftCheck
 
 
 def load_rule_set(config: AgentConfig) -> RuleSet:
@@ -53,8 +49,7 @@ class Curator:
         self.rules = rules
         self.ledger = ledger
         self.types = DatasetTypes(rules.all, site_timezone)
-        # One per dataset type (a handful): a baseline that is learning changes with every commit.
-        self._learning: dict[str, asyncio.Lock] = {}
+        self.drift = DriftCheck(ledger)
 
     def extractor_for(self, root_name: str, relpath: str) -> str:
         return self.rules.rule_for(root_name, relpath).spec.extractor
@@ -70,15 +65,10 @@ class Curator:
             review.rejected = _validation_error(batch, checked)
             review.invalid_types = sorted({v.dataset_type for _, v in invalid})
             return review
-        # Shapes only for files whose drift is checked: most files of a site (the generic rule) are not.
-        shapes = {
-            r.relpath: shape_of(v.values, r.metadata)
-            for r, rule, v in checked
-            if rule.spec.drift.policy != "off"
-        }
-        drift_blocks, quarantined = await self._drift(batch, checked, shapes, review)
-        if quarantined:
-            review.rejected = quarantined
+        drift = await self.drift.check(batch, checked)
+        review.updates, review.drifted_types, review.held = drift.updates, drift.drifted_types, drift.held
+        if drift.quarantined:
+            review.rejected = drift.quarantined
             return review
         review.records = [
             replace(
@@ -86,95 +76,12 @@ class Curator:
                 dataset_type=validated.dataset_type,
                 dataset=validated.values,
                 validation=validated.report(),
-                drift=drift_blocks.get(record.relpath, {"status": "off"}),
+                drift=drift.blocks.get(record.relpath, {"status": "off"}),
                 enrichment=rule.spec.enrich,
             )
             for record, rule, validated in checked
         ]
         return review
-
-    async def _baseline(self, dataset_type: str, rule: Rule) -> Baseline:
-        settings = rule.spec.drift
-        if settings.declared:
-            return declared_baseline(dataset_type, settings)
-        stored = await self.ledger.drift_baseline(dataset_type)
-        return stored or Baseline(dataset_type, sessions_needed=settings.learn_sessions)
-
-    async def _drift(
-        self,
-        batch: Batch,
-        checked: list[tuple[FileRecord, Rule, Validated]],
-        shapes: dict[str, dict[str, str]],
-        review: Review,
-    ) -> tuple[dict[str, dict[str, Any]], DriftQuarantinedError | None]:
-        blocks: dict[str, dict[str, Any]] = {}
-        by_type: dict[str, tuple[Rule, list[FileRecord]]] = {}
-        for record, rule, _ in checked:
-            if rule.spec.drift.policy != "off":
-                by_type.setdefault(rule.dataset_type, (rule, []))[1].append(record)
-        quarantine: list[tuple[str, Drift]] = []
-        for dataset_type, (rule, records) in sorted(by_type.items()):
-            settings = rule.spec.drift
-            baseline = await self._baseline(dataset_type, rule)
-            if baseline.learning:
-                # Sessions learnt at once would each see the baseline before the other's commit:
-                # from here to the commit, the type's sessions take turns; then read it again.
-                lock = self._learning.setdefault(dataset_type, asyncio.Lock())
-                await lock.acquire()
-                review.held.append(lock)
-                baseline = await self._baseline(dataset_type, rule)
-            if baseline.learning:
-                for record in records:
-                    blocks[record.relpath] = {
-                        "status": "learning",
-                        "datasetType": dataset_type,
-                        "sessionsSeen": baseline.sessions_seen,
-                        "sessionsNeeded": baseline.sessions_needed,
-                    }
-                review.updates.append(
-                    DriftUpdate(dataset_type, settings.learn_sessions, [shapes[r.relpath] for r in records])
-                )
-                continue
-            session_drift = Drift()
-            for record in records:
-                drift = compare(baseline, shapes[record.relpath])
-                session_drift = session_drift.merged(drift)
-                blocks[record.relpath] = {
-                    "status": "drifted" if drift else "none",
-                    "datasetType": dataset_type,
-                    "policy": settings.policy,
-                    "baseline": baseline.origin,
-                    **(drift.to_json() if drift else {}),
-                }
-            if not session_drift:
-                continue
-            review.drifted_types.append(dataset_type)
-            review.updates.append(
-                DriftUpdate(
-                    dataset_type,
-                    settings.learn_sessions,
-                    [],
-                    session_drift,
-                    settings.policy,
-                    [shapes[r.relpath] for r in records],
-                )
-            )
-            log.warning(
-                f"metadata drift in dataset type {dataset_type!r}: {session_drift.sentence()}",
-                extra={"session": batch.session, "dataset_type": dataset_type, "policy": settings.policy},
-            )
-            if settings.policy == "quarantine":
-                quarantine.append((dataset_type, session_drift))
-        if not quarantine:
-            return blocks, None
-        details: list[dict[str, object]] = [
-            {"datasetType": t, "drift": d.to_json(), "baseline": "fair-agent drift"} for t, d in quarantine
-        ]
-        message = "; ".join(
-            f"the metadata of dataset type {t!r} drifted from its baseline ({d.sentence()})"
-            for t, d in quarantine
-        )
-        return blocks, DriftQuarantinedError(f"session quarantined: {message}", details=details)
 
 
 def _validation_error(

@@ -1,21 +1,34 @@
 """Metadata drift: has an instrument's export changed shape since the sessions we learnt from?
 
+The drift step of curation, in one place: taking shapes, comparing them with a baseline, and
+deciding per dataset type what a batch learns, reports or quarantines. The vocabulary (Shape,
+Baseline, Drift) is in core.drift; the ledger stores baselines and reports.
+
 A file's *shape* maps keys to type names: its validated fields (``field:<name>``), the extractor's
 top-level keys (``key:<name>``), header lines (``header:<name>``) and, for tables, the columns
 (``column:<name>``). A dataset type's baseline is learnt from its first N accepted sessions, or
 declared in its rule. A key seen in every learnt file is *expected*; one seen in some is optional.
 Compared with the baseline, a file shows new keys (never seen), missing ones (expected, absent) and
-retyped ones. Pure functions; the ledger stores baselines and reports.
+retyped ones.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.batch import Batch
+from ..core.drift import Baseline, Drift, Shape
+from ..core.errors import DriftQuarantinedError
+from ..core.records import FileRecord
+from ..ledger import DriftUpdate, Ledger
+from ..rules import Rule, Validated
 from ..rules.schema import DriftSettings
 
-Shape = dict[str, str]
+log = logging.getLogger("fair_agent.curate")
+
 #: Keys of an extractor's output that say how the file was read, not what it holds.
 _NOT_CONTENT = frozenset({"extractor", "format", "header", "columns", "encoding", "note", "dates"})
 
@@ -58,43 +71,6 @@ def shape_of(values: dict[str, Any], metadata: dict[str, Any]) -> Shape:
     return shape
 
 
-@dataclass(slots=True)
-class Baseline:
-    dataset_type: str
-    origin: str = "learned"  # or "declared"
-    sessions_seen: int = 0
-    sessions_needed: int = 3
-    files_seen: int = 0
-    #: key -> {"type": ..., "files": how many learnt files had it}
-    keys: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: When the ledger last changed it (ISO 8601; "" for one not stored).
-    updated_at: str = ""
-
-    @property
-    def learning(self) -> bool:
-        return self.origin == "learned" and self.sessions_seen < self.sessions_needed
-
-    def learn(self, shape: Shape) -> None:
-        self.files_seen += 1
-        for key, kind in shape.items():
-            entry = self.keys.setdefault(key, {"type": kind, "files": 0})
-            entry["files"] += 1
-
-    def expected(self) -> set[str]:
-        return {k for k, v in self.keys.items() if v["files"] >= self.files_seen}
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "datasetType": self.dataset_type,
-            "origin": self.origin,
-            "sessionsSeen": self.sessions_seen,
-            "sessionsNeeded": self.sessions_needed,
-            "filesSeen": self.files_seen,
-            "keys": self.keys,
-            "updatedAt": self.updated_at,
-        }
-
-
 def declared_baseline(dataset_type: str, settings: DriftSettings) -> Baseline:
     baseline = Baseline(dataset_type, origin="declared", sessions_needed=0, files_seen=1)
     for name in settings.fields or ():
@@ -102,41 +78,6 @@ def declared_baseline(dataset_type: str, settings: DriftSettings) -> Baseline:
     for name, kind in (settings.columns or {}).items():
         baseline.keys[f"column:{name}"] = {"type": kind, "files": 1}
     return baseline
-
-
-@dataclass(frozen=True, slots=True)
-class Drift:
-    new: tuple[str, ...] = ()
-    missing: tuple[str, ...] = ()
-    #: (key, type in the baseline, type now)
-    retyped: tuple[tuple[str, str, str], ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.new or self.missing or self.retyped)
-
-    def merged(self, other: Drift) -> Drift:
-        return Drift(
-            tuple(sorted(set(self.new) | set(other.new))),
-            tuple(sorted(set(self.missing) | set(other.missing))),
-            tuple(sorted(set(self.retyped) | set(other.retyped))),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "new": list(self.new),
-            "missing": list(self.missing),
-            "retyped": [{"key": k, "was": was, "now": now} for k, was, now in self.retyped],
-        }
-
-    def sentence(self) -> str:
-        parts = []
-        if self.new:
-            parts.append("new: " + ", ".join(self.new))
-        if self.missing:
-            parts.append("missing: " + ", ".join(self.missing))
-        if self.retyped:
-            parts.append("retyped: " + ", ".join(f"{k} ({was} -> {now})" for k, was, now in self.retyped))
-        return "; ".join(parts)
 
 
 def compare(baseline: Baseline, shape: Shape) -> Drift:
@@ -159,3 +100,120 @@ def _widening(was: str, now: str) -> bool:
     # An integer column that now holds a decimal is the same measurement, not a new template; a
     # column left empty in this file has no type to compare.
     return {was, now} == {"integer", "number"} or "empty" in (was, now)
+
+
+@dataclass(slots=True)
+class DriftVerdict:
+    """What the drift step decided for a batch's accepted files."""
+
+    #: Each checked file's drift block for its sidecar (files of types with drift off have none).
+    blocks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Baselines to learn from the batch, and drift to report, in the batch's own transaction.
+    updates: list[DriftUpdate] = field(default_factory=list)
+    drifted_types: list[str] = field(default_factory=list)
+    #: Set when a rule quarantines drift: the session is rejected with it.
+    quarantined: DriftQuarantinedError | None = None
+    #: Held until the batch is committed: while a baseline learns, its sessions go one at a time.
+    held: list[asyncio.Lock] = field(default_factory=list)
+
+
+class DriftCheck:
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        # One per dataset type (a handful): a baseline that is learning changes with every commit.
+        self._learning: dict[str, asyncio.Lock] = {}
+
+    async def check(self, batch: Batch, checked: list[tuple[FileRecord, Rule, Validated]]) -> DriftVerdict:
+        verdict = DriftVerdict()
+        by_type: dict[str, tuple[Rule, list[tuple[FileRecord, Shape]]]] = {}
+        for record, rule, validated in checked:
+            # Shapes only for files whose drift is checked: most files of a site (the generic rule) are not.
+            if rule.spec.drift.policy != "off":
+                shape = shape_of(validated.values, record.metadata)
+                by_type.setdefault(rule.dataset_type, (rule, []))[1].append((record, shape))
+        quarantine: list[tuple[str, Drift]] = []
+        for dataset_type, (rule, files) in sorted(by_type.items()):
+            drift = await self._check_type(batch, dataset_type, rule, files, verdict)
+            if drift and rule.spec.drift.policy == "quarantine":
+                quarantine.append((dataset_type, drift))
+        if quarantine:
+            verdict.quarantined = _quarantine_error(quarantine)
+        return verdict
+
+    async def _baseline(self, dataset_type: str, rule: Rule) -> Baseline:
+        settings = rule.spec.drift
+        if settings.declared:
+            return declared_baseline(dataset_type, settings)
+        stored = await self.ledger.drift_baseline(dataset_type)
+        return stored or Baseline(dataset_type, sessions_needed=settings.learn_sessions)
+
+    async def _check_type(
+        self,
+        batch: Batch,
+        dataset_type: str,
+        rule: Rule,
+        files: list[tuple[FileRecord, Shape]],
+        verdict: DriftVerdict,
+    ) -> Drift | None:
+        """One dataset type's files: learnt while its baseline learns, else compared; the drift found."""
+        settings = rule.spec.drift
+        baseline = await self._baseline(dataset_type, rule)
+        if baseline.learning:
+            # Sessions learnt at once would each see the baseline before the other's commit:
+            # from here to the commit, the type's sessions take turns; then read it again.
+            lock = self._learning.setdefault(dataset_type, asyncio.Lock())
+            await lock.acquire()
+            verdict.held.append(lock)
+            baseline = await self._baseline(dataset_type, rule)
+        if baseline.learning:
+            for record, _ in files:
+                verdict.blocks[record.relpath] = {
+                    "status": "learning",
+                    "datasetType": dataset_type,
+                    "sessionsSeen": baseline.sessions_seen,
+                    "sessionsNeeded": baseline.sessions_needed,
+                }
+            verdict.updates.append(
+                DriftUpdate(dataset_type, settings.learn_sessions, [shape for _, shape in files])
+            )
+            return None
+        session_drift = Drift()
+        for record, shape in files:
+            drift = compare(baseline, shape)
+            session_drift = session_drift.merged(drift)
+            verdict.blocks[record.relpath] = {
+                "status": "drifted" if drift else "none",
+                "datasetType": dataset_type,
+                "policy": settings.policy,
+                "baseline": baseline.origin,
+                **(drift.to_json() if drift else {}),
+            }
+        if not session_drift:
+            return None
+        verdict.drifted_types.append(dataset_type)
+        verdict.updates.append(
+            DriftUpdate(
+                dataset_type,
+                settings.learn_sessions,
+                [],
+                session_drift,
+                settings.policy,
+                [shape for _, shape in files],
+            )
+        )
+        log.warning(
+            f"metadata drift in dataset type {dataset_type!r}: {session_drift.sentence()}",
+            extra={"session": batch.session, "dataset_type": dataset_type, "policy": settings.policy},
+        )
+        return session_drift
+
+
+def _quarantine_error(quarantine: list[tuple[str, Drift]]) -> DriftQuarantinedError:
+    details: list[dict[str, object]] = [
+        {"datasetType": t, "drift": d.to_json(), "baseline": "fair-agent drift"} for t, d in quarantine
+    ]
+    message = "; ".join(
+        f"the metadata of dataset type {t!r} drifted from its baseline ({d.sentence()})"
+        for t, d in quarantine
+    )
+    return DriftQuarantinedError(f"session quarantined: {message}", details=details)

@@ -1,4 +1,4 @@
-"""What the agent says about one ingested file: the record, and its ``<file>.fair.json`` sidecar.
+"""What the agent says about one ingested file: its ``<file>.fair.json`` sidecar and crate entities.
 
 Pure functions: values in, values out. The sidecar is a small JSON-LD document using schema.org
 terms as RO-Crate uses them; the agent's own terms live in the RO-Crate ad-hoc namespace for this
@@ -7,15 +7,14 @@ project (https://w3id.org/ro/terms/fair-agent#).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from .. import AGENT_NAME, AGENT_URL, __version__
-from ..core.batch import FileStat
 from ..core.config import SiteSettings
+from ..core.enrichment import Enrichment, Instrument, Organisation, Person
 from ..core.naming import display_name, relative_id
-from ..rules.schema import Enrichment, Instrument, Organisation, Person
+from ..core.records import FileRecord
 
 RO_CRATE_CONTEXT = "https://w3id.org/ro/crate/1.2/context"
 TERMS_NAMESPACE = AGENT_URL + "#"
@@ -38,45 +37,11 @@ SIDECAR_CONTEXT: list[Any] = [
     },
 ]
 
-GENERIC_DATASET_TYPE = "generic"
-NOT_VALIDATED: dict[str, Any] = {"status": "not-validated"}
-NOT_CHECKED: dict[str, Any] = {"status": "not-checked"}
 PRONOM_URL = "https://www.nationalarchives.gov.uk/PRONOM/"
 
 
 def iso_time(mtime_ns: int) -> str:
     return datetime.fromtimestamp(mtime_ns / 1e9, tz=UTC).isoformat(timespec="seconds")
-
-
-@dataclass(frozen=True, slots=True)
-class FileRecord:
-    """One version of one ingested file, as the sidecar, the crate and the ledger describe it."""
-
-    stat: FileStat  # the file as it was while it was hashed
-    session: str
-    sha256: str
-    encoding_format: str
-    batch_id: str = ""
-    sequence: int = 0
-    version: int = 0
-    dataset_type: str = GENERIC_DATASET_TYPE
-    metadata: dict[str, Any] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
-    #: The fields of its dataset type, validated and normalised (see rules.dataset).
-    dataset: dict[str, Any] = field(default_factory=dict)
-    validation: dict[str, Any] = field(default_factory=lambda: dict(NOT_VALIDATED))
-    drift: dict[str, Any] = field(default_factory=lambda: dict(NOT_CHECKED))
-    #: What its rule adds: license, keywords, instrument, publisher, creators.
-    enrichment: Enrichment | None = None
-
-    @property
-    def relpath(self) -> str:
-        return self.stat.relpath
-
-    @property
-    def name(self) -> str:
-        # Not PurePosixPath(...).name: this runs several times per file on the hot path.
-        return self.stat.relpath.rsplit("/", 1)[-1]
 
 
 def _file_properties(record: FileRecord, file_id: str) -> dict[str, Any]:

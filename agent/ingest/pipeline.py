@@ -31,16 +31,17 @@ from ..core.errors import (
     UnexpectedError,
 )
 from ..core.naming import CRATE_NAME, display_name, error_name, sidecar_name, unit_of
+from ..core.records import DeadLetter, FileRecord
 from ..core.retry import retry_delay
 from ..extractors.generic import Detected
 from ..extractors.runner import MetadataReader
 from ..fs.outputs import Document, OutputWriter, remove_files, write_documents
-from ..ledger import BatchCommit, CurrentFile, DeadLetter, Ledger
+from ..ledger import BatchCommit, CurrentFile, Ledger
 from ..rules import RuleSet
 from .crate import build_crate
 from .curate import Curator, Review
 from .hashing import Hashed, Hasher, hash_groups
-from .metadata import FileRecord, build_sidecar, crate_entities
+from .metadata import build_sidecar, crate_entities
 
 log = logging.getLogger("fair_agent.pipeline")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiosqlite
 
-from ..ingest.drift import Baseline, Drift, Shape
+from ..core.drift import Baseline, Drift, Shape
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,138 +13,26 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from ..core.batch import FileStat, Root, Skip
-from ..core.errors import REJECTION_CLASS_NAMES, AgentError, LedgerBusyError, LedgerError
+from ..core.batch import Root, Skip
+from ..core.drift import Baseline
+from ..core.errors import REJECTION_CLASS_NAMES, LedgerBusyError, LedgerError
 from ..core.naming import is_within
-from ..ingest.drift import Baseline
-from ..ingest.metadata import FileRecord
-from .drift import BASELINE_COLUMNS, DriftReport, DriftUpdate, apply_updates, baseline_from_row, save_baseline
+from .commit import write_batch
+from .drift import BASELINE_COLUMNS, DriftReport, baseline_from_row, save_baseline
+from .encoding import below, from_db, now_iso, to_db
 from .migrations import LATEST_VERSION, MIGRATIONS
-
-DbText = str | bytes
-
+from .rows import VERSION_COLUMNS, BatchCommit, CurrentFile, DeadLetterRow, FileVersion
 
 BUSY_TIMEOUT_MS = 5000
 
 
 def _is_busy(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
-
-
-def to_db(text: str) -> DbText:
-    """Paths go in as TEXT; a name that is not valid UTF-8 goes in as its raw bytes."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape")
-    return text
-
-
-def from_db(value: DbText) -> str:
-    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
-
-
-def _below(folder: str) -> tuple[str, str]:
-    """Bounds of the text paths below ``folder`` ('0' follows '/'); none for a name stored as bytes."""
-    return (folder + "/", folder + "0") if isinstance(to_db(folder), str) else ("", "")
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-@dataclass(frozen=True, slots=True)
-class CurrentFile:
-    relpath: str
-    signature: tuple[int, int, int, int]  # as FileStat.signature(): size, mtime_ns, ctime_ns, inode
-    version: int
-    sha256: str
-    entity: str  # the File entity of the session crate, as JSON
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    relpath: str
-    session: str
-    error: AgentError | BaseException
-    attempts: int
-    stat: FileStat | None = None
-    batch_id: str | None = None
-
-    @property
-    def category(self) -> str:
-        return str(getattr(self.error, "category", "terminal"))
-
-    @property
-    def advice(self) -> str:
-        return str(getattr(self.error, "advice", ""))
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterRow:
-    """A dead letter as the ledger holds it."""
-
-    id: int
-    root_id: int
-    session: str
-    relpath: str
-    batch_id: str | None
-    category: str
-    error_class: str
-    message: str
-    advice: str
-    attempts: int
-    first_seen: str
-    last_seen: str
-
-
-VERSION_COLUMNS = (
-    "f.relpath, f.session, f.version, f.status, f.size, f.mtime_ns, f.sha256, f.batch_id, f.sequence, "
-    "f.sidecar_written_at"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class FileVersion:
-    """One version of one file, as ``inspect`` and ``verify`` read it."""
-
-    relpath: str
-    session: str
-    version: int
-    status: str  # current, superseded or removed
-    size: int
-    mtime_ns: int
-    sha256: str
-    batch_id: str
-    sequence: int
-    ingested_at: str
-
-    @classmethod
-    def from_row(cls, row: Any) -> FileVersion:
-        return cls(from_db(row[0]), from_db(row[1]), *row[2:])
-
-
-@dataclass(slots=True)
-class BatchCommit:
-    """Everything one batch changes in the ledger, applied in a single transaction."""
-
-    root: Root
-    session: str
-    batch_id: str | None
-    records: list[FileRecord]
-    entities: dict[str, str]  # relpath -> crate entity JSON, for records
-    touched: list[FileStat]  # same bytes as the current version; only the quick-check fields move
-    dead: list[DeadLetter]
-    removed: list[str] = field(default_factory=list)  # ingested files no longer there
-    cleared_dead: list[str] = field(default_factory=list)  # dead letters that no longer apply
-    drift: list[DriftUpdate] = field(default_factory=list)  # baselines to learn, drift to report
 
 
 class Ledger:
@@ -156,8 +44,10 @@ class Ledger:
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Ledger:
-        """Open (creating if needed) and migrate the ledger; refuse anything that is not ours.
+    @asynccontextmanager
+    async def open(cls, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> AsyncIterator[Ledger]:
+        """``async with Ledger.open(path) as ledger``: open (creating if needed) and migrate the
+        ledger, refusing anything that is not ours; closed when the block ends.
 
         ``busy_timeout_ms``: how long a write waits for another writer's lock before it counts as
         a (retryable) LedgerBusyError.
@@ -167,21 +57,20 @@ class Ledger:
             db = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open the ledger {path}: {exc}") from exc
-        ledger = cls(db, path, busy_timeout_ms)
         try:
+            ledger = cls(db, path, busy_timeout_ms)
             await ledger._configure()
             await ledger._migrate()
             await ledger._check_writable()
-        except BaseException:
+            yield ledger
+        finally:
             await db.close()
-            raise
-        return ledger
 
     @classmethod
-    async def open_readonly(cls, path: Path) -> Ledger:
-        """Open for reading only (status, inspect, verify): nothing is created, migrated or locked.
-
-        A reader without permission is told so, not that the ledger is damaged.
+    @asynccontextmanager
+    async def open_readonly(cls, path: Path) -> AsyncIterator[Ledger]:
+        """As ``open``, for reading only (status, inspect, verify): nothing is created, migrated or
+        locked. A reader without permission is told so, not that the ledger is damaged.
         """
         if not await asyncio.to_thread(path.exists):
             raise LedgerError(f"no ledger at {path}: nothing has been ingested with this state directory")
@@ -192,25 +81,26 @@ class Ledger:
             )
         try:
             db = await aiosqlite.connect(f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None)
-            await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot read the ledger {path}: {exc}") from exc
-        ledger = cls(db, path)
         try:
-            version = await ledger._scalar("SELECT max(version) FROM schema_migrations")
+            ledger = cls(db, path)
+            await ledger._check_readable()
+            yield ledger
+        finally:
+            await db.close()
+
+    async def _check_readable(self) -> None:
+        try:
+            await self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            version = await self._scalar("SELECT max(version) FROM schema_migrations")
         except sqlite3.Error as exc:
-            await db.close()
-            raise LedgerError(f"cannot read the ledger {path} ({exc}); it was not changed") from exc
+            raise LedgerError(f"cannot read the ledger {self.path} ({exc}); it was not changed") from exc
         if version != LATEST_VERSION:
-            await db.close()
             raise LedgerError(
-                f"the ledger {path} has schema version {version}, this agent reads {LATEST_VERSION}: "
+                f"the ledger {self.path} has schema version {version}, this agent reads {LATEST_VERSION}: "
                 "start the service (or run a scan) once to bring it up to date"
             )
-        return ledger
-
-    async def close(self) -> None:
-        await self._db.close()
 
     async def _configure(self) -> None:
         try:
@@ -325,7 +215,7 @@ class Ledger:
             f"SELECT {VERSION_COLUMNS} FROM files f WHERE f.root_id = ? AND f.status = 'current' AND "
             "(? = '' OR f.relpath = ? OR (f.relpath >= ? AND f.relpath < ?) OR typeof(f.relpath) = 'blob') "
             "ORDER BY f.relpath",
-            (root_id, to_db(folder), to_db(folder), *_below(folder)),
+            (root_id, to_db(folder), to_db(folder), *below(folder)),
         )
         versions = [FileVersion.from_row(r) for r in rows]
         return [v for v in versions if is_within(v.relpath, folder)]
@@ -347,7 +237,7 @@ class Ledger:
         rows = await self._all(
             "SELECT relpath, max(version) FROM files WHERE root_id = ? AND "
             "(relpath = ? OR (relpath >= ? AND relpath < ?) OR typeof(relpath) = 'blob') GROUP BY relpath",
-            (root_id, to_db(unit), *_below(unit)),
+            (root_id, to_db(unit), *below(unit)),
         )
         return {from_db(r[0]): r[1] for r in rows}
 
@@ -370,106 +260,9 @@ class Ledger:
         return {from_db(r[0]): (tuple(r[1:]) if r[1] is not None else None) for r in rows}
 
     async def commit_batch(self, commit: BatchCommit) -> None:
-        stamp = now_iso()
-        root_id, session = commit.root.id, to_db(commit.session)
+        """Everything one batch changes, in one transaction."""
         async with self.transaction() as db:
-            if commit.batch_id is not None and commit.records:
-                await db.execute(
-                    "INSERT OR IGNORE INTO batches VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        commit.batch_id,
-                        root_id,
-                        session,
-                        len(commit.records),
-                        sum(r.stat.size for r in commit.records),
-                        stamp,
-                    ),
-                )
-            await db.executemany(
-                "UPDATE files SET status = 'superseded' "
-                "WHERE root_id = ? AND relpath = ? AND status = 'current'",
-                [(root_id, to_db(r.relpath)) for r in commit.records],
-            )
-            # Only this session's row: a file that moved to another session (rules changed) may
-            # already have its current version there.
-            await db.executemany(
-                "UPDATE files SET status = 'removed' "
-                "WHERE root_id = ? AND relpath = ? AND session = ? AND status = 'current'",
-                [(root_id, to_db(p), session) for p in commit.removed],
-            )
-            await db.executemany(
-                "INSERT INTO files (root_id, relpath, session, version, size, mtime_ns, ctime_ns, inode, "
-                "sha256, batch_id, sequence, status, entity, sidecar_written_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'current', ?, ?)",
-                [
-                    (
-                        root_id,
-                        to_db(r.relpath),
-                        session,
-                        r.version,
-                        r.stat.size,
-                        r.stat.mtime_ns,
-                        r.stat.ctime_ns,
-                        r.stat.inode,
-                        r.sha256,
-                        r.batch_id,
-                        r.sequence,
-                        commit.entities[r.relpath],
-                        stamp,
-                    )
-                    for r in commit.records
-                ],
-            )
-            await db.executemany(
-                "UPDATE files SET size = ?, mtime_ns = ?, ctime_ns = ?, inode = ? "
-                "WHERE root_id = ? AND relpath = ? AND status = 'current'",
-                [
-                    (f.size, f.mtime_ns, f.ctime_ns, f.inode, root_id, to_db(f.relpath))
-                    for f in commit.touched
-                ],
-            )
-            done = (
-                [r.relpath for r in commit.records]
-                + [f.relpath for f in commit.touched]
-                + commit.cleared_dead
-            )
-            await db.executemany(
-                "DELETE FROM dead_letters WHERE root_id = ? AND relpath = ?",
-                [(root_id, to_db(p)) for p in done],
-            )
-            for dead in commit.dead:
-                await self._upsert_dead_letter(db, root_id, dead, stamp)
-            await apply_updates(db, commit.drift, root_id, session, commit.batch_id, stamp)
-
-    async def _upsert_dead_letter(
-        self, db: aiosqlite.Connection, root_id: int, dead: DeadLetter, stamp: str
-    ) -> None:
-        st = dead.stat
-        await db.execute(
-            "INSERT INTO dead_letters (root_id, session, relpath, batch_id, category, error_class, "
-            "message, advice, attempts, size, mtime_ns, ctime_ns, inode, first_seen, last_seen) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (root_id, relpath) DO UPDATE SET batch_id = excluded.batch_id, "
-            "category = excluded.category, error_class = excluded.error_class, "
-            "message = excluded.message, advice = excluded.advice, "
-            "attempts = dead_letters.attempts + excluded.attempts, size = excluded.size, "
-            "mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns, inode = excluded.inode, "
-            "last_seen = excluded.last_seen",
-            (
-                root_id,
-                to_db(dead.session),
-                to_db(dead.relpath),
-                dead.batch_id,
-                dead.category,
-                type(dead.error).__name__,
-                str(dead.error),
-                dead.advice,
-                dead.attempts,
-                *(st.signature() if st else (None, None, None, None)),
-                stamp,
-                stamp,
-            ),
-        )
+            await write_batch(db, commit, now_iso())
 
     async def roots(self) -> list[Root]:
         rows = await self._all("SELECT id, name, path FROM roots ORDER BY id")

@@ -3,11 +3,10 @@ must carry (a pydantic model per dataset type), what is added to them and how dr
 
 from .dataset import DatasetTypes, FieldProblem, Validated
 from .ruleset import Rule, RuleError, RuleSet, load_rules
-from .schema import Enrichment, RuleFile
+from .schema import RuleFile
 
 __all__ = [
     "DatasetTypes",
-    "Enrichment",
     "FieldProblem",
     "Rule",
     "RuleError",

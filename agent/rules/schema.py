@@ -10,20 +10,15 @@ import re
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from ..core.config import CompletionPolicy, known_timezone
+from ..core.config import CompletionPolicy, Strict, known_timezone
+from ..core.enrichment import Enrichment
 from .globs import glob_problem
 
 DATASET_TYPE_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 #: Fields every dataset type has, whatever its rule says.
 BASE_FIELDS = ("experiment_id", "instrument", "acquisition_date", "parameters", "tags")
-ORCID_PATTERN = r"^https://orcid\.org/\d{4}-\d{4}-\d{4}-\d{3}[\dX]$"
-ROR_PATTERN = r"^https://ror\.org/0[a-z0-9]{6}\d{2}$"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def _compiles(value: str | None) -> str | None:
@@ -35,7 +30,7 @@ def _compiles(value: str | None) -> str | None:
     return value
 
 
-class SessionGrouping(_Strict):
+class SessionGrouping(Strict):
     """How files are grouped into sessions, when the default (the first folder level) does not fit."""
 
     #: The first ``depth`` folder levels below the watch root are one session.
@@ -53,7 +48,7 @@ class SessionGrouping(_Strict):
         return self
 
 
-class PathFields(_Strict):
+class PathFields(Strict):
     #: Named groups become fields, e.g. ``^(?P<experiment_id>EXP-\d{6})_(?P<operator>[a-z]+)/``.
     pattern: str
 
@@ -67,7 +62,7 @@ class PathFields(_Strict):
         return value
 
 
-class FieldSpec(_Strict):
+class FieldSpec(Strict):
     """One field of a dataset type, and what a valid value looks like."""
 
     type: Literal["string", "integer", "number", "boolean", "datetime", "date"] = "string"
@@ -127,36 +122,7 @@ def _check_date_format(fmt: str) -> None:
         raise ValueError(f"'format' {fmt!r} is not a date format strptime understands: {exc}") from None
 
 
-class Instrument(_Strict):
-    name: str
-    manufacturer: str | None = None
-    model: str | None = None
-    serial_number: str | None = None
-    #: A persistent identifier of the instrument (e.g. a PIDINST handle URL), if it has one.
-    identifier: str | None = None
-
-
-class Person(_Strict):
-    name: str
-    orcid: str | None = Field(default=None, pattern=ORCID_PATTERN)
-
-
-class Organisation(_Strict):
-    name: str
-    ror: str | None = Field(default=None, pattern=ROR_PATTERN)
-
-
-class Enrichment(_Strict):
-    """Static facts added to every file the rule matches."""
-
-    license: str | None = Field(default=None, pattern=r"^https?://\S+$")
-    keywords: tuple[str, ...] = ()
-    instrument: Instrument | None = None
-    publisher: Organisation | None = None
-    creator: tuple[Person, ...] = ()
-
-
-class DriftSettings(_Strict):
+class DriftSettings(Strict):
     #: "warn": ingest and mark the drift; "quarantine": dead-letter the session; "off".
     policy: Literal["off", "warn", "quarantine"] = "warn"
     #: Accepted sessions the baseline is learnt from when the rule declares none.
@@ -171,7 +137,7 @@ class DriftSettings(_Strict):
         return self.fields is not None or self.columns is not None
 
 
-class RuleFile(_Strict):
+class RuleFile(Strict):
     """One ``rules/*.toml`` file."""
 
     #: Defaults to the file name without ``.toml``.
@@ -195,9 +161,9 @@ class RuleFile(_Strict):
     completion: CompletionPolicy | None = None
     path: PathFields | None = None
     #: field name = where in the extractor's output ("header.Operator"); a list is joined by spaces.
-    fields: dict[str, str | tuple[str, ...]] = {}
+    fields: dict[str, str | tuple[str, ...]] = Field(default_factory=dict)
     enrich: Enrichment = Enrichment()
-    validation: dict[str, FieldSpec] = {}
+    validation: dict[str, FieldSpec] = Field(default_factory=dict)
     drift: DriftSettings = DriftSettings()
 
     @model_validator(mode="after")

@@ -1,0 +1,69 @@
+"""The records of the agent's domain: one ingested version of a file, and a file that failed.
+
+A FileRecord is built while a batch is read, curated by its rules, written out as a sidecar and a
+crate entity, and recorded in the ledger. A DeadLetter is what failed, why, and what to do about it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .batch import FileStat
+from .enrichment import Enrichment
+from .errors import AgentError
+
+GENERIC_DATASET_TYPE = "generic"
+NOT_VALIDATED: dict[str, Any] = {"status": "not-validated"}
+NOT_CHECKED: dict[str, Any] = {"status": "not-checked"}
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """One version of one ingested file, as the sidecar, the crate and the ledger describe it."""
+
+    stat: FileStat  # the file as it was while it was hashed
+    session: str
+    sha256: str
+    encoding_format: str
+    batch_id: str = ""
+    sequence: int = 0
+    version: int = 0
+    dataset_type: str = GENERIC_DATASET_TYPE
+    metadata: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    #: The fields of its dataset type, validated and normalised (see rules.dataset).
+    dataset: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=lambda: dict(NOT_VALIDATED))
+    drift: dict[str, Any] = field(default_factory=lambda: dict(NOT_CHECKED))
+    #: What its rule adds: license, keywords, instrument, publisher, creators.
+    enrichment: Enrichment | None = None
+
+    @property
+    def relpath(self) -> str:
+        return self.stat.relpath
+
+    @property
+    def name(self) -> str:
+        # Not PurePosixPath(...).name: this runs several times per file on the hot path.
+        return self.stat.relpath.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A file (or a folder that could not be listed) that was not ingested, and the error saying why."""
+
+    relpath: str
+    session: str
+    error: AgentError | BaseException
+    attempts: int
+    stat: FileStat | None = None
+    batch_id: str | None = None
+
+    @property
+    def category(self) -> str:
+        return str(getattr(self.error, "category", "terminal"))
+
+    @property
+    def advice(self) -> str:
+        return str(getattr(self.error, "advice", ""))
