@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, RetryKind
 
 ENV_PREFIX = "FAIR_AGENT_"
 #: Names the config file rather than a setting.
@@ -143,9 +143,9 @@ class RetrySettings(RetryPolicy):
     #: The ledger stayed locked by another writer.
     ledger: RetryPolicy | None = None
 
-    def policy_for(self, kind: str) -> RetryPolicy:
-        specific = getattr(self, kind, None) if kind in ("changing", "io", "output", "ledger") else None
-        return specific if isinstance(specific, RetryPolicy) else self
+    def policy_for(self, kind: RetryKind) -> RetryPolicy:
+        specific: RetryPolicy | None = getattr(self, kind.value)
+        return specific or self
 
 
 class SiteSettings(Strict):

@@ -15,6 +15,19 @@ class Category(StrEnum):
     TERMINAL = "terminal"
 
 
+class RetryKind(StrEnum):
+    """Kinds of retryable failure; each may have its own retry budget (see RetrySettings)."""
+
+    #: A file still being written (it changed while it was read).
+    CHANGING = "changing"
+    #: Reading failed: an I/O error, a flaky network share, a file gone for a moment.
+    IO = "io"
+    #: Writing a sidecar or crate failed: disk full, read-only filesystem, permission denied.
+    OUTPUT = "output"
+    #: The ledger stayed locked by another writer.
+    LEDGER = "ledger"
+
+
 class AgentError(Exception):
     """Base of every failure the agent reports about its input or its own state."""
 
@@ -34,8 +47,8 @@ class AgentError(Exception):
 
 class RetryableError(AgentError):
     category = Category.RETRYABLE
-    #: Which retry policy applies (see RetrySettings): "changing", "io", "output" or "ledger".
-    retry_kind = "io"
+    #: Which retry policy applies.
+    retry_kind = RetryKind.IO
 
 
 class TerminalError(AgentError):
@@ -57,7 +70,7 @@ class RootUnavailableError(ConfigError):
 class FileChangedError(RetryableError):
     """The file's size, mtime or identity changed while it was read: it is still being written."""
 
-    retry_kind = "changing"
+    retry_kind = RetryKind.CHANGING
 
     advice = "Wait until the instrument has finished writing; the agent tries again by itself."
 
@@ -87,7 +100,7 @@ class NotRegularFileError(TerminalError):
 class OutputWriteError(RetryableError):
     """A sidecar or crate could not be written next to the data (disk full, read-only, denied)."""
 
-    retry_kind = "output"
+    retry_kind = RetryKind.OUTPUT
 
     advice = "Check free space and the agent's write permission on the data folder."
 
@@ -101,7 +114,7 @@ class OutputConflictError(TerminalError):
 class LedgerBusyError(RetryableError):
     """The ledger is locked by another writer for longer than the busy timeout."""
 
-    retry_kind = "ledger"
+    retry_kind = RetryKind.LEDGER
 
 
 class UnexpectedError(TerminalError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 
 from .config import RetryPolicy, RetrySettings
-from .errors import Category
+from .errors import RetryableError, RetryKind
 
 _rng = random.Random()
 
@@ -20,8 +20,20 @@ def backoff_delay(attempt: int, policy: RetryPolicy, rng: random.Random | None =
     return (rng or _rng).uniform(0, ceiling)
 
 
-def is_retryable(exc: BaseException) -> bool:
-    return getattr(exc, "category", Category.TERMINAL) == Category.RETRYABLE
+def retry_kind(exc: BaseException) -> RetryKind | None:
+    """The kind of a retryable failure; None for a terminal one."""
+    return exc.retry_kind if isinstance(exc, RetryableError) else None
+
+
+def delay_for(
+    kind: RetryKind, attempt: int, settings: RetrySettings, rng: random.Random | None = None
+) -> float | None:
+    """Seconds to wait before attempt ``attempt + 1`` of a failure of this kind; None when its
+    policy allows no more attempts."""
+    policy = settings.policy_for(kind)
+    if attempt >= policy.attempts:
+        return None
+    return backoff_delay(attempt, policy, rng)
 
 
 def retry_delay(
@@ -31,9 +43,5 @@ def retry_delay(
 
     Final: a terminal failure, or a retryable one whose policy allows no more attempts.
     """
-    if not is_retryable(exc):
-        return None
-    policy = settings.policy_for(getattr(exc, "retry_kind", "io"))
-    if attempt >= policy.attempts:
-        return None
-    return backoff_delay(attempt, policy, rng)
+    kind = retry_kind(exc)
+    return None if kind is None else delay_for(kind, attempt, settings, rng)

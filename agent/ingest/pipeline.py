@@ -27,12 +27,13 @@ from ..core.errors import (
     AgentError,
     FileVanishedError,
     OutputConflictError,
+    RetryKind,
     SessionRejectedError,
     UnexpectedError,
 )
 from ..core.naming import CRATE_NAME, display_name, error_name, sidecar_name, unit_of
 from ..core.records import DeadLetter, FileRecord
-from ..core.retry import retry_delay
+from ..core.retry import delay_for, retry_kind
 from ..extractors.generic import Detected
 from ..extractors.runner import MetadataReader
 from ..fs.outputs import Document, OutputWriter, remove_files, write_documents
@@ -72,7 +73,7 @@ class Tally:
     validation_failures: Counter[str] = field(default_factory=Counter)
     drift_alerts: Counter[str] = field(default_factory=Counter)
     #: Retries scheduled, by kind of retryable failure (changing, io, output, ledger).
-    retries_by_kind: Counter[str] = field(default_factory=Counter)
+    retries_by_kind: Counter[RetryKind] = field(default_factory=Counter)
     #: Unix time of the last commit with new files; 0 before the first.
     last_success_unix: float = 0.0
 
@@ -97,13 +98,6 @@ class Retry:
 
     batch: Batch
     delay: float
-
-
-class _Unknown(Exception):
-    """Stands for an exception of no known category when asking for a retry delay."""
-
-    category = "retryable"
-    retry_kind = "io"
 
 
 class _SessionLocks:
@@ -171,9 +165,11 @@ class Pipeline:
             except Exception as exc:
                 # The batch boundary: nothing of this batch was committed. A retryable failure
                 # (the ledger stayed locked) or an unknown one gets the whole batch tried again
-                # within the retry budget; then an unknown failure becomes a dead letter.
+                # within the retry budget (an unknown one as an I/O error); then an unknown failure
+                # becomes a dead letter.
                 unknown = not isinstance(exc, AgentError)
-                delay = retry_delay(exc if not unknown else _Unknown(), batch.attempt, self.config.retry)
+                kind = RetryKind.IO if unknown else retry_kind(exc)
+                delay = None if kind is None else delay_for(kind, batch.attempt, self.config.retry)
                 log.log(
                     logging.ERROR if unknown else logging.WARNING,
                     f"batch not committed: {type(exc).__name__}: {exc}",
@@ -185,8 +181,8 @@ class Pipeline:
                         "category": str(getattr(exc, "category", "unknown")),
                     },
                 )
-                if delay is not None:
-                    self.tally.retries_by_kind[getattr(exc, "retry_kind", "io")] += 1
+                if kind is not None and delay is not None:
+                    self.tally.retries_by_kind[kind] += 1
                     return Retry(replace(batch, attempt=batch.attempt + 1), delay)
                 if unknown:
                     await self._dead_letter_all(batch, exc)
@@ -437,8 +433,9 @@ class Pipeline:
 
         ``crate``: the session crate was not written either and must be retried with them.
         """
-        delay = retry_delay(exc, batch.attempt, self.config.retry)
-        if delay is None:
+        kind = retry_kind(exc)
+        delay = None if kind is None else delay_for(kind, batch.attempt, self.config.retry)
+        if kind is None or delay is None:
             if crate:
                 # The crate is ours, not a file to dead-letter: leave it for the next run, and say so.
                 self.tally.uncommitted += 1
@@ -451,7 +448,7 @@ class Pipeline:
         outcome.retry_crate = outcome.retry_crate or crate
         outcome.retry_delay = max(outcome.retry_delay, delay)
         self.tally.retries += len(files)
-        self.tally.retries_by_kind[getattr(exc, "retry_kind", "io")] += len(files)
+        self.tally.retries_by_kind[kind] += len(files)
         log.info(
             f"will try again in {delay:.1f} s: {exc}",
             extra={

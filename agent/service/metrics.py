@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .. import __version__
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, RetryKind
 
 if TYPE_CHECKING:
     from .daemon import Service
@@ -106,8 +106,8 @@ class _ServiceCollector(Collector):
         retries = CounterMetricFamily(
             "fair_agent_retries", "Retries scheduled, by kind of retryable failure", labels=["kind"]
         )
-        for kind in ("changing", "io", "output", "ledger"):
-            retries.add_metric([kind], tally.retries_by_kind.get(kind, 0))
+        for kind in RetryKind:
+            retries.add_metric([kind.value], tally.retries_by_kind.get(kind, 0))
         yield retries
         yield _by_type(
             "fair_agent_validation_failures",
