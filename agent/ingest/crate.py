@@ -6,6 +6,7 @@ depends on the clock: ``datePublished`` is the newest ``dateModified`` of its fi
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -26,6 +27,21 @@ SESSION_NAMESPACE = uuid.UUID("6f1c2b1e-52f4-4a55-9d0f-3f1f5a0c2a61")
 def session_identifier(root_name: str, session: str) -> str:
     # Percent-encoded first: names that are not valid UTF-8 still give a stable identifier.
     return f"urn:uuid:{uuid.uuid5(SESSION_NAMESPACE, relative_id(f'{root_name}/{session}'))}"
+
+
+def crate_can_list(relpath: str) -> bool:
+    """RO-Crate ids are Unicode: a name that is not valid UTF-8 cannot be resolved by a crate reader."""
+    try:
+        relpath.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def entity_group(stored: str) -> list[dict[str, Any]]:
+    """A ledger record's crate entities: a list (File entity first), or a lone File entity."""
+    value = json.loads(stored)
+    return value if isinstance(value, list) else [value]
 
 
 def build_crate(

@@ -1,0 +1,130 @@
+"""Reading a batch: every file hashed once, its format detected, and its extractor's metadata read.
+
+The stages before curation. Each file is read whole once, by the hasher; the extractor then reads
+the very file that was hashed (same inode). A file that vanished is recorded as skipped; one that
+failed is deferred for a retry or dead-lettered (see outcome).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from ..core.batch import Batch, Skip
+from ..core.config import RetrySettings
+from ..core.errors import FileVanishedError
+from ..core.records import FileRecord
+from ..extractors.generic import Detected
+from ..extractors.runner import MetadataReader
+from ..ledger import CurrentFile
+from .crate import crate_can_list
+from .hashing import Hashed, Hasher, hash_groups
+from .outcome import Outcome, Tally
+
+#: Called as (files, bytes) whenever files are finished with, for progress bars.
+ProgressCallback = Callable[[int, int], None]
+#: The extractor a file's rule names: (root name, path) -> "auto", "none" or an extractor's name.
+ExtractorChoice = Callable[[str, str], str]
+
+
+class BatchReader:
+    def __init__(
+        self,
+        hasher: Hasher,
+        extraction: MetadataReader,
+        extractor_for: ExtractorChoice,
+        retry_settings: RetrySettings,
+        tally: Tally,
+        progress: ProgressCallback,
+    ) -> None:
+        self.hasher = hasher
+        self.extraction = extraction
+        self._extractor_for = extractor_for
+        self._retry_settings = retry_settings
+        self._tally = tally
+        self._progress = progress
+
+    async def read(self, batch: Batch, current: dict[str, CurrentFile]) -> Outcome:
+        """The batch's new records with their metadata; unchanged bytes are only ``touched``."""
+        outcome = await self._hash_all(batch, current)
+        await self._extract_all(batch, outcome)
+        return outcome
+
+    async def _hash_all(self, batch: Batch, current: dict[str, CurrentFile]) -> Outcome:
+        groups = list(hash_groups(batch.files))
+        results = await asyncio.gather(
+            *(self.hasher.hash_group(batch.root.path, [f.relpath for f in group]) for group in groups)
+        )
+        outcome = Outcome(batch, self._retry_settings, self._tally)
+        for listed, result in zip(batch.files, (r for group in results for r in group), strict=True):
+            self._progress(1, listed.size)
+            if isinstance(result, FileVanishedError):
+                outcome.vanished.append(Skip(listed.relpath, f"vanished before it was read: {result}"))
+            elif isinstance(result, Exception):
+                outcome.defer([listed], result, None)
+            elif (known := current.get(listed.relpath)) is not None and known.sha256 == result.sha256:
+                outcome.touched.append(result.stat)  # same bytes, new stat: not a new version
+            else:
+                detected = self.extraction.detect(listed.relpath, result.head)
+                outcome.records.append(new_record(batch, result, detected))
+                outcome.heads[listed.relpath] = result.head
+        return outcome
+
+    async def _extract_all(self, batch: Batch, outcome: Outcome) -> None:
+        """Each new record's metadata from its extractor; a file no extractor can read is dead-lettered."""
+        # Each file's extractor as its rule says, asked once per file.
+        choices = {r.relpath: self._extractor_for(batch.root.name, r.relpath) for r in outcome.records}
+        # An empty file has nothing to extract; it is ingested with its "empty file" warning.
+        wanted = [
+            r
+            for r in outcome.records
+            if r.stat.size and self.extraction.wants(r.relpath, outcome.heads[r.relpath], choices[r.relpath])
+        ]
+        if not wanted:
+            return
+        results = await asyncio.gather(
+            *(
+                self.extraction.read(
+                    batch.root.path, r.relpath, outcome.heads[r.relpath], r.stat.inode, choices[r.relpath]
+                )
+                for r in wanted
+            ),
+            return_exceptions=True,
+        )
+        failed: set[str] = set()
+        extracted: dict[str, dict[str, Any]] = {}
+        for record, result in zip(wanted, results, strict=True):
+            if isinstance(result, FileVanishedError):
+                outcome.vanished.append(Skip(record.relpath, f"vanished before it was read: {result}"))
+                failed.add(record.relpath)
+            elif isinstance(result, Exception):
+                outcome.defer([record.stat], result, None)
+                failed.add(record.relpath)
+            elif isinstance(result, dict):
+                extracted[record.relpath] = result
+        outcome.records = [
+            replace(r, metadata={**r.metadata, **extracted.get(r.relpath, {})})
+            for r in outcome.records
+            if r.relpath not in failed
+        ]
+
+
+def new_record(batch: Batch, hashed: Hashed, detected: Detected) -> FileRecord:
+    warnings = []
+    if hashed.stat.size == 0:
+        warnings.append("empty file")
+    if batch.is_folder and not crate_can_list(hashed.stat.relpath):
+        warnings.append(
+            "the file name is not valid UTF-8, so the session's RO-Crate cannot list it "
+            "(RO-Crate ids are Unicode); this sidecar is its record"
+        )
+    return FileRecord(
+        stat=hashed.stat,
+        session=batch.session,
+        sha256=hashed.sha256,
+        encoding_format=detected.media_type,
+        metadata={"format": detected.as_metadata()},
+        warnings=tuple(warnings),
+    )
