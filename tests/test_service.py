@@ -16,7 +16,8 @@ from agent.core.config import AgentConfig
 from agent.core.errors import ConfigError
 from agent.core.naming import CRATE_NAME
 from agent.ledger import Ledger
-from agent.service.daemon import Service, WatchedRoot
+from agent.service.daemon import Service
+from agent.service.watch import WatchedRoot
 
 from .conftest import live_config, sha256sum, wait_for, write
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote
@@ -160,14 +161,7 @@ def _refs(value: Any) -> list[Any]:
 
 def describe_crate(crate: dict[str, Any]) -> Metadata:
     """The exporting ELN, the experiments and the files of an ELN's crate. Pure."""
-    nodes: dict[str, dict[str, Any]] = {}
-    duplicates = 0
-    for node in crate["@graph"]:
-        if isinstance(node, dict) and isinstance(node.get("@id"), str):
-            if node["@id"] in nodes:
-                duplicates += 1  # the first one wins; later copies are counted, not merged
-                continue
-            nodes[node["@id"]] = node
+    nodes, duplicates = _index(crate["@graph"])
 
     def name_of(ref: Any) -> Any:
         if isinstance(ref, dict) and "@id" in ref:
@@ -187,33 +181,9 @@ def describe_crate(crate: dict[str, Any]) -> Metadata:
     for node_id, node in nodes.items():
         types = _types(node)
         if "Dataset" in types and node_id != root_id:
-            experiments.append(
-                {
-                    key: value
-                    for key, value in {
-                        "name": node.get("name"),
-                        "author": [name_of(a) for a in _refs(node.get("author"))] or None,
-                        "dateCreated": node.get("dateCreated"),
-                        "dateModified": node.get("dateModified"),
-                        "keywords": node.get("keywords"),
-                        "variableMeasured": [name_of(v) for v in _refs(node.get("variableMeasured"))] or None,
-                    }.items()
-                    if value
-                }
-            )
+            experiments.append(_experiment(node, name_of))
         elif "File" in types:
-            files.append(
-                {
-                    key: value
-                    for key, value in {
-                        "id": node_id,
-                        "name": node.get("name"),
-                        "encodingFormat": node.get("encodingFormat"),
-                        "contentSize": node.get("contentSize"),
-                    }.items()
-                    if value is not None
-                }
-            )
+            files.append(_file(node_id, node))
     software = [
         {"name": n.get("name"), "version": n.get("version") or n.get("softwareVersion")}
         for n in nodes.values()
@@ -236,6 +206,41 @@ def describe_crate(crate: dict[str, Any]) -> Metadata:
         "fileCount": len(files),
         "files": files[:MAX_LISTED],
     }
+
+
+def _index(graph: Any) -> tuple[dict[str, dict[str, Any]], int]:
+    """The graph's nodes by id, and how many repeated an id already seen."""
+    nodes: dict[str, dict[str, Any]] = {}
+    duplicates = 0
+    for node in graph:
+        if isinstance(node, dict) and isinstance(node.get("@id"), str):
+            if node["@id"] in nodes:
+                duplicates += 1  # the first one wins; later copies are counted, not merged
+                continue
+            nodes[node["@id"]] = node
+    return nodes, duplicates
+
+
+def _experiment(node: dict[str, Any], name_of: Callable[[Any], Any]) -> dict[str, Any]:
+    described = {
+        "name": node.get("name"),
+        "author": [name_of(a) for a in _refs(node.get("author"))] or None,
+        "dateCreated": node.get("dateCreated"),
+        "dateModified": node.get("dateModified"),
+        "keywords": node.get("keywords"),
+        "variableMeasured": [name_of(v) for v in _refs(node.get("variableMeasured"))] or None,
+    }
+    return {key: value for key, value in described.items() if value}
+
+
+def _file(node_id: str, node: dict[str, Any]) -> dict[str, Any]:
+    described = {
+        "id": node_id,
+        "name": node.get("name"),
+        "encodingFormat": node.get("encodingFormat"),
+        "contentSize": node.get("contentSize"),
+    }
+    return {key: value for key, value in described.items() if value is not None}
 
 
 def verify_checksums(

@@ -61,9 +61,31 @@ def build_crate(
     """
     files = sorted(entities, key=lambda e: str(e["@id"]))
     extras = sorted({str(e["@id"]): e for e in contextual}.values(), key=lambda e: str(e["@id"]))
-    parts = [{"@id": e["@id"]} for e in files]
-    published = max((str(e["dateModified"]) for e in files), default="1970-01-01T00:00:00+00:00")
     license_ref, license_entity = _license(files, site)
+    root = _root_dataset(root_name, session, files, license_ref)
+    others: list[dict[str, Any]] = [*_format_entities(files)]
+    if license_entity is not None:
+        others.append(license_entity)
+    if "publisher" not in root and site.organisation:
+        publisher = organisation_entity(site.organisation)
+        root["publisher"] = {"@id": publisher["@id"]}
+        others.append(publisher)
+    instruments = [{"@id": e["@id"]} for e in extras if e.get("@type") == "IndividualProduct"]
+    others += _provenance(files, instruments)
+    others += [e for e in extras if e["@id"] not in {o["@id"] for o in others}]
+    descriptor = {
+        "@id": CRATE_NAME,
+        "@type": "CreativeWork",
+        "conformsTo": {"@id": RO_CRATE_SPEC},
+        "about": {"@id": "./"},
+    }
+    return {"@context": RO_CRATE_CONTEXT, "@graph": [descriptor, root, *files, *others]}
+
+
+def _root_dataset(
+    root_name: str, session: str, files: list[dict[str, Any]], license_ref: dict[str, str]
+) -> dict[str, Any]:
+    published = max((str(e["dateModified"]) for e in files), default="1970-01-01T00:00:00+00:00")
     root: dict[str, Any] = {
         "@id": "./",
         "@type": "Dataset",
@@ -75,19 +97,16 @@ def build_crate(
         "identifier": session_identifier(root_name, session),
         "datePublished": published,
         "license": license_ref,
-        "hasPart": parts,
+        "hasPart": [{"@id": e["@id"]} for e in files],
         "mentions": [{"@id": INGEST_ACTION_ID}],
     }
     root.update(_gathered(files))
-    others: list[dict[str, Any]] = [*_format_entities(files)]
-    if license_entity is not None:
-        others.append(license_entity)
-    if "publisher" not in root and site.organisation:
-        publisher = organisation_entity(site.organisation)
-        root["publisher"] = {"@id": publisher["@id"]}
-        others.append(publisher)
-    instruments = [{"@id": e["@id"]} for e in extras if e.get("@type") == "IndividualProduct"]
-    others += [
+    return root
+
+
+def _provenance(files: list[dict[str, Any]], instruments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """This software, and the action by which the instruments and it made the files and the crate."""
+    return [
         {
             "@id": AGENT_ENTITY_ID,
             "@type": "SoftwareApplication",
@@ -101,19 +120,11 @@ def build_crate(
             "name": f"Data acquired and described: checksums and metadata recorded by {AGENT_NAME}",
             "agent": {"@id": AGENT_ENTITY_ID},
             "instrument": instruments or [{"@id": AGENT_ENTITY_ID}],
-            "object": parts,
+            "object": [{"@id": e["@id"]} for e in files],
             "result": {"@id": CRATE_NAME},
             **_span(files),
         },
     ]
-    others += [e for e in extras if e["@id"] not in {o["@id"] for o in others}]
-    descriptor = {
-        "@id": CRATE_NAME,
-        "@type": "CreativeWork",
-        "conformsTo": {"@id": RO_CRATE_SPEC},
-        "about": {"@id": "./"},
-    }
-    return {"@context": RO_CRATE_CONTEXT, "@graph": [descriptor, root, *files, *others]}
 
 
 def _gathered(files: list[dict[str, Any]]) -> dict[str, Any]:

@@ -132,6 +132,15 @@ class RuleSet:
     def completion_for(self, root_name: str, relpath: str, default: CompletionPolicy) -> CompletionPolicy:
         return self.rule_for(root_name, relpath).spec.completion or default
 
+    def strictest_completion(
+        self, root_name: str, relpaths: Iterable[str], default: CompletionPolicy
+    ) -> CompletionPolicy:
+        """The strictest completion policy of the rules of these files (``default`` without rules)."""
+        policy = default
+        for relpath in relpaths:
+            policy = policy.strictest(self.completion_for(root_name, relpath, default))
+        return policy
+
     def dataset_rules(self) -> dict[str, Rule]:
         """One rule per dataset type (rules sharing a type agree on validation and drift)."""
         return {r.dataset_type: r for r in reversed(self.all)}

@@ -14,11 +14,10 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
 from functools import partial
 
-from ..core.batch import Batch, FileStat, Root
-from ..core.config import AgentConfig, CompletionPolicy, RootSettings
+from ..core.batch import Batch, FileStat
+from ..core.config import AgentConfig, CompletionPolicy
 from ..core.errors import ConfigError, RootUnavailableError
 from ..core.naming import IgnoreRules, session_of, unit_of
 from ..fs.outputs import OutputWriter
@@ -26,40 +25,21 @@ from ..ingest.curate import load_rule_set
 from ..ingest.hashing import Hasher
 from ..ingest.pipeline import Pipeline
 from ..ledger import Ledger
-from .discover import SessionListing, look_session, split_sessions
-from .livestatus import remove_live_status, snapshot, write_live_status
+from .discover import SessionListing, list_sessions, look_session, split_sessions
+from .livestatus import publish_live_status, remove_live_status
 from .metrics import Metrics, MetricsEndpoint
 from .notify import Notifier
 from .quickcheck import plan_from_ledger
-from .scan import list_sessions
+from .scan import remove_orphans
+from .snapshot import InFlightState, PendingState, RootState, ServiceSnapshot
 from .tracker import Action, SessionKey, SessionTracker, Verdict, has_marker
-from .watch import Mode, root_mode, watch_paths
+from .watch import EventSource, WatchedRoot, root_mode, watchfiles_events
 from .workers import WorkerPool
 
 log = logging.getLogger("fair_agent.service")
 
 #: Seconds between reconciliations while a root's watcher is failing: nothing waits for long.
 DEGRADED_RECONCILE_S = 15.0
-
-#: Produces lists of changed paths (relative to the root) until the event is set.
-EventSource = Callable[["WatchedRoot", asyncio.Event], AsyncIterator[list[str]]]
-
-
-@dataclass(frozen=True, slots=True)
-class WatchedRoot:
-    settings: RootSettings
-    root: Root
-    mode: Mode
-    policy: CompletionPolicy
-
-
-async def watchfiles_source(
-    watched: WatchedRoot, stop: asyncio.Event, *, ignore: IgnoreRules, poll_interval_ms: int
-) -> AsyncIterator[list[str]]:
-    async for relpaths in watch_paths(
-        watched.root.path, ignore, mode=watched.mode, poll_interval_ms=poll_interval_ms, stop=stop
-    ):
-        yield relpaths
 
 
 class Service:
@@ -92,7 +72,7 @@ class Service:
         self.pipeline = Pipeline(
             config, ledger, self.hasher, self.writer, self.rules, on_batch=self.metrics.batch_seconds.observe
         )
-        self.metrics.watch(self)
+        self.metrics.watch(self.snapshot)
         self.pool: WorkerPool[Batch] = WorkerPool(
             self._ingest, workers=config.workers, queue_size=config.queue_size
         )
@@ -195,6 +175,29 @@ class Service:
         """Nothing pending, queued or in flight."""
         return not len(self.tracker) and not self.pool.depth and not self._in_flight
 
+    def snapshot(self) -> ServiceSnapshot:
+        """What the service is doing now, for the metrics endpoint and the live status.
+
+        Safe to call from another thread (the metrics server's): each collection of the event
+        loop's is copied in one step, atomic under the GIL, before it is read.
+        """
+        now = self._clock()
+        watcher_errors, retrying = dict(self.watcher_errors), dict(self.retrying)
+        names = {w.root.id: w.root.name for w in self.roots.values()}
+        pending = sorted(self.tracker.sessions(), key=lambda p: p.key)
+        return ServiceSnapshot(
+            started_unix=self.started_unix,
+            roots=tuple(RootState.of(w, watcher_errors.get(w.root.id)) for w in self.roots.values()),
+            pending=tuple(PendingState.of(p, names.get(p.key[0], "?"), now) for p in pending),
+            in_flight=tuple(
+                InFlightState.of(names.get(key[0], "?"), key[1], retrying.get(key), now)
+                for key in sorted(self.in_flight)
+            ),
+            queue_depth=self.pool.depth,
+            metrics_url=self.metrics_endpoint.url if self.metrics_endpoint else None,
+            tally=self.pipeline.tally.copy(),
+        )
+
     def status_line(self) -> str:
         return (
             f"watching {len(self.roots)} folder(s); {len(self.tracker)} session(s) pending; "
@@ -205,7 +208,7 @@ class Service:
     # -- intake ---------------------------------------------------------------------------------
 
     async def _watch(self, watched: WatchedRoot) -> None:
-        source = self._events or _default_source(self.ignore, self.config.poll_interval_ms)
+        source = self._events or watchfiles_events(self.ignore, self.config.poll_interval_ms)
         delay = 1.0
         while not self._stop_watching.is_set():
             try:
@@ -266,7 +269,10 @@ class Service:
         root, found = watched.root, 0
         # Temp files older than this process are a crash's leftovers; newer ones are in use.
         async for listing in list_sessions(
-            root.path, self.ignore, session_of=self._grouping(watched), orphans_before_ns=self._started_ns
+            root.path,
+            self.ignore,
+            session_of=self._grouping(watched),
+            on_temp_files=partial(remove_orphans, root.path, before_ns=self._started_ns),
         ):
             key = (root.id, unit_of(listing.session))
             if key in self._busy_units() or key in self.tracker:
@@ -331,11 +337,7 @@ class Service:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     def _policy_for(self, watched: WatchedRoot, files: list[FileStat]) -> CompletionPolicy:
-        """The strictest completion policy of the rules of these files (the root's without rules)."""
-        policy = watched.policy
-        for f in files:
-            policy = policy.strictest(self.rules.completion_for(watched.root.name, f.relpath, watched.policy))
-        return policy
+        return self.rules.strictest_completion(watched.root.name, (f.relpath for f in files), watched.policy)
 
     def _lacks_marker(self, watched: WatchedRoot, part: SessionListing) -> bool:
         """A session (deeper than its folder, where rules group so) whose rule wants a marker it lacks."""
@@ -390,18 +392,7 @@ class Service:
             self.notifier.status(self.status_line())
             # Not awaited here: a hung state directory must not stop the pings.
             if writing is None or writing.done():
-                writing = asyncio.create_task(self._write_live_status(), name="live-status")
+                writing = asyncio.create_task(
+                    publish_live_status(self.config.state_dir, self.snapshot()), name="live-status"
+                )
             await asyncio.sleep(interval)
-
-    async def _write_live_status(self) -> None:
-        try:
-            await asyncio.to_thread(write_live_status, self.config.state_dir, snapshot(self))
-        except OSError as exc:
-            log.warning(f"could not write the live status for `fair-agent status`: {exc}")
-
-
-def _default_source(ignore: IgnoreRules, poll_interval_ms: int) -> EventSource:
-    def source(watched: WatchedRoot, stop: asyncio.Event) -> AsyncIterator[list[str]]:
-        return watchfiles_source(watched, stop, ignore=ignore, poll_interval_ms=poll_interval_ms)
-
-    return source

@@ -1,4 +1,5 @@
-"""Listing a watch root, grouped into sessions. Blocking: callers run it in a worker thread.
+"""Listing a watch root, grouped into sessions. Blocking, but for ``list_sessions``, which runs the
+listing of each folder in a worker thread.
 
 Never follows a symlink, never opens anything but a regular file (a FIFO would block on open), and
 never reports the agent's own outputs or ignored names as data.
@@ -6,16 +7,17 @@ never reports the agent's own outputs or ignored names as data.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import stat as stat_mod
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.batch import FileStat, Skip, kind_of
 from ..core.errors import AgentError, FileUnreadableError
-from ..core.naming import CRATE_NAME, IgnoreRules, is_temp_file
+from ..core.naming import CRATE_NAME, IgnoreRules, is_temp_file, unit_of
 from ..fs.outputs import read_own_document
 
 
@@ -138,6 +140,37 @@ def split_sessions(listing: SessionListing, session_of: Callable[[str], str]) ->
     for key, part in parts.items():
         part.has_crate = key in listing.own_crates
     return [top, *parts.values()]
+
+
+async def list_sessions(
+    root: Path,
+    ignore: IgnoreRules,
+    *,
+    session_of: Callable[[str], str] | None = None,
+    only: Collection[str] | None = None,
+    on_temp_files: Callable[[list[str]], Awaitable[None]] | None = None,
+) -> AsyncIterator[SessionListing]:
+    """Every session of a root (or of the top-level folders that hold ``only`` those), in a thread.
+
+    Memory holds one top-level folder's listing at a time. ``session_of`` names the session of a
+    file below a folder when rules group deeper than the first level. ``on_temp_files`` is told
+    the agent's temp files found on the way (those of the root, then those of each folder).
+    """
+    units = None if only is None else {unit_of(s) for s in only}
+    top = await asyncio.to_thread(list_top_level, root, ignore)
+    if on_temp_files is not None and top.temp_files:
+        await on_temp_files(top.temp_files)
+    for listing in top.loose:
+        if only is None or listing.session in only:
+            yield listing
+    for folder in top.folders:
+        if units is not None and folder not in units:
+            continue
+        listing = await asyncio.to_thread(list_session, root, folder, ignore)
+        if on_temp_files is not None and listing.temp_files:
+            await on_temp_files(listing.temp_files)
+        for part in split_sessions(listing, session_of) if session_of else [listing]:
+            yield part
 
 
 def look_session(root: Path, session: str, ignore: IgnoreRules) -> SessionListing | None:

@@ -7,62 +7,62 @@ stop. A reader trusts the file only while the process named in it holds the stat
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .daemon import Service
+from .snapshot import ServiceSnapshot
+
+log = logging.getLogger("fair_agent.service")
 
 LIVE_STATUS_NAME = "live-status.json"
 
 
-def snapshot(service: Service) -> dict[str, Any]:
-    now_mono, names = time.monotonic(), {w.root.id: w.root.name for w in service.roots.values()}
-    pending = [
-        {
-            "root": names.get(p.key[0], "?"),
-            "session": p.key[1],
-            "reason": p.reason,
-            "quietForS": round(max(0.0, now_mono - p.last_change), 1),
-            "quietPeriodS": p.policy.quiet_period_s,
-        }
-        for p in sorted(service.tracker.sessions(), key=lambda p: p.key)
-    ]
-    in_flight = []
-    for key in sorted(service.in_flight):
-        retry = service.retrying.get(key)
-        state = (
-            f"retrying: attempt {retry[0]} in {max(0.0, retry[1] - now_mono):.1f} s"
-            if retry
-            else "being ingested or queued"
-        )
-        in_flight.append({"root": names.get(key[0], "?"), "session": key[1], "state": state})
-    tally = service.pipeline.tally
+def live_status(snapshot: ServiceSnapshot) -> dict[str, Any]:
+    """The live-status document of a service snapshot."""
+    tally = snapshot.tally
     return {
         "pid": os.getpid(),
         "updatedAt": _iso(time.time()),
-        "startedAt": _iso(service.started_unix),
+        "startedAt": _iso(snapshot.started_unix),
         "roots": [
             {
-                "name": w.root.name,
-                "path": str(w.root.path),
-                "mode": w.mode,
-                "quietPeriodS": w.policy.quiet_period_s,
-                "marker": w.policy.marker,
-                "watcher": f"failing: {service.watcher_errors[w.root.id]}"
-                if w.root.id in service.watcher_errors
-                else "ok",
+                "name": r.name,
+                "path": r.path,
+                "mode": r.mode,
+                "quietPeriodS": r.quiet_period_s,
+                "marker": r.marker,
+                "watcher": "ok" if r.watcher_error is None else f"failing: {r.watcher_error}",
             }
-            for w in service.roots.values()
+            for r in snapshot.roots
         ],
-        "pending": pending,
-        "inFlight": in_flight,
-        "queueDepth": service.pool.depth,
-        "metrics": service.metrics_endpoint.url if service.metrics_endpoint else None,
+        "pending": [
+            {
+                "root": p.root,
+                "session": p.session,
+                "reason": p.reason,
+                "quietForS": round(p.quiet_for_s, 1),
+                "quietPeriodS": p.quiet_period_s,
+            }
+            for p in snapshot.pending
+        ],
+        "inFlight": [
+            {
+                "root": f.root,
+                "session": f.session,
+                "state": f"retrying: attempt {f.retry[0]} in {f.retry[1]:.1f} s"
+                if f.retry
+                else "being ingested or queued",
+            }
+            for f in snapshot.in_flight
+        ],
+        "queueDepth": snapshot.queue_depth,
+        "metrics": snapshot.metrics_url,
         "sinceStart": {
             "filesIngested": tally.files_ingested,
             "bytesIngested": tally.bytes_ingested,
@@ -70,6 +70,14 @@ def snapshot(service: Service) -> dict[str, Any]:
             "retries": tally.retries,
         },
     }
+
+
+async def publish_live_status(state_dir: Path, snapshot: ServiceSnapshot) -> None:
+    """Replace the live-status file (in a thread); a failure is only worth a warning."""
+    try:
+        await asyncio.to_thread(write_live_status, state_dir, live_status(snapshot))
+    except OSError as exc:
+        log.warning(f"could not write the live status for `fair-agent status`: {exc}")
 
 
 def write_live_status(state_dir: Path, status: dict[str, Any]) -> None:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 import platform
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,9 +24,7 @@ from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..core.errors import ConfigError, RetryKind
-
-if TYPE_CHECKING:
-    from .daemon import Service
+from .snapshot import ServiceSnapshot
 
 log = logging.getLogger("fair_agent.metrics")
 
@@ -67,8 +64,9 @@ class Metrics:
         )
         self._server: object | None = None
 
-    def watch(self, service: Service) -> None:
-        self.registry.register(_ServiceCollector(service))
+    def watch(self, snapshot: Callable[[], ServiceSnapshot]) -> None:
+        """Serve what ``snapshot`` says at every scrape (it is called on the server's thread)."""
+        self.registry.register(_ServiceCollector(snapshot))
 
     def serve(self, address: str, port: int) -> MetricsEndpoint:
         try:
@@ -91,12 +89,12 @@ class Metrics:
 
 
 class _ServiceCollector(Collector):
-    def __init__(self, service: Service) -> None:
-        self._service = service
+    def __init__(self, snapshot: Callable[[], ServiceSnapshot]) -> None:
+        self._snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
-        service = self._service
-        tally = service.pipeline.tally
+        service = self._snapshot()
+        tally = service.tally
         yield _counter(
             "fair_agent_files_ingested", "Files ingested (new versions written)", tally.files_ingested
         )
@@ -117,13 +115,13 @@ class _ServiceCollector(Collector):
         yield _by_type(
             "fair_agent_drift_alerts", "Sessions whose metadata drifted from the baseline", tally.drift_alerts
         )
-        yield _gauge("fair_agent_queue_depth", "Batches waiting for a worker", service.pool.depth)
+        yield _gauge("fair_agent_queue_depth", "Batches waiting for a worker", service.queue_depth)
         yield _gauge(
             "fair_agent_batches_in_flight",
             "Batches being processed or waiting to retry",
             len(service.in_flight),
         )
-        yield _gauge("fair_agent_sessions_pending", "Sessions waiting to be complete", len(service.tracker))
+        yield _gauge("fair_agent_sessions_pending", "Sessions waiting to be complete", len(service.pending))
         yield _gauge(
             "fair_agent_last_successful_batch_timestamp_seconds",
             "Unix time of the last batch committed with new files (0: none yet)",
@@ -135,8 +133,8 @@ class _ServiceCollector(Collector):
             "1 while a root's change notifications work, 0 while they fail",
             labels=["root"],
         )
-        for watched in service.roots.values():
-            watchers.add_metric([watched.root.name], 0 if watched.root.id in service.watcher_errors else 1)
+        for root in service.roots:
+            watchers.add_metric([root.name], 1 if root.watcher_error is None else 0)
         yield watchers
         info = GaugeMetricFamily(
             "fair_agent_build_info", "The agent's version and Python", labels=["version", "python"]

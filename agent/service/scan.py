@@ -8,23 +8,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Protocol
 
-from ..core.batch import Batch
+from ..core.batch import Batch, Root
 from ..core.config import AgentConfig, ensure_outside
 from ..core.errors import ConfigError
-from ..core.naming import IgnoreRules, unit_of
+from ..core.naming import IgnoreRules
 from ..fs.outputs import OutputWriter, remove_files
 from ..ingest.curate import load_rule_set
 from ..ingest.hashing import Hasher
+from ..ingest.outcome import Tally
 from ..ingest.pipeline import Pipeline
 from ..ledger import Ledger
-from .discover import SessionListing, list_session, list_top_level, split_sessions
-from .quickcheck import plan_from_ledger
+from .discover import SessionListing, list_sessions
+from .quickcheck import Plan, plan_from_ledger
 from .workers import WorkerPool
 
 log = logging.getLogger("fair_agent.scan")
@@ -49,6 +50,17 @@ class ScanReport:
     #: Files whose batch could not be committed (the ledger stayed locked); a later run does them.
     uncommitted: int = 0
     elapsed_s: float = 0.0
+
+    def add_ingest(self, tally: Tally, hasher: Hasher) -> None:
+        """What the pipeline did with the batches the scan planned."""
+        self.files_ingested = tally.files_ingested
+        self.bytes_ingested = tally.bytes_ingested
+        self.unchanged += tally.touched
+        self.skipped += tally.skipped
+        self.dead_lettered += tally.dead_lettered
+        self.uncommitted = tally.uncommitted
+        self.bytes_hashed = hasher.bytes_hashed
+        self.files_hashed = hasher.files_hashed
 
     @property
     def ok(self) -> bool:
@@ -110,73 +122,50 @@ async def scan(
                 root.path,
                 ignore,
                 session_of=partial(rules.session_name, root.name),
-                orphans_before_ns=started_ns,
                 only=sessions,
+                on_temp_files=partial(remove_orphans, root.path, before_ns=started_ns),
             ):
-                report.sessions += 1
-                report.files_seen += len(listing.files)
-                report.skipped += len(listing.skips)
-                await ledger.record_skips(root.id, listing.session, listing.skips)
-                plan = await plan_from_ledger(ledger, root, listing, retry_dead=retry_dead)
-                report.unchanged += len(plan.unchanged)
-                report.dead_lettered += len(plan.still_dead)
-                if progress is not None:
-                    progress.found(len(listing.files), sum(f.size for f in listing.files))
-                    progress.advance(
-                        len(plan.unchanged) + len(plan.still_dead),
-                        sum(f.size for f in plan.unchanged + plan.still_dead),
-                    )
+                plan = await _plan(ledger, root, listing, report, progress, retry_dead)
                 if plan.batch is not None:
                     await pool.submit(plan.batch)
     finally:
         hasher.close()
         writer.close()
         pipeline.close()
-    tally = pipeline.tally
-    report.files_ingested = tally.files_ingested
-    report.bytes_ingested = tally.bytes_ingested
-    report.unchanged += tally.touched
-    report.skipped += tally.skipped
-    report.dead_lettered += tally.dead_lettered
-    report.uncommitted = tally.uncommitted
-    report.bytes_hashed = hasher.bytes_hashed
-    report.files_hashed = hasher.files_hashed
+    report.add_ingest(pipeline.tally, hasher)
     report.elapsed_s = time.perf_counter() - started
     return report
 
 
-async def list_sessions(
-    root: Path,
-    ignore: IgnoreRules,
-    *,
-    session_of: Callable[[str], str] | None = None,
-    orphans_before_ns: int | None = None,
-    only: Collection[str] | None = None,
-) -> AsyncIterator[SessionListing]:
-    """Every session of a root (or of the top-level folders that hold ``only`` those), in a thread.
-
-    Memory holds one top-level folder's listing at a time. ``session_of`` names the session of a
-    file below a folder when rules group deeper than the first level. With ``orphans_before_ns``,
-    the agent's temp files older than that moment (wall clock, ns) are deleted on the way: this
-    process started later, so a crash left them.
-    """
-    units = None if only is None else {unit_of(s) for s in only}
-    top = await asyncio.to_thread(list_top_level, root, ignore)
-    await _remove_orphans(root, top.temp_files, orphans_before_ns)
-    for listing in top.loose:
-        if only is None or listing.session in only:
-            yield listing
-    for folder in top.folders:
-        if units is not None and folder not in units:
-            continue
-        listing = await asyncio.to_thread(list_session, root, folder, ignore)
-        await _remove_orphans(root, listing.temp_files, orphans_before_ns)
-        for part in split_sessions(listing, session_of) if session_of else [listing]:
-            yield part
+async def _plan(
+    ledger: Ledger,
+    root: Root,
+    listing: SessionListing,
+    report: ScanReport,
+    progress: ScanProgress | None,
+    retry_dead: bool,
+) -> Plan:
+    """One session's plan: what the ledger already holds is counted (and shown) as done."""
+    report.sessions += 1
+    report.files_seen += len(listing.files)
+    report.skipped += len(listing.skips)
+    await ledger.record_skips(root.id, listing.session, listing.skips)
+    plan = await plan_from_ledger(ledger, root, listing, retry_dead=retry_dead)
+    report.unchanged += len(plan.unchanged)
+    report.dead_lettered += len(plan.still_dead)
+    if progress is not None:
+        progress.found(len(listing.files), sum(f.size for f in listing.files))
+        progress.advance(
+            len(plan.unchanged) + len(plan.still_dead),
+            sum(f.size for f in plan.unchanged + plan.still_dead),
+        )
+    return plan
 
 
-async def _remove_orphans(root: Path, temp_files: list[str], before_ns: int | None) -> None:
-    if before_ns is None or not temp_files:
+async def remove_orphans(root: Path, temp_files: list[str], *, before_ns: int) -> None:
+    """Remove the agent's temp files older than ``before_ns`` (wall clock): this process started
+    later, so an interrupted run left them; newer ones are in use."""
+    if not temp_files:
         return
     removed = await asyncio.to_thread(remove_files, root, temp_files, older_than_ns=before_ns)
     if removed:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from watchfiles import Change, awatch
 
-from ..core.config import RootSettings
+from ..core.batch import Root
+from ..core.config import CompletionPolicy, RootSettings
 from ..core.naming import IgnoreRules
 from ..fs.fsinfo import filesystem_type, is_network_filesystem
 
@@ -62,3 +64,28 @@ async def watch_paths(
         relpaths = [path[len(prefix) :] for _, path in changes if path.startswith(prefix)]
         if relpaths:
             yield relpaths
+
+
+@dataclass(frozen=True, slots=True)
+class WatchedRoot:
+    """A watch root as the service watches it: its settings, ledger record, mode and policy."""
+
+    settings: RootSettings
+    root: Root
+    mode: Mode
+    policy: CompletionPolicy
+
+
+#: Produces lists of changed paths (relative to the root) until the event is set.
+EventSource = Callable[[WatchedRoot, asyncio.Event], AsyncIterator[list[str]]]
+
+
+def watchfiles_events(ignore: IgnoreRules, poll_interval_ms: int) -> EventSource:
+    """The service's event source: watchfiles on each root, in the root's mode."""
+
+    def source(watched: WatchedRoot, stop: asyncio.Event) -> AsyncIterator[list[str]]:
+        return watch_paths(
+            watched.root.path, ignore, mode=watched.mode, poll_interval_ms=poll_interval_ms, stop=stop
+        )
+
+    return source

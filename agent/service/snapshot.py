@@ -1,0 +1,74 @@
+"""What the running service is doing, as one value: for the metrics endpoint and the live status.
+
+Neither of those imports the service; the service hands them a ``ServiceSnapshot`` (or a function
+that takes one). A snapshot is a copy: it does not change as the service goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ingest.outcome import Tally
+from .tracker import PendingSession
+from .watch import WatchedRoot
+
+
+@dataclass(frozen=True, slots=True)
+class RootState:
+    name: str
+    path: str
+    mode: str  # "events" or "polling"
+    quiet_period_s: float
+    marker: str | None
+    #: Why the root's change notifications fail (None while they work).
+    watcher_error: str | None
+
+    @classmethod
+    def of(cls, watched: WatchedRoot, watcher_error: str | None) -> RootState:
+        root, policy = watched.root, watched.policy
+        return cls(
+            root.name, str(root.path), watched.mode, policy.quiet_period_s, policy.marker, watcher_error
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingState:
+    """A session waiting to be complete, and why."""
+
+    root: str
+    session: str
+    reason: str
+    quiet_for_s: float
+    quiet_period_s: float
+
+    @classmethod
+    def of(cls, pending: PendingSession, root: str, now: float) -> PendingState:
+        quiet_for = max(0.0, now - pending.last_change)
+        return cls(root, pending.key[1], pending.reason, quiet_for, pending.policy.quiet_period_s)
+
+
+@dataclass(frozen=True, slots=True)
+class InFlightState:
+    """A session with a batch queued, being processed, or waiting out a retry delay."""
+
+    root: str
+    session: str
+    #: (attempt, seconds until it) while the batch waits to be tried again.
+    retry: tuple[int, float] | None
+
+    @classmethod
+    def of(cls, root: str, session: str, retry_at: tuple[int, float] | None, now: float) -> InFlightState:
+        """``retry_at``: the next attempt and the (monotonic) time it is due, while one waits."""
+        retry = None if retry_at is None else (retry_at[0], max(0.0, retry_at[1] - now))
+        return cls(root, session, retry)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSnapshot:
+    started_unix: float
+    roots: tuple[RootState, ...]
+    pending: tuple[PendingState, ...]
+    in_flight: tuple[InFlightState, ...]
+    queue_depth: int
+    metrics_url: str | None
+    tally: Tally
