@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import shutil
@@ -18,9 +19,23 @@ from ..core.naming import CRATE_NAME, error_name, is_own_output, sidecar_name
 from ..fs.statelock import StateLock
 from ..ledger import Ledger
 from ..service.daemon import Service
+from .common import Command, Exit, add_common
 
 #: Pauses between the chunks and files an imitated instrument writes; shorter than the quiet period.
 WRITE_PAUSE_S = 0.2
+
+
+def add_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("samples", type=Path, metavar="SAMPLES", help="folder of sample sessions to copy")
+    cmd.add_argument("drop", type=Path, metavar="DROP", help="the watched folder to create and copy into")
+    cmd.add_argument(
+        "--give-up-after", type=float, default=120.0, metavar="SECONDS", help="fail if not done by then"
+    )
+    add_common(cmd)
+
+
+def run(args: argparse.Namespace, config: AgentConfig) -> int:
+    return asyncio.run(run_demo(args.samples, args.drop, config, give_up_after_s=args.give_up_after))
 
 
 async def run_demo(samples: Path, drop: Path, config: AgentConfig, *, give_up_after_s: float) -> int:
@@ -43,7 +58,7 @@ async def run_demo(samples: Path, drop: Path, config: AgentConfig, *, give_up_af
             while not (service.idle and await asyncio.to_thread(_all_ingested, drop, expected)):
                 if time.monotonic() > deadline:
                     console.print("[red]not every file was ingested in time[/red]")
-                    return 1
+                    return Exit.PROBLEMS
                 await asyncio.sleep(0.2)
     table, crates, rejected = await asyncio.to_thread(_results, drop, expected)
     console.print(table)
@@ -54,7 +69,7 @@ async def run_demo(samples: Path, drop: Path, config: AgentConfig, *, give_up_af
             for f in problem.get("fields", []):
                 console.print(f"  {problem['file']}: {f['field']}: {f['problem']}")
     console.print(f"Sidecars and crates are next to the data in {drop}; the ledger is in {config.state_dir}.")
-    return 0
+    return Exit.OK
 
 
 def _prepare(samples: Path, drop: Path) -> list[Path]:
@@ -121,3 +136,16 @@ def _results(drop: Path, files: list[Path]) -> tuple[Table, list[str], dict[str,
             f"{sidecar['datasetType']} / {sidecar['validation']['status']}",
         )
     return table, sorted(str(p.relative_to(drop)) for p in drop.glob(f"*/{CRATE_NAME}")), rejected
+
+
+COMMAND = Command(
+    name="demo",
+    help="watch a new folder while sample sessions are copied into it, then show the results",
+    description="Start the service on DROP (created if needed) with a 2 s quiet period, copy the "
+    "sessions from SAMPLES into it file by file as an instrument would, wait until every file "
+    "has its sidecar, print what was written, and stop. The ledger goes to DROP-state beside it.",
+    examples=("fair-agent demo sample_data demo",),
+    add_arguments=add_arguments,
+    run=run,
+    state_dir=lambda args: args.drop.with_name(args.drop.name + "-state"),
+)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from ..core.config import DEFAULT_IGNORE
+from rich.console import Console
+
+from ..core.config import DEFAULT_IGNORE, AgentConfig, load_config
+from ..core.errors import ConfigError
+from .common import Command, Exit, add_common
 
 TEMPLATE = """\
 # fair-agent configuration. Every setting has a working default; uncomment to change one.
@@ -65,3 +70,34 @@ def starter_config(watch: list[Path], state_dir: Path | None, rules_dir: Path | 
 def _toml(path: Path) -> str:
     # A TOML basic string: backslashes and quotes escaped.
     return str(path.absolute()).replace("\\", "\\\\").replace('"', '\\"')
+
+
+def add_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("file", type=Path, metavar="FILE")
+    cmd.add_argument("--watch", type=Path, action="append", default=[], metavar="FOLDER")
+    cmd.add_argument("--force", action="store_true", help="replace an existing file")
+    add_common(cmd)
+
+
+def run(args: argparse.Namespace, config: AgentConfig) -> int:
+    if args.file.exists() and not args.force:
+        raise ConfigError(f"{args.file} exists; keep it, or pass --force to replace it")
+    text = starter_config(args.watch, args.state_dir, args.rules)
+    args.file.parent.mkdir(parents=True, exist_ok=True)
+    args.file.write_text(text, encoding="utf-8")
+    load_config(args.file, env={})  # what it wrote must load as it is
+    Console().print(f"wrote {args.file}; check it with: fair-agent rules check --config {args.file}")
+    return Exit.OK
+
+
+COMMAND = Command(
+    name="init",
+    help="write a commented starter configuration",
+    description="Write a commented starter configuration to FILE (watch roots, state directory, "
+    "rules folder, metrics, site) that loads as it is. An existing file is kept unless --force.",
+    examples=(
+        "fair-agent init /etc/fair-agent/agent.toml --watch /data/plate-reader --rules /etc/fair-agent/rules",
+    ),
+    add_arguments=add_arguments,
+    run=run,
+)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..core.config import AgentConfig
 from ..core.errors import ConfigError
 from ..core.naming import CRATE_NAME, error_name, is_within, sidecar_name
 from ..ledger import FileVersion, Ledger
+from .common import Command, Exit, add_common
 from .locate import locate
 
 
@@ -144,3 +151,108 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def add_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("path", type=Path, metavar="PATH")
+    cmd.add_argument("--json", action="store_true", help="print JSON for scripts")
+    add_common(cmd)
+
+
+def run(args: argparse.Namespace, config: AgentConfig) -> int:
+    account = asyncio.run(_inspect(config, args.path))
+    if args.json:
+        print(json.dumps(account, indent=2, default=str))
+        return Exit.OK
+    console = Console()
+    if account["kind"] == "file":
+        _print_file(console, account)
+    else:
+        _print_folder(console, account)
+    return Exit.OK
+
+
+async def _inspect(config: AgentConfig, path: Path) -> dict[str, Any]:
+    async with Ledger.open_readonly(config.ledger_path) as ledger:
+        return await inspect_path(ledger, path)
+
+
+def _print_file(console: Console, a: dict[str, Any]) -> None:
+    console.print(f"[bold]{escape(a['file'])}[/bold] in {escape(a['root'])}: {a['state']}")
+    if a.get("current"):
+        c = a["current"]
+        console.print(f"  sha256 {c['sha256']}  ({c['size']} bytes)")
+        console.print(
+            f"  version {c['version']}, batch {c['batchId']} / sequence {c['sequence']}, at {c['ingestedAt']}"
+        )
+    sidecar = a.get("sidecar")
+    if sidecar:
+        console.print(
+            f"  dataset type {sidecar['datasetType']}; validation {json.dumps(sidecar['validation'])}"
+        )
+        console.print(f"  drift {json.dumps(sidecar['drift'])}")
+        if sidecar.get("dataset"):
+            console.print("  fields of its dataset type:")
+            console.print_json(json.dumps(sidecar["dataset"], default=str))
+        if sidecar.get("metadata"):
+            console.print("  metadata read from the file:")
+            console.print_json(json.dumps(sidecar["metadata"], default=str))
+        if sidecar.get("note"):
+            console.print(f"  [red]{sidecar['note']}[/red]")
+    if a.get("deadLetter"):
+        d = a["deadLetter"]
+        what = f"{d['category']}, {d['errorClass']}, {d['attempts']} attempt(s)"
+        console.print(f"  [red]dead letter[/red] ({what}): {escape(d['reason'])}")
+        console.print(f"  what to do: {escape(d['whatToDo'])}")
+    if a["history"]:
+        table = Table(title="versions in the ledger", title_justify="left")
+        for column in ("version", "status", "sha256", "size", "batch / seq", "ingested"):
+            table.add_column(column)
+        for v in a["history"]:
+            table.add_row(
+                str(v["version"]),
+                v["status"],
+                v["sha256"][:16] + "…",
+                str(v["size"]),
+                f"{v['batchId'][:8]} / {v['sequence']}",
+                v["ingestedAt"],
+            )
+        console.print(table)
+
+
+def _print_folder(console: Console, a: dict[str, Any]) -> None:
+    console.print(
+        f"[bold]{escape(a['folder'])}[/bold] in {escape(a['root'])}: {len(a['files'])} file(s) ingested in "
+        f"{len(a['sessions'])} session(s); crate {'present' if a['crate'] else 'absent'}"
+    )
+    if a["files"]:
+        table = Table(title="files", title_justify="left")
+        for column in ("file", "version", "sha256", "batch / seq", "dataset type", "validation", "drift"):
+            table.add_column(column)
+        for f in a["files"]:
+            table.add_row(
+                escape(f["file"]),
+                str(f["version"]),
+                f["sha256"][:16] + "…",
+                f"{f['batchId'][:8]} / {f['sequence']}",
+                str(f["datasetType"]),
+                str(f["validation"]),
+                str(f["drift"]),
+            )
+        console.print(table)
+    for d in a["deadLetters"]:
+        console.print(f"[red]dead letter[/red] {escape(d['file'])}: {escape(d['reason'])}")
+    if a.get("sessionError"):
+        console.print(f"[red]the session was rejected:[/red] {escape(a['sessionError'].get('reason', ''))}")
+
+
+COMMAND = Command(
+    name="inspect",
+    help="what the agent knows of a file, a sidecar or a session folder",
+    description="Show, for a data file (or its sidecar): its state, metadata, validation and "
+    "drift status, hash, batch and sequence, and the ledger's history of its versions; for a "
+    "folder: its sessions and files with their status, dead letters and the session's error file.",
+    examples=("fair-agent inspect /data/plate-reader/EXP-000123_alice/OD600_kinetics.csv",),
+    add_arguments=add_arguments,
+    run=run,
+)

@@ -7,20 +7,28 @@ and replay waits for the outcome; otherwise replay ingests the affected sessions
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from ..core.batch import Root
 from ..core.config import AgentConfig
 from ..core.errors import ConfigError
 from ..core.naming import is_within
+from ..fs.statelock import StateLock, lock_holder
 from ..ledger import DeadLetterRow, Ledger
 from ..service.scan import scan
+from .common import Command, Exit, add_common
 from .locate import locate
 
 
@@ -100,3 +108,59 @@ async def _wait_for_outcomes(
         if not pending:
             return
         await asyncio.sleep(0.2)
+
+
+def add_arguments(cmd: argparse.ArgumentParser) -> None:
+    which = cmd.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every dead letter")
+    which.add_argument("--batch", metavar="ID", help="the dead letters of one batch")
+    which.add_argument("--session", type=Path, metavar="PATH", help="the dead letters of one session folder")
+    cmd.add_argument(
+        "--wait", type=float, default=120.0, metavar="SECONDS", help="how long to wait for a running service"
+    )
+    add_common(cmd)
+
+
+def run(args: argparse.Namespace, config: AgentConfig) -> int:
+    results = asyncio.run(_replay(args, config))
+    table = Table(title=f"replay of {len(results)} dead letter(s)", title_justify="left")
+    for column in ("root", "file", "result"):
+        table.add_column(column)
+    for r in results:
+        outcome = (
+            "[green]ingested[/green]" if r.passed else f"[red]still failing:[/red] {escape(r.reason or '')}"
+        )
+        table.add_row(escape(r.root), escape(r.relpath), outcome)
+    Console().print(table)
+    return Exit.OK if all(r.passed for r in results) else Exit.PROBLEMS
+
+
+async def _replay(args: argparse.Namespace, config: AgentConfig) -> list[ReplayResult]:
+    holder = lock_holder(config.state_dir)
+    if holder is not None and holder[1] != "run":
+        raise ConfigError(
+            f"a fair-agent {holder[1]} (pid {holder[0]}) is using {config.state_dir}; wait for it"
+        )
+    # A running service keeps the state directory; replay then only asks it to reconcile.
+    with nullcontext() if holder else StateLock(config.state_dir, "replay"):
+        async with Ledger.open(config.ledger_path) as ledger:
+            selected = await select_dead_letters(ledger, batch_id=args.batch, session_path=args.session)
+            if not selected and not args.all:
+                raise ConfigError("no dead letter matches that batch or session (see fair-agent status)")
+            return await replay(
+                config, ledger, selected, service_pid=holder[0] if holder else None, wait_s=args.wait
+            )
+
+
+COMMAND = Command(
+    name="replay",
+    help="try dead letters again after their cause was fixed",
+    description="Try dead-lettered files again (after a fix: permissions repaired, a file in "
+    "the way renamed) and report which now pass. With a running service on the same state "
+    "directory, it asks the service to reconcile now (SIGHUP) and waits for the outcome; "
+    "otherwise it ingests the affected sessions itself. Exit status: 0 when all passed, 1 when "
+    "some still fail.",
+    examples=("fair-agent replay --all", "fair-agent replay --session /data/xrd/run-17"),
+    add_arguments=add_arguments,
+    run=run,
+)

@@ -1,11 +1,21 @@
-"""What ``fair-agent status`` reports: read from the ledger, whether or not the service runs."""
+"""``fair-agent status``: what the ledger holds and, with a service running, what it waits for.
+
+Read from the ledger (read-only), whether or not the service runs; the running service's own view
+comes from the live-status file it keeps in the state directory.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from ..core.batch import Root
 from ..core.config import AgentConfig
@@ -13,6 +23,7 @@ from ..fs.statelock import lock_holder
 from ..ledger import Ledger
 from ..service.livestatus import read_live_status
 from ..service.watch import root_mode
+from .common import Command, Exit, add_common, human_bytes
 
 
 @dataclass(slots=True)
@@ -97,3 +108,115 @@ def _configured_roots(config: AgentConfig, known: list[Root]) -> list[dict[str, 
     ]
     rows += [{"name": Path(p).name, "path": p, "mode": m} for p, (m, _) in modes.items()]
     return rows
+
+
+def add_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--json", action="store_true", help="print JSON for scripts")
+    add_common(cmd)
+
+
+def run(args: argparse.Namespace, config: AgentConfig) -> int:
+    status = asyncio.run(_gather(config))
+    if args.json:
+        print(json.dumps(status.to_json(), indent=2))
+        return Exit.OK
+    console = Console()
+    console.print(
+        f"[bold]state directory[/bold] {status.state_dir}  ({human_bytes(status.ledger_bytes)} of ledger)"
+    )
+    console.print(f"[bold]service[/bold] {status.service or 'not running'}")
+    overview = Table(title="ledger", show_header=False, title_justify="left")
+    for name, value in status.counts.items():
+        overview.add_row(name.replace("_", " "), human_bytes(value) if name == "bytes" else str(value))
+    console.print(overview)
+    _print_rows(console, _roots(status))
+    if status.pending is not None:
+        console.print(
+            f"[bold]live[/bold] as of {status.live_updated_at}: {len(status.pending)} session(s) pending, "
+            f"{len(status.in_flight or [])} in flight, {status.queue_depth} batch(es) queued"
+            + (f"; metrics at {status.metrics}" if status.metrics else "")
+        )
+        _print_rows(console, _waiting(status.pending, status.in_flight or []))
+    _print_rows(console, _batches(status))
+    _print_rows(console, _dead_letters(status))
+    return Exit.OK
+
+
+def _print_rows(console: Console, table: Table) -> None:
+    if table.row_count:
+        console.print(table)
+
+
+async def _gather(config: AgentConfig) -> Status:
+    async with Ledger.open_readonly(config.ledger_path) as ledger:
+        return await gather_status(config, ledger)
+
+
+def _roots(status: Status) -> Table:
+    roots = Table(title="watch roots", title_justify="left")
+    for column in ("name", "path", "mode", "watcher"):
+        roots.add_column(column)
+    for root in status.roots:
+        watcher = root.get("watcher", "")
+        shown = f"[red]{escape(watcher)}[/red]" if watcher.startswith("failing") else watcher
+        roots.add_row(escape(root["name"]), escape(root["path"]), root.get("mode", ""), shown)
+    return roots
+
+
+def _waiting(pending: list[dict[str, Any]], in_flight: list[dict[str, Any]]) -> Table:
+    """The sessions a running service waits for, and those it works on."""
+    waiting = Table(title="sessions pending and in flight", title_justify="left")
+    for column in ("root", "session", "why"):
+        waiting.add_column(column)
+    for p in pending:
+        why = f"{p['reason']} (quiet for {p['quietForS']:.0f} of {p['quietPeriodS']:.0f} s)"
+        waiting.add_row(escape(p["root"]), escape(p["session"]), why)
+    for f in in_flight:
+        waiting.add_row(escape(f["root"]), escape(f["session"]), f["state"])
+    return waiting
+
+
+def _batches(status: Status) -> Table:
+    batches = Table(title="recent batches", title_justify="left")
+    for column in ("committed", "root", "session", "files", "bytes", "batch"):
+        batches.add_column(column)
+    for b in status.recent_batches:
+        batches.add_row(
+            b["committed_at"],
+            escape(b["root"]),
+            escape(b["session"]),
+            str(b["files"]),
+            human_bytes(b["bytes"]),
+            b["batch_id"],
+        )
+    return batches
+
+
+def _dead_letters(status: Status) -> Table:
+    dead = Table(title="dead letters", title_justify="left")
+    for column in ("root", "file", "category", "reason", "attempts", "batch"):
+        dead.add_column(column)
+    for d in status.dead_letters:
+        dead.add_row(
+            escape(d["root"]),
+            escape(d["file"]),
+            d["category"],
+            escape(d["message"]),
+            str(d["attempts"]),
+            d["batch_id"] or "",
+        )
+    return dead
+
+
+COMMAND = Command(
+    name="status",
+    help="roots and their mode, sessions pending and why, counts, dead letters, recent batches",
+    description="Report from the ledger, whether or not the service runs: the watch roots and "
+    "their mode (events or polling), files and batches ingested, dead letters with their "
+    "reasons, recent batches, the ledger's size, and which process (if any) holds the state "
+    "directory. With a service running, also the sessions it waits for and why, and the batches "
+    "in flight or waiting to retry.",
+    examples=("fair-agent status --json --state-dir /var/lib/fair-agent",),
+    add_arguments=add_arguments,
+    run=run,
+)

@@ -7,20 +7,34 @@ beside the service.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
 
 from ..core.config import AgentConfig
 from ..core.errors import ConfigError, FileChangedError, FileVanishedError
 from ..core.naming import IgnoreRules, is_within, sidecar_name
 from ..ingest.hashing import Hashed, Hasher, hash_groups
+from ..ingest.reading import ProgressCallback
 from ..ledger import FileVersion, Ledger
 from ..service.discover import list_session, list_top_level
+from .common import Command, Exit, add_common
 from .locate import locate
 
 #: Statuses that mean the data and its records disagree.
@@ -49,17 +63,13 @@ class Finding:
         }
 
 
-#: Told (files, bytes) as files are checked, and the totals first.
-Progress = Callable[[int, int], None]
-
-
 async def verify(
     path: Path,
     config: AgentConfig,
     ledger: Ledger,
     *,
-    on_total: Progress | None = None,
-    on_advance: Progress | None = None,
+    on_total: ProgressCallback | None = None,
+    on_advance: ProgressCallback | None = None,
 ) -> list[Finding]:
     root, folder = await locate(ledger, path)
     known = await ledger.current_under(root.id, folder)
@@ -94,7 +104,7 @@ async def verify(
 
 
 async def _check_group(
-    hasher: Hasher, root: Path, group: list[FileVersion], advance: Progress
+    hasher: Hasher, root: Path, group: list[FileVersion], advance: ProgressCallback
 ) -> list[Finding]:
     results = await hasher.hash_group(root, [v.relpath for v in group])
     findings = []
@@ -178,3 +188,76 @@ def summary(findings: list[Finding]) -> dict[str, int]:
     for finding in findings:
         counts[finding.status] = counts.get(finding.status, 0) + 1
     return counts
+
+
+def add_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("path", type=Path, metavar="PATH")
+    cmd.add_argument("--json", action="store_true", help="print JSON for scripts")
+    add_common(cmd)
+
+
+def run(args: argparse.Namespace, config: AgentConfig) -> int:
+    err = Console(stderr=True)
+    progress = Progress(
+        TextColumn("[bold]verify"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not err.is_terminal,
+    )
+    task = progress.add_task("verify", total=0)
+    with progress:
+        findings = asyncio.run(
+            _verify(
+                args.path,
+                config,
+                on_total=lambda files, size: progress.update(task, total=size),
+                on_advance=lambda files, size: progress.update(task, advance=size),
+            )
+        )
+    counts = summary(findings)
+    problems = [f for f in findings if f.status != "ok"]
+    if args.json:
+        print(
+            json.dumps(
+                {"path": str(args.path), "counts": counts, "findings": [f.to_json() for f in problems]},
+                indent=2,
+            )
+        )
+    else:
+        console = Console()
+        if problems:
+            table = Table(title="fixity problems", title_justify="left")
+            for column in ("file", "status", "detail"):
+                table.add_column(column)
+            for f in problems:
+                table.add_row(escape(f.relpath), f"[red]{f.status}[/red]", escape(f.detail))
+            console.print(table)
+        console.print(
+            ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing ingested here"
+        )
+    if counts.get("unreadable"):
+        return Exit.ERROR
+    return Exit.PROBLEMS if any(counts.get(p) for p in PROBLEMS) else Exit.OK
+
+
+async def _verify(
+    path: Path, config: AgentConfig, *, on_total: ProgressCallback, on_advance: ProgressCallback
+) -> list[Finding]:
+    async with Ledger.open_readonly(config.ledger_path) as ledger:
+        return await verify(path, config, ledger, on_total=on_total, on_advance=on_advance)
+
+
+COMMAND = Command(
+    name="verify",
+    help="fixity check: hash every ingested file under PATH again and compare",
+    description="Hash every ingested file under PATH again and compare it with the ledger and "
+    "its sidecar; report changed, missing and never-ingested files, and sidecars that are gone "
+    "or disagree. Read-only; may run beside the service. Exit status: 0 when all is intact, 1 "
+    "when anything differs, 3 when files could not be read or PATH is not known.",
+    examples=("fair-agent verify /data/plate-reader --json > fixity-report.json",),
+    add_arguments=add_arguments,
+    run=run,
+)
