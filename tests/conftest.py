@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.core.config import AgentConfig, RetrySettings
+from agent.core.naming import CRATE_NAME, error_name, sidecar_name
 from agent.ledger import Ledger
 from agent.service.scan import ScanReport, scan
 
@@ -73,6 +77,35 @@ async def run_scan(path: Path, config: AgentConfig, **kwargs: object) -> ScanRep
     """One scan with its own ledger connection, as the CLI does it."""
     async with Ledger.open(config.ledger_path) as led:
         return await scan(path, config, led, **kwargs)  # type: ignore[arg-type]
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    value = json.loads(path.read_text(encoding="utf-8"))
+    assert isinstance(value, dict), path
+    return value
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """The ``<file>.fair.json`` of a data file, parsed."""
+    return read_json(Path(sidecar_name(str(path))))
+
+
+def read_error_file(path: Path) -> dict[str, Any]:
+    """The ``.fair.error.json`` beside a data file or a session folder, parsed."""
+    return read_json(Path(error_name(str(path))))
+
+
+def read_crate(folder: Path) -> dict[str, Any]:
+    """A session folder's ``ro-crate-metadata.json``, parsed."""
+    return read_json(folder / CRATE_NAME)
+
+
+def dead_letters(config: AgentConfig) -> list[tuple[str, str, str]]:
+    """(path, category, error class) of every dead letter in the ledger."""
+    with sqlite3.connect(config.ledger_path) as db:
+        return db.execute(
+            "SELECT relpath, category, error_class FROM dead_letters ORDER BY relpath"
+        ).fetchall()
 
 
 def write(path: Path, data: bytes | str) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sqlite3
 import threading
@@ -20,18 +19,17 @@ from agent.service.discover import list_session
 from agent.service.quickcheck import plan_session
 from agent.service.scan import scan
 
-from .conftest import agent_cli, run_scan, sha256sum, validate_crate, write
-
-
-def sidecar(path: Path) -> dict:
-    return json.loads(Path(f"{path}.fair.json").read_text(encoding="utf-8"))
-
-
-def dead_letters(config: AgentConfig) -> list[tuple]:
-    with sqlite3.connect(config.ledger_path) as db:
-        return db.execute(
-            "SELECT relpath, category, error_class FROM dead_letters ORDER BY relpath"
-        ).fetchall()
+from .conftest import (
+    agent_cli,
+    dead_letters,
+    read_crate,
+    read_error_file,
+    read_sidecar,
+    run_scan,
+    sha256sum,
+    validate_crate,
+    write,
+)
 
 
 async def test_a_briefly_locked_ledger_is_waited_for(drop: Path, config: AgentConfig) -> None:
@@ -62,7 +60,7 @@ async def test_a_ledger_locked_too_long_leaves_the_batch_for_later(drop: Path, c
     # Not committed, and not dead-lettered either: the next run simply does it.
     assert dead_letters(config) == []
     report = await run_scan(drop, config)
-    assert report.files_ingested == 1 and sidecar(drop / "s" / "a.csv")["sha256"] == sha256sum(
+    assert report.files_ingested == 1 and read_sidecar(drop / "s" / "a.csv")["sha256"] == sha256sum(
         drop / "s" / "a.csv"
     )
 
@@ -97,7 +95,7 @@ def test_an_unreadable_subfolder_is_dead_lettered_then_cleared(drop: Path, tmp_p
     state = tmp_path / "state"
     try:
         assert agent_cli("scan", str(drop), "--state-dir", str(state), drop_dac=True).returncode == 1
-        error = json.loads(Path(f"{drop}/s/sub.fair.error.json").read_text())
+        error = read_error_file(drop / "s" / "sub")
         assert error["reason"] == "cannot list folder 's/sub': permission denied"
     finally:
         (drop / "s" / "sub").chmod(0o755)
@@ -123,13 +121,13 @@ async def test_data_named_like_our_outputs_is_never_overwritten(drop: Path, conf
     report = await run_scan(drop, config)
     assert Path(f"{drop}/s/b.dat.fair.json").read_text() == '{"a user": "file"}'
     assert dead_letters(config) == [("s/b.dat", "terminal", "OutputConflictError")]
-    assert "did not write" in json.loads(Path(f"{drop}/s/b.dat.fair.error.json").read_text())["reason"]
-    assert sidecar(drop / "s" / "export" / CRATE_NAME)["sha256"] == sha256sum(
+    assert "did not write" in read_error_file(drop / "s" / "b.dat")["reason"]
+    assert read_sidecar(drop / "s" / "export" / CRATE_NAME)["sha256"] == sha256sum(
         drop / "s" / "export" / CRATE_NAME
     )
-    assert sidecar(drop / CRATE_NAME)["sha256"] == sha256sum(drop / CRATE_NAME)
+    assert read_sidecar(drop / CRATE_NAME)["sha256"] == sha256sum(drop / CRATE_NAME)
     assert report.files_ingested == 2
-    crate = json.loads((drop / "s" / CRATE_NAME).read_text())
+    crate = read_crate(drop / "s")
     assert "b.dat" not in {n["@id"] for n in crate["@graph"]}, (
         "a file that is not ingested is not in the crate"
     )
@@ -173,7 +171,7 @@ async def test_deleted_files_leave_the_crate_and_it_still_validates(drop: Path, 
     await run_scan(drop, config)
     (drop / "s" / "gone.csv").unlink()
     await run_scan(drop, config)
-    crate = json.loads((drop / "s" / CRATE_NAME).read_text())
+    crate = read_crate(drop / "s")
     assert "gone.csv" not in {n["@id"] for n in crate["@graph"]}
     with sqlite3.connect(config.ledger_path) as db:
         assert db.execute("SELECT relpath, status FROM files ORDER BY relpath").fetchall() == [
@@ -184,7 +182,7 @@ async def test_deleted_files_leave_the_crate_and_it_still_validates(drop: Path, 
     assert result.returncode == 0, result.stdout
     write(drop / "s" / "gone.csv", "back\n")  # it comes back: a new version, not a clash
     await run_scan(drop, config)
-    assert sidecar(drop / "s" / "gone.csv")["fileVersion"] == 2
+    assert read_sidecar(drop / "s" / "gone.csv")["fileVersion"] == 2
 
 
 async def test_a_rewrite_with_its_mtime_set_back_is_still_seen(drop: Path, config: AgentConfig) -> None:
@@ -196,7 +194,7 @@ async def test_a_rewrite_with_its_mtime_set_back_is_still_seen(drop: Path, confi
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     report = await run_scan(drop, config)
     assert report.files_ingested == 1
-    assert sidecar(path)["sha256"] == sha256sum(path) and sidecar(path)["fileVersion"] == 2
+    assert read_sidecar(path)["sha256"] == sha256sum(path) and read_sidecar(path)["fileVersion"] == 2
 
 
 async def test_orphan_temp_files_from_a_crash_are_removed(drop: Path, config: AgentConfig) -> None:

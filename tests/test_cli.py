@@ -11,7 +11,7 @@ import pytest
 
 from agent.cli import build_parser
 
-from .conftest import agent_cli, write
+from .conftest import agent_cli, read_error_file, write
 
 
 def commands(
@@ -60,7 +60,7 @@ def test_unreadable_file_is_dead_lettered_and_the_rest_goes_on(drop: Path, tmp_p
     assert result.returncode == 1, result.stdout + result.stderr
     assert Path(f"{drop}/s/open.csv.fair.json").exists()
     assert not Path(f"{drop}/s/locked.csv.fair.json").exists()
-    error = json.loads(Path(f"{drop}/s/locked.csv.fair.error.json").read_text())
+    error = read_error_file(drop / "s" / "locked.csv")
     assert "permission denied" in error["reason"] and "read permission" in error["whatToDo"]
     with sqlite3.connect(state / "ledger.sqlite3") as db:
         dead = db.execute("SELECT relpath, category, error_class, message FROM dead_letters").fetchall()

@@ -94,4 +94,4 @@ def test_state_dir_inside_a_watch_root_is_refused(tmp_path: Path) -> None:
 def test_config_is_frozen() -> None:
     config = AgentConfig(state_dir=Path("/s"))
     with pytest.raises(ValueError):
-        config.workers = 9  # type: ignore[misc]
+        config.workers = 9

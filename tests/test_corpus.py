@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from agent.core.config import AgentConfig
-from agent.core.naming import CRATE_NAME
 
-from .conftest import copy_corpus, run_scan, sha256_of, validate_crate
+from .conftest import copy_corpus, read_crate, read_sidecar, run_scan, sha256_of, validate_crate
 
 
 async def test_corpus_sidecars_carry_true_hashes_and_crates_validate(
@@ -23,11 +21,11 @@ async def test_corpus_sidecars_carry_true_hashes_and_crates_validate(
         assert report.ok, report
     assert len(data_files) >= 30
     for path in data_files:
-        meta = json.loads(Path(f"{path}.fair.json").read_text(encoding="utf-8"))
+        meta = read_sidecar(path)
         assert meta["sha256"] == sha256_of(path), path
     for root in ("eln", "instruments"):
         for folder in (drop / root).iterdir():
-            crate = json.loads((folder / CRATE_NAME).read_text(encoding="utf-8"))
+            crate = read_crate(folder)
             root_entity = next(n for n in crate["@graph"] if n["@id"] == "./")
             assert len(root_entity["hasPart"]) == sum(1 for p in data_files if p.is_relative_to(folder))
     # The validator takes seconds per crate: two sessions with awkward names, not all of them.

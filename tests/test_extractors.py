@@ -7,6 +7,7 @@ import json
 import shutil
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,12 +16,12 @@ from agent.extractors import Source, UnsafeArchiveError, choose, detect, load_ex
 from agent.extractors.base import ExtractionError
 from agent.extractors.tabular import parse_vendor_date
 
-from .conftest import CORPUS, run_scan, write
+from .conftest import CORPUS, read_crate, read_error_file, read_sidecar, run_scan, write
 
 EXTRACTORS = load_extractors()
 
 
-def extract(path: Path) -> dict:
+def extract(path: Path) -> dict[str, Any]:
     head = path.read_bytes()[:8192]
     extractor = choose(EXTRACTORS, path.name, head)
     assert extractor is not None, f"no extractor for {path.name}"
@@ -316,10 +317,10 @@ async def test_scanning_the_corpus_puts_metadata_in_sidecars_and_crates(
         p.chmod(0o755 if p.is_dir() else 0o644)
     report = await run_scan(drop, config)
     assert report.ok, report
-    sidecar = json.loads((drop / "xrd_session" / "Scan_C5.xrdml.fair.json").read_text())
+    sidecar = read_sidecar(drop / "xrd_session" / "Scan_C5.xrdml")
     assert sidecar["metadata"]["extractor"] == "xml" and sidecar["dateCreated"] == "2020-11-06T19:09:32+00:00"
     assert sidecar["metadata"]["format"]["pronom"] == "fmt/101"
-    crate = json.loads((drop / "uvvis_timeseries" / "ro-crate-metadata.json").read_text())
+    crate = read_crate(drop / "uvvis_timeseries")
     entity = next(n for n in crate["@graph"] if n["@id"] == "1908047U1_0000.Raw8.TXT")
     graph = {n["@id"]: n for n in crate["@graph"]}
     wave = graph[entity["variableMeasured"][0]["@id"]]
@@ -336,10 +337,10 @@ async def test_a_bad_file_is_dead_lettered_and_the_rest_of_its_session_ingested(
         z.writestr("../../outside.txt", b"x")
     report = await run_scan(drop, config)
     assert report.files_ingested == 1 and report.dead_lettered == 1
-    error = json.loads((drop / "run" / "evil.eln.fair.error.json").read_text())
+    error = read_error_file(drop / "run" / "evil.eln")
     assert error["errorClass"] == "UnsafeArchiveError" and "outside its folder" in error["reason"]
     assert not (drop.parent / "outside.txt").exists()
-    good = json.loads((drop / "run" / "good.csv.fair.json").read_text())
+    good = read_sidecar(drop / "run" / "good.csv")
     assert good["metadata"]["rowCount"] == 2
 
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.extractors import Budget, Source
+from agent.extractors import Budget, Extractor, Source
 from agent.extractors.base import ExtractionError
 from agent.extractors.eln import ElnExtractor
 from agent.extractors.jcamp import JcampExtractor
@@ -22,7 +22,7 @@ from agent.extractors.xmlformats import XmlExtractor
 
 from .conftest import CORPUS
 
-CASES = [
+CASES: list[tuple[Extractor, str]] = [
     (TabularExtractor(), ".csv"),
     (TabularExtractor(), ".txt"),
     (JcampExtractor(), ".jdx"),
@@ -32,12 +32,12 @@ CASES = [
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def run(extractor: object, data: bytes, suffix: str) -> None:
+def run(extractor: Extractor, data: bytes, suffix: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"fuzz{suffix}"
         path.write_bytes(data)
         try:
-            result = extractor.extract(Source(path, path.name, path.parent), Budget(20))  # type: ignore[attr-defined]
+            result = extractor.extract(Source(path, path.name, path.parent), Budget(20))
         except ExtractionError:
             return
         assert isinstance(result, dict)
@@ -46,7 +46,7 @@ def run(extractor: object, data: bytes, suffix: str) -> None:
 @pytest.mark.parametrize(("extractor", "suffix"), CASES, ids=[f"{e.name}{s}" for e, s in CASES])
 @FUZZ
 @given(data=st.binary(max_size=4096))
-def test_random_bytes_with_a_valid_extension(extractor: object, suffix: str, data: bytes) -> None:
+def test_random_bytes_with_a_valid_extension(extractor: Extractor, suffix: str, data: bytes) -> None:
     run(extractor, data, suffix)
 
 
@@ -56,7 +56,7 @@ TEXTISH = st.text(alphabet=st.sampled_from(list("0123456789.,;:\t\n\r -eE#=[]()a
 @pytest.mark.parametrize(("extractor", "suffix"), CASES[:3], ids=["csv", "txt", "jdx"])
 @FUZZ
 @given(text=TEXTISH)
-def test_text_that_almost_looks_right(extractor: object, suffix: str, text: str) -> None:
+def test_text_that_almost_looks_right(extractor: Extractor, suffix: str, text: str) -> None:
     run(extractor, text.encode("utf-8"), suffix)
 
 
@@ -75,7 +75,7 @@ CORPUS_FILES = [
 )
 @FUZZ
 @given(cut=st.floats(min_value=0.0, max_value=1.0))
-def test_truncated_real_files(rel: str, extractor: object, cut: float) -> None:
+def test_truncated_real_files(rel: str, extractor: Extractor, cut: float) -> None:
     path = CORPUS / rel
     if not path.exists():
         pytest.skip("corpus not found")

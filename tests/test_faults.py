@@ -11,12 +11,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.core.config import AgentConfig, RetrySettings
 
-from .conftest import REPO, agent_cli, run_scan, sha256sum, write
+from .conftest import REPO, agent_cli, read_crate, read_sidecar, run_scan, sha256sum, write
 
 FAST_RETRY = {"FAIR_AGENT_RETRY__ATTEMPTS": "2", "FAIR_AGENT_RETRY__BASE_DELAY_S": "0.01"}
 
@@ -37,7 +38,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
-def ledger_rows(state: Path, table: str = "files") -> list[tuple]:
+def ledger_rows(state: Path, table: str = "files") -> list[tuple[Any, ...]]:
     with sqlite3.connect(state / "ledger.sqlite3") as db:
         return db.execute(f"SELECT * FROM {table}").fetchall()
 
@@ -79,9 +80,7 @@ async def test_disk_full(small_disk: Path, config: AgentConfig) -> None:
     filler.unlink()
     report = await run_scan(drop, cfg, retry_dead=True)
     assert report.ok and report.files_ingested == 5
-    assert json.loads(Path(f"{drop}/s/0.csv.fair.json").read_text())["sha256"] == sha256sum(
-        drop / "s" / "0.csv"
-    )
+    assert read_sidecar(drop / "s" / "0.csv")["sha256"] == sha256sum(drop / "s" / "0.csv")
 
 
 async def test_read_only_filesystem(small_disk: Path, config: AgentConfig) -> None:
@@ -237,5 +236,5 @@ async def test_a_crate_that_cannot_be_rewritten_is_retried_and_reported(
         subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
     report = await run_scan(drop, cfg)
     assert report.ok
-    crate = json.loads((drop / "s" / "ro-crate-metadata.json").read_text())
+    crate = read_crate(drop / "s")
     assert "gone.csv" not in {n["@id"] for n in crate["@graph"]}

@@ -7,7 +7,6 @@ import json
 import shutil
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,7 +20,11 @@ from .conftest import (
     REPO,
     agent_cli,
     copy_corpus,
+    dead_letters,
     live_config,
+    read_crate,
+    read_error_file,
+    read_sidecar,
     run_scan,
     validate_crate,
     wait_for,
@@ -35,17 +38,6 @@ def with_rules(config: AgentConfig, rules: Path = RULES) -> AgentConfig:
     return config.model_copy(update={"rules_dir": rules})
 
 
-def sidecar(path: Path) -> dict[str, Any]:
-    return json.loads(Path(sidecar_name(str(path))).read_text(encoding="utf-8"))
-
-
-def dead_letters(config: AgentConfig) -> list[tuple[str, str, str]]:
-    with sqlite3.connect(config.ledger_path) as db:
-        return db.execute(
-            "SELECT relpath, category, error_class FROM dead_letters ORDER BY relpath"
-        ).fetchall()
-
-
 async def test_sample_data_passes_except_the_session_that_fails_validation(
     tmp_path: Path, config: AgentConfig
 ) -> None:
@@ -55,7 +47,7 @@ async def test_sample_data_passes_except_the_session_that_fails_validation(
     report = await run_scan(drop, config)
     assert report.files_ingested == 6 and report.dead_lettered == 2
 
-    alice = sidecar(drop / "EXP-000123_alice" / "OD600_kinetics.csv")
+    alice = read_sidecar(drop / "EXP-000123_alice" / "OD600_kinetics.csv")
     assert alice["datasetType"] == "plate-reader-kinetics"
     assert alice["validation"] == {
         "status": "valid",
@@ -70,9 +62,9 @@ async def test_sample_data_passes_except_the_session_that_fails_validation(
     assert alice["creator"][0]["@id"] == "https://orcid.org/0000-0002-1825-0097"
     assert alice["license"]["@id"] == "https://creativecommons.org/licenses/by/4.0/"
     assert alice["drift"]["status"] == "learning"
-    assert sidecar(drop / "EXP-000125_notebook.eln")["datasetType"] == "eln-export"
+    assert read_sidecar(drop / "EXP-000125_notebook.eln")["datasetType"] == "eln-export"
 
-    crate = json.loads((drop / "EXP-000123_alice" / CRATE_NAME).read_text(encoding="utf-8"))
+    crate = read_crate(drop / "EXP-000123_alice")
     graph = {e["@id"]: e for e in crate["@graph"]}
     action = graph["#fair-agent-ingest"]
     assert action["agent"] == {"@id": "#fair-agent"}
@@ -86,7 +78,7 @@ async def test_sample_data_passes_except_the_session_that_fails_validation(
     # The rejected session: nothing written in it, one error file beside it, field by field.
     carol = drop / "EXP-000126_carol"
     assert sorted(p.name for p in carol.iterdir()) == ["OD600_kinetics.csv", "notes.md"]
-    error = json.loads((drop / error_name("EXP-000126_carol")).read_text(encoding="utf-8"))
+    error = read_error_file(drop / "EXP-000126_carol")
     assert error["errorClass"] == "ValidationFailedError" and error["category"] == "terminal"
     assert error["filesHeldBack"] == ["OD600_kinetics.csv", "notes.md"]
     (problem,) = error["problems"]
@@ -109,7 +101,7 @@ async def test_sample_data_passes_except_the_session_that_fails_validation(
     report = await run_scan(drop, config)
     assert report.files_ingested == 0 and report.dead_lettered == 3
     assert sorted(p.name for p in carol.iterdir()) == ["OD600_kinetics.csv", "extra.md", "notes.md"]
-    assert json.loads((drop / error_name("EXP-000126_carol")).read_text())["filesHeldBack"] == [
+    assert read_error_file(drop / "EXP-000126_carol")["filesHeldBack"] == [
         "OD600_kinetics.csv",
         "extra.md",
         "notes.md",
@@ -124,7 +116,7 @@ async def test_sample_data_passes_except_the_session_that_fails_validation(
     csv.write_text(fixed, encoding="utf-8")
     report = await run_scan(drop, config)
     assert report.ok and report.files_ingested == 3, report
-    assert sidecar(csv)["dataset"]["temperature_c"] == 42.0
+    assert read_sidecar(csv)["dataset"]["temperature_c"] == 42.0
     assert (carol / CRATE_NAME).exists() and (carol / sidecar_name("notes.md")).exists()
     assert not (drop / error_name("EXP-000126_carol")).exists()
     assert dead_letters(config) == []
@@ -155,7 +147,7 @@ async def test_a_table_that_gains_and_loses_a_column_is_drift(
     for session in ("run-1", "run-2"):
         kinetics(drop / session / "plate.csv", ["Time", "A1", "A2"])
     assert (await run_scan(drop, config)).ok
-    assert sidecar(drop / "run-2" / "plate.csv")["drift"]["status"] == "learning"
+    assert read_sidecar(drop / "run-2" / "plate.csv")["drift"]["status"] == "learning"
 
     # The export template changed: A2 is gone, B1 is new.
     kinetics(drop / "run-3" / "plate.csv", ["Time", "A1", "B1"])
@@ -174,13 +166,13 @@ async def test_a_table_that_gains_and_loses_a_column_is_drift(
 
     if policy == "warn":
         assert report.ok
-        drift = sidecar(drop / "run-3" / "plate.csv")["drift"]
+        drift = read_sidecar(drop / "run-3" / "plate.csv")["drift"]
         assert (
             drift["status"] == "drifted"
             and drift["new"] == ["column:B1"]
             and drift["missing"] == ["column:A2"]
         )
-        crate = json.loads((drop / "run-3" / CRATE_NAME).read_text(encoding="utf-8"))
+        crate = read_crate(drop / "run-3")
         entity = next(e for e in crate["@graph"] if e["@id"] == "plate.csv")
         assert "drift" in entity["description"] and "column:B1" in entity["description"]
         return
@@ -188,7 +180,7 @@ async def test_a_table_that_gains_and_loses_a_column_is_drift(
     # Quarantined: dead-lettered with the diff as the reason, nothing written in the session.
     assert report.dead_lettered == 1
     assert not Path(sidecar_name(str(drop / "run-3" / "plate.csv"))).exists()
-    error = json.loads((drop / error_name("run-3")).read_text(encoding="utf-8"))
+    error = read_error_file(drop / "run-3")
     assert error["errorClass"] == "DriftQuarantinedError"
     assert "new: column:B1; missing: column:A2" in error["reason"]
     assert "fair-agent drift --accept" in error["whatToDo"]
@@ -207,7 +199,7 @@ async def test_a_table_that_gains_and_loses_a_column_is_drift(
         str(config.state_dir),
     )
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
-    assert sidecar(drop / "run-3" / "plate.csv")["drift"]["status"] == "none"
+    assert read_sidecar(drop / "run-3" / "plate.csv")["drift"]["status"] == "none"
     assert not (drop / error_name("run-3")).exists()
 
 
@@ -218,9 +210,9 @@ async def test_rules_group_sessions_below_the_first_folder(tmp_path: Path, confi
     scans = sorted((CORPUS / "instruments" / "xrd_session").glob("*.xrdml"))
     for n, scan_file in enumerate(scans):
         # One folder per instrument, one per run below it: the XRD rule's depth = 2.
-        run = drop / "xrd" / f"run-{n % 2 + 1}"
-        run.mkdir(parents=True, exist_ok=True)
-        shutil.copy(scan_file, run / scan_file.name)
+        run_folder = drop / "xrd" / f"run-{n % 2 + 1}"
+        run_folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(scan_file, run_folder / scan_file.name)
     write(drop / "xrd" / "README.txt", "one folder per run\n")
     # Claimed by no XRD rule, but inside a run's folder: that run's.
     write(drop / "xrd" / "run-1" / "notes.txt", "beam dump at 19:40\n")
@@ -228,23 +220,23 @@ async def test_rules_group_sessions_below_the_first_folder(tmp_path: Path, confi
     report = await run_scan(drop, config)
     assert report.ok and report.files_ingested == len(scans) + 2
     for run in ("run-1", "run-2"):
-        crate = json.loads((drop / "xrd" / run / CRATE_NAME).read_text(encoding="utf-8"))
+        crate = read_crate(drop / "xrd" / run)
         root = next(e for e in crate["@graph"] if e["@id"] == "./")
         assert root["name"] == f"xrd/{run}"
         assert len(root["hasPart"]) == len(scans) // 2 + (run == "run-1")
         assert all((drop / "xrd" / run / part["@id"]).is_file() for part in root["hasPart"])
-        first = sidecar(drop / "xrd" / run / Path(root["hasPart"][0]["@id"]).name)
+        first = read_sidecar(drop / "xrd" / run / Path(root["hasPart"][0]["@id"]).name)
         assert first["session"] == f"xrd/{run}" and first["datasetType"] == "xrd-scan"
         assert first["dataset"]["acquisition_date"].startswith("2020-11-06T")
     # The file one level down stays in the instrument folder's session, with its own crate.
-    top = json.loads((drop / "xrd" / CRATE_NAME).read_text(encoding="utf-8"))
+    top = read_crate(drop / "xrd")
     assert [p["@id"] for p in next(e for e in top["@graph"] if e["@id"] == "./")["hasPart"]] == ["README.txt"]
     result = validate_crate(drop / "xrd" / "run-1")
     assert result.returncode == 0, result.stdout + result.stderr
     # Nothing is read twice, and the nested crates are not taken for data.
     again = await run_scan(drop, config)
     assert again.files_hashed == 0 and again.files_seen == len(scans) + 2
-    assert sidecar(drop / "xrd" / "run-1" / "notes.txt")["session"] == "xrd/run-1"
+    assert read_sidecar(drop / "xrd" / "run-1" / "notes.txt")["session"] == "xrd/run-1"
 
 
 async def test_changing_how_rules_group_moves_files_between_sessions(
@@ -258,9 +250,9 @@ async def test_changing_how_rules_group_moves_files_between_sessions(
     regrouped = with_rules(config, rules)
     report = await run_scan(drop, regrouped)
     assert report.ok and dead_letters(regrouped) == [], dead_letters(regrouped)
-    assert sidecar(drop / "ms" / "run-1" / "a.raw")["session"] == "ms/run-1"
-    assert sidecar(drop / "ms" / "run-1" / "a.raw")["fileVersion"] == 2  # a path's versions go on
-    top = json.loads((drop / "ms" / CRATE_NAME).read_text(encoding="utf-8"))
+    assert read_sidecar(drop / "ms" / "run-1" / "a.raw")["session"] == "ms/run-1"
+    assert read_sidecar(drop / "ms" / "run-1" / "a.raw")["fileVersion"] == 2  # a path's versions go on
+    top = read_crate(drop / "ms")
     assert next(e for e in top["@graph"] if e["@id"] == "./")["hasPart"] == []
     with sqlite3.connect(regrouped.ledger_path) as db:
         rows = db.execute(
@@ -290,14 +282,14 @@ async def test_the_corpus_passes_the_shipped_rules(tmp_path: Path, config: Agent
         for path in (drop / "instruments" / folder).iterdir():
             if path.name.endswith(".fair.json") or path.name == CRATE_NAME:
                 continue
-            meta = sidecar(path)
+            meta = read_sidecar(path)
             assert meta["datasetType"] == dataset_type, path
             assert meta["validation"]["status"] == "valid"
     for path in (drop / "eln").rglob("*.eln"):
-        assert sidecar(path)["dataset"]["title"]
-    xrd = sidecar(drop / "instruments" / "xrd_session" / "Scan_C1.xrdml")
+        assert read_sidecar(path)["dataset"]["title"]
+    xrd = read_sidecar(drop / "instruments" / "xrd_session" / "Scan_C1.xrdml")
     assert xrd["dataset"]["acquisition_date"] == "2020-11-06T18:09:37+00:00"
-    uvvis = sidecar(drop / "instruments" / "uvvis_timeseries" / "1908047U1_0000.Raw8.TXT")
+    uvvis = read_sidecar(drop / "instruments" / "uvvis_timeseries" / "1908047U1_0000.Raw8.TXT")
     assert uvvis["dataset"]["integration_time_ms"] == 1.5 and uvvis["drift"]["status"] == "none"
     result = validate_crate(drop / "instruments" / "xrd_session")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -386,7 +378,7 @@ async def test_sidecars_carry_the_site_license_and_publisher(tmp_path: Path, con
     site = {"organisation": "Example Lab", "license": "https://creativecommons.org/licenses/by/4.0/"}
     config = AgentConfig.model_validate({**config.model_dump(), "site": site})
     assert (await run_scan(drop, config)).ok
-    meta = sidecar(drop / "s" / "a.txt")
+    meta = read_sidecar(drop / "s" / "a.txt")
     assert meta["license"]["@id"] == site["license"]
     assert meta["publisher"] == {
         "@id": "#organization-example-lab",

@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -64,8 +64,12 @@ class Agent:
         self.sock.close()
 
 
+#: Starts the agent with extra environment variables.
+StartAgent = Callable[..., Agent]
+
+
 @pytest.fixture
-def agent(drop: Path, tmp_path: Path) -> Iterator[callable]:
+def agent(drop: Path, tmp_path: Path) -> Iterator[StartAgent]:
     started: list[Agent] = []
 
     def start(**env: str) -> Agent:
@@ -78,14 +82,14 @@ def agent(drop: Path, tmp_path: Path) -> Iterator[callable]:
         a.stop()
 
 
-def wait_until(condition: callable, timeout: float = 20.0) -> None:
+def wait_until(condition: Callable[[], object], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
 
 
-def test_ready_watchdog_status_and_clean_stop(agent: callable, drop: Path) -> None:
+def test_ready_watchdog_status_and_clean_stop(agent: StartAgent, drop: Path) -> None:
     a = agent(WATCHDOG_USEC="400000")
     messages = a.receive_until("READY=1")
     assert any(m.startswith("STATUS=watching 1 folder") for m in messages)
@@ -104,7 +108,7 @@ def test_ready_watchdog_status_and_clean_stop(agent: callable, drop: Path) -> No
     assert '"event": "stopped; 0 batch(es) left for the next start"' in out
 
 
-def test_sigint_stops_cleanly_too(agent: callable) -> None:
+def test_sigint_stops_cleanly_too(agent: StartAgent) -> None:
     a = agent()
     a.receive_until("READY=1")
     a.proc.send_signal(signal.SIGINT)
@@ -112,7 +116,7 @@ def test_sigint_stops_cleanly_too(agent: callable) -> None:
 
 
 def test_second_signal_forces_exit_and_the_batch_is_redone(
-    agent: callable, drop: Path, tmp_path: Path
+    agent: StartAgent, drop: Path, tmp_path: Path
 ) -> None:
     a = agent(FAIR_AGENT_SHUTDOWN_GRACE_S="60")
     a.receive_until("READY=1")
@@ -153,7 +157,7 @@ def test_second_signal_forces_exit_and_the_batch_is_redone(
 
 
 def test_sighup_as_soon_as_the_lock_names_the_service_does_not_kill_it(
-    agent: callable, tmp_path: Path
+    agent: StartAgent, tmp_path: Path
 ) -> None:
     a = agent()
     lock = tmp_path / "state" / "agent.lock"

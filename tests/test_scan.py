@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,11 +21,7 @@ from agent.service.discover import list_session
 from agent.service.quickcheck import plan_session
 from agent.service.scan import scan
 
-from .conftest import run_scan, sha256sum, validate_crate, write
-
-
-def sidecar(path: Path) -> dict:
-    return json.loads(Path(f"{path}.fair.json").read_text(encoding="utf-8"))
+from .conftest import read_crate, read_sidecar, run_scan, sha256sum, validate_crate, write
 
 
 def output_mtimes(root: Path) -> dict[str, int]:
@@ -36,7 +32,7 @@ def output_mtimes(root: Path) -> dict[str, int]:
     }
 
 
-def ledger_rows(config: AgentConfig) -> list[tuple]:
+def ledger_rows(config: AgentConfig) -> list[tuple[Any, ...]]:
     with sqlite3.connect(config.ledger_path) as db:
         return db.execute(
             "SELECT relpath, version, sha256, batch_id, sequence, status FROM files ORDER BY relpath, version"
@@ -55,7 +51,7 @@ async def test_every_file_gets_a_sidecar_with_its_true_sha256(drop: Path, config
     report = await run_scan(drop, config)
     assert report.ok and report.files_ingested == 4 and report.sessions == 3
     for data in [p for p in drop.rglob("*") if p.is_file() and not p.name.endswith(".json")]:
-        meta = sidecar(data)
+        meta = read_sidecar(data)
         assert meta["sha256"] == sha256sum(data)
         assert meta["contentSize"] == str(data.stat().st_size)
         assert meta["name"] == data.name
@@ -64,7 +60,7 @@ async def test_every_file_gets_a_sidecar_with_its_true_sha256(drop: Path, config
 async def test_crate_lists_every_file_and_passes_the_validator(drop: Path, config: AgentConfig) -> None:
     make_sessions(drop)
     await run_scan(drop, config)
-    crate = json.loads((drop / "run-01" / CRATE_NAME).read_text())
+    crate = read_crate(drop / "run-01")
     graph = {node["@id"]: node for node in crate["@graph"]}
     assert [p["@id"] for p in graph["./"]["hasPart"]] == [
         "plate.csv",
@@ -107,7 +103,7 @@ async def test_changed_file_gets_a_new_version_and_others_stay_untouched(
     write(drop / "run-01" / "plate.csv", "a,b\n1,2\n5,6\n")
     report = await run_scan(drop, config)
     assert report.files_ingested == 1
-    meta = sidecar(drop / "run-01" / "plate.csv")
+    meta = read_sidecar(drop / "run-01" / "plate.csv")
     assert meta["fileVersion"] == 2 and meta["sha256"] == sha256sum(drop / "run-01" / "plate.csv")
     assert (drop / "run-01" / CRATE_NAME).read_text() != crate_before
     after = output_mtimes(drop)
@@ -123,12 +119,13 @@ async def test_new_file_in_ingested_session_is_a_new_batch(drop: Path, config: A
     old_sidecar_mtime = Path(f"{drop}/run-02/plate.csv.fair.json").stat().st_mtime_ns
     write(drop / "run-02" / "late.csv", "late\n")
     await run_scan(drop, config)
-    crate = json.loads((drop / "run-02" / CRATE_NAME).read_text())
+    crate = read_crate(drop / "run-02")
     root = next(n for n in crate["@graph"] if n["@id"] == "./")
     assert [p["@id"] for p in root["hasPart"]] == ["late.csv", "plate.csv"]
     assert Path(f"{drop}/run-02/plate.csv.fair.json").stat().st_mtime_ns == old_sidecar_mtime
     assert (
-        sidecar(drop / "run-02" / "late.csv")["batchId"] != sidecar(drop / "run-02" / "plate.csv")["batchId"]
+        read_sidecar(drop / "run-02" / "late.csv")["batchId"]
+        != read_sidecar(drop / "run-02" / "plate.csv")["batchId"]
     )
 
 
@@ -166,7 +163,7 @@ async def test_batch_ids_and_sequences_are_deterministic(
     again = config.model_copy(update={"state_dir": tmp_path / "again"})
     await run_scan(drop, again)
     assert ledger_rows(config) == ledger_rows(again)
-    seqs = [sidecar(drop / "run-01" / p)["sequence"] for p in ("plate.csv", "raw/scan 1 [A]:x é.txt")]
+    seqs = [read_sidecar(drop / "run-01" / p)["sequence"] for p in ("plate.csv", "raw/scan 1 [A]:x é.txt")]
     assert seqs == [1, 2]
 
 
@@ -204,15 +201,15 @@ async def test_zero_byte_and_strange_names(drop: Path, config: AgentConfig) -> N
     write(drop / "s" / raw_name, "2\n")
     report = await run_scan(drop, config)
     assert report.ok and report.files_ingested == 3
-    assert sidecar(drop / "s" / "empty.dat")["sha256"] == sha256sum(drop / "s" / "empty.dat")
-    assert sidecar(drop / "s" / "empty.dat")["warnings"] == ["empty file"]
-    crate = json.loads((drop / "s" / CRATE_NAME).read_text())
+    assert read_sidecar(drop / "s" / "empty.dat")["sha256"] == sha256sum(drop / "s" / "empty.dat")
+    assert read_sidecar(drop / "s" / "empty.dat")["warnings"] == ["empty file"]
+    crate = read_crate(drop / "s")
     ids = {n["@id"] for n in crate["@graph"]}
     assert "x%3A%20%5B1%5D%20%C3%BC%20%F0%9F%98%80%20%23%3F%25.csv" in ids
     # Not valid UTF-8: no crate reader could resolve it, so its sidecar alone records it.
     assert not any("latin1" in i for i in ids)
-    assert "not valid UTF-8" in sidecar(drop / "s" / raw_name)["warnings"][0]
-    assert sidecar(drop / "s" / raw_name)["@id"] == "latin1-%E9.txt"
+    assert "not valid UTF-8" in read_sidecar(drop / "s" / raw_name)["warnings"][0]
+    assert read_sidecar(drop / "s" / raw_name)["@id"] == "latin1-%E9.txt"
     assert (await run_scan(drop, config)).bytes_hashed == 0
     result = validate_crate(drop / "s")
     assert result.returncode == 0, result.stdout
@@ -277,7 +274,7 @@ async def test_foreign_crate_is_data_and_is_never_overwritten(drop: Path, config
     report = await run_scan(drop, config)
     assert report.files_ingested == 2
     assert (drop / "s" / CRATE_NAME).read_text() == theirs
-    assert sidecar(drop / "s" / CRATE_NAME)["sha256"] == sha256sum(drop / "s" / CRATE_NAME)
+    assert read_sidecar(drop / "s" / CRATE_NAME)["sha256"] == sha256sum(drop / "s" / CRATE_NAME)
 
 
 async def test_deleted_crate_is_restored_without_rehashing(drop: Path, config: AgentConfig) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sqlite3
 import time
@@ -19,18 +18,14 @@ from agent.ledger import Ledger
 from agent.service.daemon import Service
 from agent.service.watch import WatchedRoot
 
-from .conftest import live_config, sha256sum, wait_for, write
+from .conftest import live_config, read_crate, read_sidecar, sha256sum, wait_for, write
 
 
 def has_sidecar(path: Path) -> bool:
     return Path(f"{path}.fair.json").exists()
 
 
-def sidecar(path: Path) -> dict:
-    return json.loads(Path(f"{path}.fair.json").read_text(encoding="utf-8"))
-
-
-def file_rows(config: AgentConfig) -> list[tuple]:
+def file_rows(config: AgentConfig) -> list[tuple[str, int, str]]:
     with sqlite3.connect(config.ledger_path) as db:
         return db.execute("SELECT relpath, version, sha256 FROM files ORDER BY relpath, version").fetchall()
 
@@ -45,7 +40,7 @@ async def test_a_dropped_session_is_ingested(drop: Path, config: AgentConfig, le
             lambda: has_sidecar(drop / "run-1" / "raw" / "b.txt") and has_sidecar(drop / "loose.jdx")
         )
         await wait_for(lambda: service.idle)
-    assert sidecar(drop / "run-1" / "a.csv")["sha256"] == sha256sum(drop / "run-1" / "a.csv")
+    assert read_sidecar(drop / "run-1" / "a.csv")["sha256"] == sha256sum(drop / "run-1" / "a.csv")
     assert (drop / "run-1" / CRATE_NAME).exists()
 
 
@@ -64,7 +59,7 @@ async def test_a_file_still_being_written_is_never_ingested_partially(
                 assert not has_sidecar(target), f"ingested while still being written (chunk {i})"
         await wait_for(lambda: has_sidecar(target))
         await wait_for(lambda: service.idle)
-    assert sidecar(target)["sha256"] == sha256sum(target)
+    assert read_sidecar(target)["sha256"] == sha256sum(target)
     assert [r[1] for r in file_rows(cfg)] == [1], "exactly one version: the complete file"
 
 
@@ -136,10 +131,12 @@ async def test_new_files_in_an_ingested_session_form_a_new_batch(
         await wait_for(lambda: has_sidecar(drop / "run-1" / "b.csv"))
         await wait_for(lambda: service.idle)
     assert Path(f"{drop}/run-1/a.csv.fair.json").stat().st_mtime_ns == first
-    crate = json.loads((drop / "run-1" / CRATE_NAME).read_text())
+    crate = read_crate(drop / "run-1")
     root = next(n for n in crate["@graph"] if n["@id"] == "./")
     assert [p["@id"] for p in root["hasPart"]] == ["a.csv", "b.csv"]
-    assert sidecar(drop / "run-1" / "a.csv")["batchId"] != sidecar(drop / "run-1" / "b.csv")["batchId"]
+    assert (
+        read_sidecar(drop / "run-1" / "a.csv")["batchId"] != read_sidecar(drop / "run-1" / "b.csv")["batchId"]
+    )
 
 
 async def test_polling_mode(drop: Path, config: AgentConfig, ledger: Ledger) -> None:

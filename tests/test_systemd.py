@@ -9,7 +9,6 @@ with ``unshare --pid --fork --mount-proc --mount chroot``. Everything is driven 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from .conftest import REPO, read_sidecar
 
 PACKAGES = "systemd,systemd-sysv,dbus,python3,python3-venv,acl"
 CACHE = Path(os.environ.get("FAIR_AGENT_TEST_CACHE", Path.home() / ".cache" / "fair-agent-tests"))
@@ -232,7 +231,7 @@ def test_the_unit_runs_sandboxed_under_a_real_systemd(machine: Machine) -> None:
     wait_until(machine, lambda: (session / "ro-crate-metadata.json").exists(), "the session's crate")
     for sample in (REPO / "sample_data" / "EXP-000123_alice").iterdir():
         assert (session / f"{sample.name}.fair.json").exists()
-    sidecar = json.loads((session / "OD600_kinetics.csv.fair.json").read_text(encoding="utf-8"))
+    sidecar = read_sidecar(session / "OD600_kinetics.csv")
     assert sidecar["validation"]["status"] == "valid" and sidecar["instrument"]["serialNumber"] == "PMN-20419"
     assert (machine.root / "var" / "lib" / "fair-agent" / "ledger.sqlite3").exists()
 
@@ -247,16 +246,21 @@ def test_the_unit_runs_sandboxed_under_a_real_systemd(machine: Machine) -> None:
     journal = machine.sh("journalctl", "-u", "fair-agent", "--no-pager", "-o", "cat").stdout
     assert "Permission denied" not in journal and "Read-only file system" not in journal, journal
     security = machine.sh("systemd-analyze", "security", "--no-pager", "fair-agent.service").stdout
-    exposure = float(
-        re.search(r"Overall exposure level for fair-agent\.service: ([\d.]+)", security).group(1)
-    )  # type: ignore[union-attr]
+    rated = re.search(r"Overall exposure level for fair-agent\.service: ([\d.]+)", security)
+    assert rated is not None, security
+    exposure = float(rated.group(1))
     assert exposure <= MAX_EXPOSURE, security
 
     # A stuck event loop is what the watchdog is for: stop the process, systemd restarts it.
     machine.ctl("kill", "--signal=SIGSTOP", "fair-agent.service")
-    restarts = lambda: machine.show("fair-agent.service", "NRestarts")["NRestarts"]  # noqa: E731
+
+    def restarts() -> str:
+        return machine.show("fair-agent.service", "NRestarts")["NRestarts"]
+
+    def active() -> str:
+        return machine.show("fair-agent.service", "ActiveState")["ActiveState"]
+
     wait_until(machine, lambda: restarts() == "1", "a watchdog restart", timeout=WATCHDOG_S * 6)
-    active = lambda: machine.show("fair-agent.service", "ActiveState")["ActiveState"]  # noqa: E731
     wait_until(machine, lambda: active() == "active", "active again")
     assert "Watchdog timeout" in machine.sh("journalctl", "-u", "fair-agent", "--no-pager").stdout
 
