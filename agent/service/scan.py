@@ -1,6 +1,8 @@
 """Burst mode: ingest everything under a folder through the service's pipeline, then return.
 
-Used by ``fair-agent scan`` for a backlog, and by the service for its reconciliation scans.
+Used by ``fair-agent scan`` for a backlog and by ``fair-agent replay`` without a running service.
+Both this and the service's reconciliation remove the temp files an interrupted run left
+(``remove_orphans``).
 """
 
 from __future__ import annotations
