@@ -14,7 +14,7 @@ import pytest
 from agent.core.config import AgentConfig
 from agent.extractors import Source, UnsafeArchiveError, choose, detect, load_extractors, run_extractor
 from agent.extractors.base import ExtractionError
-from agent.extractors.tabular import parse_vendor_date
+from agent.extractors.vendorheader import parse_vendor_date
 
 from .conftest import CORPUS, read_crate, read_error_file, read_sidecar, run_scan, write
 

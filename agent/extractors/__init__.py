@@ -12,6 +12,7 @@ import logging
 from importlib.metadata import entry_points
 
 from .base import Budget, ExtractionError, ExtractionTimeout, Extractor, Metadata, Source, UnsafeArchiveError
+from .bounds import bound
 from .eln import ElnExtractor
 from .generic import Detected, detect
 from .hdf5 import Hdf5Extractor
@@ -77,4 +78,4 @@ def run_extractor(extractor: Extractor, source: Source, seconds: float) -> Metad
         raise ExtractionError(
             f"{source.name!r} could not be read by the {extractor.name} extractor: {what}"
         ) from None
-    return {"extractor": extractor.name, **metadata}
+    return bound({"extractor": extractor.name, **metadata})

@@ -25,6 +25,10 @@ MAX_MEMBERS = 100_000
 MAX_UNCOMPRESSED = 50 << 30  # 50 GiB
 MAX_RATIO = 200  # uncompressed / compressed, for members over RATIO_FLOOR
 RATIO_FLOOR = 1 << 20
+#: The same, for the archive as a whole: many members, each too small for the check above, that
+#: together expand to gigabytes (45,000 x 1 MiB of zeros fit in 24 MB).
+MAX_ARCHIVE_RATIO = 100
+ARCHIVE_RATIO_FLOOR = 64 << 20
 MAX_CRATE_BYTES = 64 << 20
 MAX_LISTED = 200  # experiments and files listed in the sidecar; counts are always complete
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -118,6 +122,12 @@ def check_archive(archive: zipfile.ZipFile, label: str) -> dict[str, zipfile.Zip
     if total > MAX_UNCOMPRESSED:
         raise UnsafeArchiveError(
             f"{label!r} expands to {total} bytes, more than the limit of {MAX_UNCOMPRESSED}"
+        )
+    compressed = sum(info.compress_size for info in infos)
+    if total > ARCHIVE_RATIO_FLOOR and total > MAX_ARCHIVE_RATIO * max(compressed, 1):
+        raise UnsafeArchiveError(
+            f"{label!r} looks like a ZIP bomb: its {len(infos)} members expand "
+            f"{total // max(compressed, 1)} times ({compressed} -> {total} bytes)"
         )
     return members
 

@@ -11,27 +11,28 @@ the day/month ambiguity said out loud.
 from __future__ import annotations
 
 import codecs
-import csv
+import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from .base import Budget, ExtractionError, Metadata, Source
+from .lines import LineLimit
+from .vendorheader import header_dates, parse_header_block, split_fields
 
 SAMPLE_BYTES = 64 << 10
+#: A line longer than this ends the table (the rows before it are profiled): pandas holds a whole
+#: line in memory, and a 400 MB line of a million fields would cost gigabytes.
+MAX_LINE_BYTES = 1 << 20
 CHUNK_ROWS = 50_000
 #: Cells per chunk: a wide table gets fewer rows per chunk, so memory stays bounded.
 CHUNK_CELLS = 2_000_000
-MAX_HEADER_LINES = 500
 _SUFFIXES = {".csv", ".tsv", ".txt", ".tab", ".dat"}
 _DELIMITERS = (",", ";", "\t", "|")
 _UNIT = re.compile(r"^(?P<name>.*?)\s*[\[(](?P<unit>[^\])]{1,24})[\])]\s*$")
 _NUMBER = re.compile(r"^[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?$")
-_DATE = re.compile(r"^(?P<a>\d{1,4})[/.-](?P<b>\d{1,2})[/.-](?P<c>\d{2,4})(?:[ T]+(?P<time>.+))?$")
-_TIME = re.compile(r"^(?P<h>\d{1,2}):(?P<m>\d{2})(?::(?P<s>\d{2}))?\s*(?P<ampm>[AaPp][Mm])?$")
 
 
 class TabularExtractor:
@@ -68,7 +69,12 @@ class TabularExtractor:
         decimal = detect_decimal(lines[layout.start + 1 : layout.start + 50], layout.delimiter)
         result["decimal"] = decimal
         rows, later = first_block(lines, layout)
-        result.update(profile_table(source, encoding, layout, decimal, nrows=rows, budget=budget))
+        # Lines end in \n but for the rare export that ends them in \r alone: no limit can be kept
+        # on those, which pandas reads as they are.
+        limit = MAX_LINE_BYTES if b"\n" in sample else None
+        result.update(
+            profile_table(source, encoding, layout, decimal, nrows=rows, budget=budget, max_line=limit)
+        )
         if later:
             result["tables"] = 1 + later
             result["note"] = f"{1 + later} tables with the same header; the first is profiled"
@@ -85,14 +91,6 @@ def detect_encoding(sample: bytes) -> str:
         if exc.start >= len(sample) - 3:
             return "utf-8"  # a character cut by the end of the sample
     return "cp1252"
-
-
-def _fields(line: str, delimiter: str) -> list[str]:
-    """The line's fields, without the empty ones vendors pad lines with (``Date:,,,,28/02/2020,,,,``)."""
-    fields = next(csv.reader([line], delimiter=delimiter), [])
-    while fields and not fields[-1].strip():
-        fields.pop()
-    return fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +114,7 @@ def _numeric(field: str) -> bool:
 
 
 def _any_numeric(line: str, delimiter: str) -> bool:
-    return any(_numeric(f) for f in _fields(line, delimiter))
+    return any(_numeric(f) for f in split_fields(line, delimiter))
 
 
 def find_table(lines: list[str]) -> Layout:
@@ -128,7 +126,7 @@ def find_table(lines: list[str]) -> Layout:
     width, delimiter = 0, ","
     runs: dict[str, list[tuple[int, int, int]]] = {}
     for candidate in _DELIMITERS:
-        widths = [len(_fields(line, candidate)) for line in lines]
+        widths = [len(split_fields(line, candidate)) for line in lines]
         found, i = [], 0
         while i < len(widths):
             j = i
@@ -144,7 +142,7 @@ def find_table(lines: list[str]) -> Layout:
     if width == 0:
         return Layout(",", len(lines))
     start = min(i for w, i, _ in runs[delimiter] if w == width)
-    first = _fields(lines[start], delimiter)
+    first = split_fields(lines[start], delimiter)
     if all(_numeric(f) for f in first):
         # Numbers from the first line on: the names (and a line of units) may sit just above,
         # wider than the data when the last column is empty ("Wave;Sample;Dark;Reference;Scope").
@@ -152,15 +150,15 @@ def find_table(lines: list[str]) -> Layout:
         texts = [
             i
             for i in above
-            if len(_fields(lines[i], delimiter)) >= width and not _any_numeric(lines[i], delimiter)
+            if len(split_fields(lines[i], delimiter)) >= width and not _any_numeric(lines[i], delimiter)
         ]
         if len(texts) == 2:
-            units = [u.strip().strip("[]()") for u in _fields(lines[texts[1]], delimiter)]
+            units = [u.strip().strip("[]()") for u in split_fields(lines[texts[1]], delimiter)]
             return Layout(delimiter, texts[0], width, units=units, units_line=texts[1])
         if texts and texts[-1] == above[-1]:
             return Layout(delimiter, texts[-1], width)
         return Layout(delimiter, start, width, has_header=False)
-    below = [_fields(line, delimiter) for line in lines[start + 1 : start + 3]]
+    below = [split_fields(line, delimiter) for line in lines[start + 1 : start + 3]]
     if len(below) == 2 and not any(_numeric(f) for f in below[0]) and any(_numeric(f) for f in below[1]):
         units = [u.strip().strip("[]()") for u in below[0]]
         return Layout(delimiter, start, width, units=units, units_line=start + 1)
@@ -176,7 +174,7 @@ def first_block(lines: list[str], layout: Layout) -> tuple[int | None, int]:
     """
 
     def blank(i: int) -> bool:  # padding counts as blank: ",,,,,,,,"
-        return not _fields(lines[i], layout.delimiter)
+        return not split_fields(lines[i], layout.delimiter)
 
     after = max(layout.start + (1 if layout.has_header else 0), (layout.units_line or 0) + 1)
     data = next((i for i in range(after, len(lines)) if not blank(i)), None)
@@ -185,100 +183,13 @@ def first_block(lines: list[str], layout: Layout) -> tuple[int | None, int]:
     end = next((i for i in range(data, len(lines)) if blank(i)), None)
     if end is None:
         return None, 0
-    header = _fields(lines[layout.start], layout.delimiter)
+    header = split_fields(lines[layout.start], layout.delimiter)
     later = (
-        sum(1 for line in lines[end:] if _fields(line, layout.delimiter) == header)
+        sum(1 for line in lines[end:] if split_fields(line, layout.delimiter) == header)
         if layout.has_header
         else 0
     )
     return end - data, later
-
-
-_PAIR = re.compile(r"^[A-Za-z][\w .()/#-]*:\s")
-
-
-def parse_header_block(lines: list[str], delimiter: str) -> dict[str, str]:
-    """Vendor key/value lines before the table.
-
-    ``Key: value``, ``Key:,,,,value``, ``Key,,,,value,unit`` and ``Key: value,,,,Other key: value``
-    all occur (Tecan, BioLogic, AvaSoft); a key seen twice keeps its first value.
-    """
-    header: dict[str, str] = {}
-    for line in lines[:MAX_HEADER_LINES]:
-        fields = [f.strip() for f in _fields(line, delimiter) if f.strip()]
-        if not fields:
-            continue
-        first = fields[0]
-        if first.startswith("##") and "=" in first:  # JCAMP-style labels in a text export
-            key, _, value = first[2:].partition("=")
-            values = [value.strip(), *fields[1:]] if value.strip() else fields[1:]
-        elif ":" in first and not first.endswith(":"):
-            key, _, value = first.partition(":")
-            values = [value.strip()] if value.strip() else []
-        else:
-            key, values = first.rstrip(":"), []
-        pairs = []
-        for field in fields[1:]:
-            if values and _PAIR.match(field):  # "Serial number: x" after "Device: Spark"
-                other, _, value = field.partition(":")
-                pairs.append((other, value))
-            else:
-                values.append(field)
-        for k, v in [(key, " ".join(values)), *pairs]:
-            k, v = k.strip(), v.strip()
-            if k and v and k not in header:
-                header[k] = v
-    return header
-
-
-def header_dates(header: dict[str, str]) -> list[dict[str, Any]]:
-    """Dates found in the header, as ISO 8601 with how sure we are of day versus month."""
-    found = []
-    time_value = next((v for k, v in header.items() if k.lower() == "time" and _TIME.match(v)), None)
-    for key, value in header.items():
-        parsed = parse_vendor_date(value, time_value if key.lower() == "date" else None)
-        if parsed is not None:
-            found.append({"field": key, "original": value, **parsed})
-    return found
-
-
-def parse_vendor_date(value: str, separate_time: str | None = None) -> dict[str, Any] | None:
-    """``28/02/2020 9:11 AM`` -> ISO 8601, noting whether day-first was certain or assumed."""
-    m = _DATE.match(value.strip())
-    if not m:
-        return None
-    a, b, c = m["a"], m["b"], m["c"]
-    note = None
-    if len(a) == 4:  # ISO-like year first
-        year, month, day = int(a), int(b), int(c)
-    else:
-        year = int(c) + (2000 if len(c) == 2 else 0)
-        first, second = int(a), int(b)
-        if first > 12:
-            day, month, note = first, second, "day-first (the first number is above 12)"
-        elif second > 12:
-            month, day, note = first, second, "month-first (the second number is above 12)"
-        else:
-            day, month, note = first, second, "ambiguous: read as day-first (DD/MM); it could be MM/DD"
-    clock = m["time"] or separate_time
-    hour = minute = second_ = 0
-    if clock:
-        t = _TIME.match(clock.strip())
-        if t:
-            hour, minute, second_ = int(t["h"]), int(t["m"]), int(t["s"] or 0)
-            if t["ampm"]:
-                hour = hour % 12 + (12 if t["ampm"].lower() == "pm" else 0)
-    try:
-        moment = datetime(year, month, day, hour, minute, second_)
-    except ValueError:
-        return None
-    out: dict[str, Any] = {
-        "iso": moment.isoformat() if clock else moment.date().isoformat(),
-        "timezone": "unknown",
-    }
-    if note:
-        out["dayMonthOrder"] = note
-    return out
 
 
 def detect_decimal(lines: list[str], delimiter: str) -> str:
@@ -286,7 +197,7 @@ def detect_decimal(lines: list[str], delimiter: str) -> str:
         return "."
     comma = point = 0
     for line in lines:
-        for field in _fields(line, delimiter):
+        for field in split_fields(line, delimiter):
             field = field.strip()
             if _NUMBER.match(field):
                 comma += "," in field
@@ -300,16 +211,47 @@ def split_unit(column: str) -> tuple[str, str | None]:
 
 
 def profile_table(
-    source: Source, encoding: str, layout: Layout, decimal: str, *, nrows: int | None = None, budget: Budget
+    source: Source,
+    encoding: str,
+    layout: Layout,
+    decimal: str,
+    *,
+    nrows: int | None = None,
+    budget: Budget,
+    max_line: int | None = MAX_LINE_BYTES,
 ) -> dict[str, Any]:
-    """Column profiles and row count, read with pandas in chunks (memory bounded by CHUNK_ROWS)."""
+    """Column profiles and row count, read with pandas in chunks (memory bounded by CHUNK_ROWS,
+    and by ``max_line``: the table ends before a longer line, and the profile says so)."""
+    with source.path.open("rb") as raw:
+        lines = LineLimit(raw, max_line) if max_line else None
+        result = _profile(
+            source, io.BufferedReader(lines) if lines else raw, encoding, layout, decimal, nrows, budget
+        )
+    if lines is not None and lines.cut_at is not None:
+        result["lineTooLong"] = {"line": lines.cut_at, "maxBytes": max_line}
+        result["note"] = (
+            f"line {lines.cut_at} is longer than {max_line} bytes: the table is profiled up to the line "
+            "before it"
+        )
+    return result
+
+
+def _profile(
+    source: Source,
+    handle: BinaryIO,
+    encoding: str,
+    layout: Layout,
+    decimal: str,
+    nrows: int | None,
+    budget: Budget,
+) -> dict[str, Any]:
     import pandas as pd  # imported here: the agent only pays for pandas when a table turns up
 
     columns: dict[str, dict[str, Any]] = {}
     rows = 0
     try:
         reader = pd.read_csv(
-            source.path,
+            handle,
             sep=layout.delimiter,
             decimal=decimal,
             encoding=encoding,

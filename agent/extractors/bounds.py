@@ -1,0 +1,93 @@
+"""Metadata read from a file is bounded in depth, items and size, and is valid Unicode, whatever
+the file says.
+
+An extractor copies what a file declares (an ELN's keywords, an HDF5 file's attributes); a file
+can declare a list nested 900 deep or a million keywords, which would make a sidecar of gigabytes
+and an agent of more. Every extractor's output passes through ``bound`` before the agent keeps it;
+what was cut is said in the output itself, under ``metadataTruncated``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_DEPTH = 12
+#: Entries of one list or object.
+MAX_ITEMS = 10_000
+#: Characters of one string.
+MAX_STRING = 8192
+#: About the characters of JSON all of it makes together (every value and key counts, empty lists
+#: too): the largest sidecar the agent writes.
+MAX_TOTAL = 2_000_000
+
+
+@dataclass(slots=True)
+class _Budget:
+    left: int = MAX_TOTAL
+    cuts: set[str] = field(default_factory=set)
+
+
+def bound(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``metadata`` within the limits, saying what was cut when anything was."""
+    budget = _Budget()
+    bounded = _bound(metadata, 0, budget)
+    assert isinstance(bounded, dict)
+    if budget.cuts:
+        bounded["metadataTruncated"] = {
+            "cut": sorted(budget.cuts),
+            "limits": {"depth": MAX_DEPTH, "items": MAX_ITEMS, "string": MAX_STRING, "total": MAX_TOTAL},
+        }
+    return bounded
+
+
+def _text(value: str) -> str:
+    """A string fit for a UTF-8 document: lone surrogates (a name decoded with surrogateescape, a
+    parser's raw bytes) become U+FFFD."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return value
+
+
+def _line(depth: int) -> int:
+    # What a value costs in the indented JSON of a sidecar beyond its own text: its line's indent.
+    return 2 * depth + 4
+
+
+def _bound(value: Any, depth: int, budget: _Budget) -> Any:
+    if isinstance(value, str):
+        value = _text(value)
+        if len(value) > MAX_STRING:
+            budget.cuts.add("string")
+            value = value[:MAX_STRING]
+        if len(value) > budget.left:
+            budget.cuts.add("total")
+            value = value[: max(budget.left, 0)]
+        budget.left -= len(value) + _line(depth)
+        return value
+    if not isinstance(value, dict | list | tuple):
+        budget.left -= 8 + _line(depth)
+        return value
+    budget.left -= _line(depth)
+    if depth >= MAX_DEPTH:
+        budget.cuts.add("depth")
+        return None
+    items = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
+    if len(items) > MAX_ITEMS:
+        budget.cuts.add("items")
+        items = items[:MAX_ITEMS]
+    out_dict: dict[str, Any] = {}
+    out_list: list[Any] = []
+    for key, item in items:
+        if budget.left <= 0:
+            budget.cuts.add("total")
+            break
+        if isinstance(value, dict):
+            name = _text(str(key))
+            budget.left -= len(name) + 4
+            out_dict[name] = _bound(item, depth + 1, budget)
+        else:
+            out_list.append(_bound(item, depth + 1, budget))
+    return out_dict if isinstance(value, dict) else out_list
