@@ -16,6 +16,7 @@ from agent.core.errors import ConfigError
 from agent.core.naming import CRATE_NAME
 from agent.ledger import Ledger
 from agent.service.daemon import Service
+from agent.service.inotify import WatchOverflow
 from agent.service.watch import WatchedRoot
 
 from .conftest import live_config, read_crate, read_sidecar, sha256sum, wait_for, write
@@ -198,17 +199,54 @@ def test_nothing_to_watch_is_a_clear_error(config: AgentConfig) -> None:
 async def test_a_failing_watcher_is_made_up_for_by_reconciliation(
     drop: Path, config: AgentConfig, ledger: Ledger
 ) -> None:
-    """watchfiles cannot report a change under a name that is not UTF-8: the batch of changes it
-    was part of is lost. The service reconciles at once, says so, and keeps reconciling often."""
+    """Notifications can fail (a queue overflow, a share going away): the changes of that moment
+    are lost. The service reconciles at once, says so, and keeps reconciling often."""
+
+    async def failing(watched: WatchedRoot, stop: asyncio.Event) -> AsyncIterator[list[str]]:
+        raise WatchOverflow("the kernel's inotify queue overflowed; changes were lost")
+        yield
+
+    async with Service(live_config(config, drop), ledger, events=failing).running() as service:
+        await wait_for(lambda: service.reconciliations >= 1)
+        write(drop / "good" / "a.txt", "2\n")
+        await wait_for(lambda: bool(service.watcher_errors), timeout=10)
+        (root_id,) = service.roots
+        assert "overflowed" in service.watcher_errors[root_id]
+        await wait_for(lambda: has_sidecar(drop / "good" / "a.txt"), timeout=40)
+
+
+async def test_names_that_are_not_utf8_are_watched(drop: Path, config: AgentConfig, ledger: Ledger) -> None:
     async with Service(live_config(config, drop), ledger).running() as service:
         await wait_for(lambda: service.reconciliations >= 1)
         bad = drop / os.fsdecode(b"bad-\xff")
         bad.mkdir()
         (bad / "x.txt").write_bytes(b"1\n")
-        write(drop / "good" / "a.txt", "2\n")
-        await wait_for(lambda: bool(service.watcher_errors), timeout=10)
-        (root_id,) = service.roots
-        assert root_id in service.watcher_errors
-        await wait_for(
-            lambda: has_sidecar(drop / "good" / "a.txt") and has_sidecar(bad / "x.txt"), timeout=20
-        )
+        await wait_for(lambda: has_sidecar(bad / "x.txt"), timeout=20)
+        assert not service.watcher_errors
+
+
+async def test_a_symlinked_folder_costs_no_watch(drop: Path, config: AgentConfig, ledger: Ledger) -> None:
+    (drop / "run-1").mkdir()
+    (drop / "everything").symlink_to("/usr", target_is_directory=True)
+    async with Service(live_config(config, drop), ledger).running() as service:
+        await wait_for(lambda: service.watch_budget.used == 2)  # the root and run-1, nothing of /usr
+        write(drop / "run-1" / "a.csv", "1\n")
+        await wait_for(lambda: has_sidecar(drop / "run-1" / "a.csv"))
+        assert service.watch_budget.used == 2
+
+
+async def test_a_root_over_its_watch_budget_is_polled(
+    drop: Path, config: AgentConfig, ledger: Ledger
+) -> None:
+    for i in range(30):
+        (drop / f"run-{i}").mkdir()
+    base = live_config(config, drop)
+    cfg = AgentConfig.model_validate({**base.model_dump(), "poll_interval_ms": 100})
+    service = Service(cfg, ledger)
+    service.watch_budget.limit = 10  # as if fs.inotify.max_user_watches were tiny
+    async with service.running():
+        await wait_for(lambda: next(iter(service.roots.values())).mode == "polling")
+        assert service.watch_budget.used == 0, "every watch of the root was given back"
+        assert service.snapshot().roots[0].mode == "polling"
+        write(drop / "run-7" / "a.csv", "1\n")
+        await wait_for(lambda: has_sidecar(drop / "run-7" / "a.csv"))

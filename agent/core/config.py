@@ -196,6 +196,9 @@ class AgentConfig(Strict):
     reconcile_interval_s: float = Field(default=600.0, gt=0)
     #: How often a polled root is looked at, in milliseconds.
     poll_interval_ms: int = Field(default=2000, ge=50)
+    #: The share of the system's inotify watches (fs.inotify.max_user_watches) the agent may use
+    #: for all its roots, one per folder; a root that would need more is polled instead.
+    inotify_watch_share: float = Field(default=0.5, gt=0, le=1)
     #: On SIGTERM/SIGINT, seconds that in-flight batches get to finish before they are abandoned
     #: (an abandoned batch is redone cleanly on the next start).
     shutdown_grace_s: float = Field(default=20.0, ge=0)

@@ -1,6 +1,6 @@
 """The live service: watchers and reconciliation feed the tracker; sealed sessions feed the pipeline.
 
-    watchfiles / reconcile ──► SessionTracker ──► bounded queue ──► workers ──► process_batch
+    inotify or polling, reconcile ──► SessionTracker ──► bounded queue ──► workers ──► process_batch
 
 The service owns start, run and stop. Signals are the CLI's business: it sets ``stop`` (and, on a
 second signal, ``force``) and the service winds down: intake stops, queued batches are dropped
@@ -14,11 +14,12 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
+from dataclasses import replace
 from functools import partial
 
 from ..core.batch import Batch, FileStat
 from ..core.config import AgentConfig, CompletionPolicy
-from ..core.errors import ConfigError, RootUnavailableError
+from ..core.errors import ConfigError
 from ..core.naming import IgnoreRules, session_of, unit_of
 from ..fs.outputs import OutputWriter
 from ..ingest.curate import load_rule_set
@@ -26,14 +27,15 @@ from ..ingest.hashing import Hasher
 from ..ingest.pipeline import Pipeline
 from ..ledger import Ledger
 from .discover import SessionListing, list_sessions, look_session, split_sessions
+from .inotify import WatchBudget, WatchLimitExceeded
 from .livestatus import publish_live_status, remove_live_status
 from .metrics import Metrics, MetricsEndpoint
 from .notify import Notifier
 from .quickcheck import plan_from_ledger
 from .scan import remove_orphans
-from .snapshot import InFlightState, PendingState, RootState, ServiceSnapshot
+from .snapshot import ServiceSnapshot
 from .tracker import Action, SessionKey, SessionTracker, Verdict, has_marker
-from .watch import EventSource, WatchedRoot, root_mode, watchfiles_events
+from .watch import EventSource, WatchedRoot, filesystem_events, register_roots
 from .workers import WorkerPool
 
 log = logging.getLogger("fair_agent.service")
@@ -77,6 +79,8 @@ class Service:
             self._ingest, workers=config.workers, queue_size=config.queue_size
         )
         self.roots: dict[int, WatchedRoot] = {}
+        #: inotify watches of all roots together: a share of the system's, never all of them.
+        self.watch_budget = WatchBudget.share_of_system(config.inotify_watch_share)
         self.ready = asyncio.Event()
         self.reconciliations = 0
         self._in_flight: set[SessionKey] = set()
@@ -94,7 +98,7 @@ class Service:
 
     async def run(self, stop: asyncio.Event, force: asyncio.Event | None = None) -> None:
         """Watch and ingest until ``stop`` is set, then shut down gracefully."""
-        await self._register_roots()
+        self.roots = await register_roots(self.config, self.ledger)
         if self.config.metrics.enabled:
             self.metrics_endpoint = self.metrics.serve(self.config.metrics.address, self.config.metrics.port)
         self.pool.start()
@@ -149,16 +153,6 @@ class Service:
         self.writer.close()
         self.pipeline.close()
 
-    async def _register_roots(self) -> None:
-        for settings in self.config.roots:
-            path = settings.path.expanduser()
-            if not await asyncio.to_thread(path.is_dir):
-                raise RootUnavailableError(f"watch root {path} is not a folder (not mounted yet?)")
-            root = await self.ledger.ensure_root(path, settings.root_name)
-            mode, why = await asyncio.to_thread(root_mode, settings)
-            log.info(f"watching {root.name!r} by {mode} because {why}", extra={"root": root.name})
-            self.roots[root.id] = WatchedRoot(settings, root, mode, self.config.completion_for(settings))
-
     def reconcile_now(self) -> None:
         """Start a reconciliation scan now (SIGHUP; `fair-agent replay` sends one)."""
         self._reconcile_now.set()
@@ -181,21 +175,18 @@ class Service:
         Safe to call from another thread (the metrics server's): each collection of the event
         loop's is copied in one step, atomic under the GIL, before it is read.
         """
-        now = self._clock()
-        watcher_errors, retrying = dict(self.watcher_errors), dict(self.retrying)
-        names = {w.root.id: w.root.name for w in self.roots.values()}
-        pending = sorted(self.tracker.sessions(), key=lambda p: p.key)
-        return ServiceSnapshot(
+        return ServiceSnapshot.take(
+            now=self._clock(),
             started_unix=self.started_unix,
-            roots=tuple(RootState.of(w, watcher_errors.get(w.root.id)) for w in self.roots.values()),
-            pending=tuple(PendingState.of(p, names.get(p.key[0], "?"), now) for p in pending),
-            in_flight=tuple(
-                InFlightState.of(names.get(key[0], "?"), key[1], retrying.get(key), now)
-                for key in sorted(self.in_flight)
-            ),
+            roots=list(self.roots.values()),
+            watcher_errors=dict(self.watcher_errors),
+            pending=self.tracker.sessions(),
+            in_flight=self.in_flight,
+            retrying=dict(self.retrying),
             queue_depth=self.pool.depth,
             metrics_url=self.metrics_endpoint.url if self.metrics_endpoint else None,
             tally=self.pipeline.tally.copy(),
+            inotify_watches=self.watch_budget.used,
         )
 
     def status_line(self) -> str:
@@ -208,7 +199,9 @@ class Service:
     # -- intake ---------------------------------------------------------------------------------
 
     async def _watch(self, watched: WatchedRoot) -> None:
-        source = self._events or watchfiles_events(self.ignore, self.config.poll_interval_ms)
+        source = self._events or filesystem_events(
+            self.ignore, poll_interval_ms=self.config.poll_interval_ms, budget=self.watch_budget
+        )
         delay = 1.0
         while not self._stop_watching.is_set():
             try:
@@ -217,10 +210,17 @@ class Service:
                     self.watcher_errors.pop(watched.root.id, None)
                     delay = 1.0
                 return
+            except WatchLimitExceeded as exc:
+                watched = self.roots[watched.root.id] = replace(watched, mode="polling")
+                self._reconcile_now.set()
+                log.warning(
+                    f"polling {watched.root.name!r} instead of watching it by events: {exc}",
+                    extra={"root": watched.root.name},
+                )
             except Exception as exc:
-                # Notifications can fail (inotify limits, a share going away, a name watchfiles
-                # cannot decode): the changes of that moment are lost, so reconcile now, and
-                # often while the watcher keeps failing; it comes back after a pause.
+                # Notifications can fail (a queue overflow, a share going away, the folder itself
+                # removed): the changes of that moment are lost, so reconcile now, and often
+                # while the watcher keeps failing; it comes back after a pause.
                 cause = exc.exceptions[0] if isinstance(exc, BaseExceptionGroup) and exc.exceptions else exc
                 self.watcher_errors[watched.root.id] = f"{type(cause).__name__}: {cause}"
                 self._reconcile_now.set()

@@ -133,9 +133,19 @@ class _ServiceCollector(Collector):
             "1 while a root's change notifications work, 0 while they fail",
             labels=["root"],
         )
+        polled = GaugeMetricFamily(
+            "fair_agent_root_polled",
+            "1 for a root watched by polling (a network share, or over the inotify budget), 0 by events",
+            labels=["root"],
+        )
         for root in service.roots:
             watchers.add_metric([root.name], 1 if root.watcher_error is None else 0)
+            polled.add_metric([root.name], 1 if root.mode == "polling" else 0)
         yield watchers
+        yield polled
+        yield _gauge(
+            "fair_agent_inotify_watches", "inotify watches held for all roots", service.inotify_watches
+        )
         info = GaugeMetricFamily(
             "fair_agent_build_info", "The agent's version and Python", labels=["version", "python"]
         )

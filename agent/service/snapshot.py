@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ingest.outcome import Tally
-from .tracker import PendingSession
+from .tracker import PendingSession, SessionKey
 from .watch import WatchedRoot
 
 
@@ -72,3 +72,40 @@ class ServiceSnapshot:
     queue_depth: int
     metrics_url: str | None
     tally: Tally
+    #: inotify watches held by all roots together.
+    inotify_watches: int = 0
+
+    @classmethod
+    def take(
+        cls,
+        *,
+        now: float,
+        started_unix: float,
+        roots: list[WatchedRoot],
+        watcher_errors: dict[int, str],
+        pending: list[PendingSession],
+        in_flight: set[SessionKey],
+        retrying: dict[SessionKey, tuple[int, float]],
+        queue_depth: int,
+        metrics_url: str | None,
+        tally: Tally,
+        inotify_watches: int,
+    ) -> ServiceSnapshot:
+        """From copies of the service's state (the caller copies each collection in one step)."""
+        names = {w.root.id: w.root.name for w in roots}
+        return cls(
+            started_unix=started_unix,
+            roots=tuple(RootState.of(w, watcher_errors.get(w.root.id)) for w in roots),
+            pending=tuple(
+                PendingState.of(p, names.get(p.key[0], "?"), now)
+                for p in sorted(pending, key=lambda p: p.key)
+            ),
+            in_flight=tuple(
+                InFlightState.of(names.get(key[0], "?"), key[1], retrying.get(key), now)
+                for key in sorted(in_flight)
+            ),
+            queue_depth=queue_depth,
+            metrics_url=metrics_url,
+            tally=tally,
+            inotify_watches=inotify_watches,
+        )

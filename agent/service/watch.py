@@ -1,8 +1,8 @@
-"""Turning filesystem changes into the paths that changed, with watchfiles.
+"""How each root is watched: by events (inotify, see inotify.py) on local folders, by polling (see
+polling.py) on network shares, where change notifications from other machines never arrive.
 
-Inotify for local folders; polling for network shares, where change notifications from other
-machines never arrive. Names the agent writes itself, and ignored names, are filtered out before
-they reach the tracker, so the agent's own outputs never trigger a batch.
+Neither follows a symlink. Names the agent writes itself, and ignored names, are filtered out
+before they reach the tracker, so the agent's own outputs never trigger a batch.
 """
 
 from __future__ import annotations
@@ -11,15 +11,16 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
-from watchfiles import Change, awatch
-
 from ..core.batch import Root
-from ..core.config import CompletionPolicy, RootSettings
+from ..core.config import AgentConfig, CompletionPolicy, RootSettings
+from ..core.errors import RootUnavailableError
 from ..core.naming import IgnoreRules
 from ..fs.fsinfo import filesystem_type, is_network_filesystem
+from ..ledger import Ledger
+from .inotify import WatchBudget, inotify_paths
+from .polling import poll_paths
 
 log = logging.getLogger("fair_agent.watch")
 
@@ -39,33 +40,6 @@ def root_mode(settings: RootSettings) -> tuple[Mode, str]:
     return choose_mode(settings, filesystem_type(settings.path))
 
 
-async def watch_paths(
-    root: Path, ignore: IgnoreRules, *, mode: Mode, poll_interval_ms: int, stop: asyncio.Event
-) -> AsyncIterator[list[str]]:
-    """Yield lists of changed paths (relative to ``root``) until ``stop`` is set."""
-    prefix = str(root).rstrip("/") + "/"
-
-    def wanted(change: Change, path: str) -> bool:
-        return not (path.startswith(prefix) and ignore.ignores_path(path[len(prefix) :]))
-
-    async for changes in awatch(
-        root,
-        watch_filter=wanted,
-        stop_event=stop,
-        force_polling=mode == "polling",
-        poll_delay_ms=poll_interval_ms,
-        # watchfiles holds changes back while more keep coming, up to ``debounce`` ms; under a
-        # steady trickle of drops its default (1.6 s) would add to every session's wait. The quiet
-        # period, not the watcher, decides when a session is complete, so deliver promptly.
-        debounce=200,
-        step=20,
-        ignore_permission_denied=True,
-    ):
-        relpaths = [path[len(prefix) :] for _, path in changes if path.startswith(prefix)]
-        if relpaths:
-            yield relpaths
-
-
 @dataclass(frozen=True, slots=True)
 class WatchedRoot:
     """A watch root as the service watches it: its settings, ledger record, mode and policy."""
@@ -80,12 +54,29 @@ class WatchedRoot:
 EventSource = Callable[[WatchedRoot, asyncio.Event], AsyncIterator[list[str]]]
 
 
-def watchfiles_events(ignore: IgnoreRules, poll_interval_ms: int) -> EventSource:
-    """The service's event source: watchfiles on each root, in the root's mode."""
+def filesystem_events(ignore: IgnoreRules, *, poll_interval_ms: int, budget: WatchBudget) -> EventSource:
+    """The service's event source: inotify on each root watched by events, looks on each polled one."""
 
     def source(watched: WatchedRoot, stop: asyncio.Event) -> AsyncIterator[list[str]]:
-        return watch_paths(
-            watched.root.path, ignore, mode=watched.mode, poll_interval_ms=poll_interval_ms, stop=stop
-        )
+        if watched.mode == "polling":
+            return poll_paths(watched.root.path, ignore, interval_s=poll_interval_ms / 1000, stop=stop)
+        return inotify_paths(watched.root.path, ignore, budget=budget, stop=stop)
 
     return source
+
+
+async def register_roots(config: AgentConfig, ledger: Ledger) -> dict[int, WatchedRoot]:
+    """Every configured root, registered in the ledger, with its mode and completion policy.
+
+    Raises RootUnavailableError for a root that is not there (yet): a share not mounted.
+    """
+    roots = {}
+    for settings in config.roots:
+        path = settings.path.expanduser()
+        if not await asyncio.to_thread(path.is_dir):
+            raise RootUnavailableError(f"watch root {path} is not a folder (not mounted yet?)")
+        root = await ledger.ensure_root(path, settings.root_name)
+        mode, why = await asyncio.to_thread(root_mode, settings)
+        log.info(f"watching {root.name!r} by {mode} because {why}", extra={"root": root.name})
+        roots[root.id] = WatchedRoot(settings, root, mode, config.completion_for(settings))
+    return roots
