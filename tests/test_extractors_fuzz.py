@@ -6,6 +6,7 @@ bounded here; the size limits are tested with real large inputs in test_extracto
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from hypothesis import strategies as st
 from agent.extractors import Budget, Extractor, Source
 from agent.extractors.base import ExtractionError
 from agent.extractors.eln import ElnExtractor
+from agent.extractors.hdf5 import Hdf5Extractor
+from agent.extractors.hdf5 import available as hdf5_available
+from agent.extractors.isolation import IsolatedParsers
 from agent.extractors.jcamp import JcampExtractor
 from agent.extractors.tabular import TabularExtractor
 from agent.extractors.xmlformats import XmlExtractor
@@ -81,3 +85,62 @@ def test_truncated_real_files(rel: str, extractor: Extractor, cut: float) -> Non
         pytest.skip("corpus not found")
     data = path.read_bytes()
     run(extractor, data[: int(len(data) * cut)], path.suffix)
+
+
+# Through the isolation boundary: every extractor, in a worker process, on random bytes and on real
+# files with random bytes changed. Whatever happens in the worker, the agent gets metadata or an
+# ExtractionError (a crash or a limit is a ParserCrashedError), and the next file a working worker.
+ISOLATED = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+POOL = IsolatedParsers(2, 512 << 20)
+ALL_CASES = [*CASES, *([(Hdf5Extractor(), ".nxs")] if hdf5_available() else [])]
+SEEDS = {
+    ".csv": "instruments/plate_reader/200228_example_data.csv",
+    ".txt": "instruments/uvvis_timeseries/1908047U1_0000.Raw8.TXT",
+    ".jdx": "instruments/jcamp/TESTSPEC.DX",
+    ".xrdml": "instruments/xrd_session/Scan_C1.xrdml",
+    ".eln": "eln/PASTA/PASTA.eln",
+}
+
+
+def isolated(extractor: Extractor, data: bytes, suffix: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"fuzz{suffix}"
+        path.write_bytes(data)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            result = POOL.extract(extractor, fd, path.name, path.parent, 5)
+        except ExtractionError:
+            return
+        finally:
+            os.close(fd)
+        assert isinstance(result, dict) and result["extractor"] == extractor.name
+
+
+@pytest.mark.parametrize(("extractor", "suffix"), ALL_CASES, ids=[f"{e.name}{s}" for e, s in ALL_CASES])
+@ISOLATED
+@given(data=st.binary(max_size=4096))
+def test_random_bytes_through_the_isolation_boundary(extractor: Extractor, suffix: str, data: bytes) -> None:
+    isolated(extractor, data, suffix)
+
+
+@pytest.mark.parametrize(("extractor", "suffix"), ALL_CASES, ids=[f"{e.name}{s}" for e, s in ALL_CASES])
+@ISOLATED
+@given(
+    changes=st.lists(
+        st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=32
+    )
+)
+def test_real_files_mutated_through_the_isolation_boundary(
+    extractor: Extractor, suffix: str, changes: list[tuple[float, int]]
+) -> None:
+    seed = (
+        Path(__file__).parent / "fixtures" / "hdf5" / "base.nxs"
+        if suffix == ".nxs"
+        else CORPUS / SEEDS[suffix]
+    )
+    if not seed.exists():
+        pytest.skip(f"{seed} not found")
+    data = bytearray(seed.read_bytes())
+    for where, value in changes:
+        data[int(where * len(data))] = value
+    isolated(extractor, bytes(data), suffix)

@@ -63,7 +63,7 @@ async def check_tree(root: Path, root_name: str, rules: RuleSet, config: AgentCo
     """Every file below ``root`` (a watch root, or a folder laid out like one)."""
     ignore = IgnoreRules(config.ignore)
     types = DatasetTypes(rules.all, config.site.timezone)
-    reader = MetadataReader(config.hash_threads, config.extract_timeout_s)
+    reader = MetadataReader.from_config(config)
     checks: list[FileCheck] = []
     try:
         top = await asyncio.to_thread(list_top_level, root, ignore)

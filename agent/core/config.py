@@ -188,6 +188,8 @@ class AgentConfig(Strict):
     read_chunk_bytes: int = Field(default=1 << 20, ge=4096, le=1 << 28)
     #: Seconds an extractor may spend on one file's metadata before the file is dead-lettered.
     extract_timeout_s: float = Field(default=120.0, gt=0)
+    #: Address space (MiB) of each worker process that runs a native-code parser (HDF5).
+    extract_memory_mb: int = Field(default=1024, ge=128)
     retry: RetrySettings = RetrySettings()
     site: SiteSettings = SiteSettings()
     metrics: MetricsSettings = MetricsSettings()

@@ -71,6 +71,8 @@ class Extractor(Protocol):
 
     #: Short name, recorded in the sidecar as ``metadata.extractor``.
     name: str
+    # Optional: a class attribute ``isolated = True`` runs the extractor in a worker process with
+    # hard memory, CPU and time limits (native-code parsers; see isolation.py).
 
     def accepts(self, name: str, head: bytes) -> bool:
         """Whether this extractor reads a file of this name whose first bytes are ``head``."""

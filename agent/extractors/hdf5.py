@@ -1,7 +1,8 @@
 """HDF5 and NeXus (optional: ``pip install fair-agent[hdf5]``): root attributes and NXentry summaries.
 
-External links to files that are not there are reported, not fatal: h5py raises when it follows
-one, so links are listed without following them.
+External links are never followed (h5py raises when it follows one to a missing file): a link to a
+file in the same folder that is not there is reported as missing, a link out of the folder (an
+absolute path, "..") is reported as such without being looked for.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def _text(value: Any) -> Any:
 
 class Hdf5Extractor:
     name = "hdf5"
+    #: libhdf5 is C: a damaged file can crash it or make it loop holding the GIL (see isolation).
+    isolated = True
 
     def accepts(self, name: str, head: bytes) -> bool:
         return head.startswith(b"\x89HDF\r\n\x1a\n") or PurePosixPath(name).suffix.lower() in _SUFFIXES
@@ -57,27 +60,50 @@ class Hdf5Extractor:
             result: dict[str, Any] = {
                 "attributes": {k: v for k, v in attributes.items() if len(str(v)) < 4096}
             }
-            entries, broken = [], []
+            entries: list[dict[str, Any]] = []
+            broken: list[dict[str, str]] = []
+            outside: list[dict[str, str]] = []
             for name in list(handle.keys())[:MAX_ENTRIES]:
                 budget.check()
                 link = handle.get(name, getlink=True)
                 if isinstance(link, h5py.ExternalLink):
-                    if not (source.folder / link.filename).exists():
-                        broken.append({"name": name, "file": link.filename, "path": link.path})
+                    _note_link(name, link, source.folder, broken, outside)
                     continue
                 group = handle.get(name)
                 if not isinstance(group, h5py.Group):
                     continue
                 if _text(group.attrs.get("NX_class")) == "NXentry":
-                    entries.append(_entry(name, group, source.folder, broken))
+                    entries.append(_entry(name, group, source.folder, broken, outside))
             if entries:
                 result["nexusEntries"] = entries
             if broken:
                 result["missingExternalLinks"] = broken
+            if outside:
+                result["externalLinksOutsideFolder"] = outside
             return result
 
 
-def _entry(name: str, group: Any, folder: Path, broken: list[dict[str, str]]) -> dict[str, Any]:
+def _note_link(
+    name: str, link: Any, folder: Path, broken: list[dict[str, str]], outside: list[dict[str, str]]
+) -> None:
+    """Report an external link that cannot be followed; never follow one.
+
+    Only a target inside the file's folder is looked for: whether /etc/shadow or ../../x exists is
+    none of the sidecar's business, and telling it would let a file probe the machine.
+    """
+    entry = {"name": name, "file": link.filename, "path": link.path}
+    if any(e["name"] == name for e in (*broken, *outside)):
+        return
+    target = PurePosixPath(link.filename)
+    if target.is_absolute() or ".." in target.parts:
+        outside.append(entry)
+    elif not (folder / target).exists():
+        broken.append(entry)
+
+
+def _entry(
+    name: str, group: Any, folder: Path, broken: list[dict[str, str]], outside: list[dict[str, str]]
+) -> dict[str, Any]:
     import h5py
 
     def read(key: str) -> Any:
@@ -85,8 +111,7 @@ def _entry(name: str, group: Any, folder: Path, broken: list[dict[str, str]]) ->
         if link is None:
             return None
         if isinstance(link, h5py.ExternalLink):
-            if not (folder / link.filename).exists():
-                broken.append({"name": f"{name}/{key}", "file": link.filename, "path": link.path})
+            _note_link(f"{name}/{key}", link, folder, broken, outside)
             return None
         item = group.get(key)
         return _text(item[()]) if isinstance(item, h5py.Dataset) and _small(item) else None
@@ -100,10 +125,7 @@ def _entry(name: str, group: Any, folder: Path, broken: list[dict[str, str]]) ->
         link = group.get(child_name, getlink=True)
         if isinstance(link, h5py.ExternalLink):
             # Never followed: it may point at a file that is not there.
-            if not (folder / link.filename).exists() and not any(
-                b["name"] == f"{name}/{child_name}" for b in broken
-            ):
-                broken.append({"name": f"{name}/{child_name}", "file": link.filename, "path": link.path})
+            _note_link(f"{name}/{child_name}", link, folder, broken, outside)
             continue
         child = group.get(child_name)
         kind = _text(child.attrs.get("NX_class")) if isinstance(child, h5py.Group) else None

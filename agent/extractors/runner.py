@@ -4,7 +4,8 @@ Detection works on the first bytes the hasher already read. Extractors run in th
 (at most one per core, so a burst of large tables cannot exhaust memory), each on the very file
 that was hashed: the file is opened without following links (safepath), checked to be the same
 inode, and handed over as /proc/self/fd/N. Each has a time limit: cooperatively inside, and here
-as a backstop.
+as a backstop. Extractors of native code (``isolated = True``: HDF5) read in worker processes with
+hard limits instead (see isolation), so that no file can crash or freeze the agent.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ..core.config import AgentConfig
 from ..core.errors import FileChangedError, FileVanishedError
 from ..fs.safepath import open_dir_beneath, split
 from . import (
@@ -28,15 +30,33 @@ from . import (
     run_extractor,
 )
 from .generic import Detected
+from .isolation import IsolatedParsers, is_isolated
 
 
 class MetadataReader:
-    def __init__(self, threads: int, seconds: float, extractors: list[Extractor] | None = None) -> None:
+    def __init__(
+        self,
+        threads: int,
+        seconds: float,
+        extractors: list[Extractor] | None = None,
+        *,
+        isolated_memory_bytes: int = 1 << 30,
+    ) -> None:
         self.extractors = load_extractors() if extractors is None else extractors
         self.seconds = seconds
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fair-extract")
+        # Worker processes for native parsers: started on first use, one per thread at most.
+        self.isolated = IsolatedParsers(threads, isolated_memory_bytes)
         # The time limit starts when a file gets a thread, not while it queues for one.
         self._slots = asyncio.Semaphore(threads)
+
+    @classmethod
+    def from_config(cls, config: AgentConfig) -> MetadataReader:
+        return cls(
+            config.hash_threads,
+            config.extract_timeout_s,
+            isolated_memory_bytes=config.extract_memory_mb << 20,
+        )
 
     def detect(self, relpath: str, head: bytes) -> Detected:
         return detect(relpath.rsplit("/", 1)[-1], head)
@@ -63,9 +83,7 @@ class MetadataReader:
             return {}
         loop = asyncio.get_running_loop()
         async with self._slots:
-            work = loop.run_in_executor(
-                self._executor, _extract, extractor, root, relpath, inode, self.seconds
-            )
+            work = loop.run_in_executor(self._executor, self._extract, extractor, root, relpath, inode)
             try:
                 # The extractor checks its own budget; this is the backstop if one does not.
                 return await asyncio.wait_for(work, self.seconds + 5)
@@ -77,9 +95,25 @@ class MetadataReader:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self.isolated.close()
+
+    def _extract(self, extractor: Extractor, root: Path, relpath: str, inode: int) -> dict[str, Any]:
+        """In an extraction thread: the file opened as it was hashed, read in this process or in
+        a worker process (an isolated extractor)."""
+        fd = _open_hashed(root, relpath, inode)
+        parent, name = split(relpath)
+        try:
+            if is_isolated(extractor):
+                return self.isolated.extract(extractor, fd, name, root / parent, self.seconds)
+            return run_extractor(
+                extractor, Source(Path(f"/proc/self/fd/{fd}"), name, root / parent), self.seconds
+            )
+        finally:
+            os.close(fd)
 
 
-def _extract(extractor: Extractor, root: Path, relpath: str, inode: int, seconds: float) -> dict[str, Any]:
+def _open_hashed(root: Path, relpath: str, inode: int) -> int:
+    """The file at ``relpath``, opened without following links, if it is still the one hashed."""
     parent, name = split(relpath)
     try:
         dir_fd = open_dir_beneath(root, parent)
@@ -96,6 +130,7 @@ def _extract(extractor: Extractor, root: Path, relpath: str, inode: int, seconds
     try:
         if os.fstat(fd).st_ino != inode:
             raise FileChangedError(f"{relpath!r} was replaced after it was hashed")
-        return run_extractor(extractor, Source(Path(f"/proc/self/fd/{fd}"), name, root / parent), seconds)
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd

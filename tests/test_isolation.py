@@ -1,0 +1,140 @@
+"""Native parsers run in worker processes: a crash, a hang or a memory hog ends a worker, never the
+agent. The HDF5 crash fixture is a mutant of a NeXus file that crashes libhdf5 (SIGSEGV), found by
+scripts/fuzz_hdf5.py. A hang in native code that holds the GIL is played by a regular expression
+that backtracks forever: the re module, like libhdf5 under h5py, never lets go of the GIL."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.core.config import AgentConfig
+from agent.extractors.base import Budget, ExtractionError, ExtractionTimeout, Metadata, Source
+from agent.extractors.isolation import IsolatedParsers, ParserCrashedError
+from agent.ledger import Ledger
+from agent.service.daemon import Service
+
+from .conftest import dead_letters, live_config, read_error_file, read_sidecar, run_scan, wait_for, write
+
+FIXTURES = Path(__file__).parent / "fixtures" / "hdf5"
+
+
+def fixture(kind: str) -> Path:
+    found = sorted(FIXTURES.glob(f"{kind}-*.nxs"))
+    assert found, f"no {kind} fixture in {FIXTURES}: run scripts/fuzz_hdf5.py"
+    return found[0]
+
+
+class MemoryHog:
+    """An extractor that asks for more memory than a worker may have."""
+
+    name = "memory-hog"
+    isolated = True
+
+    def accepts(self, name: str, head: bytes) -> bool:
+        return True
+
+    def extract(self, source: Source, budget: Budget) -> Metadata:
+        return {"size": len(bytearray(4 << 30))}
+
+
+class Spinner:
+    """An extractor that never returns and never checks its budget."""
+
+    name = "spinner"
+    isolated = True
+
+    def accepts(self, name: str, head: bytes) -> bool:
+        return True
+
+    def extract(self, source: Source, budget: Budget) -> Metadata:
+        while True:
+            pass
+
+
+class GilHolder:
+    """An extractor stuck in native code that holds the GIL: no thread of its process runs."""
+
+    name = "gil-holder"
+    isolated = True
+
+    def accepts(self, name: str, head: bytes) -> bool:
+        return name.endswith(".stuck")
+
+    def extract(self, source: Source, budget: Budget) -> Metadata:
+        return {"match": bool(re.match(r"(a+)+$", "a" * 64 + "b"))}  # 2**64 steps
+
+
+@pytest.fixture
+def parsers() -> Iterator[IsolatedParsers]:
+    pool = IsolatedParsers(2, 512 << 20)
+    yield pool
+    pool.close()
+
+
+def extract(pool: IsolatedParsers, extractor: object, path: Path, seconds: float = 10) -> Metadata:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return pool.extract(extractor, fd, path.name, path.parent, seconds)  # type: ignore[arg-type]
+    finally:
+        os.close(fd)
+
+
+def test_a_crashing_parser_ends_its_worker_and_the_next_file_gets_a_fresh_one(
+    parsers: IsolatedParsers,
+) -> None:
+    pytest.importorskip("h5py")
+    from agent.extractors.hdf5 import Hdf5Extractor
+
+    with pytest.raises(ParserCrashedError, match=r"crashed \(SIG"):
+        extract(parsers, Hdf5Extractor(), fixture("crash"))
+    metadata = extract(parsers, Hdf5Extractor(), FIXTURES / "base.nxs")
+    assert metadata["extractor"] == "hdf5" and metadata["nexusEntries"][0]["title"] == "in-situ scan 17"
+
+
+def test_a_parser_stuck_holding_the_gil_is_stopped_at_the_time_limit(
+    parsers: IsolatedParsers, tmp_path: Path
+) -> None:
+    path = write(tmp_path / "x.stuck", b"x")
+    started = time.monotonic()
+    with pytest.raises((ExtractionTimeout, ParserCrashedError), match=r"was stopped|CPU time"):
+        extract(parsers, GilHolder(), path, seconds=1)
+    assert time.monotonic() - started < 10  # a limit the kernel keeps, not the GIL's mercy
+
+
+def test_memory_and_cpu_limits_end_the_worker(parsers: IsolatedParsers, tmp_path: Path) -> None:
+    path = write(tmp_path / "any.bin", b"x")
+    with pytest.raises(ExtractionError, match="more memory"):
+        extract(parsers, MemoryHog(), path)
+    with pytest.raises((ParserCrashedError, ExtractionTimeout), match=r"CPU time|was stopped"):
+        extract(parsers, Spinner(), path, seconds=1)
+
+
+async def test_the_service_survives_both_and_ingests_the_rest_of_the_session(
+    drop: Path, config: AgentConfig, ledger: Ledger
+) -> None:
+    pytest.importorskip("h5py")
+    cfg = live_config(config, drop).model_copy(update={"extract_timeout_s": 2.0})
+    service = Service(cfg, ledger)
+    stuck = GilHolder()  # as a site's extractor would be: asked first
+    service.pipeline.extraction.extractors.insert(0, stuck)
+    async with service.running():
+        write(drop / "run" / "crash.nxs", fixture("crash").read_bytes())
+        write(drop / "run" / "hang.stuck", b"x")
+        write(drop / "run" / "good.nxs", (FIXTURES / "base.nxs").read_bytes())
+        write(drop / "run" / "notes.csv", "a,b\n1,2\n")
+        await wait_for(lambda: (drop / "run" / "notes.csv.fair.json").exists(), timeout=60)
+        await wait_for(lambda: service.idle, timeout=30)
+    assert read_sidecar(drop / "run" / "good.nxs")["metadata"]["extractor"] == "hdf5"
+    errors = {d[0]: d[2] for d in dead_letters(cfg)}
+    assert errors["run/crash.nxs"] == "ParserCrashedError"
+    assert errors["run/hang.stuck"] in ("ExtractionTimeout", "ParserCrashedError")
+    assert "damaged" in read_error_file(drop / "run" / "crash.nxs")["whatToDo"]
+    # Recorded: a restart does not try them again until they change.
+    report = await run_scan(drop, cfg)
+    assert report.bytes_hashed == 0 and report.files_ingested == 0
