@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -201,10 +202,18 @@ def test_a_declared_baseline_speaks_only_of_what_it_declares() -> None:
 
 
 def test_the_crate_span_compares_instants_not_strings() -> None:
-    from agent.ingest.crate import _span
+    from agent.core.config import SiteSettings
+    from agent.ingest.crate import SessionCrate
 
-    files = [
-        {"dateCreated": "2026-03-14T09:41:00+01:00", "dateModified": "2026-03-14T10:00:00+00:00"},
-        {"dateCreated": "2026-03-14T09:00:00+00:00", "dateModified": "2026-03-14T10:30:00+01:00"},
-    ]
-    assert _span(files) == {"startTime": "2026-03-14T09:41:00+01:00", "endTime": "2026-03-14T10:00:00+00:00"}
+    crate = SessionCrate("drop", "s", SiteSettings())
+    for name, created, modified in (
+        ("a", "2026-03-14T09:41:00+01:00", "2026-03-14T10:00:00+00:00"),
+        ("b", "2026-03-14T09:00:00+00:00", "2026-03-14T10:30:00+01:00"),
+    ):
+        crate.add([{"@id": name, "encodingFormat": "x", "dateCreated": created, "dateModified": modified}])
+    graph = json.loads("".join(crate.text()))["@graph"]
+    action = next(e for e in graph if e.get("@type") == "CreateAction")
+    assert (action["startTime"], action["endTime"]) == (
+        "2026-03-14T09:41:00+01:00",
+        "2026-03-14T10:00:00+00:00",
+    )

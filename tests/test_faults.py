@@ -77,6 +77,8 @@ async def test_disk_full(small_disk: Path, config: AgentConfig) -> None:
     assert ledger_rows(cfg.state_dir) == [], "no ledger row claims success"
     dead = ledger_rows(cfg.state_dir, "dead_letters")
     assert {row[6] for row in dead} == {"OutputWriteError"} and "the disk is full" in dead[0][7]
+    # Each file's dead letter names its own sidecar, not the first one that failed.
+    assert all(f"'{row[3]}.fair.json'" in row[7] for row in dead), [row[7] for row in dead]
     filler.unlink()
     report = await run_scan(drop, cfg, retry_dead=True)
     assert report.ok and report.files_ingested == 5

@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 
 from agent.core.errors import OutputWriteError
+from agent.core.naming import temp_name
 from agent.fs.fsinfo import filesystem_type, is_network_filesystem
-from agent.fs.outputs import OutputWriter, remove_files, strategy_for, to_json_bytes, write_documents
+from agent.fs.outputs import (
+    OutputWriter,
+    remove_orphan_temps,
+    remove_own_documents,
+    strategy_for,
+    to_json_bytes,
+    write_documents,
+)
 
 OURS = {"name": "fair-agent"}
 
@@ -97,13 +105,37 @@ def test_serialisation_is_stable() -> None:
 
 
 def test_orphan_temp_files_are_removed_only_when_older_than_the_cutoff(tmp_path: Path) -> None:
-    old = tmp_path / ".a.fair.json.1.fair-tmp"
+    old = tmp_path / temp_name("a.fair.json", "0123456789ab")
     old.write_text("{")
     os.utime(old, ns=(1_000_000_000, 1_000_000_000))
-    new = tmp_path / ".b.fair.json.2.fair-tmp"
+    new = tmp_path / temp_name("b.fair.json", "0123456789ab")
     new.write_text("{")
-    assert remove_files(tmp_path, [old.name, new.name], older_than_ns=2_000_000_000) == 1
+    assert remove_orphan_temps(tmp_path, [old.name, new.name], older_than_ns=2_000_000_000) == 1
     assert not old.exists() and new.exists()
+
+
+def test_only_what_is_provably_ours_is_removed(tmp_path: Path) -> None:
+    """Orphans must be named exactly like ours and hold JSON; error files must be our documents."""
+    theirs = tmp_path / "notes.fair-tmp"  # our suffix, not our name
+    theirs.write_text("{")
+    foreign = tmp_path / temp_name("c.fair.json", "0123456789ab")
+    foreign.write_bytes(b"PK\x03\x04 a user's archive")  # our name, not our content
+    legacy = tmp_path / ".d.csv.fair.json.0123456789ab.fair-tmp"  # named as before 0.2
+    legacy.write_text('{"partial')
+    for path in (theirs, foreign, legacy):
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    names = [theirs.name, foreign.name, legacy.name]
+    assert remove_orphan_temps(tmp_path, names, older_than_ns=2_000_000_000) == 1
+    assert theirs.exists() and foreign.exists() and not legacy.exists()
+
+    write_documents([(tmp_path, "ours.fair.error.json", {"reason": "x", "generatedBy": OURS})])
+    (tmp_path / "user.csv.fair.error.json").write_text('{"my": "notes"}')
+    left = remove_own_documents(
+        tmp_path, ["ours.fair.error.json", "user.csv.fair.error.json", "gone.fair.error.json"]
+    )
+    assert left == ["user.csv.fair.error.json"]
+    assert not (tmp_path / "ours.fair.error.json").exists()
+    assert (tmp_path / "user.csv.fair.error.json").read_text() == '{"my": "notes"}'
 
 
 async def test_writer_uses_threads_and_reports_changes(tmp_path: Path) -> None:

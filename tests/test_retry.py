@@ -38,7 +38,7 @@ def test_backoff_is_bounded_by_the_exponential_ceiling(attempt: int, ceiling: fl
     [
         (FileChangedError("x"), 10),
         (FileReadError("x"), 4),
-        (OutputWriteError("x"), 2),
+        (OutputWriteError("x", "the disk is full"), 2),
         (LedgerBusyError("x"), 4),
     ],
 )

@@ -299,3 +299,36 @@ async def test_raw_data_is_never_modified(drop: Path, config: AgentConfig) -> No
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in drop.rglob("*") if p.is_file()}
     await run_scan(drop, config)
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in before} == before
+
+
+async def test_a_large_session_goes_in_parts_and_its_crate_comes_with_the_last(
+    drop: Path, config: AgentConfig, ledger: Ledger
+) -> None:
+    for i in range(25):
+        write(drop / "s" / f"{i:02d}.bin", f"{i}\n")
+    cfg = config.model_copy(update={"batch_max_files": 10})
+    root = await ledger.ensure_root(drop, "drop")
+    plan = plan_session(root, list_session(drop, "s", IgnoreRules(cfg.ignore)), {}, {})
+    assert plan.batch is not None and [len(p.files) for p in plan.batch.parts(10)] == [10, 10, 5]
+    # The first part only, as if the agent were killed after its commit: sidecars, no crate yet.
+    hasher, writer = Hasher(2, 1 << 20), OutputWriter(2)
+    pipeline = Pipeline(cfg, ledger, hasher, writer)
+    try:
+        await pipeline.process_batch(plan.batch.parts(10)[0])
+    finally:
+        hasher.close()
+        writer.close()
+    assert read_sidecar(drop / "s" / "09.bin")["sequence"] == 10
+    assert not (drop / "s" / CRATE_NAME).exists()
+    assert await ledger.crate_pending(root.id, "s")
+    # The next run ingests the other two parts; the last writes the crate of all 25.
+    report = await run_scan(drop, cfg)
+    assert report.files_ingested == 15 and report.unchanged == 10
+    batches = {read_sidecar(drop / "s" / f"{i:02d}.bin")["batchId"] for i in range(25)}
+    assert len(batches) == 3
+    assert read_sidecar(drop / "s" / "24.bin")["sequence"] == 5  # numbered within its part
+    root_entity = next(e for e in read_crate(drop / "s")["@graph"] if e["@id"] == "./")
+    assert len(root_entity["hasPart"]) == 25
+    assert not await ledger.crate_pending(root.id, "s")
+    assert (await run_scan(drop, cfg)).bytes_hashed == 0
+    assert validate_crate(drop / "s").returncode == 0

@@ -5,10 +5,19 @@ from __future__ import annotations
 import hashlib
 import os
 import stat as stat_mod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import AgentError
+
+#: SQLite stores signed 64-bit integers: nanoseconds since 1970 fit from 1677-09-21 to 2262-04-11.
+#: A file's times outside that span (a wrong clock, a crafted touch -d 2400-01-01) are clamped to
+#: it; the signature still moves with size, ctime and inode, and the sidecar says so.
+NS_MIN, NS_MAX = -(2**63), 2**63 - 1
+
+
+def clamp_ns(value: int) -> int:
+    return min(max(value, NS_MIN), NS_MAX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +32,12 @@ class FileStat:
 
     @classmethod
     def from_stat(cls, relpath: str, st: os.stat_result) -> FileStat:
-        return cls(relpath, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+        return cls(relpath, st.st_size, clamp_ns(st.st_mtime_ns), st.st_ino, clamp_ns(st.st_ctime_ns))
+
+    @property
+    def mtime_clamped(self) -> bool:
+        """Its modification time lay outside what the ledger can store (see clamp_ns)."""
+        return self.mtime_ns in (NS_MIN, NS_MAX)
 
     def signature(self) -> tuple[int, int, int, int]:
         """What must match the ledger for the file to count as unchanged.
@@ -70,6 +84,8 @@ class Batch:
     rewrite_crate: bool = False
     #: 1 for a first try; a batch handed back for a retry counts up (retry budgets use it).
     attempt: int = 1
+    #: A part of a large session other than its last: the last part writes the session's crate.
+    crate_later: bool = False
 
     def __post_init__(self) -> None:
         self.files.sort(key=lambda f: f.relpath)
@@ -77,6 +93,25 @@ class Batch:
     @property
     def byte_count(self) -> int:
         return sum(f.size for f in self.files)
+
+    def parts(self, size: int) -> list[Batch]:
+        """The batch as parts of at most ``size`` files, in order, each processed and committed as
+        a batch of its own, so that memory follows the part, not the session.
+
+        The parts of files still to be ingested are the same after a crash (the committed ones are
+        a prefix of them), so a redone part has the same files and id. The session's other changes
+        (problems, removals, cleared dead letters) and its crate go with the last part.
+        """
+        if len(self.files) <= size:
+            return [self]
+        chunks = [self.files[i : i + size] for i in range(0, len(self.files), size)]
+        earlier = [
+            replace(
+                self, files=c, problems=[], removed=[], cleared_dead=[], rewrite_crate=False, crate_later=True
+            )
+            for c in chunks[:-1]
+        ]
+        return [*earlier, replace(self, files=chunks[-1], rewrite_crate=self.is_folder)]
 
 
 def batch_id(root_name: str, session: str, hashed: list[tuple[str, str]]) -> str:

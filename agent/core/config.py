@@ -178,6 +178,9 @@ class AgentConfig(Strict):
     ignore: tuple[str, ...] = DEFAULT_IGNORE
     #: Batches processed at once.
     workers: int = Field(default=4, ge=1, le=256)
+    #: Files of a session ingested and committed together; a larger session goes in parts of this
+    #: size, one after the other, so that memory follows the part and not the session.
+    batch_max_files: int = Field(default=1000, ge=1)
     #: Files hashed at once (threads); hashlib releases the GIL, so one per core is the ceiling.
     hash_threads: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1, le=256)
     #: How sidecars are made durable: "auto" (one syncfs per batch on local disks, an fsync per
@@ -208,7 +211,8 @@ class AgentConfig(Strict):
     @field_validator("state_dir")
     @classmethod
     def _expand_state_dir(cls, value: Path) -> Path:
-        return value.expanduser()
+        # Absolute: the ledger is opened by URI, and a relative path would change with the cwd.
+        return value.expanduser().absolute()
 
     @model_validator(mode="after")
     def _state_outside_roots(self) -> AgentConfig:

@@ -104,6 +104,23 @@ class OutputWriteError(RetryableError):
 
     advice = "Check free space and the agent's write permission on the data folder."
 
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"cannot write {what!r} next to the data: {reason}")
+        self.reason = reason
+
+    def about(self, what: str) -> OutputWriteError:
+        """The same failure, said of another output (each file of a batch names its own sidecar)."""
+        return OutputWriteError(what, self.reason)
+
+
+class SidecarNameTooLongError(TerminalError):
+    """The file's name is so long that its sidecar's name would not fit the filesystem's limit."""
+
+    advice = (
+        "Rename the file to a shorter name (at most 245 bytes: the sidecar adds '.fair.json' and a "
+        "name may have 255); the agent ingests it under its new name."
+    )
+
 
 class OutputConflictError(TerminalError):
     """A file the agent did not write sits where its sidecar must go; it is never overwritten."""

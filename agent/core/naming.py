@@ -6,6 +6,7 @@ agent never ingests what it wrote itself.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterable
@@ -42,6 +43,23 @@ def is_temp_file(name: str) -> bool:
     return name.endswith(TEMP_SUFFIX)
 
 
+#: What every filesystem the agent meets allows for one name, in bytes (ext4, XFS, btrfs, NFS...).
+NAME_MAX = 255
+#: Our temp names: ".<16 hex of the final name>.<12 hex>.fair-tmp"; before 0.2 they held the final
+#: name itself, which could make them too long. Both are recognised when orphans are cleaned up.
+_TEMP_NAME = re.compile(rf"^\.(?:[0-9a-f]{{16}}|.+)\.[0-9a-f]{{12}}{re.escape(TEMP_SUFFIX)}$", re.S)
+
+
+def is_our_temp_name(name: str) -> bool:
+    """Exactly the shape of a temp name the agent makes (not merely its suffix)."""
+    return _TEMP_NAME.match(name) is not None
+
+
+def fits(name: str) -> bool:
+    """Whether a file name fits in NAME_MAX bytes."""
+    return len(os.fsencode(name)) <= NAME_MAX
+
+
 class IgnoreRules:
     """Glob patterns (matched against the file name) for files that are never data."""
 
@@ -70,12 +88,26 @@ def sidecar_name(file_name: str) -> str:
 
 
 def error_name(file_name: str) -> str:
-    return file_name + ERROR_SUFFIX
+    """The error file of a data file or session (a name or a path): ``<name>.fair.error.json``.
+
+    A name too long for that keeps its start and gets a hash of the whole in place of the rest,
+    so every file, however named, can be told why it was not ingested.
+    """
+    folder, _, name = file_name.rpartition("/")
+    full = name + ERROR_SUFFIX
+    if not fits(full):
+        digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+        room = NAME_MAX - len(ERROR_SUFFIX) - len(digest) - 1
+        start = os.fsencode(name)[:room].decode("utf-8", "ignore")
+        full = f"{start}~{digest}{ERROR_SUFFIX}"
+    return f"{folder}/{full}" if folder else full
 
 
 def temp_name(final_name: str, token: str) -> str:
-    # Hidden, and with our suffix, so that neither people nor the agent mistake it for data.
-    return f".{final_name}.{token}{TEMP_SUFFIX}"
+    # Hidden, with our suffix, and short whatever the final name's length (NAME_MAX): neither
+    # people nor the agent mistake it for data, and no name makes it too long to create.
+    digest = hashlib.sha256(os.fsencode(final_name)).hexdigest()[:16]
+    return f".{digest}.{token}{TEMP_SUFFIX}"
 
 
 def relative_id(relpath: str) -> str:

@@ -23,11 +23,12 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import hashlib
 import json
 import os
 import random
 import stat as stat_mod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,16 +36,25 @@ from typing import Any, Literal
 
 from .. import AGENT_ENTITY_ID, AGENT_NAME
 from ..core.errors import OutputWriteError
-from ..core.naming import temp_name
+from ..core.naming import is_our_temp_name, temp_name
 from .fsinfo import filesystem_type, is_network_filesystem
 from .safepath import open_dir_beneath, split
 
-#: (watch root, path below it, JSON document)
-Document = tuple[Path, str, dict[str, Any]]
+#: A document's content: a JSON object (a sidecar, an error file), or its JSON text in pieces (a
+#: session's crate, which a session of many files makes large).
+Content = dict[str, Any] | list[str]
+#: (watch root, path below it, content)
+Document = tuple[Path, str, Content]
 SyncStrategy = Literal["filesystem", "per-file"]
 
-#: Our documents are small; anything bigger in their place is someone else's.
-MAX_DOCUMENT_BYTES = 64 << 20
+#: Our documents up to this size are recognised by reading them as JSON; larger ones (the crates
+#: of large sessions) by finding this agent's entity in their text as it streams past.
+SMALL_DOCUMENT_BYTES = 8 << 20
+#: Anything bigger in the place of one of our documents is someone else's.
+MAX_DOCUMENT_BYTES = 4 << 30
+#: This agent's entity as the crates it writes print it.
+_AGENT_MARK = b'"@id": "#fair-agent",\n      "@type": "SoftwareApplication",\n      "name": "fair-agent",'
+
 
 _rng = random.Random()
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -94,8 +104,9 @@ def is_agent_document(raw: bytes) -> bool:
     )
 
 
-def read_own_document(dir_fd: int, name: str) -> bytes | None:
-    """The bytes of an agent document at ``name``; None if nothing is there.
+def own_document(dir_fd: int, name: str) -> bytes | str | None:
+    """What is at ``name``, if it is one of the agent's documents: its bytes (its SHA-256 in hex
+    for a large one); None if nothing is there.
 
     Raises FileExistsError when something that is not ours is there (never read if not a regular
     file: opening a FIFO could block).
@@ -112,12 +123,41 @@ def read_own_document(dir_fd: int, name: str) -> bytes | None:
         st = os.fstat(fd)
         if not stat_mod.S_ISREG(st.st_mode) or st.st_size > MAX_DOCUMENT_BYTES:
             raise FileExistsError(name)
+        if st.st_size > SMALL_DOCUMENT_BYTES:
+            return _own_large_document(fd, name)
         raw = b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
     finally:
         os.close(fd)
     if not is_agent_document(raw):
         raise FileExistsError(name)
     return raw
+
+
+def _own_large_document(fd: int, name: str) -> str:
+    digest, tail, ours = hashlib.sha256(), b"", False
+    while chunk := os.read(fd, 1 << 20):
+        digest.update(chunk)
+        ours = ours or _AGENT_MARK in tail + chunk
+        tail = chunk[-len(_AGENT_MARK) :]
+    if not ours:
+        raise FileExistsError(name)
+    return digest.hexdigest()
+
+
+def _encoded(content: Content) -> bytes | list[bytes]:
+    return (
+        to_json_bytes(content) if isinstance(content, dict) else [piece.encode("utf-8") for piece in content]
+    )
+
+
+def _same(existing: bytes | str, new: bytes | list[bytes]) -> bool:
+    if isinstance(existing, bytes) and isinstance(new, bytes):
+        return existing == new
+    before = existing if isinstance(existing, str) else hashlib.sha256(existing).hexdigest()
+    after = hashlib.sha256()
+    for piece in [new] if isinstance(new, bytes) else new:
+        after.update(piece)
+    return before == after.hexdigest()
 
 
 def strategy_for(folder: Path, configured: str = "auto") -> SyncStrategy:
@@ -139,9 +179,10 @@ def write_documents(documents: Iterable[Document], strategy: SyncStrategy = "per
             dir_fd = folders.get((root, parent))
             if dir_fd is None:
                 dir_fd = folders[(root, parent)] = _open_folder(root, parent, relpath)
-            data = to_json_bytes(document)
+            data = _encoded(document)
             try:
-                if read_own_document(dir_fd, name) == data:
+                existing = own_document(dir_fd, name)
+                if existing is not None and _same(existing, data):
                     result.already_there += 1
                     continue
             except FileExistsError:
@@ -177,28 +218,66 @@ def write_documents(documents: Iterable[Document], strategy: SyncStrategy = "per
     return result
 
 
-def remove_files(root: Path, relpaths: Iterable[str], *, older_than_ns: int | None = None) -> int:
-    """Remove our own files (stale error files, orphan temp files); a missing one is fine."""
-    removed = 0
+def remove_own_documents(root: Path, relpaths: Iterable[str]) -> list[str]:
+    """Remove documents the agent wrote (error files that no longer apply); a missing one is fine.
+
+    Only what is provably ours goes: a regular file holding a document with our ``generatedBy``.
+    A user's file with such a name stays; returns the paths left alone for that reason.
+    """
+    left_alone = []
     for relpath in relpaths:
-        parent, name = split(relpath)
-        try:
-            dir_fd = open_dir_beneath(root, parent)
-        except OSError:
-            continue
-        try:
-            if (
-                older_than_ns is not None
-                and os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mtime_ns >= older_than_ns
-            ):
-                continue
-            os.unlink(name, dir_fd=dir_fd)
-            removed += 1
-        except FileNotFoundError:
-            pass
-        finally:
-            os.close(dir_fd)
-    return removed
+        if _remove_if(root, relpath, _is_own_document) is False:
+            left_alone.append(relpath)
+    return left_alone
+
+
+def remove_orphan_temps(root: Path, relpaths: Iterable[str], *, older_than_ns: int) -> int:
+    """Remove temp files an interrupted run left: named exactly as ours, older than ``older_than_ns``
+    (wall clock: before this process started), and holding nothing but the start of a JSON document."""
+
+    def orphan(dir_fd: int, name: str) -> bool:
+        if not is_our_temp_name(name):
+            return False
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        return stat_mod.S_ISREG(st.st_mode) and st.st_mtime_ns < older_than_ns and _starts_json(dir_fd, name)
+
+    return sum(1 for relpath in relpaths if _remove_if(root, relpath, orphan))
+
+
+def _remove_if(root: Path, relpath: str, ours: Callable[[int, str], bool]) -> bool | None:
+    """True: removed; False: there, but not ours to remove; None: not there (or unreachable)."""
+    parent, name = split(relpath)
+    try:
+        dir_fd = open_dir_beneath(root, parent)
+    except OSError:
+        return None
+    try:
+        if not ours(dir_fd, name):
+            return False
+        os.unlink(name, dir_fd=dir_fd)
+        return True
+    except FileNotFoundError:
+        return None
+    finally:
+        os.close(dir_fd)
+
+
+def _is_own_document(dir_fd: int, name: str) -> bool:
+    try:
+        if own_document(dir_fd, name) is None:
+            raise FileNotFoundError(name)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _starts_json(dir_fd: int, name: str) -> bool:
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        first = os.read(fd, 1)
+    finally:
+        os.close(fd)
+    return first in (b"", b"{")  # empty: the run stopped between creating and writing it
 
 
 class OutputWriter:
@@ -238,7 +317,7 @@ def _open_folder(root: Path, parent: str, relpath: str) -> int:
         raise _write_error(relpath, exc) from exc
 
 
-def _write_temp(dir_fd: int, name: str, data: bytes, relpath: str, *, fsync: bool) -> str:
+def _write_temp(dir_fd: int, name: str, data: bytes | list[bytes], relpath: str, *, fsync: bool) -> str:
     # Random but syscall-free: a getrandom() per sidecar shows up in profiles of many small files.
     tmp = temp_name(name, f"{_rng.getrandbits(48):012x}")
     try:
@@ -249,9 +328,10 @@ def _write_temp(dir_fd: int, name: str, data: bytes, relpath: str, *, fsync: boo
         raise _write_error(relpath, exc) from exc
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            for piece in [data] if isinstance(data, bytes) else data:
+                view = memoryview(piece)
+                while view:
+                    view = view[os.write(fd, view) :]
             if fsync:
                 os.fsync(fd)
         finally:
@@ -288,4 +368,4 @@ def _fsync(fd: int, what: str) -> None:
 
 def _write_error(what: str, exc: OSError) -> OutputWriteError:
     reason = _REASONS.get(exc.errno or 0, exc.strerror or str(exc))
-    return OutputWriteError(f"cannot write {what!r} next to the data: {reason}")
+    return OutputWriteError(what, reason)

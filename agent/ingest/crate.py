@@ -1,4 +1,4 @@
-"""The session folder's ``ro-crate-metadata.json``: an attached RO-Crate 1.2. Pure functions.
+"""The session folder's ``ro-crate-metadata.json``: an attached RO-Crate 1.2. No I/O.
 
 The crate must come out byte-identical when a batch is redone after a crash, so nothing in it
 depends on the clock: ``datePublished`` is the newest ``dateModified`` of its files.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,114 +43,186 @@ def entity_group(stored: str) -> list[dict[str, Any]]:
     return value if isinstance(value, list) else [value]
 
 
-def build_crate(
-    *,
-    root_name: str,
-    session: str,
-    entities: Iterable[dict[str, Any]],
-    site: SiteSettings,
-    contextual: Iterable[dict[str, Any]] = (),
-) -> dict[str, Any]:
-    """An RO-Crate describing every ingested file of one session folder.
+class SessionCrate:
+    """The RO-Crate of one session folder, gathered one file at a time and written in order.
 
-    ``entities`` are the File entities; ``contextual`` the entities they refer to (the variables a
-    table measured, and what rules added: instruments, people, organisations, licenses). The root
-    dataset gathers the files' creators, keywords and (when all agree) license; the ingest action
-    links the lab's instruments, this software, the files and the metadata it made.
+    ``add`` takes each file's entities: its File entity, then the contextual entities it refers to
+    (the variables a table measured, and what rules added: instruments, people, organisations,
+    licenses). The root dataset gathers the files' creators, keywords and (when all agree) license;
+    the ingest action links the lab's instruments, this software, the files and the metadata it made.
+
+    Memory is a line of text per file, not its entities as objects: a session of 100,000 files
+    costs tens of megabytes. The text is what ``json.dumps(crate, indent=2)`` would print.
     """
-    files = sorted(entities, key=lambda e: str(e["@id"]))
-    extras = sorted({str(e["@id"]): e for e in contextual}.values(), key=lambda e: str(e["@id"]))
-    license_ref, license_entity = _license(files, site)
-    root = _root_dataset(root_name, session, files, license_ref)
-    others: list[dict[str, Any]] = [*_format_entities(files)]
-    if license_entity is not None:
-        others.append(license_entity)
-    if "publisher" not in root and site.organisation:
-        publisher = organisation_entity(site.organisation)
-        root["publisher"] = {"@id": publisher["@id"]}
-        others.append(publisher)
-    instruments = [{"@id": e["@id"]} for e in extras if e.get("@type") == "IndividualProduct"]
-    others += _provenance(files, instruments)
-    others += [e for e in extras if e["@id"] not in {o["@id"] for o in others}]
-    descriptor = {
-        "@id": CRATE_NAME,
-        "@type": "CreativeWork",
-        "conformsTo": {"@id": RO_CRATE_SPEC},
-        "about": {"@id": "./"},
+
+    def __init__(self, root_name: str, session: str, site: SiteSettings) -> None:
+        self.root_name, self.session, self.site = root_name, session, site
+        #: (@id, the File entity as it stands in the crate's text)
+        self._files: list[tuple[str, str]] = []
+        self._extras: dict[str, dict[str, Any]] = {}
+        self._creators: set[str] = set()
+        self._keywords: set[str] = set()
+        self._publishers: set[str] = set()
+        self._formats: set[str] = set()
+        self._licenses: set[str] = set()
+        self._unlicensed = 0
+        self._published: str | None = None
+        #: (instant, @id, text) of the first start and the last end; ties go to the first @id.
+        self._start: tuple[datetime, str, str] | None = None
+        self._end: tuple[datetime, str, str] | None = None
+
+    def add(self, group: list[dict[str, Any]]) -> None:
+        entity, contextual = group[0], group[1:]
+        file_id = str(entity["@id"])
+        self._files.append((file_id, _indented(entity)))
+        for extra in contextual:
+            self._extras[str(extra["@id"])] = extra
+        self._creators.update(ref["@id"] for ref in entity.get("creator", []))
+        self._keywords.update(k.strip() for k in str(entity.get("keywords", "")).split(",") if k.strip())
+        if "publisher" in entity:
+            self._publishers.add(entity["publisher"]["@id"])
+        formats = entity["encodingFormat"] if isinstance(entity["encodingFormat"], list) else []
+        self._formats.update(ref["@id"] for ref in formats if isinstance(ref, dict))
+        if "license" in entity:
+            self._licenses.add(entity["license"]["@id"])
+        else:
+            self._unlicensed += 1
+        modified = str(entity["dateModified"])
+        self._published = modified if self._published is None else max(self._published, modified)
+        start = str(entity.get("dateCreated") or modified)
+        first = (_instant(start), file_id, start)
+        if self._start is None or first[:2] < self._start[:2]:
+            self._start = first
+        last = (_instant(modified), file_id, modified)
+        if (
+            self._end is None
+            or last[0] > self._end[0]
+            or (last[0] == self._end[0] and file_id < self._end[1])
+        ):
+            self._end = last
+
+    def text(self) -> list[str]:
+        """The crate's JSON text, in pieces (a file's entity is one piece)."""
+        self._files.sort(key=lambda pair: pair[0])
+        parts = [{"@id": file_id} for file_id, _ in self._files]
+        license_ref, license_entity = self._license()
+        root = self._root(parts, license_ref)
+        extras = [self._extras[i] for i in sorted(self._extras)]
+        others: list[dict[str, Any]] = [_format_entity(i) for i in sorted(self._formats)]
+        if license_entity is not None:
+            others.append(license_entity)
+        if "publisher" not in root and self.site.organisation:
+            publisher = organisation_entity(self.site.organisation)
+            root["publisher"] = {"@id": publisher["@id"]}
+            others.append(publisher)
+        instruments = [{"@id": e["@id"]} for e in extras if e.get("@type") == "IndividualProduct"]
+        others += self._provenance(parts, instruments)
+        others += [e for e in extras if e["@id"] not in {o["@id"] for o in others}]
+        descriptor = {
+            "@id": CRATE_NAME,
+            "@type": "CreativeWork",
+            "conformsTo": {"@id": RO_CRATE_SPEC},
+            "about": {"@id": "./"},
+        }
+        head = f'{{\n  "@context": {json.dumps(RO_CRATE_CONTEXT)},\n  "@graph": [\n'
+        pieces = [head, _indented(descriptor), ",\n", _indented(root)]
+        for _, text in self._files:
+            pieces += [",\n", text]
+        for other in others:
+            pieces += [",\n", _indented(other)]
+        pieces.append("\n  ]\n}\n")
+        return pieces
+
+    def _root(self, parts: list[dict[str, Any]], license_ref: dict[str, str]) -> dict[str, Any]:
+        root: dict[str, Any] = {
+            "@id": "./",
+            "@type": "Dataset",
+            "name": display_name(self.session),
+            "description": (
+                f"Instrument session “{display_name(self.session)}” from drop folder "
+                f"“{display_name(self.root_name)}”: {len(parts)} file(s), each with a SHA-256 checksum, "
+                f"described by {AGENT_NAME}."
+            ),
+            "identifier": session_identifier(self.root_name, self.session),
+            "datePublished": self._published or "1970-01-01T00:00:00+00:00",
+            "license": license_ref,
+            "hasPart": parts,
+            "mentions": [{"@id": INGEST_ACTION_ID}],
+        }
+        # What the root dataset takes from its files: every creator, keyword and publisher.
+        if self._creators:
+            root["creator"] = [{"@id": c} for c in sorted(self._creators)]
+        if self._keywords:
+            root["keywords"] = ", ".join(sorted(self._keywords))
+        if self._publishers:
+            publishers = sorted(self._publishers)
+            root["publisher"] = (
+                [{"@id": p} for p in publishers] if len(publishers) > 1 else {"@id": publishers[0]}
+            )
+        return root
+
+    def _provenance(
+        self, parts: list[dict[str, Any]], instruments: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """This software, and the action by which the instruments and it made the files and the crate.
+
+        The span is the session's data: its first acquisition (or write), its last write; no clock.
+        """
+        span = {"startTime": self._start[2], "endTime": self._end[2]} if self._start and self._end else {}
+        return [
+            {
+                "@id": AGENT_ENTITY_ID,
+                "@type": "SoftwareApplication",
+                "name": AGENT_NAME,
+                "version": __version__,
+                "url": AGENT_URL,
+            },
+            {
+                "@id": INGEST_ACTION_ID,
+                "@type": "CreateAction",
+                "name": f"Data acquired and described: checksums and metadata recorded by {AGENT_NAME}",
+                "agent": {"@id": AGENT_ENTITY_ID},
+                "instrument": instruments or [{"@id": AGENT_ENTITY_ID}],
+                "object": parts,
+                "result": {"@id": CRATE_NAME},
+                **span,
+            },
+        ]
+
+    def _license(self) -> tuple[dict[str, str], dict[str, Any] | None]:
+        """The session's license: the one every file's rule names, else the site's, else none chosen.
+
+        The entity of a license the files name is among the files' own entities already.
+        """
+        if self._files and len(self._licenses) == 1 and not self._unlicensed:
+            return {"@id": next(iter(self._licenses))}, None
+        if self.site.license:
+            return {"@id": self.site.license}, {
+                "@id": self.site.license,
+                "@type": "CreativeWork",
+                "name": self.site.license,
+            }
+        # Choosing a license is a legal act for the lab, not for us; say plainly that none was chosen.
+        return {"@id": NO_LICENSE_ID}, {
+            "@id": NO_LICENSE_ID,
+            "@type": "CreativeWork",
+            "name": "No license chosen yet",
+            "description": "The site has not set site.license in the fair-agent configuration.",
+        }
+
+
+def _indented(entity: dict[str, Any]) -> str:
+    # An entity as it stands in the crate's @graph: two levels deep in json.dumps(indent=2).
+    return "    " + json.dumps(entity, indent=2, ensure_ascii=False).replace("\n", "\n    ")
+
+
+def _format_entity(pronom: str) -> dict[str, Any]:
+    """The contextual entity of a PRONOM format the files refer to."""
+    return {
+        "@id": pronom,
+        "@type": "WebPage",
+        "name": f"PRONOM {pronom.rsplit('/', 2)[-2]}/{pronom.rsplit('/', 1)[-1]}",
     }
-    return {"@context": RO_CRATE_CONTEXT, "@graph": [descriptor, root, *files, *others]}
-
-
-def _root_dataset(
-    root_name: str, session: str, files: list[dict[str, Any]], license_ref: dict[str, str]
-) -> dict[str, Any]:
-    published = max((str(e["dateModified"]) for e in files), default="1970-01-01T00:00:00+00:00")
-    root: dict[str, Any] = {
-        "@id": "./",
-        "@type": "Dataset",
-        "name": display_name(session),
-        "description": (
-            f"Instrument session “{display_name(session)}” from drop folder “{display_name(root_name)}”: "
-            f"{len(files)} file(s), each with a SHA-256 checksum, described by {AGENT_NAME}."
-        ),
-        "identifier": session_identifier(root_name, session),
-        "datePublished": published,
-        "license": license_ref,
-        "hasPart": [{"@id": e["@id"]} for e in files],
-        "mentions": [{"@id": INGEST_ACTION_ID}],
-    }
-    root.update(_gathered(files))
-    return root
-
-
-def _provenance(files: list[dict[str, Any]], instruments: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """This software, and the action by which the instruments and it made the files and the crate."""
-    return [
-        {
-            "@id": AGENT_ENTITY_ID,
-            "@type": "SoftwareApplication",
-            "name": AGENT_NAME,
-            "version": __version__,
-            "url": AGENT_URL,
-        },
-        {
-            "@id": INGEST_ACTION_ID,
-            "@type": "CreateAction",
-            "name": f"Data acquired and described: checksums and metadata recorded by {AGENT_NAME}",
-            "agent": {"@id": AGENT_ENTITY_ID},
-            "instrument": instruments or [{"@id": AGENT_ENTITY_ID}],
-            "object": [{"@id": e["@id"]} for e in files],
-            "result": {"@id": CRATE_NAME},
-            **_span(files),
-        },
-    ]
-
-
-def _gathered(files: list[dict[str, Any]]) -> dict[str, Any]:
-    """What the root dataset takes from its files: every creator, keyword and publisher."""
-    out: dict[str, Any] = {}
-    creators = sorted({ref["@id"] for f in files for ref in f.get("creator", [])})
-    if creators:
-        out["creator"] = [{"@id": c} for c in creators]
-    keywords = sorted({k.strip() for f in files for k in str(f.get("keywords", "")).split(",") if k.strip()})
-    if keywords:
-        out["keywords"] = ", ".join(keywords)
-    publishers = sorted({f["publisher"]["@id"] for f in files if "publisher" in f})
-    if publishers:
-        out["publisher"] = [{"@id": p} for p in publishers] if len(publishers) > 1 else {"@id": publishers[0]}
-    return out
-
-
-def _span(files: list[dict[str, Any]]) -> dict[str, str]:
-    """Start and end of the session's data: first acquisition (or write), last write. No clock.
-
-    Compared as instants: the same moment may be written with different offsets.
-    """
-    if not files:
-        return {}
-    starts = [str(f.get("dateCreated") or f["dateModified"]) for f in files]
-    ends = [str(f["dateModified"]) for f in files]
-    return {"startTime": min(starts, key=_instant), "endTime": max(ends, key=_instant)}
 
 
 def _instant(iso: str) -> datetime:
@@ -176,22 +247,3 @@ def _format_entities(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
         {"@id": i, "@type": "WebPage", "name": f"PRONOM {i.rsplit('/', 2)[-2]}/{i.rsplit('/', 1)[-1]}"}
         for i in ids
     ]
-
-
-def _license(files: list[dict[str, Any]], site: SiteSettings) -> tuple[dict[str, str], dict[str, Any] | None]:
-    """The session's license: the one every file's rule names, else the site's, else none chosen.
-
-    The entity of a license the files name is among the files' own entities already.
-    """
-    named = {f["license"]["@id"] for f in files if "license" in f}
-    if files and len(named) == 1 and all("license" in f for f in files):
-        return {"@id": named.pop()}, None
-    if site.license:
-        return {"@id": site.license}, {"@id": site.license, "@type": "CreativeWork", "name": site.license}
-    # Choosing a license is a legal act for the lab, not for us; say plainly that none was chosen.
-    return {"@id": NO_LICENSE_ID}, {
-        "@id": NO_LICENSE_ID,
-        "@type": "CreativeWork",
-        "name": "No license chosen yet",
-        "description": "The site has not set site.license in the fair-agent configuration.",
-    }

@@ -15,7 +15,7 @@ from .. import AGENT_NAME, __version__
 from ..core.errors import AgentError, SessionRejectedError
 from ..core.naming import display_name, error_name
 from ..core.records import DeadLetter
-from ..fs.outputs import Document, remove_files, write_documents
+from ..fs.outputs import Document, remove_own_documents, write_documents
 
 log = logging.getLogger("fair_agent.pipeline")
 
@@ -37,7 +37,11 @@ def update_error_files(root: Path, session: str, stale: list[str], dead: list[De
     A file that failed on its own gets an error file beside it; a session its rules rejected gets
     one beside the session, naming every file and field.
     """
-    remove_files(root, stale)
+    for relpath in remove_own_documents(root, stale):
+        log.warning(
+            f"{relpath!r} looks like an error file but fair-agent did not write it; left alone",
+            extra={"session": session, "file": relpath},
+        )
     rejected = [d for d in dead if isinstance(d.error, SessionRejectedError)]
     documents: list[Document] = [
         (root, error_name(d.relpath), error_document(d, root))
@@ -48,13 +52,16 @@ def update_error_files(root: Path, session: str, stale: list[str], dead: list[De
     ]
     if rejected:
         documents.append((root, error_name(session), session_error_document(session, rejected, root)))
-    try:
-        result = write_documents(documents)
-    except AgentError as exc:
-        log.warning(f"could not write an error file next to the data: {exc}")
-        return
-    for conflict in result.conflicts:
-        log.warning(f"a file not written by fair-agent is in the way of the error file {conflict!r}")
+    # One at a time: an error file that cannot be written (its folder unreadable, a name in the
+    # way) must not keep the others from being written.
+    for document in documents:
+        try:
+            result = write_documents([document])
+        except AgentError as exc:
+            log.warning(f"could not write an error file next to the data: {exc}", extra={"session": session})
+            continue
+        for conflict in result.conflicts:
+            log.warning(f"a file not written by fair-agent is in the way of the error file {conflict!r}")
 
 
 def session_error_document(session: str, rejected: list[DeadLetter], root: Path) -> dict[str, Any]:

@@ -112,7 +112,9 @@ def _hash_one(
         raise FileReadError(f"I/O error while reading {relpath!r}: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
-    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or count != after.st_size:
+    # ctime too: a rewrite in place that restores the size and mtime (cp -p, rsync -t) still
+    # moves it, and the bytes just read may be half old, half new.
+    if _changed(before, after) or count != after.st_size:
         raise FileChangedError(f"{relpath!r} changed while it was being read (still being written?)")
     try:
         now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -123,6 +125,14 @@ def _hash_one(
     if (now.st_ino, now.st_size, now.st_mtime_ns) != (after.st_ino, after.st_size, after.st_mtime_ns):
         raise FileChangedError(f"{relpath!r} was replaced while it was being read")
     return Hashed(digest, FileStat.from_stat(relpath, after), head)
+
+
+def _changed(before: os.stat_result, after: os.stat_result) -> bool:
+    return (before.st_size, before.st_mtime_ns, before.st_ctime_ns) != (
+        after.st_size,
+        after.st_mtime_ns,
+        after.st_ctime_ns,
+    )
 
 
 def _digest(fd: int, chunk_bytes: int, abort: threading.Event | None) -> tuple[str, int, bytes]:

@@ -8,8 +8,10 @@ handed back as a ``Retry``; nothing sleeps in a worker.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from ..core.batch import Batch, FileStat, Skip
 from ..core.config import RetrySettings
@@ -68,6 +70,23 @@ class Retry:
     batch: Batch
     delay: float
 
+    @staticmethod
+    def merge(retries: list[Retry]) -> Retry | None:
+        """The retries of a session's parts as one: every file, after the longest delay."""
+        if len(retries) <= 1:
+            return retries[0] if retries else None
+        last = retries[-1].batch
+        files = [f for r in retries for f in r.batch.files]
+        problems = [p for r in retries for p in r.batch.problems]
+        merged = replace(
+            last,
+            files=files,
+            problems=problems,
+            rewrite_crate=any(r.batch.rewrite_crate for r in retries),
+            crate_later=False,
+        )
+        return Retry(merged, max(r.delay for r in retries))
+
 
 @dataclass(slots=True)
 class Outcome:
@@ -87,10 +106,19 @@ class Outcome:
     #: First bytes of each new file, for the extractors.
     heads: dict[str, bytes] = field(default_factory=dict)
 
-    def defer(self, files: list[FileStat], exc: Exception, bid: str | None, *, crate: bool = False) -> None:
+    def defer(
+        self,
+        files: list[FileStat],
+        exc: Exception,
+        bid: str | None,
+        *,
+        crate: bool = False,
+        error_of: Callable[[FileStat], Exception] | None = None,
+    ) -> None:
         """Files that failed: kept for a later attempt while the budget lasts, else dead letters.
 
         ``crate``: the session crate was not written either and must be retried with them.
+        ``error_of``: each file's own account of the failure, for its dead letter.
         """
         batch = self.batch
         kind = retry_kind(exc)
@@ -101,7 +129,15 @@ class Outcome:
                 self.tally.uncommitted += 1
                 log.error(f"the session crate could not be written: {exc}", extra={"session": batch.session})
             self.dead += [
-                DeadLetter(f.relpath, batch.session, exc, batch.attempt, stat=f, batch_id=bid) for f in files
+                DeadLetter(
+                    f.relpath,
+                    batch.session,
+                    error_of(f) if error_of else exc,
+                    batch.attempt,
+                    stat=f,
+                    batch_id=bid,
+                )
+                for f in files
             ]
             return
         self.to_retry += files
@@ -137,3 +173,45 @@ class Outcome:
             attempt=batch.attempt + 1,
         )
         return Retry(retry, self.retry_delay)
+
+    def count(self, bid: str) -> None:
+        """Into the tally and the log: what the committed batch ingested and dead-lettered."""
+        batch = self.batch
+        self.tally.files_ingested += len(self.records)
+        self.tally.bytes_ingested += sum(r.stat.size for r in self.records)
+        self.tally.touched += len(self.touched)
+        self.tally.skipped += len(self.vanished)
+        self.tally.dead_lettered += len(self.dead)
+        for record in self.records:
+            log.debug(
+                "file ingested",
+                extra={
+                    "batch_id": bid,
+                    "session": batch.session,
+                    "file": record.relpath,
+                    "sequence": record.sequence,
+                },
+            )
+        if self.records:
+            self.tally.batches += 1
+            self.tally.last_success_unix = time.time()
+            log.info(
+                "batch ingested",
+                extra={
+                    "batch_id": bid,
+                    "session": batch.session,
+                    "files": len(self.records),
+                    "bytes": sum(r.stat.size for r in self.records),
+                },
+            )
+        for dead in self.dead:
+            log.warning(
+                f"dead-lettered: {dead.error}",
+                extra={
+                    "session": batch.session,
+                    "file": dead.relpath,
+                    "attempt": dead.attempts,
+                    "category": dead.category,
+                    "error_class": type(dead.error).__name__,
+                },
+            )

@@ -11,29 +11,32 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
-from ..core.batch import Batch, batch_id
+from ..core.batch import Batch, FileStat, batch_id
 from ..core.config import AgentConfig
 from ..core.errors import (
     REJECTION_CLASS_NAMES,
     AgentError,
     OutputConflictError,
+    OutputWriteError,
     RetryKind,
+    SidecarNameTooLongError,
     UnexpectedError,
 )
-from ..core.naming import CRATE_NAME, SIDECAR_SUFFIX, error_name, sidecar_name, unit_of
+from ..core.naming import CRATE_NAME, NAME_MAX, SIDECAR_SUFFIX, error_name, fits, sidecar_name
 from ..core.records import DeadLetter, FileRecord
 from ..core.retry import delay_for, retry_kind
 from ..extractors.runner import MetadataReader
 from ..fs.outputs import Document, OutputWriter
-from ..ledger import BatchCommit, CurrentFile, Ledger
+from ..ledger import BatchCommit, Ledger
 from ..rules import RuleSet
-from .crate import build_crate, crate_can_list, entity_group
+from .crate import SessionCrate, crate_can_list, entity_group
 from .curate import Curator, Review
 from .errordocs import update_error_files, without_root
 from .hashing import Hasher
@@ -42,6 +45,9 @@ from .outcome import Outcome, Retry, Tally
 from .reading import BatchReader, ProgressCallback
 
 log = logging.getLogger("fair_agent.pipeline")
+
+#: What a batch did about its session's crate (see BatchCommit.crate).
+CrateState = Literal["written", "pending"] | None
 
 
 class _SessionLocks:
@@ -81,7 +87,7 @@ class Pipeline:
         self.ledger = ledger
         self.hasher = hasher
         self.writer = writer
-        self.extraction = MetadataReader(config.hash_threads, config.extract_timeout_s)
+        self.extraction = MetadataReader.from_config(config)
         #: Without a rule set, every file gets the built-in generic rule.
         self.rules = rules if rules is not None else RuleSet([])
         self.curator = Curator(self.rules, ledger, config.site.timezone)
@@ -104,72 +110,76 @@ class Pipeline:
         self.extraction.close()
 
     async def process_batch(self, batch: Batch) -> Retry | None:
-        """Ingest one batch. Never raises for bad input: failures become dead letters.
+        """Ingest one batch (a large one in parts). Never raises for bad input: failures become
+        dead letters.
 
-        Returns the part that failed transiently, with how long to wait before trying it again;
-        the caller resubmits it then (retries never sleep in a worker).
+        Returns what failed transiently, with how long to wait before trying it again; the caller
+        resubmits it then (retries never sleep in a worker).
         """
         async with self._locks.hold((batch.root.id, batch.session)):
-            started = time.perf_counter()
-            try:
-                return await self._process(batch)
-            except Exception as exc:
-                # The batch boundary: nothing of this batch was committed. A retryable failure
-                # (the ledger stayed locked) or an unknown one gets the whole batch tried again
-                # within the retry budget (an unknown one as an I/O error); then an unknown failure
-                # becomes a dead letter.
-                unknown = not isinstance(exc, AgentError)
-                kind = RetryKind.IO if unknown else retry_kind(exc)
-                delay = None if kind is None else delay_for(kind, batch.attempt, self.config.retry)
-                log.log(
-                    logging.ERROR if unknown else logging.WARNING,
-                    f"batch not committed: {type(exc).__name__}: {exc}",
-                    exc_info=unknown,
-                    extra={
-                        "session": batch.session,
-                        "attempt": batch.attempt,
-                        "error_class": type(exc).__name__,
-                        "category": str(getattr(exc, "category", "unknown")),
-                    },
-                )
-                if kind is not None and delay is not None:
-                    self.tally.retries_by_kind[kind] += 1
-                    return Retry(replace(batch, attempt=batch.attempt + 1), delay)
-                if unknown:
-                    await self._dead_letter_all(batch, exc)
-                else:
-                    self.tally.uncommitted += len(batch.files)
-                return None
-            finally:
-                self._on_batch(time.perf_counter() - started)
+            retries = []
+            for part in batch.parts(self.config.batch_max_files):
+                retry = await self._process_part(part)
+                if retry is not None:
+                    retries.append(retry)
+            return Retry.merge(retries)
+
+    async def _process_part(self, batch: Batch) -> Retry | None:
+        started = time.perf_counter()
+        try:
+            return await self._process(batch)
+        except Exception as exc:
+            # The batch boundary: nothing of this batch was committed. A retryable failure
+            # (the ledger stayed locked) or an unknown one gets the whole batch tried again
+            # within the retry budget (an unknown one as an I/O error); then an unknown failure
+            # becomes a dead letter.
+            unknown = not isinstance(exc, AgentError)
+            kind = RetryKind.IO if unknown else retry_kind(exc)
+            delay = None if kind is None else delay_for(kind, batch.attempt, self.config.retry)
+            log.log(
+                logging.ERROR if unknown else logging.WARNING,
+                f"batch not committed: {type(exc).__name__}: {exc}",
+                exc_info=unknown,
+                extra={
+                    "session": batch.session,
+                    "attempt": batch.attempt,
+                    "error_class": type(exc).__name__,
+                    "category": str(getattr(exc, "category", "unknown")),
+                },
+            )
+            if kind is not None and delay is not None:
+                self.tally.retries_by_kind[kind] += 1
+                return Retry(replace(batch, attempt=batch.attempt + 1), delay)
+            if unknown:
+                await self._dead_letter_all(batch, exc)
+            else:
+                self.tally.uncommitted += len(batch.files)
+            return None
+        finally:
+            self._on_batch(time.perf_counter() - started)
 
     async def _process(self, batch: Batch) -> Retry | None:
         root, session = batch.root, batch.session
         # Read again here, under the session lock, although the planner read the same rows: a
         # batch may have waited in the queue (or for a retry) while another batch of its session
         # committed, and versions and the crate must build on what the ledger holds now.
-        current = await self.ledger.current_files(root.id, session)
+        current = await self.ledger.current_files(root.id, session, [f.relpath for f in batch.files])
         previously_dead = set(await self.ledger.dead_letter_signatures(root.id, session))
         outcome = await self.reader.read(batch, current)
         review = await self.curator.review(batch, outcome.records)
         try:
-            return await self._record(batch, current, previously_dead, outcome, review)
+            return await self._record(batch, previously_dead, outcome, review)
         finally:
             review.release()
 
     async def _record(
-        self,
-        batch: Batch,
-        current: dict[str, CurrentFile],
-        previously_dead: set[str],
-        outcome: Outcome,
-        review: Review,
+        self, batch: Batch, previously_dead: set[str], outcome: Outcome, review: Review
     ) -> Retry | None:
         """Write the batch's outputs and commit it, as the rules' review decided."""
         root, session = batch.root, batch.session
         bid = await self._number(batch, outcome, review)
         entities = {r.relpath: crate_entities(r, batch.is_folder) for r in outcome.records}
-        removed = await self._write_outputs(batch, current, outcome, entities, bid)
+        removed, crate = await self._write_outputs(batch, outcome, entities, bid)
         await self.ledger.commit_batch(
             BatchCommit(
                 root=root,
@@ -184,18 +194,20 @@ class Pipeline:
                 removed=removed,
                 cleared_dead=batch.cleared_dead,
                 drift=review.updates,
+                crate=crate,
             )
         )
         await self.ledger.record_skips(root.id, session, outcome.vanished)
         await self._tell_the_person(batch, previously_dead, outcome)
-        self._count(batch, bid, outcome)
+        outcome.count(bid)
         return outcome.retry(removed_pending=batch.removed if not removed else [])
 
     async def _number(self, batch: Batch, outcome: Outcome, review: Review) -> str:
         """Apply the review; give the batch its id and each new record its sequence and version."""
         root, session = batch.root, batch.session
-        latest = await self.ledger.latest_versions(root.id, unit_of(session))
+        latest = await self.ledger.latest_versions(root.id, [r.relpath for r in outcome.records])
         self._apply_review(batch, outcome, review)
+        self._refuse_long_names(outcome)
         for relpath, error in batch.problems:
             outcome.dead.append(DeadLetter(relpath, session, error, attempts=batch.attempt))
         bid = batch_id(root.name, session, [(r.relpath, r.sha256) for r in outcome.records])
@@ -207,46 +219,50 @@ class Pipeline:
         return bid
 
     async def _write_outputs(
-        self,
-        batch: Batch,
-        current: dict[str, CurrentFile],
-        outcome: Outcome,
-        entities: dict[str, list[dict[str, Any]]],
-        bid: str,
-    ) -> list[str]:
-        """Every sidecar, and the session crate, on disk; the removed files the commit may record."""
+        self, batch: Batch, outcome: Outcome, entities: dict[str, list[dict[str, Any]]], bid: str
+    ) -> tuple[list[str], CrateState]:
+        """Every sidecar, and the session crate, on disk; the removed files the commit may record,
+        and what became of the crate."""
         root, session = batch.root, batch.session
         documents: list[Document] = [
             (root.path, sidecar_name(r.relpath), build_sidecar(r, self.config.site)) for r in outcome.records
         ]
         crate_relpath = f"{session}/{CRATE_NAME}"
-        needs_crate = batch.is_folder and bool(outcome.records or batch.rewrite_crate or batch.removed)
+        needs_crate = (
+            batch.is_folder
+            and not batch.crate_later
+            and bool(outcome.records or batch.rewrite_crate or batch.removed)
+        )
         if needs_crate:
-            documents.append(
-                (root.path, crate_relpath, self._crate(batch, current, entities, outcome.records))
-            )
+            documents.append((root.path, crate_relpath, await self._crate(batch, entities, outcome.records)))
+        # A part of a large session that ingested files leaves the crate to the last part.
+        crate: CrateState = (
+            "written" if needs_crate else "pending" if batch.crate_later and outcome.records else None
+        )
         if not documents:
-            return batch.removed
+            return batch.removed, crate
         try:
             written = await self.writer.write(documents)
             blocked = self._handle_conflicts(written.conflicts, crate_relpath, outcome, bid)
             if blocked and needs_crate:
                 # A sidecar was blocked: its file is not ingested, so the crate must not list it.
-                crate = self._crate(batch, current, entities, outcome.records)
-                await self.writer.write([(root.path, crate_relpath, crate)])
+                document = await self._crate(batch, entities, outcome.records)
+                await self.writer.write([(root.path, crate_relpath, document)])
         except AgentError as exc:
             # Disk full, read-only, permission denied: nothing new is committed; the files (and
-            # the crate) are tried again later, or dead-lettered once the budget is spent.
-            outcome.defer([r.stat for r in outcome.records], exc, bid, crate=needs_crate)
+            # the crate) are tried again later, or dead-lettered once the budget is spent, each
+            # naming its own sidecar.
+            files = [r.stat for r in outcome.records]
+            outcome.defer(files, exc, bid, crate=needs_crate, error_of=_about_each_sidecar(exc))
             outcome.records = []
-            return []
+            return [], None
         if written.already_there and outcome.records:
             log.info(
                 f"{written.already_there} output(s) of an interrupted run were already in place; "
                 "now recorded in the ledger",
                 extra={"session": session, "batch_id": bid},
             )
-        return batch.removed
+        return batch.removed, crate
 
     async def _tell_the_person(self, batch: Batch, previously_dead: set[str], outcome: Outcome) -> None:
         """Error files for what failed now; those of what passed now are removed."""
@@ -273,32 +289,40 @@ class Pipeline:
         ]
         outcome.records = []
 
+    def _refuse_long_names(self, outcome: Outcome) -> None:
+        """Files whose sidecar's name would not fit NAME_MAX: dead letters of their own, no more."""
+        for record in [r for r in outcome.records if not fits(sidecar_name(r.name))]:
+            length = len(os.fsencode(record.name))
+            error = SidecarNameTooLongError(
+                f"the name of {record.relpath!r} is {length} bytes long: its sidecar's name would be "
+                f"longer than the {NAME_MAX} bytes a file name may have"
+            )
+            outcome.dead.append(
+                DeadLetter(record.relpath, record.session, error, outcome.batch.attempt, stat=record.stat)
+            )
+        outcome.records = [r for r in outcome.records if fits(sidecar_name(r.name))]
+
     async def _still_rejected(self, root_id: int, session: str) -> bool:
         """Whether files of the session are still dead-lettered for what its rules said."""
         rows = await self.ledger.dead_letters(root_id=root_id, session=session)
         return any(row.error_class in REJECTION_CLASS_NAMES for row in rows)
 
-    def _crate(
-        self,
-        batch: Batch,
-        current: dict[str, CurrentFile],
-        entities: dict[str, list[dict[str, Any]]],
-        records: list[FileRecord],
-    ) -> dict[str, Any]:
-        """The session crate: every current file (minus removed ones) and this batch's records."""
-        fresh = {r.relpath for r in records}
-        # Each file's ledger record holds its File entity and the contextual entities it needs.
-        listed = [
-            entity_group(c.entity) for p, c in current.items() if p not in entities and p not in batch.removed
-        ]
-        listed += [entities[p] for p in sorted(fresh) if crate_can_list(p)]
-        return build_crate(
-            root_name=batch.root.name,
-            session=batch.session,
-            entities=[group[0] for group in listed],
-            contextual=[extra for group in listed for extra in group[1:]],
-            site=self.config.site,
-        )
+    async def _crate(
+        self, batch: Batch, entities: dict[str, list[dict[str, Any]]], records: list[FileRecord]
+    ) -> list[str]:
+        """The session crate's text: every current file (minus removed ones) and this batch's records.
+
+        Each file's ledger record holds its File entity and the contextual entities it needs; they
+        are read a chunk at a time, so a session of many files does not sit in memory as objects.
+        """
+        crate = SessionCrate(batch.root.name, batch.session, self.config.site)
+        async for path, entity in self.ledger.session_entities(batch.root.id, batch.session):
+            if path not in entities and path not in batch.removed:
+                crate.add(entity_group(entity))
+        for path in sorted(r.relpath for r in records):
+            if crate_can_list(path):
+                crate.add(entities[path])
+        return await asyncio.to_thread(crate.text)
 
     def _handle_conflicts(self, conflicts: list[str], crate_relpath: str, outcome: Outcome, bid: str) -> bool:
         """Dead-letter files whose sidecar is blocked by a file that is not ours; True if any was."""
@@ -331,45 +355,22 @@ class Pipeline:
         try:
             await self.ledger.commit_batch(BatchCommit(batch.root, batch.session, None, [], {}, [], dead))
         except Exception:
-            log.exception("could not record dead letters", extra={"session": batch.session})
+            # One at a time then: a row the ledger refuses must not keep the others out of it.
+            for letter in dead:
+                try:
+                    await self.ledger.commit_batch(
+                        BatchCommit(batch.root, batch.session, None, [], {}, [], [letter])
+                    )
+                except Exception:
+                    log.exception(
+                        "could not record a dead letter",
+                        extra={"session": batch.session, "file": letter.relpath},
+                    )
         self.tally.dead_lettered += len(dead)
 
-    def _count(self, batch: Batch, bid: str, outcome: Outcome) -> None:
-        self.tally.files_ingested += len(outcome.records)
-        self.tally.bytes_ingested += sum(r.stat.size for r in outcome.records)
-        self.tally.touched += len(outcome.touched)
-        self.tally.skipped += len(outcome.vanished)
-        self.tally.dead_lettered += len(outcome.dead)
-        for record in outcome.records:
-            log.debug(
-                "file ingested",
-                extra={
-                    "batch_id": bid,
-                    "session": batch.session,
-                    "file": record.relpath,
-                    "sequence": record.sequence,
-                },
-            )
-        if outcome.records:
-            self.tally.batches += 1
-            self.tally.last_success_unix = time.time()
-            log.info(
-                "batch ingested",
-                extra={
-                    "batch_id": bid,
-                    "session": batch.session,
-                    "files": len(outcome.records),
-                    "bytes": sum(r.stat.size for r in outcome.records),
-                },
-            )
-        for dead in outcome.dead:
-            log.warning(
-                f"dead-lettered: {dead.error}",
-                extra={
-                    "session": batch.session,
-                    "file": dead.relpath,
-                    "attempt": dead.attempts,
-                    "category": dead.category,
-                    "error_class": type(dead.error).__name__,
-                },
-            )
+
+def _about_each_sidecar(exc: AgentError) -> Callable[[FileStat], Exception] | None:
+    """For a failed write, each file's own account: the sidecar it could not get."""
+    if not isinstance(exc, OutputWriteError):
+        return None
+    return lambda f: exc.about(sidecar_name(f.relpath))

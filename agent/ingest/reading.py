@@ -115,6 +115,11 @@ def new_record(batch: Batch, hashed: Hashed, detected: Detected) -> FileRecord:
     warnings = []
     if hashed.stat.size == 0:
         warnings.append("empty file")
+    if hashed.stat.mtime_clamped:
+        warnings.append(
+            "the file's modification time is outside 1677-2262, which the ledger cannot hold; "
+            "dateModified is the nearest time it can"
+        )
     if batch.is_folder and not crate_can_list(hashed.stat.relpath):
         warnings.append(
             "the file name is not valid UTF-8, so the session's RO-Crate cannot list it "

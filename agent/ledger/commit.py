@@ -38,6 +38,12 @@ async def write_batch(db: aiosqlite.Connection, commit: BatchCommit, stamp: str)
     for dead in commit.dead:
         await _upsert_dead_letter(db, root_id, dead, stamp)
     await apply_updates(db, commit.drift, root_id, session, commit.batch_id, stamp)
+    if commit.crate == "pending":
+        await db.execute(
+            "INSERT INTO pending_crates VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (root_id, session, stamp)
+        )
+    elif commit.crate == "written":
+        await db.execute("DELETE FROM pending_crates WHERE root_id = ? AND session = ?", (root_id, session))
 
 
 async def _write_files(db: aiosqlite.Connection, commit: BatchCommit, stamp: str) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import NamedTuple
+
+import aiosqlite
 
 
 class Migration(NamedTuple):
@@ -122,6 +125,44 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX drift_reports_by_type ON drift_reports(dataset_type, id)",
         ),
     ),
+    Migration(
+        3,
+        "sessions whose crate waits for the last part of a large session",
+        (
+            # A session of more files than batch_max_files is committed part by part; the crate is
+            # written with the last part. Until then its row here says the crate is behind.
+            """CREATE TABLE pending_crates (
+                root_id INTEGER NOT NULL REFERENCES roots(id),
+                session NOT NULL,
+                since TEXT NOT NULL,
+                PRIMARY KEY (root_id, session)
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
+
+
+async def current_version(db: aiosqlite.Connection) -> int:
+    """The version the ledger has reached (0 for a new one), recording versions from now on."""
+    await db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    async with db.execute("SELECT coalesce(max(version), 0) FROM schema_migrations") as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+def pending_migrations(current: int) -> Iterator[Migration]:
+    return (m for m in MIGRATIONS if m.version > current)
+
+
+async def apply(db: aiosqlite.Connection, migration: Migration, stamp: str) -> None:
+    """One migration, inside the caller's transaction, and its record."""
+    for statement in migration.statements:
+        await db.execute(statement)
+    await db.execute(
+        "INSERT INTO schema_migrations VALUES (?, ?, ?)", (migration.version, migration.name, stamp)
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..core.batch import FileStat, Root
 from ..core.records import DeadLetter, FileRecord
@@ -17,7 +17,6 @@ class CurrentFile:
     signature: tuple[int, int, int, int]  # as FileStat.signature(): size, mtime_ns, ctime_ns, inode
     version: int
     sha256: str
-    entity: str  # the File entity of the session crate, as JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +77,6 @@ class BatchCommit:
     removed: list[str] = field(default_factory=list)  # ingested files no longer there
     cleared_dead: list[str] = field(default_factory=list)  # dead letters that no longer apply
     drift: list[DriftUpdate] = field(default_factory=list)  # baselines to learn, drift to report
+    #: The session's crate: "written" by this batch, or "pending" (a part of a large session whose
+    #: last part writes it); None: not this batch's concern.
+    crate: Literal["written", "pending"] | None = None

@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from ..core.naming import is_within
 from .commit import write_batch
 from .drift import BASELINE_COLUMNS, DriftReport, baseline_from_row, save_baseline
 from .encoding import below, from_db, now_iso, to_db
-from .migrations import LATEST_VERSION, MIGRATIONS
+from .migrations import LATEST_VERSION, apply, current_version, pending_migrations
 from .rows import VERSION_COLUMNS, BatchCommit, CurrentFile, DeadLetterRow, FileVersion
 
 BUSY_TIMEOUT_MS = 5000
@@ -80,7 +80,8 @@ class Ledger:
                 "user or a member of its group"
             )
         try:
-            db = await aiosqlite.connect(f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None)
+            uri = (await asyncio.to_thread(path.absolute)).as_uri()
+            db = await aiosqlite.connect(f"{uri}?mode=ro", uri=True, isolation_level=None)
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot read the ledger {path}: {exc}") from exc
         try:
@@ -105,6 +106,14 @@ class Ledger:
     async def _configure(self) -> None:
         try:
             await self._db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            # Before anything is changed (the journal mode is written into the file): a database
+            # that is not ours stays exactly as it was.
+            async with self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cur:
+                tables = {row[0] for row in await cur.fetchall()}
+            if tables and "schema_migrations" not in tables:
+                raise LedgerError(
+                    f"{self.path} is an SQLite database but not a fair-agent ledger; not touching it"
+                )
             mode = await self._scalar("PRAGMA journal_mode = WAL")
             # NORMAL in WAL mode is durable against a process crash; a power cut may lose the last
             # commit, and then the batch is redone with identical outputs.
@@ -120,31 +129,15 @@ class Ledger:
             raise LedgerError(f"the ledger {self.path} cannot use WAL mode (journal_mode={mode})")
 
     async def _migrate(self) -> None:
-        tables = {row[0] for row in await self._all("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if tables and "schema_migrations" not in tables:
-            raise LedgerError(
-                f"{self.path} is an SQLite database but not a fair-agent ledger; not touching it"
-            )
-        await self._db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations "
-            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-        )
-        current = await self._scalar("SELECT coalesce(max(version), 0) FROM schema_migrations")
+        current = await current_version(self._db)
         if current > LATEST_VERSION:
             raise LedgerError(
                 f"the ledger {self.path} has schema version {current}, newer than this agent "
                 f"understands ({LATEST_VERSION}); upgrade fair-agent"
             )
-        for migration in MIGRATIONS:
-            if migration.version <= current:
-                continue
-            async with self.transaction():
-                for statement in migration.statements:
-                    await self._db.execute(statement)
-                await self._db.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                    (migration.version, migration.name, now_iso()),
-                )
+        for migration in pending_migrations(current):
+            async with self.transaction() as db:
+                await apply(db, migration, now_iso())
 
     async def _check_writable(self) -> None:
         try:
@@ -178,6 +171,8 @@ class Ledger:
                     raise LedgerBusyError(
                         f"the ledger is locked by another writer (waited {self.busy_timeout_ms / 1000:.1f} s)"
                     ) from exc
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise self.damaged(exc) from exc
                 raise
 
     async def _rollback(self) -> None:
@@ -200,13 +195,34 @@ class Ledger:
             rows = await self._all("SELECT id, name FROM roots WHERE path = ?", (absolute,))
         return Root(id=rows[0][0], name=from_db(rows[0][1]), path=Path(from_db(absolute)))
 
-    async def current_files(self, root_id: int, session: str) -> dict[str, CurrentFile]:
-        rows = await self._all(
-            "SELECT relpath, size, mtime_ns, ctime_ns, inode, version, sha256, entity FROM files "
-            "WHERE root_id = ? AND session = ? AND status = 'current'",
-            (root_id, to_db(session)),
+    async def current_files(
+        self, root_id: int, session: str, relpaths: Collection[str] | None = None
+    ) -> dict[str, CurrentFile]:
+        """The session's current versions (of ``relpaths`` only, when given)."""
+        sql = (
+            "SELECT relpath, size, mtime_ns, ctime_ns, inode, version, sha256 FROM files "
+            "WHERE root_id = ? AND session = ? AND status = 'current'"
         )
+        rows = await self._in(sql, (root_id, to_db(session)), relpaths)
         return {from_db(r[0]): CurrentFile(from_db(r[0]), tuple(r[1:5]), *r[5:]) for r in rows}
+
+    async def session_entities(self, root_id: int, session: str) -> AsyncIterator[tuple[str, str]]:
+        """(path, crate entities as JSON) of the session's current files, read a chunk at a time."""
+        async with self._db.execute(
+            "SELECT relpath, entity FROM files WHERE root_id = ? AND session = ? AND status = 'current'",
+            (root_id, to_db(session)),
+        ) as cur:
+            while rows := await cur.fetchmany(1000):
+                for relpath, entity in rows:
+                    yield from_db(relpath), entity
+
+    async def crate_pending(self, root_id: int, session: str) -> bool:
+        """Whether parts of a large session were committed but its crate not written yet."""
+        return bool(
+            await self._all(
+                "SELECT 1 FROM pending_crates WHERE root_id = ? AND session = ?", (root_id, to_db(session))
+            )
+        )
 
     async def current_under(self, root_id: int, folder: str) -> list[FileVersion]:
         """The current version of every ingested file at or below ``folder`` ("" for the whole root)."""
@@ -228,18 +244,34 @@ class Ledger:
         )
         return [FileVersion.from_row(r) for r in rows]
 
-    async def latest_versions(self, root_id: int, unit: str) -> dict[str, int]:
-        """The highest version of every path ever ingested at or below ``unit``, in any session.
+    async def latest_versions(self, root_id: int, relpaths: Collection[str]) -> dict[str, int]:
+        """The highest version of each of these paths ever ingested, in any session.
 
         By path, not by session: a rule that groups sessions anew moves a file to another session,
         and its next version must still follow the last one.
         """
-        rows = await self._all(
-            "SELECT relpath, max(version) FROM files WHERE root_id = ? AND "
-            "(relpath = ? OR (relpath >= ? AND relpath < ?) OR typeof(relpath) = 'blob') GROUP BY relpath",
-            (root_id, to_db(unit), *below(unit)),
+        rows = await self._in(
+            "SELECT relpath, max(version) FROM files WHERE root_id = ?", (root_id,), relpaths, "relpath"
         )
         return {from_db(r[0]): r[1] for r in rows}
+
+    async def _in(
+        self,
+        sql: str,
+        params: tuple[object, ...],
+        relpaths: Collection[str] | None,
+        group_by: str | None = None,
+    ) -> list[sqlite3.Row]:
+        """``sql`` for all rows (``relpaths`` None), or for those paths, a few hundred at a time."""
+        tail = f" GROUP BY {group_by}" if group_by else ""
+        if relpaths is None:
+            return await self._all(sql + tail, params)
+        paths, rows = sorted(relpaths), []
+        for start in range(0, len(paths), 500):
+            chunk = [to_db(p) for p in paths[start : start + 500]]
+            marks = ", ".join("?" * len(chunk))
+            rows += await self._all(f"{sql} AND relpath IN ({marks}){tail}", (*params, *chunk))
+        return rows
 
     async def rejected_files(self, root_id: int, session: str) -> set[str]:
         """Files of the session held back because its rules rejected the session."""
@@ -378,10 +410,23 @@ class Ledger:
             )
 
     async def _scalar(self, sql: str, params: tuple[object, ...] = ()) -> Any:
-        async with self._db.execute(sql, params) as cur:
-            row = await cur.fetchone()
-        return row[0] if row else None
+        rows = await self._all(sql, params)
+        return rows[0][0] if rows else None
 
     async def _all(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
-        async with self._db.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        try:
+            async with self._db.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise self.damaged(exc) from exc
+
+    def damaged(self, exc: sqlite3.DatabaseError) -> Exception:
+        """What a database error means: a busy ledger is the caller's to retry; anything else
+        but an operational error is damage, said in words, not a traceback."""
+        if isinstance(exc, sqlite3.OperationalError):
+            return exc
+        return LedgerError(
+            f"the ledger {self.path} is damaged ({exc}). Stop the agent, then move the ledger aside to "
+            "start a new one (every file is then hashed again, outputs stay as they are), or restore "
+            "it from a backup."
+        )

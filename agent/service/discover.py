@@ -18,7 +18,7 @@ from pathlib import Path
 from ..core.batch import FileStat, Skip, kind_of
 from ..core.errors import AgentError, FileUnreadableError
 from ..core.naming import CRATE_NAME, IgnoreRules, is_temp_file, unit_of
-from ..fs.outputs import read_own_document
+from ..fs.outputs import own_document
 
 
 @dataclass(slots=True)
@@ -198,7 +198,7 @@ def _is_own_crate(folder: Path) -> bool:
     except OSError:
         return False
     try:
-        return read_own_document(fd, CRATE_NAME) is not None
+        return own_document(fd, CRATE_NAME) is not None
     except OSError:  # someone else's file (FileExistsError) or unreadable: data, not ours
         return False
     finally:

@@ -33,7 +33,10 @@ async def plan_from_ledger(
     current = await ledger.current_files(root.id, listing.session)
     dead = await ledger.dead_letter_signatures(root.id, listing.session)
     rejected = await ledger.rejected_files(root.id, listing.session) if dead else set()
-    return plan_session(root, listing, current, dead, rejected=rejected, retry_dead=retry_dead)
+    behind = listing.is_folder and await ledger.crate_pending(root.id, listing.session)
+    return plan_session(
+        root, listing, current, dead, rejected=rejected, retry_dead=retry_dead, crate_behind=behind
+    )
 
 
 def plan_session(
@@ -44,9 +47,11 @@ def plan_session(
     *,
     rejected: Collection[str] = (),
     retry_dead: bool = False,
+    crate_behind: bool = False,
 ) -> Plan:
     """``rejected``: files held back because the session's rules rejected it; the session is
-    judged as one again whenever anything in it changes, so they join any new batch."""
+    judged as one again whenever anything in it changes, so they join any new batch.
+    ``crate_behind``: parts of the session were committed, but not the last, which writes the crate."""
     plan = Plan(batch=None)
     todo: list[FileStat] = []
     for f in listing.files:
@@ -65,8 +70,9 @@ def plan_session(
     complete = not listing.problems
     removed = sorted(p for p in current if p not in listed) if complete else []
     cleared = sorted(p for p in dead if p not in listed and p not in problem_paths)
-    # A folder session whose crate went missing gets it back, even when no file is new.
-    crate_missing = listing.is_folder and bool(current) and not listing.has_crate
+    # A folder session whose crate went missing (or was left behind by an interrupted large
+    # session) gets it back, even when no file is new.
+    crate_missing = listing.is_folder and bool(current) and (not listing.has_crate or crate_behind)
     if rejected and (todo or problems or removed or cleared):
         todo += [f for f in plan.still_dead if f.relpath in rejected]
         plan.still_dead = [f for f in plan.still_dead if f.relpath not in rejected]

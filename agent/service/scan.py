@@ -20,7 +20,7 @@ from ..core.batch import Batch, Root
 from ..core.config import AgentConfig, ensure_outside
 from ..core.errors import ConfigError
 from ..core.naming import IgnoreRules
-from ..fs.outputs import OutputWriter, remove_files
+from ..fs.outputs import OutputWriter, remove_orphan_temps
 from ..ingest.curate import load_rule_set
 from ..ingest.hashing import Hasher
 from ..ingest.outcome import Tally
@@ -169,7 +169,7 @@ async def remove_orphans(root: Path, temp_files: list[str], *, before_ns: int) -
     later, so an interrupted run left them; newer ones are in use."""
     if not temp_files:
         return
-    removed = await asyncio.to_thread(remove_files, root, temp_files, older_than_ns=before_ns)
+    removed = await asyncio.to_thread(remove_orphan_temps, root, temp_files, older_than_ns=before_ns)
     if removed:
         log.warning(
             f"removed {removed} temp file(s) left by an interrupted run",
