@@ -85,7 +85,9 @@ def keep(found: dict[str, Path], kind: str, path: Path, data: bytes) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tries", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=3.0, help="time limit per mutant")
@@ -110,6 +112,10 @@ def main() -> int:
                 pool.extract(extractor, fd, path.name, path.parent, args.seconds)
                 counts["ok"] += 1
             except ParserCrashedError as exc:
+                if "CPU time" in str(exc):  # looped until the kernel stopped it: a hang
+                    counts["hang"] += 1
+                    keep(found, "hang", args.out / f"hang-{n}.nxs", mutant)
+                    continue
                 counts["crash"] += 1
                 signal_name = str(exc).split("(")[1].split(")")[0] if "crashed (" in str(exc) else "exit"
                 keep(found, "crash", args.out / f"crash-{signal_name}-{n}.nxs", mutant)

@@ -1,7 +1,7 @@
 """Native parsers run in worker processes: a crash, a hang or a memory hog ends a worker, never the
-agent. The HDF5 crash fixture is a mutant of a NeXus file that crashes libhdf5 (SIGSEGV), found by
-scripts/fuzz_hdf5.py. A hang in native code that holds the GIL is played by a regular expression
-that backtracks forever: the re module, like libhdf5 under h5py, never lets go of the GIL."""
+agent. The HDF5 fixtures are mutants of a NeXus file that crash libhdf5 (SIGSEGV) or make it loop
+holding the GIL, found by scripts/fuzz_hdf5.py. A site's extractor stuck in native code is played by
+a regular expression that backtracks forever: the re module, too, never lets go of the GIL."""
 
 from __future__ import annotations
 
@@ -97,6 +97,17 @@ def test_a_crashing_parser_ends_its_worker_and_the_next_file_gets_a_fresh_one(
     assert metadata["extractor"] == "hdf5" and metadata["nexusEntries"][0]["title"] == "in-situ scan 17"
 
 
+def test_a_hanging_parser_is_stopped_at_its_limits(parsers: IsolatedParsers) -> None:
+    """In a thread, this file froze the whole agent: libhdf5 loops holding the GIL."""
+    pytest.importorskip("h5py")
+    from agent.extractors.hdf5 import Hdf5Extractor
+
+    started = time.monotonic()
+    with pytest.raises((ExtractionTimeout, ParserCrashedError), match=r"was stopped|CPU time"):
+        extract(parsers, Hdf5Extractor(), fixture("hang"), seconds=1)
+    assert time.monotonic() - started < 10
+
+
 def test_a_parser_stuck_holding_the_gil_is_stopped_at_the_time_limit(
     parsers: IsolatedParsers, tmp_path: Path
 ) -> None:
@@ -125,6 +136,7 @@ async def test_the_service_survives_both_and_ingests_the_rest_of_the_session(
     service.pipeline.extraction.extractors.insert(0, stuck)
     async with service.running():
         write(drop / "run" / "crash.nxs", fixture("crash").read_bytes())
+        write(drop / "run" / "hang.nxs", fixture("hang").read_bytes())
         write(drop / "run" / "hang.stuck", b"x")
         write(drop / "run" / "good.nxs", (FIXTURES / "base.nxs").read_bytes())
         write(drop / "run" / "notes.csv", "a,b\n1,2\n")
@@ -133,6 +145,7 @@ async def test_the_service_survives_both_and_ingests_the_rest_of_the_session(
     assert read_sidecar(drop / "run" / "good.nxs")["metadata"]["extractor"] == "hdf5"
     errors = {d[0]: d[2] for d in dead_letters(cfg)}
     assert errors["run/crash.nxs"] == "ParserCrashedError"
+    assert errors["run/hang.nxs"] in ("ExtractionTimeout", "ParserCrashedError")
     assert errors["run/hang.stuck"] in ("ExtractionTimeout", "ParserCrashedError")
     assert "damaged" in read_error_file(drop / "run" / "crash.nxs")["whatToDo"]
     # Recorded: a restart does not try them again until they change.
