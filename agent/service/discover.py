@@ -50,17 +50,13 @@ class TopLevel:
 def list_top_level(root: Path, ignore: IgnoreRules) -> TopLevel:
     top = TopLevel()
     root_real = os.path.realpath(root)
-    for entry in _sorted_entries(root):
-        if is_temp_file(entry.name):
-            top.temp_files.append(entry.name)
-            continue
-        if ignore.ignores(entry.name):
-            continue
-        listing = SessionListing(session=entry.name, is_folder=False)
-        outcome = _classify(entry, entry.name, root_real)
-        if outcome == "dir":
-            top.folders.append(entry.name)
+    for name, outcome in _scan(root, "", root_real, ignore):
+        if outcome == TEMP:
+            top.temp_files.append(name)
+        elif outcome == "dir":
+            top.folders.append(name)
         elif outcome is not None:
+            listing = SessionListing(session=name, is_folder=False)
             _record(listing, outcome)
             top.loose.append(listing)
     return top
@@ -74,28 +70,25 @@ def list_session(root: Path, folder: str, ignore: IgnoreRules) -> SessionListing
     while stack:
         rel_dir = stack.pop()
         try:
-            entries = _sorted_entries(root / rel_dir)
+            entries = _scan(root / rel_dir, rel_dir, root_real, ignore)
         except FileNotFoundError:
             continue  # removed while we walked; nothing left to ingest
         except OSError as exc:
             listing.problems.append((rel_dir, _unreadable(rel_dir, "cannot list folder", exc)))
             continue
         subdirs = []
-        for entry in entries:
-            relpath = f"{rel_dir}/{entry.name}"
-            if is_temp_file(entry.name):
+        for name, outcome in entries:
+            relpath = f"{rel_dir}/{name}"
+            if outcome == TEMP:
                 listing.temp_files.append(relpath)
                 continue
-            if entry.name == CRATE_NAME:
+            if name == CRATE_NAME:
                 # A crate is ours only at the top of a session (the first folder level, or deeper
                 # where rules group so) and only if we wrote it; anything else is data.
                 listing.has_crate = listing.has_crate or rel_dir == folder
                 if _is_own_crate(root / rel_dir):
                     listing.own_crates.add(rel_dir)
                     continue
-            elif ignore.ignores(entry.name):
-                continue
-            outcome = _classify(entry, relpath, root_real)
             if outcome == "dir":
                 subdirs.append(relpath)
             elif outcome is not None:
@@ -205,12 +198,30 @@ def _is_own_crate(folder: Path) -> bool:
         os.close(fd)
 
 
-def _sorted_entries(path: Path) -> list[os.DirEntry[str]]:
-    with os.scandir(path) as it:
-        return sorted(it, key=lambda e: e.name)
-
-
 Outcome = FileStat | Skip | tuple[str, AgentError] | str | None
+#: An agent's temp file, in _scan's outcomes.
+TEMP = "temp"
+
+
+def _scan(path: Path, rel_dir: str, root_real: str, ignore: IgnoreRules) -> list[tuple[str, Outcome]]:
+    """Each entry of a folder, looked at as it is read, then sorted by name; ignored names left out
+    (not even stat'ed), the agent's temp files marked TEMP.
+
+    The DirEntry objects go as soon as they are looked at: held and sorted, 100,000 of them cost
+    more than the listing they make.
+    """
+    found: list[tuple[str, Outcome]] = []
+    with os.scandir(path) as it:
+        for entry in it:
+            name = entry.name
+            if is_temp_file(name):
+                found.append((name, TEMP))
+            # A crate inside a session is looked at whatever the ignore globs say: ours is
+            # recognised, anyone else's is data.
+            elif (name == CRATE_NAME and rel_dir) or not ignore.ignores(name):
+                found.append((name, _classify(entry, f"{rel_dir}/{name}" if rel_dir else name, root_real)))
+    found.sort(key=lambda pair: pair[0])
+    return found
 
 
 def _classify(entry: os.DirEntry[str], relpath: str, root_real: str) -> Outcome:

@@ -14,6 +14,7 @@ them back with ``record_look``.
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -23,7 +24,8 @@ from ..core.batch import FileStat
 from ..core.config import CompletionPolicy
 
 SessionKey = tuple[int, str]  # (root id, session name)
-Snapshot = tuple[tuple[str, int, int], ...]  # sorted (relpath, size, mtime_ns)
+#: A digest of a session's sorted (relpath, size, mtime_ns).
+Snapshot = bytes
 
 
 class Action(enum.Enum):
@@ -45,7 +47,12 @@ def has_marker(files: Iterable[FileStat], marker: str) -> bool:
 
 
 def snapshot_of(files: Iterable[FileStat]) -> Snapshot:
-    return tuple(sorted((f.relpath, f.size, f.mtime_ns) for f in files))
+    """What two looks at a session compare: a digest of its names, sizes and mtimes (32 bytes, not
+    a copy of a listing that may hold 100,000 files)."""
+    digest = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f.relpath):
+        digest.update(f"{f.relpath}\0{f.size}\0{f.mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    return digest.digest()
 
 
 @dataclass(slots=True)
