@@ -28,7 +28,7 @@ import json
 import os
 import random
 import stat as stat_mod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,18 +144,26 @@ def _own_large_document(fd: int, name: str) -> str:
     return digest.hexdigest()
 
 
-def _encoded(content: Content) -> bytes | list[bytes]:
-    return (
-        to_json_bytes(content) if isinstance(content, dict) else [piece.encode("utf-8") for piece in content]
-    )
+def _encoded(content: Content) -> bytes | list[str]:
+    """A small document's bytes; a large one stays text in pieces, encoded a piece at a time as it
+    is hashed or written (a crate of 100,000 files would otherwise be in memory twice)."""
+    return to_json_bytes(content) if isinstance(content, dict) else content
 
 
-def _same(existing: bytes | str, new: bytes | list[bytes]) -> bool:
+def _pieces(data: bytes | list[str]) -> Iterator[bytes]:
+    if isinstance(data, bytes):
+        yield data
+    else:
+        for piece in data:
+            yield piece.encode("utf-8")
+
+
+def _same(existing: bytes | str, new: bytes | list[str]) -> bool:
     if isinstance(existing, bytes) and isinstance(new, bytes):
         return existing == new
     before = existing if isinstance(existing, str) else hashlib.sha256(existing).hexdigest()
     after = hashlib.sha256()
-    for piece in [new] if isinstance(new, bytes) else new:
+    for piece in _pieces(new):
         after.update(piece)
     return before == after.hexdigest()
 
@@ -317,7 +325,7 @@ def _open_folder(root: Path, parent: str, relpath: str) -> int:
         raise _write_error(relpath, exc) from exc
 
 
-def _write_temp(dir_fd: int, name: str, data: bytes | list[bytes], relpath: str, *, fsync: bool) -> str:
+def _write_temp(dir_fd: int, name: str, data: bytes | list[str], relpath: str, *, fsync: bool) -> str:
     # Random but syscall-free: a getrandom() per sidecar shows up in profiles of many small files.
     tmp = temp_name(name, f"{_rng.getrandbits(48):012x}")
     try:
@@ -328,7 +336,7 @@ def _write_temp(dir_fd: int, name: str, data: bytes | list[bytes], relpath: str,
         raise _write_error(relpath, exc) from exc
     try:
         try:
-            for piece in [data] if isinstance(data, bytes) else data:
+            for piece in _pieces(data):
                 view = memoryview(piece)
                 while view:
                     view = view[os.write(fd, view) :]

@@ -71,18 +71,20 @@ class Retry:
     delay: float
 
     @staticmethod
-    def merge(retries: list[Retry]) -> Retry | None:
-        """The retries of a session's parts as one: every file, after the longest delay."""
-        if len(retries) <= 1:
-            return retries[0] if retries else None
+    def merge(retries: list[Retry], *, parts: int) -> Retry | None:
+        """The retries of a session's ``parts`` as one: every file, after the longest delay.
+
+        A session that went in parts may have its crate behind (a part failed after an earlier one
+        committed): the retry rewrites it.
+        """
+        if not retries:
+            return None
         last = retries[-1].batch
-        files = [f for r in retries for f in r.batch.files]
-        problems = [p for r in retries for p in r.batch.problems]
         merged = replace(
             last,
-            files=files,
-            problems=problems,
-            rewrite_crate=any(r.batch.rewrite_crate for r in retries),
+            files=[f for r in retries for f in r.batch.files],
+            problems=[p for r in retries for p in r.batch.problems],
+            rewrite_crate=any(r.batch.rewrite_crate for r in retries) or (parts > 1 and last.is_folder),
             crate_later=False,
         )
         return Retry(merged, max(r.delay for r in retries))

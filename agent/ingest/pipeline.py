@@ -117,12 +117,9 @@ class Pipeline:
         resubmits it then (retries never sleep in a worker).
         """
         async with self._locks.hold((batch.root.id, batch.session)):
-            retries = []
-            for part in batch.parts(self.config.batch_max_files):
-                retry = await self._process_part(part)
-                if retry is not None:
-                    retries.append(retry)
-            return Retry.merge(retries)
+            parts = batch.parts(self.config.batch_max_files)
+            retries = [retry for part in parts if (retry := await self._process_part(part)) is not None]
+            return Retry.merge(retries, parts=len(parts))
 
     async def _process_part(self, batch: Batch) -> Retry | None:
         started = time.perf_counter()

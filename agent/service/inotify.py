@@ -129,12 +129,13 @@ class TreeWatcher:
         self._folders.clear()
         os.close(self.fd)
 
-    def read(self) -> list[str]:
-        """What changed since the last read: paths below the root (files and folders)."""
+    def read(self) -> list[str] | None:
+        """What changed since the last read: paths below the root (files and folders); None when
+        no event was waiting."""
         try:
-            data = os.read(self.fd, 1 << 16)
+            data = os.read(self.fd, 1 << 20)
         except BlockingIOError:
-            return []
+            return None
         changed: list[str] = []
         offset = 0
         while offset < len(data):
@@ -254,7 +255,9 @@ async def inotify_paths(
 
 
 def _drain(watcher: TreeWatcher) -> list[str]:
+    # Until the queue is empty: the agent's own writes (filtered out) make most of the events, and
+    # a queue left to fill overflows (IN_Q_OVERFLOW), which costs a reconciliation.
     changed: list[str] = []
-    while batch := watcher.read():
+    while (batch := watcher.read()) is not None:
         changed += batch
     return changed
