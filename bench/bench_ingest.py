@@ -39,7 +39,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-from benchkit import run_scenarios  # noqa: E402  (bench/ is the script folder, on sys.path)
+from benchkit import peak_rss_mb, run_scenarios  # noqa: E402  (bench/ is the script folder, on sys.path)
 
 sys.path.insert(0, str(REPO))
 
@@ -326,17 +326,6 @@ def bench_rules(args: argparse.Namespace) -> list[tuple[str, bool]]:
 
 
 # --- peak memory -------------------------------------------------------------------------------
-
-
-def peak_rss_mb(cmd: list[str]) -> float:
-    """Peak RSS of a child process (ru_maxrss of the waited-for child, in KiB on Linux)."""
-    code = (
-        "import resource, subprocess, sys; "
-        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-    )
-    out = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip()) / 1024
 
 
 def bench_rss(args: argparse.Namespace) -> list[tuple[str, bool]]:

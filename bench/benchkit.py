@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,3 +39,20 @@ def run_scenarios(parser: argparse.ArgumentParser, scenarios: dict[str, Scenario
     for text, ok in results:
         print(f"  [{'PASS' if ok else 'FAIL'}] {text}")
     return 0 if all(ok for _, ok in results) else 1
+
+
+def peak_rss_mb(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    """Peak RSS of a child process (ru_maxrss of the waited-for child, in KiB on Linux)."""
+    code = (
+        "import resource, subprocess, sys; "
+        "subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, *cmd],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
+    )
+    return int(out.stdout.strip()) / 1024
