@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -223,7 +224,9 @@ def profile_table(
     """Column profiles and row count, read with pandas in chunks (memory bounded by CHUNK_ROWS,
     and by ``max_line``: the table ends before a longer line, and the profile says so)."""
     with source.path.open("rb") as raw:
-        lines = LineLimit(raw, max_line) if max_line else None
+        # A file no longer than the limit cannot hold a longer line: it is read as it is.
+        too_big = max_line is not None and os.fstat(raw.fileno()).st_size > max_line
+        lines = LineLimit(raw, max_line) if max_line and too_big else None
         result = _profile(
             source, io.BufferedReader(lines) if lines else raw, encoding, layout, decimal, nrows, budget
         )
