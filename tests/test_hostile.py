@@ -59,10 +59,10 @@ async def test_a_time_after_2262_is_clamped_not_fatal(drop: Path, config: AgentC
 async def test_a_users_file_named_like_an_error_file_is_never_removed(
     drop: Path, config: AgentConfig
 ) -> None:
-    bad = write(drop / "s" / "bad.eln", b"not a zip at all")
+    bad = _unsafe_eln(drop / "s" / "bad.eln")
     assert (await run_scan(drop, config)).dead_lettered == 1
     error = Path(error_name(str(bad)))
-    assert read_error_file(bad)["errorClass"] == "ExtractionError"
+    assert read_error_file(bad)["errorClass"] == "UnsafeArchiveError"
     error.write_text('{"my own": "notes about bad.eln"}')  # the person's file now
     bad.unlink()  # the dead letter clears...
     await run_scan(drop, config)
@@ -73,7 +73,7 @@ async def test_a_users_file_named_like_an_error_file_is_never_removed(
 def test_each_dead_letter_gets_its_error_file(drop: Path, tmp_path: Path) -> None:
     locked = drop / "s" / "locked"
     write(locked / "x.csv", "1\n")
-    write(drop / "s" / "bad.eln", b"not a zip")
+    _unsafe_eln(drop / "s" / "bad.eln")
     write(drop / "s" / "good.csv", "2\n")
     locked.chmod(0o000)
     try:
@@ -82,8 +82,16 @@ def test_each_dead_letter_gets_its_error_file(drop: Path, tmp_path: Path) -> Non
         locked.chmod(0o755)
     assert result.returncode == 1, result.stdout + result.stderr
     assert (drop / "s" / "good.csv.fair.json").exists()
-    assert read_error_file(drop / "s" / "bad.eln")["errorClass"] == "ExtractionError"
+    assert read_error_file(drop / "s" / "bad.eln")["errorClass"] == "UnsafeArchiveError"
     assert read_error_file(drop / "s" / "locked")["errorClass"] == "FileUnreadableError"
+
+
+def _unsafe_eln(path: Path) -> Path:
+    """An archive refused for safety: a member would land outside its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("../escape.txt", "x")
+    return path
 
 
 def _nested(depth: int) -> list[object]:

@@ -19,7 +19,7 @@ from agent.extractors.isolation import IsolatedParsers, ParserCrashedError
 from agent.ledger import Ledger
 from agent.service.daemon import Service
 
-from .conftest import dead_letters, live_config, read_error_file, read_sidecar, run_scan, wait_for, write
+from .conftest import dead_letters, live_config, read_crate, read_sidecar, run_scan, wait_for, write
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hdf5"
 
@@ -143,11 +143,20 @@ async def test_the_service_survives_both_and_ingests_the_rest_of_the_session(
         await wait_for(lambda: (drop / "run" / "notes.csv.fair.json").exists(), timeout=60)
         await wait_for(lambda: service.idle, timeout=30)
     assert read_sidecar(drop / "run" / "good.nxs")["metadata"]["extractor"] == "hdf5"
-    errors = {d[0]: d[2] for d in dead_letters(cfg)}
-    assert errors["run/crash.nxs"] == "ParserCrashedError"
-    assert errors["run/hang.nxs"] in ("ExtractionTimeout", "ParserCrashedError")
-    assert errors["run/hang.stuck"] in ("ExtractionTimeout", "ParserCrashedError")
-    assert "damaged" in read_error_file(drop / "run" / "crash.nxs")["whatToDo"]
+    # Neither file is lost: each is ingested with its generic description and the parser's failure.
+    assert dead_letters(cfg) == []
+    failures = {
+        name: read_sidecar(drop / "run" / name)["metadata"]["extraction_error"]
+        for name in ("crash.nxs", "hang.nxs", "hang.stuck")
+    }
+    assert failures["crash.nxs"]["error"] == "ParserCrashedError"
+    assert failures["hang.nxs"]["error"] in ("ExtractionTimeout", "ParserCrashedError")
+    assert failures["hang.stuck"]["extractor"] == "gil-holder"
+    assert failures["hang.stuck"]["error"] in ("ExtractionTimeout", "ParserCrashedError")
+    crashed = read_sidecar(drop / "run" / "crash.nxs")
+    assert crashed["encodingFormat"] == "application/x-hdf5"
+    assert any(w.startswith("the hdf5 extractor could not read the file: ") for w in crashed["warnings"])
+    assert "crash.nxs" in {e.get("name") for e in read_crate(drop / "run")["@graph"]}
     # Recorded: a restart does not try them again until they change.
     report = await run_scan(drop, cfg)
     assert report.bytes_hashed == 0 and report.files_ingested == 0

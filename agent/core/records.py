@@ -16,6 +16,8 @@ from .errors import AgentError
 GENERIC_DATASET_TYPE = "generic"
 NOT_VALIDATED: dict[str, Any] = {"status": "not-validated"}
 NOT_CHECKED: dict[str, Any] = {"status": "not-checked"}
+#: The key of a file's metadata that says its extractor failed: {"extractor", "error", "message"}.
+EXTRACTION_FAILURE = "extraction_error"
 
 
 @dataclass(frozen=True, slots=True)

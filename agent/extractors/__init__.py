@@ -11,7 +11,16 @@ from __future__ import annotations
 import logging
 from importlib.metadata import entry_points
 
-from .base import Budget, ExtractionError, ExtractionTimeout, Extractor, Metadata, Source, UnsafeArchiveError
+from .base import (
+    Budget,
+    ExtractionError,
+    ExtractionTimeout,
+    Extractor,
+    Metadata,
+    Source,
+    UnsafeArchiveError,
+    UnsafeInputError,
+)
 from .bounds import bound
 from .eln import ElnExtractor
 from .generic import Detected, detect
@@ -34,6 +43,7 @@ __all__ = [
     "Metadata",
     "Source",
     "UnsafeArchiveError",
+    "UnsafeInputError",
     "choose",
     "detect",
     "load_extractors",

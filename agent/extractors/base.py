@@ -18,15 +18,28 @@ Metadata = dict[str, Any]
 
 
 class ExtractionError(TerminalError):
-    """The file is not what its name says, or it is damaged: no metadata can be read from it."""
+    """An extractor could not read the file's metadata.
+
+    The file is still ingested: hashed, recorded and described by its generic format, with the
+    extractor's error among its sidecar's warnings (see ingest.reading). Only an UnsafeInputError
+    stops a file.
+    """
 
     advice = (
-        "Check that the file is complete and of the format its name says; export it again from the "
-        "instrument if it is damaged. The agent tries again when the file changes."
+        "Check that the file is complete and of the format its name says. "
+        "The agent reads it again when the file changes."
     )
 
 
-class UnsafeArchiveError(ExtractionError):
+class UnsafeInputError(ExtractionError):
+    """Content refused for safety: the file is dead-lettered, not ingested with a warning."""
+
+    advice = (
+        "Do not open this file. Export it again from its source; if it is expected, ask the data manager."
+    )
+
+
+class UnsafeArchiveError(UnsafeInputError):
     """An archive that would write outside its folder, expand without bound, or is encrypted."""
 
     advice = (

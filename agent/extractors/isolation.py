@@ -28,7 +28,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .base import ExtractionError, ExtractionTimeout, Extractor, Metadata, UnsafeArchiveError
+from ..core.errors import AbortedError
+from .base import (
+    ExtractionError,
+    ExtractionTimeout,
+    Extractor,
+    Metadata,
+    UnsafeArchiveError,
+    UnsafeInputError,
+)
 
 WORKER_MODULE = "agent.extractors.worker"
 #: Past the extractor's own time limit, how long the worker has to answer before it is killed.
@@ -38,7 +46,7 @@ HEADER = struct.Struct(">I")
 #: A reply larger than this is refused (metadata is bounded long before that).
 MAX_MESSAGE_BYTES = 64 << 20
 _ERRORS: dict[str, type[ExtractionError]] = {
-    cls.__name__: cls for cls in (ExtractionError, UnsafeArchiveError, ExtractionTimeout)
+    cls.__name__: cls for cls in (ExtractionError, UnsafeInputError, UnsafeArchiveError, ExtractionTimeout)
 }
 
 
@@ -46,9 +54,9 @@ class ParserCrashedError(ExtractionError):
     """A native parser ended its worker process (a crash, or a memory or CPU limit) on this file."""
 
     advice = (
-        "The file made its format's parser fail; it is probably damaged or truncated. Export it again "
-        "from the instrument. If it opens in the vendor's software, send it to the data manager: the "
-        "parser may have a bug. The agent tries again when the file changes."
+        "The file made its format's parser fail. If it does not open in the vendor's software either, "
+        "export it again from the instrument; if it does, send it to the data manager: the parser "
+        "may have a bug. The agent reads it again when the file changes."
     )
 
 
@@ -153,7 +161,7 @@ class IsolatedParsers:
     def _take(self) -> _Worker:
         with self._lock:
             if self._closed:
-                raise ExtractionError("the agent is shutting down")
+                raise AbortedError("the agent is shutting down")
             while self._idle:
                 worker = self._idle.pop()
                 if worker.process.poll() is None:

@@ -18,12 +18,15 @@ from typing import Any
 
 from ..core.config import AgentConfig
 from ..core.errors import FileChangedError, FileVanishedError
+from ..core.records import EXTRACTION_FAILURE
 from ..fs.safepath import open_dir_beneath, split
 from . import (
     ExtractionError,
     ExtractionTimeout,
     Extractor,
+    Metadata,
     Source,
+    UnsafeInputError,
     choose,
     detect,
     load_extractors,
@@ -65,22 +68,32 @@ class MetadataReader:
     def names(self) -> list[str]:
         return [e.name for e in self.extractors]
 
-    def _extractor(self, relpath: str, head: bytes, choice: str) -> Extractor | None:
-        """``choice``: "auto" (by file type), "none", or an extractor's name (a rule's say)."""
+    def chosen(self, relpath: str, head: bytes, choice: str = "auto") -> Extractor | None:
+        """The extractor that reads this file. ``choice``: "auto" (by file type), "none", or an
+        extractor's name (a rule's say)."""
         if choice == "auto":
             return choose(self.extractors, relpath.rsplit("/", 1)[-1], head)
         return next((e for e in self.extractors if e.name == choice), None)
 
-    def wants(self, relpath: str, head: bytes, choice: str = "auto") -> bool:
-        return self._extractor(relpath, head, choice) is not None
+    async def read(self, root: Path, relpath: str, head: bytes, inode: int, choice: str = "auto") -> Metadata:
+        """The metadata of one file (the one hashed, with this inode) by the extractor chosen for it;
+        {} when there is none.
 
-    async def read(
-        self, root: Path, relpath: str, head: bytes, inode: int, choice: str = "auto"
-    ) -> dict[str, Any]:
-        """The extractor's metadata for one file; {} when no extractor reads its type."""
-        extractor = self._extractor(relpath, head, choice)
+        An extractor's failure is returned, not raised (see ``failure``): the file keeps its generic
+        description. Content refused for safety (UnsafeInputError) and a file that vanished or
+        changed are raised.
+        """
+        extractor = self.chosen(relpath, head, choice)
         if extractor is None:
             return {}
+        try:
+            return await self._read(extractor, root, relpath, inode)
+        except UnsafeInputError:
+            raise
+        except ExtractionError as exc:
+            return failure(extractor.name, exc)
+
+    async def _read(self, extractor: Extractor, root: Path, relpath: str, inode: int) -> Metadata:
         loop = asyncio.get_running_loop()
         async with self._slots:
             work = loop.run_in_executor(self._executor, self._extract, extractor, root, relpath, inode)
@@ -110,6 +123,13 @@ class MetadataReader:
             )
         finally:
             os.close(fd)
+
+
+def failure(extractor: str, error: ExtractionError) -> Metadata:
+    """The metadata of a file its extractor could not read: which extractor, and why."""
+    return {
+        EXTRACTION_FAILURE: {"extractor": extractor, "error": type(error).__name__, "message": str(error)}
+    }
 
 
 def _open_hashed(root: Path, relpath: str, inode: int) -> int:

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import iterparse
 
-from .base import Budget, ExtractionError, Metadata, Source
+from .base import Budget, ExtractionError, Metadata, Source, UnsafeInputError
 
 MAX_ELEMENTS = 5_000
 #: The header of an instrument file is in its first kilobytes; nothing past this is parsed (a
@@ -105,7 +105,7 @@ class XmlExtractor:
         except ExtractionError:
             raise  # the time budget ran out: not a truncated document
         except DefusedXmlException as exc:
-            raise ExtractionError(
+            raise UnsafeInputError(
                 f"{source.name!r} uses XML features refused for safety: {type(exc).__name__}"
             ) from None
         except Exception as exc:  # ParseError and friends from expat

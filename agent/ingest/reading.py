@@ -15,7 +15,7 @@ from typing import Any
 from ..core.batch import Batch, Skip
 from ..core.config import RetrySettings
 from ..core.errors import FileVanishedError
-from ..core.records import FileRecord
+from ..core.records import EXTRACTION_FAILURE, FileRecord
 from ..extractors.generic import Detected
 from ..extractors.runner import MetadataReader
 from ..ledger import CurrentFile
@@ -73,21 +73,17 @@ class BatchReader:
         return outcome
 
     async def _extract_all(self, batch: Batch, outcome: Outcome) -> None:
-        """Each new record's metadata from its extractor; a file no extractor can read is dead-lettered."""
-        # Each file's extractor as its rule says, asked once per file.
-        choices = {r.relpath: self._extractor_for(batch.root.name, r.relpath) for r in outcome.records}
+        """Each new record's metadata from its extractor (an extractor's failure is a warning)."""
         # An empty file has nothing to extract; it is ingested with its "empty file" warning.
-        wanted = [
-            r
-            for r in outcome.records
-            if r.stat.size and self.extraction.wants(r.relpath, outcome.heads[r.relpath], choices[r.relpath])
-        ]
-        if not wanted:
-            return
+        wanted = [r for r in outcome.records if r.stat.size]
         results = await asyncio.gather(
             *(
                 self.extraction.read(
-                    batch.root.path, r.relpath, outcome.heads[r.relpath], r.stat.inode, choices[r.relpath]
+                    batch.root.path,
+                    r.relpath,
+                    outcome.heads[r.relpath],
+                    r.stat.inode,
+                    self._extractor_for(batch.root.name, r.relpath),
                 )
                 for r in wanted
             ),
@@ -105,10 +101,17 @@ class BatchReader:
             elif isinstance(result, dict):
                 extracted[record.relpath] = result
         outcome.records = [
-            replace(r, metadata={**r.metadata, **extracted.get(r.relpath, {})})
+            with_extracted(r, extracted.get(r.relpath, {}))
             for r in outcome.records
             if r.relpath not in failed
         ]
+
+
+def with_extracted(record: FileRecord, extracted: dict[str, Any]) -> FileRecord:
+    warnings = record.warnings
+    if (failed := extracted.get(EXTRACTION_FAILURE)) is not None:
+        warnings += (f"the {failed['extractor']} extractor could not read the file: {failed['message']}",)
+    return replace(record, metadata={**record.metadata, **extracted}, warnings=warnings)
 
 
 def new_record(batch: Batch, hashed: Hashed, detected: Detected) -> FileRecord:

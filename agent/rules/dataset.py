@@ -27,6 +27,7 @@ from pydantic import (
     create_model,
 )
 
+from ..core.records import EXTRACTION_FAILURE
 from .ruleset import Rule
 from .schema import BASE_FIELDS, FieldSpec
 
@@ -96,7 +97,8 @@ class DatasetTypes:
         try:
             model = self._models[(rule.source, rule.name)].model_validate(candidate)
         except ValidationError as exc:
-            result.problems = [_problem(rule, err) for err in exc.errors()]
+            failure = metadata.get(EXTRACTION_FAILURE)
+            result.problems = [_problem(rule, err, failure) for err in exc.errors()]
             return result
         result.values = {k: _as_json(v) for k, v in model.model_dump(exclude_none=True).items()}
         return result
@@ -272,11 +274,17 @@ def _not_future(value: datetime) -> datetime:
     return value
 
 
-def _problem(rule: Rule, err: Any) -> FieldProblem:
+def _problem(rule: Rule, err: Any, extraction_failure: dict[str, Any] | None) -> FieldProblem:
+    """One field's problem in words; a field the extractor should have given names its failure."""
     loc = [str(part) for part in err["loc"]]
     name = loc[0] if loc else "(record)"
     if err["type"] == "missing":
         problem = f"missing; rule {rule.name!r} ({rule.source}) requires it"
+        if extraction_failure is not None and name in rule.spec.fields:
+            problem += (
+                f", and the {extraction_failure['extractor']} extractor could not read the file: "
+                f"{extraction_failure['message']}"
+            )
     else:
         problem = str(err["msg"]).removeprefix("Value error, ")
     return FieldProblem(name, problem, _sources(rule, name))
