@@ -3,18 +3,45 @@
 Extractors are blocking and run in a worker thread. They read at most what they need (headers,
 or a stream in chunks), never load a whole file into memory, and call ``budget.check()`` in their
 loops so a per-file time limit stops them: a thread cannot be killed, but it can be asked.
+
+An extractor's metadata is the format's own, under its own keys; a few keys mean the same for every
+format, and the agent reads them:
+
+- ``acquisition``: when the measurement was made, as the file records it: ``{"start": ISO 8601,
+  "end": ISO 8601 (optional), "source": where in the file}``, with the file's UTC offset where it
+  gives one and without one where it does not (the agent then applies the rule's or the site's time
+  zone). Build it with ``acquisition_time``. Never a file-system time: a copy must not change it.
+- ``description``: one sentence for people saying what the file holds ("FCS 3.1 flow cytometry
+  data: 5,785 events, 12 parameters").
+- ``instrument``: the instrument as the file names it: ``{"name", "model", "manufacturer",
+  "serialNumber", "software"}``, each optional.
+- ``warnings``: sentences about problems inside the content a person should see (a declared
+  checksum that does not match); they join the sidecar's warnings.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..core.errors import TerminalError
 
 Metadata = dict[str, Any]
+
+
+def acquisition_time(start: datetime | str, end: datetime | str | None = None, *, source: str) -> Metadata:
+    """The ``acquisition`` entry for a measurement's start (and end): ISO 8601 to the second."""
+    entry = {"start": _iso(start), "source": source}
+    if end is not None and _iso(end) != entry["start"]:
+        entry["end"] = _iso(end)
+    return entry
+
+
+def _iso(moment: datetime | str) -> str:
+    return moment.isoformat(timespec="seconds") if isinstance(moment, datetime) else moment
 
 
 class ExtractionError(TerminalError):
