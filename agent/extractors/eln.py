@@ -3,9 +3,11 @@
 Nothing is extracted to disk. The archive is refused (UnsafeArchiveError) before anything is read
 if a member path is absolute or climbs out with ``..``, if it is encrypted, if it has more members
 or more uncompressed bytes than the limits allow, or if a member's compression ratio marks a ZIP
-bomb. Then ``ro-crate-metadata.json`` (RO-Crate 1.1 or 1.2) gives the exporting ELN, the
+bomb. Then ``ro-crate-metadata.json`` (RO-Crate 1.1 or 1.2; ``.jsonld`` in 1.0), read as JSON-LD
+(jsonld.Graph: inline nodes, any order, any @context form), gives the exporting ELN, the
 experiments and the files; every member for which the crate declares a sha256 is hashed and the
-declaration checked (MD5s and garbage in that field exist in the wild).
+declaration checked (MD5s and garbage in that field exist in the wild): what does not hold becomes
+a warning of the sidecar.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from .base import Budget, ExtractionError, Metadata, Source, UnsafeArchiveError
+from .jsonld import Graph, Node, context_urls, prop, raw, refs, types
 
 MAX_MEMBERS = 100_000
 MAX_UNCOMPRESSED = 50 << 30  # 50 GiB
@@ -32,6 +35,10 @@ ARCHIVE_RATIO_FLOOR = 64 << 20
 MAX_CRATE_BYTES = 64 << 20
 MAX_LISTED = 200  # experiments and files listed in the sidecar; counts are always complete
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+#: The metadata descriptor's @id in RO-Crate 1.1-1.2, and in 1.0.
+DESCRIPTOR_IDS = ("ro-crate-metadata.json", "ro-crate-metadata.jsonld")
+#: "File" is RO-Crate's name for schema.org's MediaObject; some writers use the latter.
+FILE_TYPES = frozenset({"File", "MediaObject"})
 
 
 class ElnExtractor:
@@ -56,9 +63,11 @@ class ElnExtractor:
             crate_path = find_crate(members, source.name)
             crate = _load_crate(archive, members[crate_path], source.name)
             root = crate_path.rpartition("/")[0]
-            result = describe_crate(crate)
+            graph = Graph(crate)
+            result = describe(graph)
             result["rootFolder"] = root
-            result["checksums"] = verify_checksums(archive, members, root, crate, budget)
+            result["checksums"] = verify_checksums(archive, members, root, graph, budget)
+            result["warnings"] = checksum_warnings(result["checksums"])
             signatures = sorted(m for m in members if m.endswith(".minisig"))
             sibling = source.folder / (source.name + ".minisig")
             result["signature"] = {
@@ -133,8 +142,10 @@ def check_archive(archive: zipfile.ZipFile, label: str) -> dict[str, zipfile.Zip
 
 
 def find_crate(members: dict[str, zipfile.ZipInfo], label: str) -> str:
-    candidates = [
-        m for m in members if m.count("/") <= 1 and m.rsplit("/", 1)[-1] == "ro-crate-metadata.json"
+    candidates = [m for m in members if m.count("/") <= 1 and m.rsplit("/", 1)[-1] == DESCRIPTOR_IDS[0]]
+    # RO-Crate 1.0 named it ro-crate-metadata.jsonld; taken only where no current one is.
+    candidates = candidates or [
+        m for m in members if m.count("/") <= 1 and m.rsplit("/", 1)[-1] == DESCRIPTOR_IDS[1]
     ]
     if not candidates:
         raise ExtractionError(
@@ -145,7 +156,7 @@ def find_crate(members: dict[str, zipfile.ZipInfo], label: str) -> str:
     return candidates[0]
 
 
-def _load_crate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> dict[str, Any]:
+def _load_crate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> Any:
     if info.file_size > MAX_CRATE_BYTES:
         raise UnsafeArchiveError(
             f"{label!r} has a {info.file_size}-byte ro-crate-metadata.json; refusing to parse it"
@@ -155,61 +166,48 @@ def _load_crate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> 
             data = json.loads(f.read(MAX_CRATE_BYTES + 1))
     except (ValueError, zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ExtractionError(f"{label!r}: its ro-crate-metadata.json cannot be read: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("@graph"), list):
-        raise ExtractionError(f"{label!r}: its ro-crate-metadata.json has no @graph")
+    if not isinstance(data, dict | list):
+        raise ExtractionError(f"{label!r}: its ro-crate-metadata.json is not a JSON-LD document")
     return data
 
 
-def _types(node: dict[str, Any]) -> set[str]:
-    value = node.get("@type", [])
-    return {value} if isinstance(value, str) else {v for v in value if isinstance(v, str)}
-
-
-def _refs(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [] if value is None else [value]
-
-
-def describe_crate(crate: dict[str, Any]) -> Metadata:
+def describe(graph: Graph) -> Metadata:
     """The exporting ELN, the experiments and the files of an ELN's crate. Pure."""
-    nodes, duplicates = _index(crate["@graph"])
 
     def name_of(ref: Any) -> Any:
-        if isinstance(ref, dict) and "@id" in ref:
-            target = nodes.get(ref["@id"], {})
-            full = " ".join(str(target[k]) for k in ("givenName", "familyName") if target.get(k))
-            return target.get("name") or full or ref["@id"]
-        return ref
+        node = graph.resolve(ref)
+        if not node:
+            return ref.get("@id") if isinstance(ref, dict) else ref
+        full = " ".join(str(prop(node, k)) for k in ("givenName", "familyName") if prop(node, k))
+        return prop(node, "name") or full or node.get("@id")
 
-    descriptor = nodes.get("ro-crate-metadata.json", {})
-    conforms = [name_of(c) for c in _refs(descriptor.get("conformsTo"))]
-    root_id = (descriptor.get("about") or {}).get("@id", "./")
-    root = nodes.get(root_id, {})
-    publisher_ref = descriptor.get("sdPublisher") or root.get("sdPublisher")
-    publisher = nodes.get(publisher_ref["@id"], {}) if isinstance(publisher_ref, dict) else {}
-    context = crate.get("@context")
+    descriptor, root_id = _descriptor(graph)
+    root = graph.get(root_id)
+    publisher = graph.resolve(prop(descriptor, "sdPublisher") or prop(root, "sdPublisher"))
     experiments, files = [], []
-    for node_id, node in nodes.items():
-        types = _types(node)
-        if "Dataset" in types and node_id != root_id:
+    for node_id, node in graph.nodes.items():
+        kinds = types(node)
+        if "Dataset" in kinds and node_id != root_id:
             experiments.append(_experiment(node, name_of))
-        elif "File" in types:
+        elif kinds & FILE_TYPES:
             files.append(_file(node_id, node))
     software = [
-        {"name": n.get("name"), "version": n.get("version") or n.get("softwareVersion")}
-        for n in nodes.values()
-        if "SoftwareApplication" in _types(n)
+        {"name": prop(n, "name"), "version": prop(n, "version") or prop(n, "softwareVersion")}
+        for _, n in graph.by_type("SoftwareApplication")
     ]
+    context = graph.context
     return {
         "roCrate": {
-            "context": context
-            if isinstance(context, str)
-            else [c for c in _refs(context) if isinstance(c, str)],
-            "conformsTo": conforms,
-            "duplicateIds": duplicates,
+            "context": context if isinstance(context, str) else context_urls(context),
+            "conformsTo": [name_of(c) for c in refs(raw(descriptor, "conformsTo"))],
+            "duplicateIds": graph.duplicates,
         },
-        "name": root.get("name"),
-        "datePublished": root.get("datePublished"),
-        "publisher": {"name": publisher.get("name"), "url": publisher.get("url")} if publisher else None,
+        "name": prop(root, "name"),
+        "datePublished": prop(root, "datePublished"),
+        "dateCreated": prop(root, "dateCreated"),
+        "publisher": {"name": prop(publisher, "name"), "url": _url(prop(publisher, "url"))}
+        if publisher
+        else None,
         "software": software,
         "experimentCount": len(experiments),
         "experiments": experiments[:MAX_LISTED],
@@ -218,37 +216,43 @@ def describe_crate(crate: dict[str, Any]) -> Metadata:
     }
 
 
-def _index(graph: Any) -> tuple[dict[str, dict[str, Any]], int]:
-    """The graph's nodes by id, and how many repeated an id already seen."""
-    nodes: dict[str, dict[str, Any]] = {}
-    duplicates = 0
-    for node in graph:
-        if isinstance(node, dict) and isinstance(node.get("@id"), str):
-            if node["@id"] in nodes:
-                duplicates += 1  # the first one wins; later copies are counted, not merged
-                continue
-            nodes[node["@id"]] = node
-    return nodes, duplicates
+def _descriptor(graph: Graph) -> tuple[Node, str]:
+    """The metadata descriptor and the root dataset's @id it is about ("./" when it says none)."""
+    descriptor = next(
+        (
+            node
+            for node_id, node in graph.nodes.items()
+            if node_id.rsplit("/", 1)[-1] in DESCRIPTOR_IDS and "about" in node
+        ),
+        {},
+    )
+    about = graph.resolve(descriptor.get("about")) if descriptor else {}
+    root_id = about.get("@id") if isinstance(about.get("@id"), str) else "./"
+    return descriptor, str(root_id)
 
 
-def _experiment(node: dict[str, Any], name_of: Callable[[Any], Any]) -> dict[str, Any]:
+def _url(value: Any) -> Any:
+    return value.get("@id") if isinstance(value, dict) else value
+
+
+def _experiment(node: Node, name_of: Callable[[Any], Any]) -> dict[str, Any]:
     described = {
-        "name": node.get("name"),
-        "author": [name_of(a) for a in _refs(node.get("author"))] or None,
-        "dateCreated": node.get("dateCreated"),
-        "dateModified": node.get("dateModified"),
-        "keywords": node.get("keywords"),
-        "variableMeasured": [name_of(v) for v in _refs(node.get("variableMeasured"))] or None,
+        "name": prop(node, "name"),
+        "author": [name_of(a) for a in refs(raw(node, "author"))] or None,
+        "dateCreated": prop(node, "dateCreated"),
+        "dateModified": prop(node, "dateModified"),
+        "keywords": prop(node, "keywords"),
+        "variableMeasured": [name_of(v) for v in refs(raw(node, "variableMeasured"))] or None,
     }
     return {key: value for key, value in described.items() if value}
 
 
-def _file(node_id: str, node: dict[str, Any]) -> dict[str, Any]:
+def _file(node_id: str, node: Node) -> dict[str, Any]:
     described = {
         "id": node_id,
-        "name": node.get("name"),
-        "encodingFormat": node.get("encodingFormat"),
-        "contentSize": node.get("contentSize"),
+        "name": prop(node, "name"),
+        "encodingFormat": prop(node, "encodingFormat"),
+        "contentSize": prop(node, "contentSize"),
     }
     return {key: value for key, value in described.items() if value is not None}
 
@@ -257,16 +261,16 @@ def verify_checksums(
     archive: zipfile.ZipFile,
     members: dict[str, zipfile.ZipInfo],
     root: str,
-    crate: dict[str, Any],
+    graph: Graph,
     budget: Budget,
 ) -> dict[str, Any]:
     """Hash every member the crate declares a sha256 for; report each mismatch."""
     checked, problems = 0, []
-    for node in crate["@graph"]:
-        if not isinstance(node, dict) or "File" not in _types(node) or "sha256" not in node:
+    for node_id, node in graph.nodes.items():
+        declared_value = prop(node, "sha256")
+        if declared_value is None or not types(node) & FILE_TYPES:
             continue
-        declared = str(node["sha256"])
-        node_id = str(node.get("@id", ""))
+        declared = str(declared_value)
         member = normalise(f"{root}/{unquote(node_id).removeprefix('./')}" if root else unquote(node_id))
         if not _SHA256.match(declared):
             kind = "an MD5 (32 hex digits)" if re.match(r"^[0-9a-fA-F]{32}$", declared) else "not a SHA-256"
@@ -299,3 +303,23 @@ def verify_checksums(
         "allMatch": not problems,
         "problems": problems,
     }
+
+
+def checksum_warnings(checksums: dict[str, Any]) -> list[str]:
+    """The declared checksums that do not hold, one sentence per kind of problem, for the sidecar."""
+    by_problem: dict[str, list[str]] = {}
+    for problem in checksums["problems"]:
+        by_problem.setdefault(problem["problem"], []).append(str(problem["file"]))
+    warnings = []
+    for problem, files in sorted(by_problem.items()):
+        listed = ", ".join(repr(f) for f in files[:5])
+        if len(files) > 5:
+            listed += f" and {len(files) - 5} more"
+        if problem == "mismatch":
+            what = "declares a SHA-256 that does not match the bytes of"
+        elif problem == "no such member in the archive":
+            what = "declares a SHA-256 for a file it does not hold:"
+        else:
+            what = f"gives {problem.removeprefix('the declared value is ')}, not a SHA-256, for"
+        warnings.append(f"the archive's crate {what} {listed}")
+    return warnings

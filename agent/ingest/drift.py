@@ -22,7 +22,7 @@ from typing import Any
 from ..core.batch import Batch
 from ..core.drift import Baseline, Drift, Shape
 from ..core.errors import DriftQuarantinedError
-from ..core.records import FileRecord
+from ..core.records import EXTRACTION_FAILURE, FileRecord
 from ..ledger import DriftUpdate, Ledger
 from ..rules import Rule, Validated
 from ..rules.schema import DriftSettings
@@ -30,7 +30,24 @@ from ..rules.schema import DriftSettings
 log = logging.getLogger("fair_agent.curate")
 
 #: Keys of an extractor's output that say how the file was read, not what it holds.
-_NOT_CONTENT = frozenset({"extractor", "format", "header", "columns", "encoding", "note", "dates"})
+_NOT_CONTENT = frozenset(
+    {
+        "extractor",
+        "format",
+        "header",
+        "columns",
+        "encoding",
+        "note",
+        "dates",
+        # The keys every extractor may give (see extractors.base): summaries, not the export's shape.
+        "acquisition",
+        "description",
+        "instrument",
+        "warnings",
+        EXTRACTION_FAILURE,
+        "metadataTruncated",
+    }
+)
 
 
 def type_name(value: Any) -> str:

@@ -108,7 +108,8 @@ class BatchReader:
 
 
 def with_extracted(record: FileRecord, extracted: dict[str, Any]) -> FileRecord:
-    warnings = record.warnings
+    """The record with its extractor's metadata; what the extractor found wrong joins its warnings."""
+    warnings = record.warnings + tuple(w for w in extracted.get("warnings", ()) if isinstance(w, str))
     if (failed := extracted.get(EXTRACTION_FAILURE)) is not None:
         warnings += (f"the {failed['extractor']} extractor could not read the file: {failed['message']}",)
     return replace(record, metadata={**record.metadata, **extracted}, warnings=warnings)

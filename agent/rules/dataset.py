@@ -65,6 +65,9 @@ class Validated:
     rule: str
     values: dict[str, Any] = field(default_factory=dict)
     problems: list[FieldProblem] = field(default_factory=list)
+    #: What the extractor found wrong inside the content (a declared checksum that does not hold):
+    #: not the rule's business to reject, but part of the file's quality.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -72,14 +75,16 @@ class Validated:
 
     def report(self) -> dict[str, Any]:
         """The sidecar's ``validation`` block."""
-        if self.ok:
-            return {"status": "valid", "rule": self.rule, "datasetType": self.dataset_type}
-        return {
-            "status": "invalid",
+        report: dict[str, Any] = {
+            "status": "valid" if self.ok else "invalid",
             "rule": self.rule,
             "datasetType": self.dataset_type,
-            "problems": [p.sentence() for p in self.problems],
         }
+        if not self.ok:
+            report["problems"] = [p.sentence() for p in self.problems]
+        if self.notes:
+            report["notes"] = self.notes
+        return report
 
 
 class DatasetTypes:
@@ -91,6 +96,7 @@ class DatasetTypes:
 
     def validate(self, rule: Rule, relpath: str, metadata: dict[str, Any]) -> Validated:
         result = Validated(rule.dataset_type, rule.name)
+        result.notes = [str(w) for w in metadata.get("warnings", ()) if isinstance(w, str)]
         candidate = candidate_fields(rule, relpath, metadata)
         if not candidate and not rule.spec.validation:
             return result  # nothing to check (the generic rule): skip the model on the hot path
