@@ -157,6 +157,74 @@ def test_a_date_without_zone_needs_one(tmp_path: Path) -> None:
     assert DatasetTypes([rule]).validate(rule, "x", soon).ok  # clock skew is not the future
 
 
+def _generic(tmp_path: Path, timezone: str | None = None) -> Rule:
+    zone = f'timezone = "{timezone}"\n' if timezone else ""
+    write(tmp_path / "rules" / "any.toml", f'match = ["*"]\n{zone}')
+    return load_rules(tmp_path / "rules", []).rule_for("d", "x")
+
+
+@pytest.mark.parametrize(
+    ("read", "rule_zone", "site_zone", "start", "end"),
+    [
+        # The file's own offset is kept.
+        ({"start": "2020-11-06T13:42:10+01:00"}, None, None, "2020-11-06T13:42:10+01:00", None),
+        # A time without a zone gets the rule's zone, before the site's.
+        (
+            {"start": "2020-03-02T09:50:15", "end": "2020-03-02T10:20:00"},
+            "America/New_York",
+            "Europe/Berlin",
+            "2020-03-02T09:50:15-05:00",
+            "2020-03-02T10:20:00-05:00",
+        ),
+        ({"start": "2019-06-28T17:29:39"}, None, "Europe/Berlin", "2019-06-28T17:29:39+02:00", None),
+        # An end before the start is not an end.
+        (
+            {"start": "2020-03-02T10:00:00Z", "end": "2020-03-01T10:00:00Z"},
+            None,
+            None,
+            "2020-03-02T10:00:00+00:00",
+            None,
+        ),
+    ],
+)
+def test_an_extractors_acquisition_time_is_zoned(
+    tmp_path: Path,
+    read: dict[str, str],
+    rule_zone: str | None,
+    site_zone: str | None,
+    start: str,
+    end: str | None,
+) -> None:
+    rule = _generic(tmp_path, rule_zone)
+    acquired = DatasetTypes([rule], site_zone).acquisition(rule, {"acquisition": {**read, "source": "x"}}, {})
+    assert (acquired.start, acquired.end, acquired.note) == (start, end, None)
+
+
+@pytest.mark.parametrize(
+    ("start", "note"),
+    [
+        ("2020-03-02T09:50:15", "has no time zone and the rule names none"),
+        ("2099-01-01T00:00:00+00:00", "is in the future; check the instrument's clock"),
+        ("02-Mar-2020", "is not a date and time in an ISO 8601"),
+    ],
+)
+def test_an_acquisition_time_that_cannot_be_used_is_left_out_with_a_note(
+    tmp_path: Path, start: str, note: str
+) -> None:
+    rule = _generic(tmp_path)
+    acquired = DatasetTypes([rule]).acquisition(
+        rule, {"acquisition": {"start": start, "source": "$DATE"}}, {}
+    )
+    assert acquired.start is None and acquired.end is None
+    assert acquired.note is not None and note in acquired.note and "(from $DATE)" in acquired.note
+
+
+def test_the_rules_acquisition_date_wins_over_the_extractors(rule: Rule) -> None:
+    read = {"acquisition": {"start": "2026-03-14T08:00:00", "end": "2026-03-14T10:00:00", "source": "x"}}
+    acquired = DatasetTypes([rule]).acquisition(rule, read, {"acquisition_date": "2026-03-14T09:41:00+01:00"})
+    assert (acquired.start, acquired.end) == ("2026-03-14T09:41:00+01:00", "2026-03-14T10:00:00+01:00")
+
+
 def test_lookup_finds_keys_with_dots_and_list_items() -> None:
     meta = {"header": {"Averaging Nr. [scans]": "100", "a": {"b": 1}}, "experiments": [{"name": "x"}]}
     assert lookup(meta, "header.Averaging Nr. [scans]") == "100"
@@ -201,19 +269,37 @@ def test_a_declared_baseline_speaks_only_of_what_it_declares() -> None:
     assert drift.new == ("column:Counts",) and drift.missing == ("column:Sample",)
 
 
-def test_the_crate_span_compares_instants_not_strings() -> None:
+def _crate_action(entities: list[dict[str, Any]]) -> dict[str, Any]:
     from agent.core.config import SiteSettings
     from agent.ingest.crate import SessionCrate
 
     crate = SessionCrate("drop", "s", SiteSettings())
-    for name, created, modified in (
-        ("a", "2026-03-14T09:41:00+01:00", "2026-03-14T10:00:00+00:00"),
-        ("b", "2026-03-14T09:00:00+00:00", "2026-03-14T10:30:00+01:00"),
-    ):
-        crate.add([{"@id": name, "encodingFormat": "x", "dateCreated": created, "dateModified": modified}])
+    for entity in entities:
+        crate.add([{"encodingFormat": "x", "dateModified": "2030-01-01T00:00:00+00:00", **entity}])
     graph = json.loads("".join(crate.text()))["@graph"]
-    action = next(e for e in graph if e.get("@type") == "CreateAction")
+    return next(e for e in graph if e.get("@type") == "CreateAction")
+
+
+def test_the_crate_span_is_the_acquisition_compared_as_instants() -> None:
+    action = _crate_action(
+        [
+            {
+                "@id": "a",
+                "dateCreated": "2026-03-14T09:41:00+01:00",  # 08:41 UTC: the first
+                "temporalCoverage": "2026-03-14T09:41:00+01:00/2026-03-14T10:20:00+01:00",
+            },
+            {"@id": "b", "dateCreated": "2026-03-14T09:00:00+00:00"},  # 09:00 UTC: the last
+            {"@id": "c"},  # no acquisition time: not part of the span, nor is any dateModified
+        ]
+    )
     assert (action["startTime"], action["endTime"]) == (
         "2026-03-14T09:41:00+01:00",
-        "2026-03-14T10:00:00+00:00",
+        "2026-03-14T10:20:00+01:00",
     )
+    assert "description" not in action
+
+
+def test_a_session_without_acquisition_times_says_its_time_is_unknown() -> None:
+    action = _crate_action([{"@id": "a"}, {"@id": "b"}])
+    assert "startTime" not in action and "endTime" not in action
+    assert action["description"].startswith("When the data was acquired is unknown")

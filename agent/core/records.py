@@ -40,6 +40,8 @@ class FileRecord:
     drift: dict[str, Any] = field(default_factory=lambda: dict(NOT_CHECKED))
     #: What its rule adds: license, keywords, instrument, publisher, creators.
     enrichment: Enrichment | None = None
+    #: When it was measured, zoned ISO 8601: {"start"} or {"start", "end"}; {} when unknown.
+    acquisition: dict[str, str] = field(default_factory=dict)
 
     @property
     def relpath(self) -> str:

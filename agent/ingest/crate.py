@@ -19,6 +19,10 @@ from .metadata import RO_CRATE_CONTEXT, organisation_entity
 RO_CRATE_SPEC = "https://w3id.org/ro/crate/1.2"
 INGEST_ACTION_ID = "#fair-agent-ingest"
 NO_LICENSE_ID = "#license-not-chosen"
+UNKNOWN_TIME = (
+    "When the data was acquired is unknown: none of the session's files records it. Each file's "
+    "dateModified is when it was last written, not when it was measured."
+)
 # Fixed namespace for session identifiers: uuid5(namespace, "<root name>/<session>").
 SESSION_NAMESPACE = uuid.UUID("6f1c2b1e-52f4-4a55-9d0f-3f1f5a0c2a61")
 
@@ -89,11 +93,16 @@ class SessionCrate:
             self._unlicensed += 1
         modified = str(entity["dateModified"])
         self._published = modified if self._published is None else max(self._published, modified)
-        start = str(entity.get("dateCreated") or modified)
+        if "dateCreated" in entity:
+            self._acquired(file_id, str(entity["dateCreated"]), str(entity.get("temporalCoverage", "")))
+
+    def _acquired(self, file_id: str, start: str, coverage: str) -> None:
+        """Widen the session's acquisition span by one file's."""
+        end = coverage.partition("/")[2] or start
         first = (_instant(start), file_id, start)
         if self._start is None or first[:2] < self._start[:2]:
             self._start = first
-        last = (_instant(modified), file_id, modified)
+        last = (_instant(end), file_id, end)
         if (
             self._end is None
             or last[0] > self._end[0]
@@ -166,9 +175,13 @@ class SessionCrate:
     ) -> list[dict[str, Any]]:
         """This software, and the action by which the instruments and it made the files and the crate.
 
-        The span is the session's data: its first acquisition (or write), its last write; no clock.
+        The span is the session's acquisition, from the times its files record; no clock, and never
+        when the files were copied. Where no file records one, the action says the time is unknown.
         """
-        span = {"startTime": self._start[2], "endTime": self._end[2]} if self._start and self._end else {}
+        if self._start and self._end:
+            span = {"startTime": self._start[2], "endTime": self._end[2]}
+        else:
+            span = {"description": UNKNOWN_TIME}
         return [
             {
                 "@id": AGENT_ENTITY_ID,
@@ -231,19 +244,3 @@ def _instant(iso: str) -> datetime:
     except ValueError:
         return datetime.min.replace(tzinfo=UTC)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _format_entities(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A contextual entity for every PRONOM format the files refer to."""
-    ids = sorted(
-        {
-            ref["@id"]
-            for entity in files
-            for ref in (entity["encodingFormat"] if isinstance(entity["encodingFormat"], list) else [])
-            if isinstance(ref, dict)
-        }
-    )
-    return [
-        {"@id": i, "@type": "WebPage", "name": f"PRONOM {i.rsplit('/', 2)[-2]}/{i.rsplit('/', 1)[-1]}"}
-        for i in ids
-    ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ..core.batch import Batch
 from ..core.config import AgentConfig
@@ -71,17 +72,25 @@ class Curator:
             review.rejected = drift.quarantined
             return review
         review.records = [
-            replace(
-                record,
-                dataset_type=validated.dataset_type,
-                dataset=validated.values,
-                validation=validated.report(),
-                drift=drift.blocks.get(record.relpath, {"status": "off"}),
-                enrichment=rule.spec.enrich,
-            )
+            self._curated(record, rule, validated, drift.blocks.get(record.relpath, {"status": "off"}))
             for record, rule, validated in checked
         ]
         return review
+
+    def _curated(
+        self, record: FileRecord, rule: Rule, validated: Validated, drift: dict[str, Any]
+    ) -> FileRecord:
+        acquired = self.types.acquisition(rule, record.metadata, validated.values)
+        return replace(
+            record,
+            dataset_type=validated.dataset_type,
+            dataset=validated.values,
+            validation=validated.report(),
+            drift=drift,
+            enrichment=rule.spec.enrich,
+            acquisition={k: v for k, v in (("start", acquired.start), ("end", acquired.end)) if v},
+            warnings=record.warnings + ((acquired.note,) if acquired.note else ()),
+        )
 
 
 def _validation_error(

@@ -54,12 +54,23 @@ def _file_properties(record: FileRecord, file_id: str) -> dict[str, Any]:
         "encodingFormat": record.encoding_format,
         "sha256": record.sha256,
         "dateModified": iso_time(record.stat.mtime_ns),
+        **acquisition_properties(record.acquisition),
         **schema_properties(record.metadata),
-        **(
-            {"dateCreated": record.dataset["acquisition_date"]}
-            if "acquisition_date" in record.dataset
-            else {}
-        ),
+    }
+
+
+def acquisition_properties(acquisition: dict[str, str]) -> dict[str, Any]:
+    """When the data was measured: ``dateCreated``, and the span as an ISO 8601 interval.
+
+    Only a time the instrument recorded counts; when the file was copied is its ``dateModified``.
+    """
+    if "start" not in acquisition:
+        return {}
+    if "end" not in acquisition:
+        return {"dateCreated": acquisition["start"]}
+    return {
+        "dateCreated": acquisition["start"],
+        "temporalCoverage": f"{acquisition['start']}/{acquisition['end']}",
     }
 
 
@@ -69,11 +80,6 @@ def schema_properties(metadata: dict[str, Any]) -> dict[str, Any]:
     description = metadata.get("title") or metadata.get("name")
     if isinstance(description, str) and description:
         out["description"] = description
-    created = metadata.get("start") or next(
-        (d["iso"] for d in metadata.get("dates", []) if isinstance(d, dict) and "T" in d.get("iso", "")), None
-    )
-    if isinstance(created, str):
-        out["dateCreated"] = created
     variables = measured_variables(metadata)
     if variables:
         out["variableMeasured"] = variables

@@ -87,12 +87,40 @@ class Validated:
         return report
 
 
+@dataclass(frozen=True, slots=True)
+class Acquisition:
+    """When a file's measurement was made, zoned: from its rule's acquisition_date, else from what
+    its extractor read (``acquisition``). ``note`` says why a time the file gives is not used."""
+
+    start: str | None = None
+    end: str | None = None
+    note: str | None = None
+
+
 class DatasetTypes:
     """The models of every dataset type of a rule set, built once."""
 
     def __init__(self, rules: list[Rule], site_timezone: str | None = None) -> None:
         # One model per rule (rules sharing a dataset type are checked to agree at load).
         self._models = {(rule.source, rule.name): build_model(rule, site_timezone) for rule in rules}
+        self.site_timezone = site_timezone
+
+    def acquisition(self, rule: Rule, metadata: dict[str, Any], values: dict[str, Any]) -> Acquisition:
+        """The file's acquisition time. A date without a zone gets the rule's or the site's; one
+        that cannot be zoned or lies in the future is left out, with a note that says why."""
+        read = metadata.get("acquisition")
+        read = read if isinstance(read, dict) else {}
+        zone = rule.spec.timezone or self.site_timezone
+        start, note = values.get("acquisition_date"), None
+        if start is None and read.get("start") is not None:
+            start, note = _zoned(read["start"], zone, str(read.get("source") or "the file"))
+        end = None
+        if start is not None and read.get("end") is not None:
+            end, end_note = _zoned(read["end"], zone, str(read.get("source") or "the file"))
+            note = note or end_note
+            if end is not None and datetime.fromisoformat(end) < datetime.fromisoformat(start):
+                end = None  # an end before the start is not an end
+        return Acquisition(start, end, note)
 
     def validate(self, rule: Rule, relpath: str, metadata: dict[str, Any]) -> Validated:
         result = Validated(rule.dataset_type, rule.name)
@@ -263,6 +291,15 @@ def _parse_datetime(fmt: str | None, zone: str | None, value: Any) -> Any:
             )
         parsed = parsed.replace(tzinfo=ZoneInfo(zone))
     return parsed
+
+
+def _zoned(value: Any, zone: str | None, source: str) -> tuple[str | None, str | None]:
+    """An extractor's acquisition time as zoned ISO 8601, or None and the reason in words."""
+    try:
+        moment = _not_future(_parse_datetime(None, zone, str(value)))
+    except ValueError as exc:
+        return None, f"the acquisition time {value!r} (from {source}) is not used: {exc}"
+    return moment.isoformat(), None
 
 
 def _parse_date(fmt: str, value: Any) -> Any:
