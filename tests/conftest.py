@@ -39,12 +39,12 @@ def sha256sum(path: Path) -> str:
     return out.split()[0]
 
 
-def validate_crate(folder: Path) -> subprocess.CompletedProcess[str]:
-    """Run the community RO-Crate validator (offline) on a crate folder."""
+def validate_crate(folder: Path, level: str = "REQUIRED") -> subprocess.CompletedProcess[str]:
+    """Run the community RO-Crate validator (offline) on a crate folder, at REQUIRED or RECOMMENDED."""
     if not VALIDATE_CRATE.exists():
         pytest.skip(f"validate-crate not found at {VALIDATE_CRATE}")
     return subprocess.run(
-        [sys.executable, str(VALIDATE_CRATE), str(folder), "-p", "ro-crate-1.2"],
+        [sys.executable, str(VALIDATE_CRATE), str(folder), "-p", "ro-crate-1.2", "-l", level],
         capture_output=True,
         text=True,
         timeout=300,

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 from agent.core.config import load_config
@@ -89,7 +90,8 @@ def test_inspect_shows_versions_metadata_and_dead_letters(tmp_path: Path) -> Non
     assert folder["kind"] == "folder" and folder["crate"] is True
     assert [f["file"] for f in folder["files"]] == ["run-1/a.csv", "run-1/b.dat"]
 
-    write(drop / "run-3" / "bad.eln", b"PK\x03\x04 not really a zip")
+    with zipfile.ZipFile(write(drop / "run-3" / "bad.eln", b""), "w") as archive:
+        archive.writestr("/etc/passwd", "refused for safety: an absolute member path")
     agent_cli("scan", str(drop), "--state-dir", str(state))
     dead = json.loads(
         agent_cli("inspect", str(drop / "run-3" / "bad.eln"), "--state-dir", str(state), "--json").stdout

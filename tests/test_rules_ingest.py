@@ -68,10 +68,10 @@ async def test_sample_data_passes_except_the_session_that_fails_validation(
     graph = {e["@id"]: e for e in crate["@graph"]}
     action = graph["#fair-agent-ingest"]
     assert action["agent"] == {"@id": "#fair-agent"}
-    assert action["instrument"] == [{"@id": "#instrument-platemaster-nova-lab-2-14-pmn-20419"}]
+    assert action["instrument"] == {"@id": "#instrument-platemaster-nova-lab-2-14-pmn-20419"}
     assert action["startTime"] == "2026-03-14T09:41:00+01:00"
     assert graph["./"]["license"] == {"@id": "https://creativecommons.org/licenses/by/4.0/"}
-    assert graph["./"]["creator"] == [{"@id": "https://orcid.org/0000-0002-1825-0097"}]
+    assert graph["./"]["creator"] == {"@id": "https://orcid.org/0000-0002-1825-0097"}
     result = validate_crate(drop / "EXP-000123_alice")
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -230,7 +230,8 @@ async def test_rules_group_sessions_below_the_first_folder(tmp_path: Path, confi
         assert first["dataset"]["acquisition_date"].startswith("2020-11-06T")
     # The file one level down stays in the instrument folder's session, with its own crate.
     top = read_crate(drop / "xrd")
-    assert [p["@id"] for p in next(e for e in top["@graph"] if e["@id"] == "./")["hasPart"]] == ["README.txt"]
+    # One part is written as itself, not as a list of one (RO-Crate 1.2's compact form).
+    assert next(e for e in top["@graph"] if e["@id"] == "./")["hasPart"] == {"@id": "README.txt"}
     result = validate_crate(drop / "xrd" / "run-1")
     assert result.returncode == 0, result.stdout + result.stderr
     # Nothing is read twice, and the nested crates are not taken for data.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..core.config import DEFAULT_IGNORE, AgentConfig, load_config
+from ..core.config import DEFAULT_IGNORE, AgentConfig, load_config, local_timezone
 from ..core.errors import ConfigError
 from .common import Command, Exit, add_common
 
@@ -44,7 +44,19 @@ port = 9464
 [site]                         # goes into every crate
 # organisation = "Example Lab, Example University"
 # license = "https://creativecommons.org/licenses/by/4.0/"   # choosing one is the lab's decision
-# timezone = "Europe/Berlin"   # for dates instruments write without a zone
+{timezone}
+
+# The crates' publisher, identified by its ROR (https://ror.org) and web site; and whom to ask about
+# the data (the publisher's contactPoint). RO-Crate recommends both: without them a crate passes
+# the validator's REQUIRED level but not its RECOMMENDED one.
+# [site.publisher]
+# name = "Example University"
+# ror = "https://ror.org/00x0x0x00"
+# url = "https://www.example.org"
+#
+# [site.contact]
+# name = "Research data team"
+# email = "rdm@example.org"
 """
 
 
@@ -64,7 +76,16 @@ def starter_config(watch: list[Path], state_dir: Path | None, rules_dir: Path | 
         else '# rules_dir = "/etc/fair-agent/rules"',
         ignore="[" + ", ".join(f'"{g}"' for g in DEFAULT_IGNORE[:4]) + ", ...]",
         roots=roots,
+        timezone=_timezone_line(),
     )
+
+
+def _timezone_line() -> str:
+    """The machine's own zone, set: an instrument PC's clock is what its exports' dates are in."""
+    zone = local_timezone()
+    if zone is None:
+        return '# timezone = "Europe/Berlin"   # for dates instruments write without a zone'
+    return f'timezone = "{zone}"   # this machine\'s zone, for dates instruments write without one'
 
 
 def _toml(path: Path) -> str:

@@ -25,6 +25,7 @@ from ..core.naming import IgnoreRules
 from ..extractors.runner import MetadataReader
 from ..ingest.curate import load_rule_set
 from ..rules import DatasetTypes, Rule, RuleError, RuleSet
+from ..rules.advice import quality_advice
 from ..rules.dataset import candidate_fields
 from ..service.discover import list_session, list_top_level, split_sessions
 from ..service.scan import root_name_for
@@ -148,21 +149,33 @@ def run(args: argparse.Namespace, config: AgentConfig) -> int:
             for problem in exc.problems:
                 console.print(f"  {escape(problem)}")
         return Exit.ERROR
+    advice = quality_advice(rules.all, config.site)
     if args.path is None:
         if args.json:
-            print(json.dumps({"ok": True, "rules": [_rule_row(r) for r in rules.all]}, indent=2))
+            rows = [_rule_row(r) for r in rules.all]
+            print(json.dumps({"ok": True, "rules": rows, "advice": advice}, indent=2))
         else:
             console.print(_rules_table(rules))
+            _print_advice(console, advice)
         return Exit.OK
     if not args.path.is_dir():
         raise ConfigError(f"{args.path} is not a folder")
     checks = asyncio.run(check_tree(args.path, root_name_for(args.path, config), rules, config))
     if args.json:
         ok = not any(c.problems for c in checks)
-        print(json.dumps({"ok": ok, "files": [c.to_json() for c in checks]}, indent=2, default=str))
+        files = [c.to_json() for c in checks]
+        print(json.dumps({"ok": ok, "files": files, "advice": advice}, indent=2, default=str))
     else:
         console.print(_checks_table(args.path, checks))
+        _print_advice(console, advice)
     return Exit.PROBLEMS if any(c.problems for c in checks) else Exit.OK
+
+
+def _print_advice(console: Console, advice: list[str]) -> None:
+    if advice:
+        console.print("[yellow]RO-Crate recommends more than the configuration gives:[/yellow]")
+        for sentence in advice:
+            console.print(f"  {escape(sentence)}")
 
 
 def _checks_table(path: Path, checks: list[FileCheck]) -> Table:

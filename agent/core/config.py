@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, RetryKind
+from .parties import Contact, Organisation
+from .strict import Strict
 
 ENV_PREFIX = "FAIR_AGENT_"
 #: Names the config file rather than a setting.
@@ -56,6 +58,22 @@ def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
     return base / "fair-agent"
 
 
+def local_timezone() -> str | None:
+    """This machine's IANA time zone (from /etc/localtime or $TZ), if it has a name."""
+    named = os.environ.get("TZ", "").lstrip(":")
+    if not named:
+        try:
+            target = os.readlink("/etc/localtime")
+        except OSError:
+            return None
+        named = target.partition("zoneinfo/")[2]
+    try:
+        ZoneInfo(named)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+    return named or None
+
+
 def known_timezone(value: str | None) -> str | None:
     """A pydantic check: None, or the name of an IANA time zone this machine knows."""
     if value is not None:
@@ -64,15 +82,6 @@ def known_timezone(value: str | None) -> str | None:
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"{value!r} is not a known IANA time zone (e.g. 'Europe/Berlin')") from None
     return value
-
-
-class Strict(BaseModel):
-    """Frozen, and strict about keys: a misspelt key is an error naming it, not a setting ignored.
-
-    The base of every settings model, in the configuration and in rule files.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class CompletionPolicy(Strict):
@@ -149,16 +158,29 @@ class RetrySettings(RetryPolicy):
 
 
 class SiteSettings(Strict):
-    """Who publishes the data and under which terms; goes into every crate."""
+    """Who publishes the data and under which terms, and whom to ask; goes into every crate."""
 
+    #: The lab, by name; the crate's publisher when ``publisher`` is not set.
     organisation: str | None = None
     #: URL of the license for data ingested here, e.g. https://creativecommons.org/licenses/by/4.0/
-    license: str | None = None
+    license: str | None = Field(default=None, pattern=r"^https?://\S+$")
     #: IANA time zone of the instruments' clocks (e.g. "Europe/Berlin"), for dates written without
     #: one; a rule's own ``timezone`` wins.
     timezone: str | None = None
+    #: The organisation that publishes the crates (name, ROR, url).
+    publisher: Organisation | None = None
+    #: Whom to ask about the data: the contactPoint of the crates' publisher.
+    contact: Contact | None = None
 
     _known_zone = field_validator("timezone")(known_timezone)
+
+    @property
+    def publishing_organisation(self) -> Organisation | None:
+        """The crates' publisher: ``publisher``, else the lab by name; with the site's contact."""
+        found = self.publisher or (Organisation(name=self.organisation) if self.organisation else None)
+        if found is not None and found.contact is None and self.contact is not None:
+            found = found.model_copy(update={"contact": self.contact})
+        return found
 
 
 class MetricsSettings(Strict):

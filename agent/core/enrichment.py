@@ -8,35 +8,26 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .config import Strict
+from .parties import URL_PATTERN, Contact, Organisation, Person
+from .strict import Strict
 
-ORCID_PATTERN = r"^https://orcid\.org/\d{4}-\d{4}-\d{4}-\d{3}[\dX]$"
-ROR_PATTERN = r"^https://ror\.org/0[a-z0-9]{6}\d{2}$"
+__all__ = ["Contact", "Enrichment", "Instrument", "Organisation", "Person"]
 
 
 class Instrument(Strict):
     name: str
-    manufacturer: str | None = None
+    #: The maker, by name, or as an organisation (name, ror, url, contact).
+    manufacturer: str | Organisation | None = None
     model: str | None = None
     serial_number: str | None = None
     #: A persistent identifier of the instrument (e.g. a PIDINST handle URL), if it has one.
     identifier: str | None = None
 
 
-class Person(Strict):
-    name: str
-    orcid: str | None = Field(default=None, pattern=ORCID_PATTERN)
-
-
-class Organisation(Strict):
-    name: str
-    ror: str | None = Field(default=None, pattern=ROR_PATTERN)
-
-
 class Enrichment(Strict):
     """Static facts added to every file the rule matches."""
 
-    license: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    license: str | None = Field(default=None, pattern=URL_PATTERN)
     keywords: tuple[str, ...] = ()
     instrument: Instrument | None = None
     publisher: Organisation | None = None

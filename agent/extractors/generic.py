@@ -23,6 +23,9 @@ _MAGIC: tuple[tuple[bytes, str, str | None, str], ...] = (
     (b"GIF8", "image/gif", None, "GIF"),
     (b"\x1f\x8b", "application/gzip", "x-fmt/266", "gzip"),
     (b"BIO-LOGIC MODULAR FILE", OCTET_STREAM, None, "BioLogic EC-Lab binary (.mpr)"),
+    # FCS 2.0-3.2: "FCS" and the version, then the segment offsets (the media type is ISAC's).
+    (b"FCS2.0", "application/vnd.isac.fcs", None, "Flow Cytometry Standard (FCS)"),
+    (b"FCS3.", "application/vnd.isac.fcs", None, "Flow Cytometry Standard (FCS)"),
 )
 # PDF versions and their PRONOM ids, from the "%PDF-1.x" header.
 _PDF = {
@@ -34,6 +37,30 @@ _PDF = {
     "1.5": "fmt/19",
     "1.6": "fmt/20",
     "1.7": "fmt/276",
+}
+
+#: PRONOM's names of the formats above, for the crate's format entities and the files' descriptions.
+PRONOM_NAMES = {
+    "fmt/353": "Tagged Image File Format",
+    "x-fmt/266": "GZIP Format",
+    "x-fmt/263": "ZIP Format",
+    "x-fmt/18": "Comma Separated Values",
+    "x-fmt/111": "Plain Text File",
+    "fmt/817": "JSON Data Interchange Format",
+    "fmt/101": "Extensible Markup Language",
+    **{pronom: f"Acrobat PDF {version} - Portable Document Format" for version, pronom in _PDF.items()},
+}
+# Names of formats PRONOM has no identifier for here, by media type.
+_MEDIA_NAMES = {
+    "application/x-hdf5": "HDF5",
+    "application/vnd.eln+zip": "ELN Consortium archive (.eln)",
+    "application/vnd.isac.fcs": "Flow Cytometry Standard (FCS)",
+    "chemical/x-jcamp-dx": "JCAMP-DX",
+    "text/tab-separated-values": "Tab-separated values",
+    "text/markdown": "Markdown text",
+    "image/png": "PNG image",
+    "image/jpeg": "JPEG image",
+    "image/gif": "GIF image",
 }
 
 _ZIP_TYPES = {".eln": "application/vnd.eln+zip", ".zip": "application/zip"}
@@ -61,8 +88,18 @@ class Detected:
     basis: str
     note: str | None = None
 
+    @property
+    def name(self) -> str:
+        """The format's name in words: PRONOM's where it has one."""
+        return (
+            PRONOM_NAMES.get(self.pronom or "")
+            or _MEDIA_NAMES.get(self.media_type)
+            or self.note
+            or self.media_type
+        )
+
     def as_metadata(self) -> dict[str, str]:
-        out = {"mediaType": self.media_type, "detectedBy": self.basis}
+        out = {"mediaType": self.media_type, "detectedBy": self.basis, "name": self.name}
         if self.pronom:
             out["pronom"] = self.pronom
         if self.note:

@@ -14,11 +14,17 @@ from typing import Any
 from .. import AGENT_ENTITY_ID, AGENT_NAME, AGENT_URL, __version__
 from ..core.config import SiteSettings
 from ..core.naming import CRATE_NAME, display_name, relative_id
-from .metadata import RO_CRATE_CONTEXT, organisation_entity
+from ..extractors.generic import PRONOM_NAMES
+from .entities import organisation_entities
+from .licenses import license_entity
+from .metadata import PRONOM_URL, RO_CRATE_CONTEXT
 
 RO_CRATE_SPEC = "https://w3id.org/ro/crate/1.2"
 INGEST_ACTION_ID = "#fair-agent-ingest"
 NO_LICENSE_ID = "#license-not-chosen"
+IDENTIFIER_ID = "#session-identifier"
+#: RFC 9562, Universally Unique IDentifiers: what a urn:uuid identifier is.
+UUID_SPEC = "https://www.rfc-editor.org/rfc/rfc9562"
 UNKNOWN_TIME = (
     "When the data was acquired is unknown: none of the session's files records it. Each file's "
     "dateModified is when it was last written, not when it was measured."
@@ -61,8 +67,8 @@ class SessionCrate:
 
     def __init__(self, root_name: str, session: str, site: SiteSettings) -> None:
         self.root_name, self.session, self.site = root_name, session, site
-        #: (@id, the File entity as it stands in the crate's text)
-        self._files: list[tuple[str, str]] = []
+        #: (@id, the File entity as it stands in the crate's text but for its license, the license)
+        self._files: list[tuple[str, str, str | None]] = []
         self._extras: dict[str, dict[str, Any]] = {}
         self._creators: set[str] = set()
         self._keywords: set[str] = set()
@@ -78,7 +84,11 @@ class SessionCrate:
     def add(self, group: list[dict[str, Any]]) -> None:
         entity, contextual = group[0], group[1:]
         file_id = str(entity["@id"])
-        self._files.append((file_id, _indented(entity)))
+        # A file's license is written only where it differs from the session's (known at the end):
+        # RO-Crate's data entities inherit the root's, and repeating it is redundant.
+        license_id = entity["license"]["@id"] if "license" in entity else None
+        text = _indented({k: v for k, v in entity.items() if k != "license"})
+        self._files.append((file_id, text, license_id))
         for extra in contextual:
             self._extras[str(extra["@id"])] = extra
         self._creators.update(ref["@id"] for ref in entity.get("creator", []))
@@ -87,8 +97,8 @@ class SessionCrate:
             self._publishers.add(entity["publisher"]["@id"])
         formats = entity["encodingFormat"] if isinstance(entity["encodingFormat"], list) else []
         self._formats.update(ref["@id"] for ref in formats if isinstance(ref, dict))
-        if "license" in entity:
-            self._licenses.add(entity["license"]["@id"])
+        if license_id is not None:
+            self._licenses.add(license_id)
         else:
             self._unlicensed += 1
         modified = str(entity["dateModified"])
@@ -112,18 +122,20 @@ class SessionCrate:
 
     def text(self) -> list[str]:
         """The crate's JSON text, in pieces (a file's entity is one piece)."""
-        self._files.sort(key=lambda pair: pair[0])
-        parts = [{"@id": file_id} for file_id, _ in self._files]
-        license_ref, license_entity = self._license()
+        self._files.sort(key=lambda item: item[0])
+        parts = [{"@id": file_id} for file_id, _, _ in self._files]
+        license_ref, session_license = self._license()
         root = self._root(parts, license_ref)
         extras = [self._extras[i] for i in sorted(self._extras)]
-        others: list[dict[str, Any]] = [_format_entity(i) for i in sorted(self._formats)]
-        if license_entity is not None:
-            others.append(license_entity)
-        if "publisher" not in root and self.site.organisation:
-            publisher = organisation_entity(self.site.organisation)
-            root["publisher"] = {"@id": publisher["@id"]}
-            others.append(publisher)
+        others: list[dict[str, Any]] = [_identifier_entity(self.root_name, self.session)]
+        others += [_format_entity(i) for i in sorted(self._formats)]
+        if session_license is not None:
+            others.append(session_license)
+        publisher = self.site.publishing_organisation
+        if "publisher" not in root and publisher is not None:
+            organisation = organisation_entities(publisher)
+            root["publisher"] = {"@id": organisation[0]["@id"]}
+            others += organisation
         instruments = [{"@id": e["@id"]} for e in extras if e.get("@type") == "IndividualProduct"]
         others += self._provenance(parts, instruments)
         others += [e for e in extras if e["@id"] not in {o["@id"] for o in others}]
@@ -135,8 +147,9 @@ class SessionCrate:
         }
         head = f'{{\n  "@context": {json.dumps(RO_CRATE_CONTEXT)},\n  "@graph": [\n'
         pieces = [head, _indented(descriptor), ",\n", _indented(root)]
-        for _, text in self._files:
-            pieces += [",\n", text]
+        for _, text, license_id in self._files:
+            own = license_id not in (None, license_ref["@id"])
+            pieces += [",\n", _with_license(text, license_id) if own and license_id else text]
         for other in others:
             pieces += [",\n", _indented(other)]
         pieces.append("\n  ]\n}\n")
@@ -152,7 +165,7 @@ class SessionCrate:
                 f"“{display_name(self.root_name)}”: {len(parts)} file(s), each with a SHA-256 checksum, "
                 f"described by {AGENT_NAME}."
             ),
-            "identifier": session_identifier(self.root_name, self.session),
+            "identifier": {"@id": IDENTIFIER_ID},
             "datePublished": self._published or "1970-01-01T00:00:00+00:00",
             "license": license_ref,
             "hasPart": parts,
@@ -210,11 +223,7 @@ class SessionCrate:
         if self._files and len(self._licenses) == 1 and not self._unlicensed:
             return {"@id": next(iter(self._licenses))}, None
         if self.site.license:
-            return {"@id": self.site.license}, {
-                "@id": self.site.license,
-                "@type": "CreativeWork",
-                "name": self.site.license,
-            }
+            return {"@id": self.site.license}, license_entity(self.site.license)
         # Choosing a license is a legal act for the lab, not for us; say plainly that none was chosen.
         return {"@id": NO_LICENSE_ID}, {
             "@id": NO_LICENSE_ID,
@@ -225,17 +234,36 @@ class SessionCrate:
 
 
 def _indented(entity: dict[str, Any]) -> str:
-    # An entity as it stands in the crate's @graph: two levels deep in json.dumps(indent=2).
-    return "    " + json.dumps(entity, indent=2, ensure_ascii=False).replace("\n", "\n    ")
+    """An entity as it stands in the crate's @graph: two levels deep in json.dumps(indent=2).
+
+    One value is written as itself, not as a list of one, as RO-Crate 1.2 recommends.
+    """
+    compact = {k: v[0] if isinstance(v, list) and len(v) == 1 else v for k, v in entity.items()}
+    return "    " + json.dumps(compact, indent=2, ensure_ascii=False).replace("\n", "\n    ")
+
+
+def _with_license(text: str, license_id: str) -> str:
+    """A File entity's text with its own license, where it differs from the session's."""
+    value = json.dumps({"@id": license_id}, indent=2, ensure_ascii=False).replace("\n", "\n      ")
+    return text.removesuffix("\n    }") + f',\n      "license": {value}\n    }}'
+
+
+def _identifier_entity(root_name: str, session: str) -> dict[str, Any]:
+    """The session's identifier as a PropertyValue (RO-Crate's Science-on-Schema.org approach)."""
+    return {
+        "@id": IDENTIFIER_ID,
+        "@type": "PropertyValue",
+        "name": f"{AGENT_NAME} session identifier",
+        "description": "A UUID (version 5) of the drop folder's name and the session's path in it.",
+        "propertyID": UUID_SPEC,
+        "value": session_identifier(root_name, session),
+    }
 
 
 def _format_entity(pronom: str) -> dict[str, Any]:
-    """The contextual entity of a PRONOM format the files refer to."""
-    return {
-        "@id": pronom,
-        "@type": "WebPage",
-        "name": f"PRONOM {pronom.rsplit('/', 2)[-2]}/{pronom.rsplit('/', 1)[-1]}",
-    }
+    """The contextual entity of a PRONOM format the files refer to, typed as RO-Crate says."""
+    code = pronom.removeprefix(PRONOM_URL)
+    return {"@id": pronom, "@type": ["WebPage", "Standard"], "name": PRONOM_NAMES.get(code, f"PRONOM {code}")}
 
 
 def _instant(iso: str) -> datetime:

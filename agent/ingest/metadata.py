@@ -12,9 +12,10 @@ from typing import Any
 
 from .. import AGENT_NAME, AGENT_URL, __version__
 from ..core.config import SiteSettings
-from ..core.enrichment import Enrichment, Instrument, Organisation, Person
 from ..core.naming import display_name, relative_id
-from ..core.records import FileRecord
+from ..core.records import EXTRACTION_FAILURE, FileRecord
+from .entities import enrichment_entities, organisation_entities
+from .licenses import license_entity
 
 RO_CRATE_CONTEXT = "https://w3id.org/ro/crate/1.2/context"
 TERMS_NAMESPACE = AGENT_URL + "#"
@@ -76,14 +77,26 @@ def acquisition_properties(acquisition: dict[str, str]) -> dict[str, Any]:
 
 def schema_properties(metadata: dict[str, Any]) -> dict[str, Any]:
     """schema.org terms for what an extractor found, where schema.org has a term for it."""
-    out: dict[str, Any] = {}
-    description = metadata.get("title") or metadata.get("name")
-    if isinstance(description, str) and description:
-        out["description"] = description
+    out: dict[str, Any] = {"description": file_description(metadata)}
     variables = measured_variables(metadata)
     if variables:
         out["variableMeasured"] = variables
     return out
+
+
+def file_description(metadata: dict[str, Any]) -> str:
+    """What the file is, in a sentence: its extractor's description, else its format and title."""
+    described = metadata.get("description")
+    if isinstance(described, str) and described.strip():
+        return described.strip()
+    found = metadata.get("format", {})
+    kind = found.get("name") or found.get("format") or found.get("mediaType") or "unknown format"
+    title = metadata.get("title") or metadata.get("name")
+    sentence = f"{kind} file" + (f": {title}" if isinstance(title, str) and title.strip() else "")
+    failure = metadata.get(EXTRACTION_FAILURE)
+    if isinstance(failure, dict):
+        sentence += f" (its {failure.get('extractor')} metadata could not be read)"
+    return sentence
 
 
 def measured_variables(metadata: dict[str, Any]) -> list[dict[str, Any]]:
@@ -122,67 +135,8 @@ def crate_entities(record: FileRecord, session_is_folder: bool) -> list[dict[str
         entity.update(references)
         contextual += entities
     if record.drift.get("status") == "drifted":
-        entity["description"] = _drift_sentence(record.drift)
+        entity["description"] += f". {_drift_sentence(record.drift)}"
     return [entity, *contextual]
-
-
-def enrichment_entities(enrichment: Enrichment) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A file's references to what its rule adds, and the entities referred to (a flat graph).
-
-    The instrument is not a property of a file: the crate links it through its CreateAction.
-    """
-    refs: dict[str, Any] = {}
-    entities: list[dict[str, Any]] = []
-    if enrichment.license:
-        refs["license"] = {"@id": enrichment.license}
-        entities.append({"@id": enrichment.license, "@type": "CreativeWork", "name": enrichment.license})
-    if enrichment.keywords:
-        refs["keywords"] = ", ".join(enrichment.keywords)
-    if enrichment.creator:
-        people = [person_entity(p) for p in enrichment.creator]
-        refs["creator"] = [{"@id": p["@id"]} for p in people]
-        entities += people
-    if enrichment.publisher:
-        publisher = organisation_entity(enrichment.publisher)
-        refs["publisher"] = {"@id": publisher["@id"]}
-        entities.append(publisher)
-    if enrichment.instrument:
-        entities += instrument_entities(enrichment.instrument)
-    return refs, entities
-
-
-def person_entity(person: Person) -> dict[str, Any]:
-    return {"@id": person.orcid or f"#person-{_slug(person.name)}", "@type": "Person", "name": person.name}
-
-
-def organisation_entity(org: Organisation | str) -> dict[str, Any]:
-    name = org if isinstance(org, str) else org.name
-    ror = None if isinstance(org, str) else org.ror
-    return {"@id": ror or f"#organization-{_slug(name)}", "@type": "Organization", "name": name}
-
-
-def instrument_entities(instrument: Instrument) -> list[dict[str, Any]]:
-    """The instrument as a schema.org IndividualProduct, and its manufacturer."""
-    entity: dict[str, Any] = {
-        "@id": instrument.identifier or f"#instrument-{_slug(instrument.name, instrument.serial_number)}",
-        "@type": "IndividualProduct",
-        "name": instrument.name,
-    }
-    if instrument.model:
-        entity["model"] = instrument.model
-    if instrument.serial_number:
-        entity["serialNumber"] = instrument.serial_number
-    extra = []
-    if instrument.manufacturer:
-        maker = organisation_entity(instrument.manufacturer)
-        entity["manufacturer"] = {"@id": maker["@id"]}
-        extra.append(maker)
-    return [entity, *extra]
-
-
-def _slug(*parts: str | None) -> str:
-    text = "-".join(p for p in parts if p)
-    return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split()) or "unnamed"
 
 
 def _drift_sentence(drift: dict[str, Any]) -> str:
@@ -221,9 +175,11 @@ def build_sidecar(record: FileRecord, site: SiteSettings | None = None) -> dict[
         if instruments:
             enrichment["instrument"] = _nest(instruments[0], by_id)
     if site is not None and site.license and "license" not in enrichment:
-        enrichment["license"] = {"@id": site.license, "@type": "CreativeWork", "name": site.license}
-    if site is not None and site.organisation and "publisher" not in enrichment:
-        enrichment["publisher"] = organisation_entity(site.organisation)
+        enrichment["license"] = license_entity(site.license)
+    publisher = site.publishing_organisation if site is not None else None
+    if publisher is not None and "publisher" not in enrichment:
+        organisation = organisation_entities(publisher)
+        enrichment["publisher"] = _nest(organisation[0], {e["@id"]: e for e in organisation})
     return {
         "@context": SIDECAR_CONTEXT,
         **_file_properties(record, record.name),

@@ -12,8 +12,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..core.config import CompletionPolicy, Strict, known_timezone
+from ..core.config import CompletionPolicy, known_timezone
 from ..core.enrichment import Enrichment
+from ..core.strict import Strict
 from .globs import glob_problem
 
 DATASET_TYPE_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
