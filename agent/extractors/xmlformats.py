@@ -1,5 +1,9 @@
 """XML instrument formats (PANalytical ``.xrdml``, mzML and others): header only, safely.
 
+This is the generic reader: a few well-known element names, whatever the format. A format with an
+extractor of its own (xrdml.py, for one) reads its documents through the same safe stream (``Bounded``,
+``list_events``); this one remains for rules that ask for the "xml" extractor by name.
+
 defusedxml refuses DTDs' entity tricks (billion laughs, external entities: nothing is fetched) and
 the parse is streamed (iterparse), stopping after the header-sized first part of the document, so
 a multi-megabyte list of counts is never read.
@@ -36,7 +40,7 @@ _WANTED = {
 }
 
 
-class _Bounded(io.RawIOBase):
+class Bounded(io.RawIOBase):
     """A file that ends after ``limit`` bytes, checking the time budget at every read."""
 
     def __init__(self, raw: BinaryIO, limit: int, budget: Budget) -> None:
@@ -44,6 +48,11 @@ class _Bounded(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+    @property
+    def at_limit(self) -> bool:
+        """Whether all ``limit`` bytes were read: the file may go on past them."""
+        return self._left <= 0
 
     def readinto(self, buffer: Any) -> int:
         self._budget.check()
@@ -60,7 +69,7 @@ def list_events(stream: io.RawIOBase) -> Iterator[tuple[str, Any]]:
     return iterparse(io.BufferedReader(stream), events=("start", "end"), forbid_dtd=True)  # type: ignore[no-any-return]
 
 
-def _local(tag: str) -> tuple[str | None, str]:
+def local_name(tag: str) -> tuple[str | None, str]:
     if tag.startswith("{"):
         ns, _, local = tag[1:].partition("}")
         return ns, local
@@ -81,16 +90,16 @@ class XmlExtractor:
         seen = 0
         try:
             with source.path.open("rb") as raw:
-                for event, element in list_events(_Bounded(raw, MAX_BYTES, budget)):
+                for event, element in list_events(Bounded(raw, MAX_BYTES, budget)):
                     budget.check()
-                    namespace, local = _local(element.tag)
+                    namespace, local = local_name(element.tag)
                     if event == "start":
                         if "root" not in result:
                             result["root"] = local
                             if namespace:
                                 result["namespace"] = namespace
                             result["rootAttributes"] = {
-                                _local(k)[1]: v for k, v in element.attrib.items() if len(v) < 200
+                                local_name(k)[1]: v for k, v in element.attrib.items() if len(v) < 200
                             }
                         seen += 1
                         if seen > MAX_ELEMENTS:
