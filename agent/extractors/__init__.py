@@ -23,12 +23,15 @@ from .base import (
 )
 from .bounds import bound
 from .eln import ElnExtractor
+from .fcs import FcsExtractor
 from .generic import Detected, detect
 from .hdf5 import Hdf5Extractor
 from .hdf5 import available as hdf5_available
 from .jcamp import JcampExtractor
+from .mzml import MzmlExtractor
 from .tabular import TabularExtractor
 from .xmlformats import XmlExtractor
+from .xrdml import XrdmlExtractor
 
 log = logging.getLogger("fair_agent.extractors")
 
@@ -52,7 +55,15 @@ __all__ = [
 
 
 def builtin_extractors() -> list[Extractor]:
-    found: list[Extractor] = [ElnExtractor(), JcampExtractor(), XmlExtractor()]
+    # The first that accepts a file reads it: the specific XML formats before XML in general.
+    found: list[Extractor] = [
+        ElnExtractor(),
+        JcampExtractor(),
+        FcsExtractor(),
+        MzmlExtractor(),
+        XrdmlExtractor(),
+        XmlExtractor(),
+    ]
     if hdf5_available():
         found.append(Hdf5Extractor())
     found.append(TabularExtractor())
