@@ -203,9 +203,10 @@ def test_an_extractors_acquisition_time_is_zoned(
 @pytest.mark.parametrize(
     ("start", "note"),
     [
-        ("2020-03-02T09:50:15", "has no time zone and the rule names none"),
-        ("2099-01-01T00:00:00+00:00", "is in the future; check the instrument's clock"),
-        ("02-Mar-2020", "is not a date and time in an ISO 8601"),
+        ("2020-03-02T09:50:15", "it has no time zone, and neither the rule nor the site names one"),
+        ("2099-01-01T00:00:00+00:00", "it is in the future; check the instrument's clock"),
+        ("2099-01-01", "it is in the future; check the instrument's clock"),
+        ("02-Mar-2020", "it is not an ISO 8601 date and time"),
     ],
 )
 def test_an_acquisition_time_that_cannot_be_used_is_left_out_with_a_note(

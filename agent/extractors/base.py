@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,7 +32,9 @@ from ..core.errors import TerminalError
 Metadata = dict[str, Any]
 
 
-def acquisition_time(start: datetime | str, end: datetime | str | None = None, *, source: str) -> Metadata:
+def acquisition_time(
+    start: datetime | date | str, end: datetime | date | str | None = None, *, source: str
+) -> Metadata:
     """The ``acquisition`` entry for a measurement's start (and end): ISO 8601 to the second."""
     entry = {"start": _iso(start), "source": source}
     if end is not None and _iso(end) != entry["start"]:
@@ -40,8 +42,10 @@ def acquisition_time(start: datetime | str, end: datetime | str | None = None, *
     return entry
 
 
-def _iso(moment: datetime | str) -> str:
-    return moment.isoformat(timespec="seconds") if isinstance(moment, datetime) else moment
+def _iso(moment: datetime | date | str) -> str:
+    if isinstance(moment, datetime):
+        return moment.isoformat(timespec="seconds")
+    return moment.isoformat() if isinstance(moment, date) else moment
 
 
 class ExtractionError(TerminalError):

@@ -17,11 +17,12 @@ import json
 import re
 import zipfile
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote
 
-from .base import Budget, ExtractionError, Metadata, Source, UnsafeArchiveError
+from .base import Budget, ExtractionError, Metadata, Source, UnsafeArchiveError, acquisition_time
 from .jsonld import Graph, Node, context_urls, prop, raw, refs, types
 
 MAX_MEMBERS = 100_000
@@ -196,7 +197,10 @@ def describe(graph: Graph) -> Metadata:
         for _, n in graph.by_type("SoftwareApplication")
     ]
     context = graph.context
+    exporter = prop(publisher, "name") if publisher else None
     return {
+        "description": f"ELN export{f' from {exporter}' if exporter else ''}: "
+        f"{_count(len(experiments), 'experiment')}, {_count(len(files), 'file')}",
         "roCrate": {
             "context": context if isinstance(context, str) else context_urls(context),
             "conformsTo": [name_of(c) for c in refs(raw(descriptor, "conformsTo"))],
@@ -213,7 +217,43 @@ def describe(graph: Graph) -> Metadata:
         "experiments": experiments[:MAX_LISTED],
         "fileCount": len(files),
         "files": files[:MAX_LISTED],
+        **_acquisition(experiments, root),
     }
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n:,} {what}{'' if n == 1 else 's'}"
+
+
+def _acquisition(experiments: list[dict[str, Any]], root: Node) -> Metadata:
+    """When the work was done: the span of the experiments' creation, else the crate's own dates."""
+    times = sorted(
+        (_instant(moment), moment)
+        for text in (e.get("dateCreated") for e in experiments)
+        if (moment := _parsed(text)) is not None
+    )
+    if times:
+        return {"acquisition": acquisition_time(times[0][1], times[-1][1], source="experiments' dateCreated")}
+    for key in ("dateCreated", "datePublished"):
+        text = prop(root, key)
+        if _parsed(text) is not None:
+            return {"acquisition": acquisition_time(str(text).strip(), source=f"the crate's {key}")}
+    return {}
+
+
+def _parsed(text: Any) -> datetime | None:
+    """An ISO 8601 time as written (with or without a zone); None for anything else."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+
+
+def _instant(moment: datetime) -> datetime:
+    # Only to order by: a time without a zone is taken as UTC here, never written so.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _descriptor(graph: Graph) -> tuple[Node, str]:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import iterparse
 
-from .base import Budget, ExtractionError, Metadata, Source, UnsafeInputError
+from .base import Budget, ExtractionError, Metadata, Source, UnsafeInputError, acquisition_time
 
 MAX_ELEMENTS = 5_000
 #: The header of an instrument file is in its first kilobytes; nothing past this is parsed (a
@@ -123,4 +124,16 @@ class XmlExtractor:
             result["truncated"] = f"the document breaks off: {exc}"
         for key, values in found.items():
             result[key] = values[0] if len(values) == 1 else values
+        starts, ends = found.get("start", []), found.get("end", [])
+        if starts and _is_time(starts[0]):
+            end = ends[-1] if ends and _is_time(ends[-1]) else None
+            result["acquisition"] = acquisition_time(starts[0], end, source="startTimeStamp")
         return result
+
+
+def _is_time(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True

@@ -33,6 +33,7 @@ from .schema import BASE_FIELDS, FieldSpec
 
 #: Clocks on instrument PCs drift; a date this little ahead of ours is not "in the future".
 FUTURE_SLACK = timedelta(minutes=10)
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class DatasetBase(BaseModel):
@@ -118,7 +119,7 @@ class DatasetTypes:
         if start is not None and read.get("end") is not None:
             end, end_note = _zoned(read["end"], zone, str(read.get("source") or "the file"))
             note = note or end_note
-            if end is not None and datetime.fromisoformat(end) < datetime.fromisoformat(start):
+            if end is not None and _instant(end) < _instant(start):
                 end = None  # an end before the start is not an end
         return Acquisition(start, end, note)
 
@@ -293,12 +294,36 @@ def _parse_datetime(fmt: str | None, zone: str | None, value: Any) -> Any:
     return parsed
 
 
+def _instant(iso: str) -> datetime:
+    moment = datetime.fromisoformat(iso)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _zoned(value: Any, zone: str | None, source: str) -> tuple[str | None, str | None]:
-    """An extractor's acquisition time as zoned ISO 8601, or None and the reason in words."""
+    """An extractor's acquisition time as zoned ISO 8601, or None and the reason in words.
+
+    A day without a time (JCAMP-DX 4.24 ##DATE) stays a day: a zone would add precision it lacks.
+    """
+    text = str(value).strip()
+    unused = f"the acquisition time {text!r} (from {source}) is not used"
     try:
-        moment = _not_future(_parse_datetime(None, zone, str(value)))
-    except ValueError as exc:
-        return None, f"the acquisition time {value!r} (from {source}) is not used: {exc}"
+        if _DAY.fullmatch(text):
+            day = date.fromisoformat(text)
+            if day > datetime.now(UTC).date() + timedelta(days=1):
+                return None, f"{unused}: it is in the future; check the instrument's clock"
+            return day.isoformat(), None
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None, f"{unused}: it is not an ISO 8601 date and time"
+    if moment.tzinfo is None:
+        if zone is None:
+            return None, (
+                f"{unused}: it has no time zone, and neither the rule nor the site names one "
+                "(set 'timezone' in the rule, or site.timezone in the configuration)"
+            )
+        moment = moment.replace(tzinfo=ZoneInfo(zone))
+    if moment > datetime.now(UTC) + FUTURE_SLACK:
+        return None, f"{unused}: it is in the future; check the instrument's clock"
     return moment.isoformat(), None
 
 
