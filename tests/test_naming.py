@@ -36,6 +36,9 @@ def test_relative_ids_are_percent_encoded(path: str, expected: str) -> None:
         ("s/ro-crate-metadata.json", True),  # the crate at the top of a session folder
         ("ro-crate-metadata.json", False),  # loose in the root: never ours, so data
         ("s/export/ro-crate-metadata.json", False),  # deeper: data (e.g. an unpacked ELN export)
+        ("s/ro-crate-preview.html", True),  # the crate's preview, beside it
+        ("ro-crate-preview.html", False),
+        ("s/export/ro-crate-preview.html", False),
         ("s/.a.csv.fair.json.1a2b3c4d.fair-tmp", True),
         ("s/a.json", False),
         ("s/fair.json.csv", False),
@@ -44,7 +47,7 @@ def test_relative_ids_are_percent_encoded(path: str, expected: str) -> None:
 def test_own_outputs(relpath: str, ours: bool) -> None:
     assert is_own_path(relpath) is ours
     assert is_own_output(relpath.rsplit("/", 1)[-1]) is (
-        ours and not relpath.endswith("ro-crate-metadata.json")
+        ours and not relpath.endswith(("ro-crate-metadata.json", "ro-crate-preview.html"))
     )
 
 

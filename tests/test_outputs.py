@@ -12,6 +12,7 @@ from agent.core.errors import OutputWriteError
 from agent.core.naming import temp_name
 from agent.fs.fsinfo import filesystem_type, is_network_filesystem
 from agent.fs.outputs import (
+    PREVIEW_HEAD,
     OutputWriter,
     remove_orphan_temps,
     remove_own_documents,
@@ -112,6 +113,17 @@ def test_orphan_temp_files_are_removed_only_when_older_than_the_cutoff(tmp_path:
     new.write_text("{")
     assert remove_orphan_temps(tmp_path, [old.name, new.name], older_than_ns=2_000_000_000) == 1
     assert not old.exists() and new.exists()
+
+
+def test_an_interrupted_preview_page_is_an_orphan_and_a_users_page_is_not(tmp_path: Path) -> None:
+    cut = tmp_path / temp_name("ro-crate-preview.html", "0123456789ab")
+    cut.write_text(PREVIEW_HEAD[:30])  # the run stopped while writing the page's head
+    theirs = tmp_path / temp_name("ro-crate-preview.html", "ba9876543210")
+    theirs.write_text("<!DOCTYPE html><html><body>mine</body></html>")
+    for path in (cut, theirs):
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    assert remove_orphan_temps(tmp_path, [cut.name, theirs.name], older_than_ns=2_000_000_000) == 1
+    assert not cut.exists() and theirs.exists()
 
 
 def test_only_what_is_provably_ours_is_removed(tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ async def test_every_file_gets_a_sidecar_with_its_true_sha256(drop: Path, config
     make_sessions(drop)
     report = await run_scan(drop, config)
     assert report.ok and report.files_ingested == 4 and report.sessions == 3
-    for data in [p for p in drop.rglob("*") if p.is_file() and not p.name.endswith(".json")]:
+    for data in [p for p in drop.rglob("*") if p.is_file() and p.suffix not in (".json", ".html")]:
         meta = read_sidecar(data)
         assert meta["sha256"] == sha256sum(data)
         assert meta["contentSize"] == str(data.stat().st_size)

@@ -17,6 +17,10 @@ from urllib.parse import quote
 SIDECAR_SUFFIX = ".fair.json"
 ERROR_SUFFIX = ".fair.error.json"
 CRATE_NAME = "ro-crate-metadata.json"
+#: The crate's human-readable view, beside it (the RO-Crate convention).
+PREVIEW_NAME = "ro-crate-preview.html"
+#: What the agent writes at the top of a session folder (anywhere else these names are data).
+SESSION_DOCUMENTS = (CRATE_NAME, PREVIEW_NAME)
 TEMP_SUFFIX = ".fair-tmp"
 
 _OWN_SUFFIX = re.compile(
@@ -27,8 +31,9 @@ _OWN_SUFFIX = re.compile(
 def is_own_output(name: str) -> bool:
     """True for names of sidecars, error files and temp files the agent writes.
 
-    Names ending in ``.fair.json`` and ``.fair.error.json`` are the agent's anywhere. A crate is
-    the agent's only at the top of a session folder (see ``is_own_path``); elsewhere that name is data.
+    Names ending in ``.fair.json`` and ``.fair.error.json`` are the agent's anywhere. A crate (and
+    its preview) is the agent's only at the top of a session folder (see ``is_own_path``);
+    elsewhere that name is data.
     """
     return _OWN_SUFFIX.search(name) is not None
 
@@ -36,7 +41,7 @@ def is_own_output(name: str) -> bool:
 def is_own_path(relpath: str) -> bool:
     """True for paths (below a watch root) of anything the agent writes."""
     parts = relpath.split("/")
-    return is_own_output(parts[-1]) or (len(parts) == 2 and parts[1] == CRATE_NAME)
+    return is_own_output(parts[-1]) or (len(parts) == 2 and parts[1] in SESSION_DOCUMENTS)
 
 
 def is_temp_file(name: str) -> bool:

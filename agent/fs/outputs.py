@@ -54,6 +54,12 @@ SMALL_DOCUMENT_BYTES = 8 << 20
 MAX_DOCUMENT_BYTES = 4 << 30
 #: This agent's entity as the crates it writes print it.
 _AGENT_MARK = b'"@id": "#fair-agent",\n      "@type": "SoftwareApplication",\n      "name": "fair-agent",'
+#: How the crate preview pages it writes (ingest.preview) begin, before any text from the data.
+PREVIEW_HEAD = (
+    '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+    f'<meta name="generator" content="{AGENT_NAME}">\n'
+)
+_HTML_MARK = PREVIEW_HEAD.encode()
 
 
 _rng = random.Random()
@@ -87,7 +93,9 @@ def to_json_bytes(document: dict[str, Any]) -> bytes:
 
 
 def is_agent_document(raw: bytes) -> bool:
-    """Whether bytes are a sidecar, error file or crate written by this agent."""
+    """Whether bytes are a sidecar, error file, crate or crate preview written by this agent."""
+    if raw.startswith(_HTML_MARK):
+        return True
     try:
         doc = json.loads(raw)
     except ValueError:
@@ -136,6 +144,7 @@ def own_document(dir_fd: int, name: str) -> bytes | str | None:
 def _own_large_document(fd: int, name: str) -> str:
     digest, tail, ours = hashlib.sha256(), b"", False
     while chunk := os.read(fd, 1 << 20):
+        ours = ours or (not tail and chunk.startswith(_HTML_MARK))
         digest.update(chunk)
         ours = ours or _AGENT_MARK in tail + chunk
         tail = chunk[-len(_AGENT_MARK) :]
@@ -241,13 +250,13 @@ def remove_own_documents(root: Path, relpaths: Iterable[str]) -> list[str]:
 
 def remove_orphan_temps(root: Path, relpaths: Iterable[str], *, older_than_ns: int) -> int:
     """Remove temp files an interrupted run left: named exactly as ours, older than ``older_than_ns``
-    (wall clock: before this process started), and holding nothing but the start of a JSON document."""
+    (wall clock: before this process started), and beginning as one of our documents does."""
 
     def orphan(dir_fd: int, name: str) -> bool:
         if not is_our_temp_name(name):
             return False
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        return stat_mod.S_ISREG(st.st_mode) and st.st_mtime_ns < older_than_ns and _starts_json(dir_fd, name)
+        return stat_mod.S_ISREG(st.st_mode) and st.st_mtime_ns < older_than_ns and _starts_like_ours(dir_fd, name)
 
     return sum(1 for relpath in relpaths if _remove_if(root, relpath, orphan))
 
@@ -279,13 +288,15 @@ def _is_own_document(dir_fd: int, name: str) -> bool:
     return True
 
 
-def _starts_json(dir_fd: int, name: str) -> bool:
+def _starts_like_ours(dir_fd: int, name: str) -> bool:
+    """Whether a temp file begins as our documents do: JSON, or a preview page's head."""
     fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
-        first = os.read(fd, 1)
+        head = os.read(fd, len(_HTML_MARK))
     finally:
         os.close(fd)
-    return first in (b"", b"{")  # empty: the run stopped between creating and writing it
+    # Empty: the run stopped between creating and writing it; a page may be cut anywhere.
+    return head[:1] in (b"", b"{") or _HTML_MARK.startswith(head)
 
 
 class OutputWriter:

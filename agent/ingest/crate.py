@@ -17,7 +17,8 @@ from ..core.naming import CRATE_NAME, display_name, relative_id
 from ..extractors.generic import PRONOM_NAMES
 from .entities import organisation_entities
 from .licenses import license_entity
-from .metadata import PRONOM_URL, RO_CRATE_CONTEXT
+from .metadata import PRONOM_URL, RO_CRATE_CONTEXT, STATUS_KEY
+from .preview import render_preview
 
 RO_CRATE_SPEC = "https://w3id.org/ro/crate/1.2"
 INGEST_ACTION_ID = "#fair-agent-ingest"
@@ -67,8 +68,9 @@ class SessionCrate:
 
     def __init__(self, root_name: str, session: str, site: SiteSettings) -> None:
         self.root_name, self.session, self.site = root_name, session, site
-        #: (@id, the File entity as it stands in the crate's text but for its license, the license)
-        self._files: list[tuple[str, str, str | None]] = []
+        #: (@id, the File entity as it stands in the crate's text but for its license, the license,
+        #: what the preview says of its validation and drift)
+        self._files: list[tuple[str, str, str | None, dict[str, Any]]] = []
         self._extras: dict[str, dict[str, Any]] = {}
         self._creators: set[str] = set()
         self._keywords: set[str] = set()
@@ -87,8 +89,8 @@ class SessionCrate:
         # A file's license is written only where it differs from the session's (known at the end):
         # RO-Crate's data entities inherit the root's, and repeating it is redundant.
         license_id = entity["license"]["@id"] if "license" in entity else None
-        text = _indented({k: v for k, v in entity.items() if k != "license"})
-        self._files.append((file_id, text, license_id))
+        text = _indented({k: v for k, v in entity.items() if k not in ("license", STATUS_KEY)})
+        self._files.append((file_id, text, license_id, entity.get(STATUS_KEY, {})))
         for extra in contextual:
             self._extras[str(extra["@id"])] = extra
         self._creators.update(ref["@id"] for ref in entity.get("creator", []))
@@ -122,8 +124,34 @@ class SessionCrate:
 
     def text(self) -> list[str]:
         """The crate's JSON text, in pieces (a file's entity is one piece)."""
+        root, others = self._assemble()
+        descriptor = {
+            "@id": CRATE_NAME,
+            "@type": "CreativeWork",
+            "conformsTo": {"@id": RO_CRATE_SPEC},
+            "about": {"@id": "./"},
+        }
+        head = f'{{\n  "@context": {json.dumps(RO_CRATE_CONTEXT)},\n  "@graph": [\n'
+        pieces = [head, _indented(descriptor), ",\n", _indented(root)]
+        session_license = root["license"]["@id"]
+        for _, text, license_id, _ in self._files:
+            own = license_id not in (None, session_license)
+            pieces += [",\n", _with_license(text, license_id) if own and license_id else text]
+        for other in others:
+            pieces += [",\n", _indented(other)]
+        pieces.append("\n  ]\n}\n")
+        return pieces
+
+    def preview(self) -> list[str]:
+        """The crate's ``ro-crate-preview.html``, in pieces (see preview)."""
+        root, others = self._assemble()
+        files = ((json.loads(text), license_id, status) for _, text, license_id, status in self._files)
+        return render_preview(root, files, len(self._files), {str(o["@id"]): o for o in others})
+
+    def _assemble(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The root dataset and every entity that is not a file's, in the order they are written."""
         self._files.sort(key=lambda item: item[0])
-        parts = [{"@id": file_id} for file_id, _, _ in self._files]
+        parts = [{"@id": file_id} for file_id, _, _, _ in self._files]
         license_ref, session_license = self._license()
         root = self._root(parts, license_ref)
         extras = [self._extras[i] for i in sorted(self._extras)]
@@ -139,21 +167,7 @@ class SessionCrate:
         instruments = [{"@id": e["@id"]} for e in extras if e.get("@type") == "IndividualProduct"]
         others += self._provenance(parts, instruments)
         others += [e for e in extras if e["@id"] not in {o["@id"] for o in others}]
-        descriptor = {
-            "@id": CRATE_NAME,
-            "@type": "CreativeWork",
-            "conformsTo": {"@id": RO_CRATE_SPEC},
-            "about": {"@id": "./"},
-        }
-        head = f'{{\n  "@context": {json.dumps(RO_CRATE_CONTEXT)},\n  "@graph": [\n'
-        pieces = [head, _indented(descriptor), ",\n", _indented(root)]
-        for _, text, license_id in self._files:
-            own = license_id not in (None, license_ref["@id"])
-            pieces += [",\n", _with_license(text, license_id) if own and license_id else text]
-        for other in others:
-            pieces += [",\n", _indented(other)]
-        pieces.append("\n  ]\n}\n")
-        return pieces
+        return root, others
 
     def _root(self, parts: list[dict[str, Any]], license_ref: dict[str, str]) -> dict[str, Any]:
         root: dict[str, Any] = {

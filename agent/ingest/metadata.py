@@ -39,6 +39,8 @@ SIDECAR_CONTEXT: list[Any] = [
 ]
 
 PRONOM_URL = "https://www.nationalarchives.gov.uk/PRONOM/"
+#: A File entity's validation and drift status, for the session's preview page; never in the crate.
+STATUS_KEY = "_status"
 
 
 def iso_time(mtime_ns: int) -> str:
@@ -136,6 +138,12 @@ def crate_entities(record: FileRecord, session_is_folder: bool) -> list[dict[str
         contextual += entities
     if record.drift.get("status") == "drifted":
         entity["description"] += f". {_drift_sentence(record.drift)}"
+    entity[STATUS_KEY] = {
+        "datasetType": record.dataset_type,
+        "validation": record.validation.get("status"),
+        "drift": record.drift.get("status"),
+        "warnings": list(record.warnings[:5]),
+    }
     return [entity, *contextual]
 
 

@@ -29,7 +29,7 @@ from ..core.errors import (
     SidecarNameTooLongError,
     UnexpectedError,
 )
-from ..core.naming import CRATE_NAME, NAME_MAX, SIDECAR_SUFFIX, error_name, fits, sidecar_name
+from ..core.naming import CRATE_NAME, NAME_MAX, PREVIEW_NAME, SIDECAR_SUFFIX, error_name, fits, sidecar_name
 from ..core.records import DeadLetter, FileRecord
 from ..core.retry import delay_for, retry_kind
 from ..extractors.runner import MetadataReader
@@ -225,13 +225,15 @@ class Pipeline:
             (root.path, sidecar_name(r.relpath), build_sidecar(r, self.config.site)) for r in outcome.records
         ]
         crate_relpath = f"{session}/{CRATE_NAME}"
+        preview_relpath = f"{session}/{PREVIEW_NAME}"
         needs_crate = (
             batch.is_folder
             and not batch.crate_later
             and bool(outcome.records or batch.rewrite_crate or batch.removed)
         )
         if needs_crate:
-            documents.append((root.path, crate_relpath, await self._crate(batch, entities, outcome.records)))
+            crate_text, preview = await self._crate(batch, entities, outcome.records)
+            documents += [(root.path, crate_relpath, crate_text), (root.path, preview_relpath, preview)]
         # A part of a large session that ingested files leaves the crate to the last part.
         crate: CrateState = (
             "written" if needs_crate else "pending" if batch.crate_later and outcome.records else None
@@ -240,11 +242,15 @@ class Pipeline:
             return batch.removed, crate
         try:
             written = await self.writer.write(documents)
-            blocked = self._handle_conflicts(written.conflicts, crate_relpath, outcome, bid)
+            blocked = self._handle_conflicts(
+                written.conflicts, (crate_relpath, preview_relpath), outcome, bid
+            )
             if blocked and needs_crate:
                 # A sidecar was blocked: its file is not ingested, so the crate must not list it.
-                document = await self._crate(batch, entities, outcome.records)
-                await self.writer.write([(root.path, crate_relpath, document)])
+                crate_text, preview = await self._crate(batch, entities, outcome.records)
+                await self.writer.write(
+                    [(root.path, crate_relpath, crate_text), (root.path, preview_relpath, preview)]
+                )
         except AgentError as exc:
             # Disk full, read-only, permission denied: nothing new is committed; the files (and
             # the crate) are tried again later, or dead-lettered once the budget is spent, each
@@ -306,8 +312,9 @@ class Pipeline:
 
     async def _crate(
         self, batch: Batch, entities: dict[str, list[dict[str, Any]]], records: list[FileRecord]
-    ) -> list[str]:
-        """The session crate's text: every current file (minus removed ones) and this batch's records.
+    ) -> tuple[list[str], list[str]]:
+        """The session crate's text and its preview page: every current file (minus removed ones)
+        and this batch's records.
 
         Each file's ledger record holds its File entity and the contextual entities it needs; they
         are read a chunk at a time, so a session of many files does not sit in memory as objects.
@@ -319,19 +326,23 @@ class Pipeline:
         for path in sorted(r.relpath for r in records):
             if crate_can_list(path):
                 crate.add(entities[path])
-        return await asyncio.to_thread(crate.text)
+        return await asyncio.to_thread(lambda: (crate.text(), crate.preview()))
 
-    def _handle_conflicts(self, conflicts: list[str], crate_relpath: str, outcome: Outcome, bid: str) -> bool:
+    def _handle_conflicts(
+        self, conflicts: list[str], session_documents: tuple[str, ...], outcome: Outcome, bid: str
+    ) -> bool:
         """Dead-letter files whose sidecar is blocked by a file that is not ours; True if any was."""
         if not conflicts:
             return False
-        if crate_relpath in conflicts:
-            # Someone else's ro-crate-metadata.json is data; it is never overwritten.
-            log.warning(
-                "the session folder holds an ro-crate-metadata.json not written by fair-agent; left as is",
-                extra={"session": outcome.batch.session},
-            )
-        blocked = {c.removesuffix(SIDECAR_SUFFIX) for c in conflicts if c != crate_relpath}
+        for document in session_documents:
+            if document in conflicts:
+                # Someone else's ro-crate-metadata.json (or preview) is data; never overwritten.
+                log.warning(
+                    f"the session folder holds a {document.rsplit('/', 1)[-1]} not written by fair-agent; "
+                    "left as is",
+                    extra={"session": outcome.batch.session},
+                )
+        blocked = {c.removesuffix(SIDECAR_SUFFIX) for c in conflicts if c not in session_documents}
         attempt = outcome.batch.attempt
         for record in [r for r in outcome.records if r.relpath in blocked]:
             error = OutputConflictError(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..core.batch import FileStat, Skip, kind_of
 from ..core.errors import AgentError, FileUnreadableError
-from ..core.naming import CRATE_NAME, IgnoreRules, is_temp_file, unit_of
+from ..core.naming import CRATE_NAME, SESSION_DOCUMENTS, IgnoreRules, is_temp_file, unit_of
 from ..fs.outputs import own_document
 
 
@@ -31,9 +31,12 @@ class SessionListing:
     #: Something named ``ro-crate-metadata.json`` is in the session folder: the agent's own crate,
     #: or someone else's file (which is data, ingested like any file, and never overwritten).
     has_crate: bool = False
-    #: Folders below the session holding a crate of the agent's (the crates of deeper sessions
-    #: when rules group sessions below the first folder level).
+    #: The same for ``ro-crate-preview.html``.
+    has_preview: bool = False
+    #: Folders below the session holding a crate (or a preview) of the agent's: the crates of
+    #: deeper sessions when rules group sessions below the first folder level.
     own_crates: set[str] = field(default_factory=set)
+    own_previews: set[str] = field(default_factory=set)
     #: Temp files of the agent (relative paths); at start-up they are orphans of a crash.
     temp_files: list[str] = field(default_factory=list)
 
@@ -82,12 +85,15 @@ def list_session(root: Path, folder: str, ignore: IgnoreRules) -> SessionListing
             if outcome == TEMP:
                 listing.temp_files.append(relpath)
                 continue
-            if name == CRATE_NAME:
-                # A crate is ours only at the top of a session (the first folder level, or deeper
-                # where rules group so) and only if we wrote it; anything else is data.
-                listing.has_crate = listing.has_crate or rel_dir == folder
-                if _is_own_crate(root / rel_dir):
-                    listing.own_crates.add(rel_dir)
+            if name in SESSION_DOCUMENTS:
+                # A crate (or its preview) is ours only at the top of a session (the first folder
+                # level, or deeper where rules group so) and only if we wrote it; else it is data.
+                is_crate = name == CRATE_NAME
+                if rel_dir == folder:
+                    listing.has_crate = listing.has_crate or is_crate
+                    listing.has_preview = listing.has_preview or not is_crate
+                if _is_own_document(root / rel_dir, name):
+                    (listing.own_crates if is_crate else listing.own_previews).add(rel_dir)
                     continue
             if outcome == "dir":
                 subdirs.append(relpath)
@@ -123,6 +129,7 @@ def split_sessions(listing: SessionListing, session_of: Callable[[str], str]) ->
         is_folder=True,
         temp_files=listing.temp_files,
         has_crate=listing.has_crate,
+        has_preview=listing.has_preview,
     )
     for f in listing.files:
         part_of(f.relpath).files.append(f)
@@ -132,6 +139,7 @@ def split_sessions(listing: SessionListing, session_of: Callable[[str], str]) ->
         part_of(problem[0]).problems.append(problem)
     for key, part in parts.items():
         part.has_crate = key in listing.own_crates
+        part.has_preview = key in listing.own_previews
     return [top, *parts.values()]
 
 
@@ -185,13 +193,13 @@ def look_session(root: Path, session: str, ignore: IgnoreRules) -> SessionListin
     return listing
 
 
-def _is_own_crate(folder: Path) -> bool:
+def _is_own_document(folder: Path, name: str) -> bool:
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return False
     try:
-        return own_document(fd, CRATE_NAME) is not None
+        return own_document(fd, name) is not None
     except OSError:  # someone else's file (FileExistsError) or unreadable: data, not ours
         return False
     finally:
@@ -216,9 +224,9 @@ def _scan(path: Path, rel_dir: str, root_real: str, ignore: IgnoreRules) -> list
             name = entry.name
             if is_temp_file(name):
                 found.append((name, TEMP))
-            # A crate inside a session is looked at whatever the ignore globs say: ours is
-            # recognised, anyone else's is data.
-            elif (name == CRATE_NAME and rel_dir) or not ignore.ignores(name):
+            # A crate (or preview) inside a session is looked at whatever the ignore globs say:
+            # ours is recognised, anyone else's is data.
+            elif (name in SESSION_DOCUMENTS and rel_dir) or not ignore.ignores(name):
                 found.append((name, _classify(entry, f"{rel_dir}/{name}" if rel_dir else name, root_real)))
     found.sort(key=lambda pair: pair[0])
     return found

@@ -70,9 +70,10 @@ def plan_session(
     complete = not listing.problems
     removed = sorted(p for p in current if p not in listed) if complete else []
     cleared = sorted(p for p in dead if p not in listed and p not in problem_paths)
-    # A folder session whose crate went missing (or was left behind by an interrupted large
-    # session) gets it back, even when no file is new.
-    crate_missing = listing.is_folder and bool(current) and (not listing.has_crate or crate_behind)
+    # A folder session whose crate or preview went missing (or was left behind by an interrupted
+    # large session, or was made before previews were) gets it back, even when no file is new.
+    documents_missing = not listing.has_crate or not listing.has_preview
+    crate_missing = listing.is_folder and bool(current) and (documents_missing or crate_behind)
     if rejected and (todo or problems or removed or cleared):
         todo += [f for f in plan.still_dead if f.relpath in rejected]
         plan.still_dead = [f for f in plan.still_dead if f.relpath not in rejected]
