@@ -36,11 +36,12 @@ footer { margin-top: 2em; color: #666; font-size: .85em; }
 """
 
 
+#: A File entity (without its license), its own license, and what the pipeline said of it.
+FileRow = tuple[Entity, str | None, dict[str, Any]]
+
+
 def render_preview(
-    root: Entity,
-    files: Iterable[tuple[Entity, str | None, dict[str, Any]]],
-    count: int,
-    others: dict[str, Entity],
+    root: Entity, files: Iterable[FileRow], count: int, others: dict[str, Entity]
 ) -> list[str]:
     """The page, in pieces: the session's facts, then one table row per file (up to MAX_ROWS).
 
