@@ -1,11 +1,14 @@
 """Tabular instrument exports (CSV, TSV, TXT): vendor header block, then a profile of the table.
 
 The first 64 KiB decide the encoding (UTF-8 with or without BOM, else Windows-1252), the delimiter
-and the decimal mark, and where the vendor's key/value header block ends and the table begins.
-The table is then read with pandas in chunks (bounded memory, whatever the file's size): each
-column's name, unit (from "Time [s]" or "Wavelength (nm)"), inferred type, non-null count, min and
-max, and the row count. Dates in the header (``28/02/2020`` + ``9:11 AM``) become ISO 8601, with
-the day/month ambiguity said out loud.
+and the decimal mark, and where the vendor's key/value header block ends and the table begins
+(tablelayout). The table is then read with pandas in chunks (bounded memory, whatever the file's
+size): each variable's name and unit, inferred type, non-null count, min and max (columns), and
+the row count. The last 4 KiB give a trailer after the last table (Tecan's ``End Time``).
+
+Besides the format's own keys (``header``, ``headerRepeated``, ``measurements``, ``trailer``,
+``dates``, ``columns``...) every file gets a ``description``, and ``acquisition`` and
+``instrument`` where the header gives them.
 """
 
 from __future__ import annotations
@@ -15,15 +18,21 @@ import io
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 
 from .base import Budget, ExtractionError, Metadata, Source
-from .lines import LineLimit
-from .vendorheader import header_dates, parse_header_block, split_fields
+from .columns import Profiles, line_values, plate_summary, split_unit
+from .lines import BlockEnd, LineLimit
+from .tablelayout import Block, Layout, detect_decimal, find_table, first_block, trailer_lines
+from .tablesummary import describe, instrument_from, measurements_of
+from .vendorheader import WHITESPACE, Header, acquisition_from, header_dates, read_header
+
+__all__ = ["Layout", "TabularExtractor", "detect_encoding", "find_table", "profile_table", "split_unit"]
 
 SAMPLE_BYTES = 64 << 10
+#: The end of the file read for a trailer after the last table.
+TAIL_BYTES = 4 << 10
 #: A line longer than this ends the table (the rows before it are profiled): pandas holds a whole
 #: line in memory, and a 400 MB line of a million fields would cost gigabytes.
 MAX_LINE_BYTES = 1 << 20
@@ -31,9 +40,8 @@ CHUNK_ROWS = 50_000
 #: Cells per chunk: a wide table gets fewer rows per chunk, so memory stays bounded.
 CHUNK_CELLS = 2_000_000
 _SUFFIXES = {".csv", ".tsv", ".txt", ".tab", ".dat"}
-_DELIMITERS = (",", ";", "\t", "|")
-_UNIT = re.compile(r"^(?P<name>.*?)\s*[\[(](?P<unit>[^\])]{1,24})[\])]\s*$")
-_NUMBER = re.compile(r"^[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?$")
+#: The line breaks pandas knows: line numbers here must be its line numbers.
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 class TabularExtractor:
@@ -45,40 +53,33 @@ class TabularExtractor:
     def extract(self, source: Source, budget: Budget) -> Metadata:
         with source.path.open("rb") as f:
             sample = f.read(SAMPLE_BYTES)
+            size = os.fstat(f.fileno()).st_size
+            tail = _tail(f, size) if size > len(sample) else None
         if not sample.strip():
-            return {"columns": [], "rowCount": 0, "note": "no text: the file is empty or blank"}
+            return {
+                "columns": [],
+                "rowCount": 0,
+                "note": "no text: the file is empty or blank",
+                "description": "Empty text file",
+            }
         encoding = detect_encoding(sample)
         text = sample.decode(encoding, errors="replace")
         if "\n" not in text and "\r" not in text and len(sample) == SAMPLE_BYTES:
             raise ExtractionError(
                 f"{source.name!r} has no line break in its first {SAMPLE_BYTES >> 10} KiB: not a table"
             )
-        lines = text.splitlines()
-        if len(sample) == SAMPLE_BYTES and lines:
-            lines = lines[:-1]  # the last line of the sample may be cut
+        lines = _split_lines(text, cut=len(sample) == SAMPLE_BYTES)
         layout = find_table(lines)
-        header = parse_header_block(lines[: layout.start], layout.delimiter)
         result: Metadata = {"encoding": encoding, "delimiter": layout.delimiter}
-        if header:
-            result["header"] = header
-            dates = header_dates(header)
-            if dates:
-                result["dates"] = dates
+        block = first_block(lines, layout) if layout.start < len(lines) else Block(None, None)
+        trailer = _trailer(lines, tail, encoding, layout, block)
+        result.update(_header_metadata(read_header(lines[: layout.start], layout.delimiter), trailer))
         if layout.start >= len(lines):
             result.update(columns=[], rowCount=0)
-            return result
-        decimal = detect_decimal(lines[layout.start + 1 : layout.start + 50], layout.delimiter)
-        result["decimal"] = decimal
-        rows, later = first_block(lines, layout)
-        # Lines end in \n but for the rare export that ends them in \r alone: no limit can be kept
-        # on those, which pandas reads as they are.
-        limit = MAX_LINE_BYTES if b"\n" in sample else None
-        result.update(
-            profile_table(source, encoding, layout, decimal, nrows=rows, budget=budget, max_line=limit)
-        )
-        if later:
-            result["tables"] = 1 + later
-            result["note"] = f"{1 + later} tables with the same header; the first is profiled"
+        else:
+            result.update(_table(source, sample, lines, encoding, layout, block, budget))
+            _units_from_header(result)
+        result["description"] = describe(result)
         return result
 
 
@@ -94,121 +95,112 @@ def detect_encoding(sample: bytes) -> str:
     return "cp1252"
 
 
-@dataclass(frozen=True, slots=True)
-class Layout:
-    """Where the table sits in the file, as the sample shows it."""
-
-    delimiter: str
-    start: int  # index of the table's first line (its header, if it has one)
-    width: int = 1  # fields per line
-    has_header: bool = True
-    units: list[str] | None = None  # a line of units under the header ("[nm];[counts]")
-    units_line: int | None = None
-
-    @property
-    def skip(self) -> list[int]:
-        return [*range(self.start), *([self.units_line] if self.units_line is not None else [])]
+def _tail(f: BinaryIO, size: int) -> bytes:
+    f.seek(max(0, size - TAIL_BYTES))
+    return f.read(TAIL_BYTES)
 
 
-def _numeric(field: str) -> bool:
-    return bool(_NUMBER.match(field.strip()))
+def _split_lines(text: str, *, cut: bool) -> list[str]:
+    lines = _LINE_BREAK.split(text)
+    if lines and not lines[-1]:
+        lines.pop()  # the break at the end of the last line
+    if cut and lines:
+        lines.pop()  # the last line of the sample may be cut
+    return lines
 
 
-def _any_numeric(line: str, delimiter: str) -> bool:
-    return any(_numeric(f) for f in split_fields(line, delimiter))
+def _trailer(lines: list[str], tail: bytes | None, encoding: str, layout: Layout, block: Block) -> Header:
+    if tail is None:  # the whole file is in the sample: the trailer is after the first table
+        if block.data is None or block.rows is None:
+            return Header()
+        found = trailer_lines(lines, layout.delimiter, block.data + block.rows + 1)
+    else:
+        tail_lines = _split_lines(tail.decode(encoding.removesuffix("-sig"), errors="replace"), cut=False)
+        found = trailer_lines(tail_lines[1:], layout.delimiter, 1)  # its first line may be cut
+    return read_header(found, layout.delimiter)
 
 
-def find_table(lines: list[str]) -> Layout:
-    """Find the table after the vendor block.
-
-    Its width is the largest number of fields (two or more) shared by at least three consecutive
-    lines; it starts at the first such run, so rows of empty wells further down do not matter.
-    """
-    width, delimiter = 0, ","
-    runs: dict[str, list[tuple[int, int, int]]] = {}
-    for candidate in _DELIMITERS:
-        widths = [len(split_fields(line, candidate)) for line in lines]
-        found, i = [], 0
-        while i < len(widths):
-            j = i
-            while j + 1 < len(widths) and widths[j + 1] == widths[i]:
-                j += 1
-            if widths[i] >= 2 and j - i + 1 >= min(3, len(lines) - i):
-                found.append((widths[i], i, j - i + 1))
-            i = j + 1
-        runs[candidate] = found
-        best = max((w for w, _, _ in found), default=0)
-        if best > width:
-            width, delimiter = best, candidate
-    if width == 0:
-        return Layout(",", len(lines))
-    start = min(i for w, i, _ in runs[delimiter] if w == width)
-    first = split_fields(lines[start], delimiter)
-    if all(_numeric(f) for f in first):
-        # Numbers from the first line on: the names (and a line of units) may sit just above,
-        # wider than the data when the last column is empty ("Wave;Sample;Dark;Reference;Scope").
-        above = [i for i in range(max(0, start - 4), start) if lines[i].strip()][-2:]
-        texts = [
-            i
-            for i in above
-            if len(split_fields(lines[i], delimiter)) >= width and not _any_numeric(lines[i], delimiter)
-        ]
-        if len(texts) == 2:
-            units = [u.strip().strip("[]()") for u in split_fields(lines[texts[1]], delimiter)]
-            return Layout(delimiter, texts[0], width, units=units, units_line=texts[1])
-        if texts and texts[-1] == above[-1]:
-            return Layout(delimiter, texts[-1], width)
-        return Layout(delimiter, start, width, has_header=False)
-    below = [split_fields(line, delimiter) for line in lines[start + 1 : start + 3]]
-    if len(below) == 2 and not any(_numeric(f) for f in below[0]) and any(_numeric(f) for f in below[1]):
-        units = [u.strip().strip("[]()") for u in below[0]]
-        return Layout(delimiter, start, width, units=units, units_line=start + 1)
-    return Layout(delimiter, start, width)
+def _header_metadata(header: Header, trailer: Header) -> Metadata:
+    out: Metadata = {}
+    if header.values:
+        out["header"] = header.values
+    if header.repeated:
+        out["headerRepeated"] = header.repeated
+    measurements = measurements_of(header.blocks)
+    if measurements:
+        out["measurements"] = measurements
+    ends = {k: v for k, v in trailer.values.items() if k not in header.values}
+    if ends:
+        out["trailer"] = ends
+    dates = header_dates(header.values) + header_dates(ends)
+    if dates:
+        out["dates"] = dates
+        acquisition = acquisition_from(dates, {k: "trailer" for k in ends})
+        if acquisition:
+            out["acquisition"] = acquisition
+    instrument = instrument_from(header.values)
+    if instrument:
+        out["instrument"] = instrument
+    return out
 
 
-def first_block(lines: list[str], layout: Layout) -> tuple[int | None, int]:
-    """(data rows of the first table, later tables with the same header) as the sample shows them.
-
-    Exports like a plate reader's write one table per read (OD600, OD700, GFP...) separated by
-    blank lines; profiling them as one table would mix their values. None: the block runs past
-    the sample, so the whole rest of the file is the table.
-    """
-
-    def blank(i: int) -> bool:  # padding counts as blank: ",,,,,,,,"
-        return not split_fields(lines[i], layout.delimiter)
-
-    after = max(layout.start + (1 if layout.has_header else 0), (layout.units_line or 0) + 1)
-    data = next((i for i in range(after, len(lines)) if not blank(i)), None)
-    if data is None:
-        return None, 0
-    end = next((i for i in range(data, len(lines)) if blank(i)), None)
-    if end is None:
-        return None, 0
-    header = split_fields(lines[layout.start], layout.delimiter)
-    later = (
-        sum(1 for line in lines[end:] if split_fields(line, layout.delimiter) == header)
-        if layout.has_header
-        else 0
+def _table(
+    source: Source,
+    sample: bytes,
+    lines: list[str],
+    encoding: str,
+    layout: Layout,
+    block: Block,
+    budget: Budget,
+) -> Metadata:
+    decimal = detect_decimal(lines[layout.start + 1 : layout.start + 50], layout.delimiter)
+    # Lines end in \n but for the rare export that ends them in \r alone: no limit can be kept
+    # on those, which pandas reads as they are.
+    newlines = b"\n" in sample
+    after = _offset(sample, block.data) if newlines and block.data is not None else None
+    result: Metadata = {"decimal": decimal}
+    result.update(
+        profile_table(
+            source,
+            encoding,
+            layout,
+            decimal,
+            nrows=block.rows,
+            budget=budget,
+            max_line=MAX_LINE_BYTES if newlines else None,
+            block_after=after,
+        )
     )
-    return end - data, later
+    if block.later:
+        result["tables"] = 1 + block.later
+        which = f" ({block.labels[0]})" if block.labels else ""
+        result["note"] = f"{1 + block.later} tables with the same header; the first{which} is profiled"
+    if block.labels:
+        result["tableLabels"] = list(block.labels)
+    wells = plate_summary(result["columns"])
+    if wells:
+        result["wells"] = wells
+    return result
 
 
-def detect_decimal(lines: list[str], delimiter: str) -> str:
-    if delimiter == ",":
-        return "."
-    comma = point = 0
-    for line in lines:
-        for field in split_fields(line, delimiter):
-            field = field.strip()
-            if _NUMBER.match(field):
-                comma += "," in field
-                point += "." in field
-    return "," if comma > point else "."
+def _units_from_header(result: Metadata) -> None:
+    # A JCAMP-like header gives the units of a headerless x/y table ("##XUNITS=1/CM").
+    header, columns = result.get("header", {}), result["columns"]
+    if len(columns) != 2 or any(not c["name"].startswith("column ") for c in columns):
+        return
+    for i, key in enumerate(("XUNITS", "YUNITS")):
+        if header.get(key) and "unit" not in columns[i]:
+            columns[i] = {"name": columns[i]["name"], "unit": header[key], **columns[i]}
 
 
-def split_unit(column: str) -> tuple[str, str | None]:
-    m = _UNIT.match(column)
-    return (m["name"], m["unit"]) if m else (column, None)
+def _offset(sample: bytes, line: int) -> int | None:
+    # The byte where line number ``line`` starts: after the line-th "\n".
+    at = -1
+    for _ in range(line):
+        at = sample.find(b"\n", at + 1)
+        if at < 0:
+            return None
+    return at + 1
 
 
 def profile_table(
@@ -220,15 +212,28 @@ def profile_table(
     nrows: int | None = None,
     budget: Budget,
     max_line: int | None = MAX_LINE_BYTES,
+    block_after: int | None = None,
 ) -> dict[str, Any]:
-    """Column profiles and row count, read with pandas in chunks (memory bounded by CHUNK_ROWS,
-    and by ``max_line``: the table ends before a longer line, and the profile says so)."""
+    """Variable profiles and row count, read with pandas in chunks (memory bounded by CHUNK_ROWS,
+    and by ``max_line``: the table ends before a longer line, and the profile says so). From byte
+    ``block_after`` on, a blank line ends the table."""
     with source.path.open("rb") as raw:
+        stream: BinaryIO = raw
+        block = BlockEnd(raw, block_after) if block_after is not None else None
+        if block is not None:
+            stream = io.BufferedReader(block)
         # A file no longer than the limit cannot hold a longer line: it is read as it is.
         too_big = max_line is not None and os.fstat(raw.fileno()).st_size > max_line
-        lines = LineLimit(raw, max_line) if max_line and too_big else None
-        result = _profile(
-            source, io.BufferedReader(lines) if lines else raw, encoding, layout, decimal, nrows, budget
+        lines = LineLimit(stream, max_line) if max_line and too_big else None
+        handle = io.BufferedReader(lines) if lines else stream
+        if layout.rowwise:
+            result = _profile_rows(source, handle, encoding, layout, decimal, nrows, budget)
+        else:
+            result = _profile(source, handle, encoding, layout, decimal, nrows, budget)
+    if block is not None and block.ended and nrows is None:
+        result["note"] = (
+            f"the first table ends at a blank line after the first {SAMPLE_BYTES >> 10} KiB; "
+            "what follows it is not profiled"
         )
     if lines is not None and lines.cut_at is not None:
         result["lineTooLong"] = {"line": lines.cut_at, "maxBytes": max_line}
@@ -237,6 +242,28 @@ def profile_table(
             "before it"
         )
     return result
+
+
+def _reader(
+    handle: BinaryIO, encoding: str, layout: Layout, decimal: str, nrows: int | None, **options: Any
+) -> Any:
+    import pandas as pd  # imported here: the agent only pays for pandas when a table turns up
+
+    whitespace = layout.delimiter == WHITESPACE
+    return pd.read_csv(
+        handle,
+        sep=r"\s+" if whitespace else layout.delimiter,
+        decimal=decimal,
+        encoding=encoding,
+        encoding_errors="replace",
+        skipinitialspace=not whitespace,
+        chunksize=max(100, min(CHUNK_ROWS, CHUNK_CELLS // max(layout.width, 1))),
+        on_bad_lines="skip",
+        nrows=nrows,
+        skip_blank_lines=True,
+        engine="c",
+        **options,
+    )
 
 
 def _profile(
@@ -248,45 +275,68 @@ def _profile(
     nrows: int | None,
     budget: Budget,
 ) -> dict[str, Any]:
-    import pandas as pd  # imported here: the agent only pays for pandas when a table turns up
+    import pandas as pd
 
-    columns: dict[str, dict[str, Any]] = {}
+    profiles = Profiles()
     rows = 0
+    header: Any = 0 if layout.has_header else None
     try:
-        reader = pd.read_csv(
-            handle,
-            sep=layout.delimiter,
-            decimal=decimal,
-            encoding=encoding,
-            encoding_errors="replace",
-            skiprows=layout.skip,
-            header=0 if layout.has_header else None,
-            skipinitialspace=True,
-            chunksize=max(100, min(CHUNK_ROWS, CHUNK_CELLS // max(layout.width, 1))),
-            on_bad_lines="skip",
-            nrows=nrows,
-            skip_blank_lines=True,
-            engine="c",
+        reader = _reader(
+            handle, encoding, layout, decimal, nrows, skiprows=layout.skip, header=header, names=layout.names
         )
         for chunk in _chunks(reader, budget):
             rows += len(chunk)
             for position, name in enumerate(chunk.columns):
-                label = str(name).strip() if layout.has_header else f"column {position + 1}"
-                _merge(
-                    columns,
-                    label,
-                    chunk[name],
-                    layout.units[position] if layout.units and position < len(layout.units) else None,
-                )
+                named = layout.has_header or layout.names
+                label = str(name).strip() if named else f"column {position + 1}"
+                unit = layout.units[position] if layout.units and position < len(layout.units) else None
+                profiles.merge(label, chunk[name], unit)
     except (ValueError, pd.errors.ParserError) as exc:
         raise ExtractionError(f"{source.name!r} could not be read as a table: {exc}") from None
-    # Trailing padding (",,,,") makes columns with no name and no value: not part of the table.
-    profiles = [
-        _finish(name, p)
-        for name, p in columns.items()
-        if not (name.startswith("Unnamed:") and p["nonNull"] == 0)
-    ]
-    return {"columns": profiles, "rowCount": rows}
+    return {"orientation": "columns", "columns": profiles.finish(), "rowCount": rows}
+
+
+def _profile_rows(
+    source: Source,
+    handle: BinaryIO,
+    encoding: str,
+    layout: Layout,
+    decimal: str,
+    nrows: int | None,
+    budget: Budget,
+) -> dict[str, Any]:
+    """A table with one variable per line: its name first, then its values (a plate reader's
+    ``Time [s],0,600,...`` and ``A1,0.11,0.12,...``). Its first line is a variable too."""
+    import pandas as pd
+
+    profiles = Profiles()
+    rows = 0
+    try:
+        reader = _reader(
+            handle,
+            encoding,
+            layout,
+            decimal,
+            None if nrows is None else nrows + 1,
+            skiprows=range(layout.start),
+            header=None,
+            index_col=0,  # the variable's name
+            dtype={0: str},
+        )
+        for chunk in _chunks(reader, budget):
+            for label, values in line_values(chunk, rows, decimal):
+                profiles.merge(label, values, None)
+            rows += len(chunk)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise ExtractionError(f"{source.name!r} could not be read as a table: {exc}") from None
+    columns = profiles.finish()
+    observations = max((c["nonNull"] for c in columns), default=0)
+    return {
+        "orientation": "rows",
+        "columns": columns,
+        "rowCount": max(rows - 1, 0),
+        "observationCount": observations,
+    }
 
 
 def _chunks(reader: Any, budget: Budget) -> Iterator[Any]:
@@ -294,47 +344,3 @@ def _chunks(reader: Any, budget: Budget) -> Iterator[Any]:
         for chunk in reader:
             budget.check()
             yield chunk
-
-
-_ORDER = {"empty": 0, "integer": 1, "number": 2, "boolean": 3, "datetime": 4, "text": 5}
-
-
-def _merge(columns: dict[str, dict[str, Any]], name: str, series: Any, unit: str | None) -> None:
-    import pandas as pd
-
-    profile = columns.setdefault(
-        name, {"type": "empty", "nonNull": 0, "min": None, "max": None, "unit": unit}
-    )
-    non_null = series.dropna()
-    profile["nonNull"] += int(non_null.size)
-    if non_null.empty:
-        return
-    if pd.api.types.is_bool_dtype(non_null):
-        kind = "boolean"
-    elif pd.api.types.is_integer_dtype(non_null):
-        kind = "integer"
-    elif pd.api.types.is_float_dtype(non_null):
-        kind = "number"
-    else:
-        kind = "text"
-    if _ORDER[kind] > _ORDER[profile["type"]]:
-        if profile["type"] in ("integer", "number") and kind == "text":
-            profile["min"] = profile["max"] = None
-        profile["type"] = kind
-    if profile["type"] in ("integer", "number") and kind in ("integer", "number"):
-        low, high = non_null.min(), non_null.max()
-        profile["min"] = low if profile["min"] is None else min(profile["min"], low)
-        profile["max"] = high if profile["max"] is None else max(profile["max"], high)
-
-
-def _finish(name: str, profile: dict[str, Any]) -> dict[str, Any]:
-    _, unit = split_unit(name)
-    unit = unit or profile["unit"]
-    out: dict[str, Any] = {"name": name, "type": profile["type"], "nonNull": profile["nonNull"]}
-    if unit:
-        out["unit"] = unit
-    for key in ("min", "max"):
-        if profile[key] is not None:
-            value = profile[key]
-            out[key] = int(value) if profile["type"] == "integer" else float(value)
-    return out
