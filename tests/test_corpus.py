@@ -28,6 +28,11 @@ async def test_corpus_sidecars_carry_true_hashes_and_crates_validate(
             crate = read_crate(folder)
             root_entity = next(n for n in crate["@graph"] if n["@id"] == "./")
             assert len(root_entity["hasPart"]) == sum(1 for p in data_files if p.is_relative_to(folder))
+    # Formats with their own extractor are read by it, and say what they hold in the crate.
+    mps = next((drop / "instruments" / "echem").glob("*.mps"))
+    assert read_sidecar(mps)["metadata"]["extractor"] == "biologic"
+    entity = next(n for n in read_crate(mps.parent)["@graph"] if n["@id"] == mps.name)
+    assert entity["description"].startswith("BioLogic EC-Lab settings: GCPL")
     # The validator takes seconds per crate: two sessions with awkward names, not all of them.
     for folder in (drop / "instruments" / "ftir", drop / "eln" / "elabftw"):
         result = validate_crate(folder)

@@ -21,6 +21,7 @@ from .base import (
     UnsafeArchiveError,
     UnsafeInputError,
 )
+from .biologic import BiologicExtractor
 from .bounds import bound
 from .eln import ElnExtractor
 from .fcs import FcsExtractor
@@ -63,6 +64,7 @@ def builtin_extractors() -> list[Extractor]:
         MzmlExtractor(),
         XrdmlExtractor(),
         XmlExtractor(),
+        BiologicExtractor(),
     ]
     if hdf5_available():
         found.append(Hdf5Extractor())
