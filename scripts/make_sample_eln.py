@@ -14,10 +14,10 @@ FOLDER = "EXP-000125_notebook"
 STAMP = (2026, 3, 16, 10, 30, 0)
 
 protocol = (
-    "Protocol: overnight culture\n"
-    "1. Inoculate 5 mL LB with a single colony.\n"
-    "2. Grow at 37 C, 200 rpm, 16 h.\n"
-).encode()
+    b"Protocol: overnight culture\n"
+    b"1. Inoculate 5 mL LB with a single colony.\n"
+    b"2. Grow at 37 C, 200 rpm, 16 h.\n"
+)
 results = b"sample,OD600\nculture-1,2.31\nculture-2,2.27\n"
 
 crate = {
@@ -31,7 +31,12 @@ crate = {
             "dateCreated": "2026-03-16T10:30:00+01:00",
             "sdPublisher": {"@id": "#eln"},
         },
-        {"@id": "#eln", "@type": "Organization", "name": "Sample lab notebook", "url": "https://example.org/eln"},
+        {
+            "@id": "#eln",
+            "@type": "Organization",
+            "name": "Sample lab notebook",
+            "url": "https://example.org/eln",
+        },
         {
             "@id": "./",
             "@type": "Dataset",
@@ -60,7 +65,10 @@ crate = {
                 "contentSize": str(len(data)),
                 "sha256": hashlib.sha256(data).hexdigest(),
             }
-            for name, fmt, data in (("protocol.txt", "text/plain", protocol), ("results.csv", "text/csv", results))
+            for name, fmt, data in (
+                ("protocol.txt", "text/plain", protocol),
+                ("results.csv", "text/csv", results),
+            )
         ),
     ],
 }

@@ -318,7 +318,8 @@ async def test_scanning_the_corpus_puts_metadata_in_sidecars_and_crates(
     report = await run_scan(drop, config)
     assert report.ok, report
     sidecar = read_sidecar(drop / "xrd_session" / "Scan_C5.xrdml")
-    assert sidecar["metadata"]["extractor"] == "xrdml" and sidecar["dateCreated"] == "2020-11-06T19:09:32+00:00"
+    assert sidecar["metadata"]["extractor"] == "xrdml"
+    assert sidecar["dateCreated"] == "2020-11-06T19:09:32+00:00"
     assert sidecar["metadata"]["format"]["pronom"] == "fmt/101"
     crate = read_crate(drop / "uvvis_timeseries")
     entity = next(n for n in crate["@graph"] if n["@id"] == "1908047U1_0000.Raw8.TXT")

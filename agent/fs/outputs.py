@@ -256,7 +256,9 @@ def remove_orphan_temps(root: Path, relpaths: Iterable[str], *, older_than_ns: i
         if not is_our_temp_name(name):
             return False
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        return stat_mod.S_ISREG(st.st_mode) and st.st_mtime_ns < older_than_ns and _starts_like_ours(dir_fd, name)
+        if not stat_mod.S_ISREG(st.st_mode) or st.st_mtime_ns >= older_than_ns:
+            return False
+        return _starts_like_ours(dir_fd, name)
 
     return sum(1 for relpath in relpaths if _remove_if(root, relpath, orphan))
 
