@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 from .. import AGENT_ENTITY_ID, AGENT_NAME
 from ..core.errors import OutputWriteError
+from ..core.jsontext import indented
 from ..core.naming import is_our_temp_name, temp_name
 from .fsinfo import filesystem_type, is_network_filesystem
 from .safepath import open_dir_beneath, split
@@ -89,7 +90,7 @@ class WriteResult:
 
 def to_json_bytes(document: dict[str, Any]) -> bytes:
     """Stable serialisation: the same document always gives the same bytes."""
-    return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    return (indented(document) + "\n").encode("utf-8")
 
 
 def is_agent_document(raw: bytes) -> bool:

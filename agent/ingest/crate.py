@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import AGENT_ENTITY_ID, AGENT_NAME, AGENT_URL, __version__
 from ..core.config import SiteSettings
+from ..core.jsontext import indented
 from ..core.naming import CRATE_NAME, display_name, relative_id
 from ..extractors.generic import PRONOM_NAMES
 from .entities import organisation_entities
@@ -253,12 +254,12 @@ def _indented(entity: dict[str, Any]) -> str:
     One value is written as itself, not as a list of one, as RO-Crate 1.2 recommends.
     """
     compact = {k: v[0] if isinstance(v, list) and len(v) == 1 else v for k, v in entity.items()}
-    return "    " + json.dumps(compact, indent=2, ensure_ascii=False).replace("\n", "\n    ")
+    return "    " + indented(compact).replace("\n", "\n    ")
 
 
 def _with_license(text: str, license_id: str) -> str:
     """A File entity's text with its own license, where it differs from the session's."""
-    value = json.dumps({"@id": license_id}, indent=2, ensure_ascii=False).replace("\n", "\n      ")
+    value = indented({"@id": license_id}).replace("\n", "\n      ")
     return text.removesuffix("\n    }") + f',\n      "license": {value}\n    }}'
 
 

@@ -9,7 +9,6 @@ nothing is redone.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -19,6 +18,7 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from ..core.batch import Batch, FileStat, batch_id
+from ..core import jsontext
 from ..core.config import AgentConfig
 from ..core.errors import (
     REJECTION_CLASS_NAMES,
@@ -184,7 +184,7 @@ class Pipeline:
                 batch_id=bid,
                 records=outcome.records,
                 entities={
-                    r.relpath: json.dumps(entities[r.relpath], ensure_ascii=False) for r in outcome.records
+                    r.relpath: jsontext.compact(entities[r.relpath]) for r in outcome.records
                 },
                 touched=outcome.touched,
                 dead=outcome.dead,

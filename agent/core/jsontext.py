@@ -1,0 +1,67 @@
+"""JSON text of the agent's documents: exactly what ``json.dumps(..., ensure_ascii=False)`` writes,
+at the speed of orjson.
+
+Every sidecar and crate entity is serialised on the hot path; the standard library's indented
+encoder is pure Python (its C accelerator does not indent) and cost a third of the agent's CPU on
+small files, about 120 µs per sidecar against 4 µs for orjson. orjson writes the same text for
+everything the agent writes but two cases, detected here and handed to the standard library:
+
+- floats whose shortest form Python writes in exponent notation and orjson does not, or with a
+  one-digit exponent (``1e-05`` against ``0.00001``, ``2.5e-07`` against ``2.5e-7``): found by a
+  pattern over the output, which may also match inside a string (then the slow path runs, with
+  the same result);
+- what orjson refuses: integers beyond 64 bits, strings holding lone surrogates (names that are not
+  valid UTF-8), keys that are not strings.
+
+Non-finite floats (an ``inf`` in a table) are written as ``null`` on both paths: ``NaN`` and
+``Infinity`` are not JSON, and other tools refuse a document holding them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import orjson
+
+#: A one-digit negative exponent, as orjson writes it (Python pads it: ``e-07``).
+_SHORT_EXPONENT = re.compile(rb"e-\d(?!\d)")
+
+
+def indented(document: Any) -> str:
+    """``json.dumps(document, indent=2, ensure_ascii=False)``, non-finite floats as null."""
+    try:
+        text = orjson.dumps(document, option=orjson.OPT_INDENT_2)
+    except TypeError:
+        return json.dumps(_finite(document), indent=2, ensure_ascii=False)
+    if _float_text_may_differ(text):
+        return json.dumps(_finite(document), indent=2, ensure_ascii=False)
+    return text.decode("utf-8")
+
+
+def _float_text_may_differ(text: bytes) -> bool:
+    # Written for speed: a pattern with a look-behind costs 190 µs on a 6 KB sidecar, this 5 µs.
+    if b"0.0000" in text:  # orjson: 0.00001, Python: 1e-05
+        return True
+    return any(text[m.start() - 1 : m.start()].isdigit() for m in _SHORT_EXPONENT.finditer(text))
+
+
+def compact(document: Any) -> str:
+    """The document on one line, for storage (not byte-compatible with json.dumps's spacing)."""
+    try:
+        return orjson.dumps(document).decode("utf-8")
+    except TypeError:
+        return json.dumps(_finite(document), ensure_ascii=False, separators=(",", ":"))
+
+
+def _finite(value: Any) -> Any:
+    """The value with every non-finite float replaced by None (what orjson writes for them)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,53 @@
+"""The fast JSON text is the standard library's text, byte for byte."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.core.jsontext import compact, indented
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from([1e-05, -2.5e-07, 0.0001, 1e16, 1e-300, 5e-324, -0.0, 123456.789e-12])
+    | st.text()
+    | st.sampled_from(["\udcff name.csv", "\u2028", "e-5", "0.00001", "\x00\x1f\x7f"])
+)
+documents = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(documents)
+def test_indented_is_what_json_dumps_writes(document: Any) -> None:
+    assert indented(document) == json.dumps(document, indent=2, ensure_ascii=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(documents)
+def test_compact_reads_back_as_the_document(document: Any) -> None:
+    assert json.loads(compact(document)) == document
+
+
+def test_keys_that_are_not_strings_are_written_as_json_dumps_writes_them() -> None:
+    document = {1: "a", 2.5: [True], None: {}}
+    assert indented(document) == json.dumps(document, indent=2, ensure_ascii=False)
+
+
+def test_non_finite_floats_are_null_not_invalid_json() -> None:
+    for value in (math.inf, -math.inf, math.nan):
+        for document in ({"max": value}, {"big": 2**70, "max": value}, {"small": 1e-05, "v": [value]}):
+            text = indented(document)
+            assert "Infinity" not in text and "NaN" not in text
+            assert None in json.loads(text).values() or json.loads(text)["v"] == [None]
+            assert json.loads(compact(document)) == json.loads(text)
