@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,17 @@ from . import (
 )
 from .generic import Detected
 from .isolation import IsolatedParsers, is_isolated
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """A file whose metadata is wanted: the one hashed (this inode), the first bytes the hasher read,
+    and the extractor its rule names ("auto", "none" or a name)."""
+
+    relpath: str
+    head: bytes
+    inode: int
+    choice: str = "auto"
 
 
 class MetadataReader:
@@ -83,28 +96,59 @@ class MetadataReader:
         description. Content refused for safety (UnsafeInputError) and a file that vanished or
         changed are raised.
         """
-        extractor = self.chosen(relpath, head, choice)
-        if extractor is None:
-            return {}
-        try:
-            return await self._read(extractor, root, relpath, inode)
-        except UnsafeInputError:
-            raise
-        except ExtractionError as exc:
-            return failure(extractor.name, exc)
+        (result,) = await self.read_group(root, [Wanted(relpath, head, inode, choice)])
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-    async def _read(self, extractor: Extractor, root: Path, relpath: str, inode: int) -> Metadata:
+    async def read_group(self, root: Path, files: Sequence[Wanted]) -> list[Metadata | Exception]:
+        """Each file's metadata as ``read`` gives it, or the error ``read`` would raise.
+
+        The files an in-process extractor reads are read in one thread hand-off: for small files
+        the hand-offs cost more than the reading. Files without an extractor cost nothing; isolated
+        extractors (native code) read one file at a time in their worker processes.
+        """
+        chosen = [self.chosen(f.relpath, f.head, f.choice) for f in files]
+        results: list[Metadata | Exception] = [{} for _ in files]
+        together = [(i, e) for i, e in enumerate(chosen) if e is not None and not is_isolated(e)]
+        if together:
+            read = await self._in_thread(root, [(e, files[i]) for i, e in together])
+            for (i, _), result in zip(together, read, strict=True):
+                results[i] = result
+        for i, extractor in enumerate(chosen):
+            if extractor is not None and is_isolated(extractor):
+                (results[i],) = await self._in_thread(root, [(extractor, files[i])])
+        return results
+
+    async def _in_thread(
+        self, root: Path, files: list[tuple[Extractor, Wanted]]
+    ) -> list[Metadata | Exception]:
         loop = asyncio.get_running_loop()
         async with self._slots:
-            work = loop.run_in_executor(self._executor, self._extract, extractor, root, relpath, inode)
+            work = loop.run_in_executor(self._executor, self._extract_each, root, files)
             try:
-                # The extractor checks its own budget; this is the backstop if one does not.
-                return await asyncio.wait_for(work, self.seconds + 5)
+                # Each file has its own cooperative limit; this is the backstop if one does not
+                # keep to it.
+                return await asyncio.wait_for(work, self.seconds * len(files) + 5)
             except TimeoutError:
-                limit = f"{self.seconds:.0f} s"
-                raise ExtractionTimeout(
-                    f"reading the metadata of {relpath!r} took longer than {limit}"
-                ) from None
+                what = repr(files[0][1].relpath) if len(files) == 1 else f"{len(files)} files"
+                limit = f"{self.seconds:.0f} s" + (" each" if len(files) > 1 else "")
+                error = ExtractionTimeout(f"reading the metadata of {what} took longer than {limit}")
+                return [failure(extractor.name, error) for extractor, _ in files]
+
+    def _extract_each(self, root: Path, files: list[tuple[Extractor, Wanted]]) -> list[Metadata | Exception]:
+        """In an extraction thread: each file's metadata or its error (see ``read``)."""
+        results: list[Metadata | Exception] = []
+        for extractor, wanted in files:
+            try:
+                results.append(self._extract(extractor, root, wanted.relpath, wanted.inode))
+            except UnsafeInputError as exc:
+                results.append(exc)
+            except ExtractionError as exc:
+                results.append(failure(extractor.name, exc))
+            except Exception as exc:  # vanished, changed since hashed, shutting down
+                results.append(exc)
+        return results
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -17,7 +17,7 @@ from ..core.config import RetrySettings
 from ..core.errors import FileVanishedError
 from ..core.records import EXTRACTION_FAILURE, FileRecord
 from ..extractors.generic import Detected
-from ..extractors.runner import MetadataReader
+from ..extractors.runner import MetadataReader, Wanted
 from ..ledger import CurrentFile
 from .crate import crate_can_list
 from .hashing import Hashed, Hasher, hash_groups
@@ -76,22 +76,28 @@ class BatchReader:
         """Each new record's metadata from its extractor (an extractor's failure is a warning)."""
         # An empty file has nothing to extract; it is ingested with its "empty file" warning.
         wanted = [r for r in outcome.records if r.stat.size]
+        # In groups, as they are hashed: one thread hand-off per group, and the groups in parallel.
+        groups = list(hash_groups([r.stat for r in wanted]))
         results = await asyncio.gather(
             *(
-                self.extraction.read(
+                self.extraction.read_group(
                     batch.root.path,
-                    r.relpath,
-                    outcome.heads[r.relpath],
-                    r.stat.inode,
-                    self._extractor_for(batch.root.name, r.relpath),
+                    [
+                        Wanted(
+                            f.relpath,
+                            outcome.heads[f.relpath],
+                            f.inode,
+                            self._extractor_for(batch.root.name, f.relpath),
+                        )
+                        for f in group
+                    ],
                 )
-                for r in wanted
-            ),
-            return_exceptions=True,
+                for group in groups
+            )
         )
         failed: set[str] = set()
         extracted: dict[str, dict[str, Any]] = {}
-        for record, result in zip(wanted, results, strict=True):
+        for record, result in zip(wanted, (r for group in results for r in group), strict=True):
             if isinstance(result, FileVanishedError):
                 outcome.vanished.append(Skip(record.relpath, f"vanished before it was read: {result}"))
                 failed.add(record.relpath)
