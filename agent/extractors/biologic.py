@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from pathlib import PurePosixPath
 from typing import Any
 
-from .base import Budget, ExtractionError, Metadata, Source, acquisition_time
+from .base import Budget, ExtractionError, Metadata, Source, acquisition_time, suffix
 from .tabular import detect_encoding
 
 MAX_BYTES = 1 << 20
@@ -84,7 +83,7 @@ class BiologicExtractor:
     name = "biologic"
 
     def accepts(self, name: str, head: bytes) -> bool:
-        if PurePosixPath(name).suffix.lower() != ".mps":
+        if suffix(name) != ".mps":
             return False
         return head.removeprefix(b"\xef\xbb\xbf").lstrip().upper().startswith(MAGIC.encode())
 

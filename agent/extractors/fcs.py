@@ -23,10 +23,9 @@ import os
 import re
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
-from pathlib import PurePosixPath
 from typing import Any, BinaryIO, TypeVar
 
-from .base import Budget, ExtractionError, Metadata, Source, acquisition_time
+from .base import Budget, ExtractionError, Metadata, Source, acquisition_time, suffix
 
 T = TypeVar("T")
 
@@ -79,7 +78,7 @@ class FcsExtractor:
     name = "fcs"
 
     def accepts(self, name: str, head: bytes) -> bool:
-        return PurePosixPath(name).suffix.lower() == ".fcs" or _MAGIC.match(head) is not None
+        return suffix(name) == ".fcs" or _MAGIC.match(head) is not None
 
     def extract(self, source: Source, budget: Budget) -> Metadata:
         with source.path.open("rb") as f:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, timedelta, timezone
-from pathlib import PurePosixPath
 
-from .base import Budget, ExtractionError, Metadata, Source, acquisition_time
+from .base import Budget, ExtractionError, Metadata, Source, acquisition_time, suffix
 
 MAX_HEADER_BYTES = 256 << 10
 _DATA_LABELS = {"XYDATA", "PEAKTABLE", "XYPOINTS", "DATATABLE", "NTUPLES", "RADATA"}
@@ -55,7 +54,7 @@ class JcampExtractor:
     name = "jcamp"
 
     def accepts(self, name: str, head: bytes) -> bool:
-        return PurePosixPath(name).suffix.lower() in (".jdx", ".dx", ".jcamp")
+        return suffix(name) in (".jdx", ".dx", ".jcamp")
 
     def extract(self, source: Source, budget: Budget) -> Metadata:
         with source.path.open("rb") as f:

@@ -18,12 +18,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 
 from defusedxml import DefusedXmlException
 
-from .base import Budget, ExtractionError, Metadata, Source, UnsafeInputError, acquisition_time
+from .base import Budget, ExtractionError, Metadata, Source, UnsafeInputError, acquisition_time, suffix
 from .xmlformats import MAX_BYTES, Bounded, list_events, local_name
 
 #: Real headers have a few hundred elements; far more is not an mzML header.
@@ -287,7 +286,7 @@ class MzmlExtractor:
     name = "mzml"
 
     def accepts(self, name: str, head: bytes) -> bool:
-        return PurePosixPath(name).suffix.lower() == ".mzml"
+        return suffix(name) == ".mzml"
 
     def extract(self, source: Source, budget: Budget) -> Metadata:
         reader = _Reader(source.name)

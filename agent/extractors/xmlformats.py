@@ -14,13 +14,12 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import iterparse
 
-from .base import Budget, ExtractionError, Metadata, Source, UnsafeInputError, acquisition_time
+from .base import Budget, ExtractionError, Metadata, Source, UnsafeInputError, acquisition_time, suffix
 
 MAX_ELEMENTS = 5_000
 #: The header of an instrument file is in its first kilobytes; nothing past this is parsed (a
@@ -81,9 +80,7 @@ class XmlExtractor:
     name = "xml"
 
     def accepts(self, name: str, head: bytes) -> bool:
-        return PurePosixPath(name).suffix.lower() in _SUFFIXES or head.lstrip(
-            b"\xef\xbb\xbf \t\r\n"
-        ).startswith(b"<?xml")
+        return suffix(name) in _SUFFIXES or head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<?xml")
 
     def extract(self, source: Source, budget: Budget) -> Metadata:
         result: dict[str, Any] = {}

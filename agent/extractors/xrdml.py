@@ -16,12 +16,11 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from pathlib import PurePosixPath
 from typing import Any
 
 from defusedxml import DefusedXmlException
 
-from .base import Budget, ExtractionError, Metadata, Source, UnsafeInputError, acquisition_time
+from .base import Budget, ExtractionError, Metadata, Source, UnsafeInputError, acquisition_time, suffix
 from .xmlformats import MAX_BYTES, Bounded, list_events, local_name
 
 ROOT = "xrdMeasurements"
@@ -256,7 +255,7 @@ class XrdmlExtractor:
     name = "xrdml"
 
     def accepts(self, name: str, head: bytes) -> bool:
-        return PurePosixPath(name).suffix.lower() == ".xrdml"
+        return suffix(name) == ".xrdml"
 
     def extract(self, source: Source, budget: Budget) -> Metadata:
         reading = _Reading(source.name)
