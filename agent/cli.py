@@ -2,48 +2,74 @@
 
 It owns argv, logging setup and the exit status of failures; each command (``agent/commands/``)
 owns its arguments, its work and what it prints. Nothing below the CLI calls ``sys.exit`` or prints.
+
+Only the command that runs is imported. The table below names every command and its line of help,
+which is all ``--help`` and ``--version`` need. A command's module brings pydantic, rich, SQLite and
+the pipeline: importing every command's made ``--version`` as slow as a scan of an empty folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from . import __version__
-from .commands import demo, drift, init, inspect, replay, rules, run, scan, status, verify
 from .commands.common import Command, Exit
-from .core.config import load_config
 from .core.errors import AgentError
-from .service.logs import setup_logging
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A command as ``fair-agent --help`` lists it; ``agent.commands.<name>`` holds its ``COMMAND``."""
+
+    name: str
+    help: str
+
+    def load(self) -> Command:
+        command = importlib.import_module(f"{__package__}.commands.{self.name}").COMMAND
+        assert isinstance(command, Command), f"agent.commands.{self.name}.COMMAND is not a Command"
+        return command
+
 
 #: In the order ``fair-agent --help`` lists them.
-COMMANDS: tuple[Command, ...] = (
-    scan.COMMAND,
-    run.COMMAND,
-    status.COMMAND,
-    replay.COMMAND,
-    demo.COMMAND,
-    rules.COMMAND,
-    drift.COMMAND,
-    inspect.COMMAND,
-    verify.COMMAND,
-    init.COMMAND,
+COMMANDS: tuple[Listed, ...] = (
+    Listed("scan", "ingest everything under a folder once, then exit"),
+    Listed("run", "the service: watch folders and ingest each session once it is complete"),
+    Listed("status", "roots and their mode, sessions pending and why, counts, dead letters, recent batches"),
+    Listed("replay", "try dead letters again after their cause was fixed"),
+    Listed("demo", "watch a new folder while sample sessions are copied into it, then show the results"),
+    Listed("rules", "check the rule set, and what it would do with a folder"),
+    Listed("drift", "show each dataset type's metadata baseline and its latest drift"),
+    Listed("inspect", "what the agent knows of a file, a sidecar or a session folder"),
+    Listed("verify", "fixity check: hash every ingested file under PATH again and compare"),
+    Listed("init", "write a commented starter configuration"),
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(load: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or, with ``load``, of those named (the others listed only).
+
+    A command only listed is a choice with its help line and no arguments: enough for the top-level
+    ``--help`` and for argparse's check of the command's name, without importing its module.
+    """
     parser = argparse.ArgumentParser(
         prog="fair-agent",
         description="FAIR drop-folder agent: sidecars and RO-Crates next to instrument data, exactly once.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS:
+    for listed in COMMANDS:
+        if load is not None and listed.name not in load:
+            subparsers.add_parser(listed.name, help=listed.help)
+            continue
+        command = listed.load()
         sub = subparsers.add_parser(
-            command.name,
-            help=command.help,
+            listed.name,
+            help=listed.help,
             description=command.description,
             epilog=command.epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -53,8 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    command = next(c for c in COMMANDS if c.name == args.command)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The top level has options only (--help, --version), so the first other word names the command.
+    named = next((arg for arg in argv if not arg.startswith("-")), None)
+    args = build_parser(load=() if named is None else (named,)).parse_args(argv)
+    command = next(listed for listed in COMMANDS if listed.name == args.command).load()
+    # Imported once a command runs: both bring modules (pydantic, asyncio) that --help does without.
+    from .core.config import load_config
+    from .service.logs import setup_logging
+
     log_stream = sys.stdout if command.logs_to_stdout else sys.stderr
     setup_logging(args.log_level, stream=log_stream, json_lines=True if args.json_logs else None)
     overrides: dict[str, Any] = {}

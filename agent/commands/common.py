@@ -7,9 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..core.config import AgentConfig
 from ..core.errors import AgentError
+
+if TYPE_CHECKING:  # the configuration brings pydantic, which --version and --help do without
+    from ..core.config import AgentConfig
 
 
 class Exit(IntEnum):
@@ -30,10 +33,12 @@ class Exit(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """One ``fair-agent`` command, as ``cli.py`` builds it into the parser and dispatches to it."""
+    """One ``fair-agent`` command, as ``cli.py`` builds it into the parser and dispatches to it.
 
-    name: str
-    help: str
+    Its name and line of help are in ``cli.py``'s table, which lists every command without
+    importing any: a command's module is imported only when that command runs.
+    """
+
     description: str
     examples: tuple[str, ...]
     #: Adds the command's own arguments, and the common options (``add_common``) where they belong.

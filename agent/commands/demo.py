@@ -139,8 +139,6 @@ def _results(drop: Path, files: list[Path]) -> tuple[Table, list[str], dict[str,
 
 
 COMMAND = Command(
-    name="demo",
-    help="watch a new folder while sample sessions are copied into it, then show the results",
     description="Start the service on DROP (created if needed) with a 2 s quiet period, copy the "
     "sessions from SAMPLES into it file by file as an instrument would, wait until every file "
     "has its sidecar, print what was written, and stop. The ledger goes to DROP-state beside it.",

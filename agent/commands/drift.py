@@ -142,8 +142,6 @@ def _drift_words(latest: dict[str, Any]) -> str:
 
 
 COMMAND = Command(
-    name="drift",
-    help="show each dataset type's metadata baseline and its latest drift",
     description="Show, per dataset type, the baseline of metadata keys and table columns (learnt "
     "from the first accepted sessions, or declared in the rule) and the latest differences "
     "found. After a deliberate change of an instrument's export template, --accept makes the "

@@ -112,8 +112,6 @@ def run(args: argparse.Namespace, config: AgentConfig) -> int:
 
 
 COMMAND = Command(
-    name="init",
-    help="write a commented starter configuration",
     description="Write a commented starter configuration to FILE (watch roots, state directory, "
     "rules folder, metrics, site) that loads as it is. An existing file is kept unless --force.",
     examples=(

@@ -247,8 +247,6 @@ def _print_folder(console: Console, a: dict[str, Any]) -> None:
 
 
 COMMAND = Command(
-    name="inspect",
-    help="what the agent knows of a file, a sidecar or a session folder",
     description="Show, for a data file (or its sidecar): its state, metadata, validation and "
     "drift status, hash, batch and sequence, and the ledger's history of its versions; for a "
     "folder: its sessions and files with their status, dead letters and the session's error file.",

@@ -153,8 +153,6 @@ async def _replay(args: argparse.Namespace, config: AgentConfig) -> list[ReplayR
 
 
 COMMAND = Command(
-    name="replay",
-    help="try dead letters again after their cause was fixed",
     description="Try dead-lettered files again (after a fix: permissions repaired, a file in "
     "the way renamed) and report which now pass. With a running service on the same state "
     "directory, it asks the service to reconcile now (SIGHUP) and waits for the outcome; "

@@ -232,8 +232,6 @@ def _rules_table(rules: RuleSet) -> Table:
 
 
 COMMAND = Command(
-    name="rules",
-    help="check the rule set, and what it would do with a folder",
     description="Work with the rule set (see rules/README.md).",
     examples=("fair-agent rules check --rules /etc/fair-agent/rules",),
     add_arguments=add_arguments,

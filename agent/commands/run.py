@@ -93,8 +93,6 @@ async def serve(config: AgentConfig) -> int:
 
 
 COMMAND = Command(
-    name="run",
-    help="the service: watch folders and ingest each session once it is complete",
     description="Watch every configured root (inotify, or polling on network shares), wait until "
     "each session is complete (quiet period, stable sizes and mtimes, marker file if asked for), "
     "and ingest it. Reconciles at start-up and on a timer so nothing is missed. Logs JSON lines "

@@ -107,8 +107,6 @@ def summary_table(report: ScanReport) -> Table:
 
 
 COMMAND = Command(
-    name="scan",
-    help="ingest everything under a folder once, then exit",
     description="Ingest every file under PATH through the service's pipeline (burst mode), then "
     "exit. Files already in the ledger and unchanged are not read again. Exit status: 0 when "
     "everything was ingested, 1 when anything is dead-lettered or not committed, 3 on a "

@@ -209,8 +209,6 @@ def _dead_letters(status: Status) -> Table:
 
 
 COMMAND = Command(
-    name="status",
-    help="roots and their mode, sessions pending and why, counts, dead letters, recent batches",
     description="Report from the ledger, whether or not the service runs: the watch roots and "
     "their mode (events or polling), files and batches ingested, dead letters with their "
     "reasons, recent batches, the ledger's size, and which process (if any) holds the state "

@@ -251,8 +251,6 @@ async def _verify(
 
 
 COMMAND = Command(
-    name="verify",
-    help="fixity check: hash every ingested file under PATH again and compare",
     description="Hash every ingested file under PATH again and compare it with the ledger and "
     "its sidecar; report changed, missing and never-ingested files, and sidecars that are gone "
     "or disagree. Read-only; may run beside the service. Exit status: 0 when all is intact, 1 "
