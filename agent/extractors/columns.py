@@ -100,12 +100,9 @@ class Profiles:
         """Fold one chunk of a variable's values (a pandas Series) into its profile."""
         import pandas as pd
 
-        profile = self._by_label.setdefault(
-            label, {"type": "empty", "nonNull": 0, "min": None, "max": None, "unit": unit}
-        )
         non_null = series.dropna()
-        profile["nonNull"] += int(non_null.size)
         if non_null.empty:
+            self.fold(label, unit, "empty", 0)
             return
         if pd.api.types.is_bool_dtype(non_null):
             kind = "boolean"
@@ -115,12 +112,26 @@ class Profiles:
             kind = "number"
         else:
             kind = "text"
+        numeric = kind in ("integer", "number")
+        low, high = (non_null.min(), non_null.max()) if numeric else (None, None)
+        self.fold(label, unit, kind, int(non_null.size), low, high)
+
+    def fold(
+        self, label: str, unit: str | None, kind: str, count: int, low: Any = None, high: Any = None
+    ) -> None:
+        """Fold one chunk of a variable, already typed: ``kind`` as ``merge`` names it, ``count``
+        values that are not missing, ``low`` and ``high`` for numbers."""
+        profile = self._by_label.setdefault(
+            label, {"type": "empty", "nonNull": 0, "min": None, "max": None, "unit": unit}
+        )
+        profile["nonNull"] += count
+        if count == 0:
+            return
         if _ORDER[kind] > _ORDER[profile["type"]]:
             if profile["type"] in ("integer", "number") and kind == "text":
                 profile["min"] = profile["max"] = None
             profile["type"] = kind
         if profile["type"] in ("integer", "number") and kind in ("integer", "number"):
-            low, high = non_null.min(), non_null.max()
             profile["min"] = low if profile["min"] is None else min(profile["min"], low)
             profile["max"] = high if profile["max"] is None else max(profile["max"], high)
 

@@ -18,6 +18,8 @@ from typing import Any, BinaryIO
 
 #: Bytes read at a time: at most the limit, so that a line wholly inside one read is short enough.
 READ_BYTES = 256 << 10
+#: A blank line, with the line break before it: nothing but blanks and delimiters (``,,,,``).
+BLANK_LINE = re.compile(rb"\n[ \t,;|]*\r?\n")
 
 
 class LineLimit(io.RawIOBase):
@@ -67,7 +69,6 @@ class BlockEnd(io.RawIOBase):
     """A file's bytes up to the first blank line at or after byte ``after`` (a line of nothing but
     blanks and delimiters, ``,,,,``, is blank too). ``ended`` says whether it stopped there."""
 
-    _BLANK = re.compile(rb"\n[ \t,;|]*\r?\n")
     #: The longest line end kept back to look for a blank line across two reads: a longer one
     #: is not blank, or not one a table ends with.
     _CARRY = 64 << 10
@@ -101,7 +102,7 @@ class BlockEnd(io.RawIOBase):
         base = self._read - len(self._carry)  # the file offset of buffer[0]
         self._read += len(data)
         # The line break that ends the line before ``after`` opens a blank line starting there.
-        blank = self._BLANK.search(buffer, max(0, self._after - 1 - base))
+        blank = BLANK_LINE.search(buffer, max(0, self._after - 1 - base))
         if blank is not None:
             self._ready, self._done, self.ended = memoryview(buffer[: blank.start() + 1]), True, True
             return

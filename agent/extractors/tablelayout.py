@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from itertools import groupby, repeat
 
-from .vendorheader import WHITESPACE, comment_pair, split_fields
+from .vendorheader import BLANKS, WHITESPACE, comment_pair, field_count, split_fields
 
 _DELIMITERS = (",", ";", "\t", "|")
 _NUMBER = re.compile(r"^[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?$")
@@ -65,19 +66,38 @@ def _any_numeric(line: str, delimiter: str) -> bool:
     return any(numeric(f) for f in split_fields(line, delimiter))
 
 
-def _runs(lines: list[str], delimiter: str) -> list[tuple[int, int, int]]:
-    # (width, first line, length) of runs of three or more lines with one width; comment lines
-    # are the vendor's header, never rows.
-    widths = [0 if is_comment(line, delimiter) else len(split_fields(line, delimiter)) for line in lines]
+def _widths(lines: list[str], delimiter: str, special: list[int]) -> list[int]:
+    # Each line's number of fields; comment lines are the vendor's header, never rows. Only the
+    # lines in ``special`` (a quote, a NUL or a "#") need more than counting delimiters.
+    if delimiter == WHITESPACE:
+        return [0 if is_comment(line, delimiter) else len(line.split()) for line in lines]
+    # Blank fields at the end do not count (padding: "Date:,,,,28/02/2020,,,,").
+    kept = map(str.rstrip, lines, repeat(delimiter + BLANKS))
+    widths = [line.count(delimiter) + 1 if line else 0 for line in kept]
+    for i in special:
+        line = lines[i]
+        widths[i] = 0 if is_comment(line, delimiter) else field_count(line, delimiter)
+    return widths
+
+
+def _runs(lines: list[str], delimiter: str, special: list[int]) -> list[tuple[int, int, int]]:
+    # (width, first line, length) of runs of three or more lines with one width.
     found, i = [], 0
-    while i < len(widths):
-        j = i
-        while j + 1 < len(widths) and widths[j + 1] == widths[i]:
-            j += 1
-        if widths[i] >= 2 and j - i + 1 >= min(3, len(lines) - i):
-            found.append((widths[i], i, j - i + 1))
-        i = j + 1
+    for width, run in groupby(_widths(lines, delimiter, special)):
+        length = len(list(run))
+        if width >= 2 and length >= min(3, len(lines) - i):
+            found.append((width, i, length))
+        i += length
     return found
+
+
+def blank_lines(lines: list[str], delimiter: str) -> list[bool]:
+    """Whether each line is blank: nothing but blanks and delimiters (padding: ``,,,,,,,,``)."""
+    strip = BLANKS if delimiter == WHITESPACE else delimiter + BLANKS
+    return [
+        field_count(line, delimiter) == 0 if '"' in line or "\x00" in line else not line.strip(strip)
+        for line in lines
+    ]
 
 
 def _decimal_commas(lines: list[str], delimiter: str, runs: list[tuple[int, int, int]]) -> bool:
@@ -97,14 +117,22 @@ def find_table(lines: list[str]) -> Layout:
     lines; it starts at the first such run, so rows of empty wells further down do not matter.
     Fields separated by blanks count only where no delimiter makes a table.
     """
+    # One look at the whole sample says which delimiters occur and which lines need more than a
+    # count of delimiters: most lines of most tables need nothing else.
+    text = "\n".join(lines)
+    special = (
+        [i for i, line in enumerate(lines) if '"' in line or "\x00" in line or "#" in line]
+        if '"' in text or "\x00" in text or "#" in text
+        else []
+    )
     width, delimiter, runs = 0, ",", []
     for candidate in _DELIMITERS:
-        found = _runs(lines, candidate)
+        found = _runs(lines, candidate, special) if candidate in text else []
         best = max((w for w, _, _ in found), default=0)
         if best > width or (best >= 2 and delimiter == "," and _decimal_commas(lines, candidate, found)):
             width, delimiter, runs = best, candidate, found
     if width == 0:
-        runs = _runs(lines, WHITESPACE)
+        runs = _runs(lines, WHITESPACE, special)
         width, delimiter = max((w for w, _, _ in runs), default=0), WHITESPACE
     if width == 0:
         return Layout(",", len(lines))
@@ -181,16 +209,14 @@ def first_block(lines: list[str], layout: Layout) -> Block:
     Exports like a plate reader's write one table per read (OD600, OD700, GFP...) separated by
     blank lines; profiling them as one table would mix their values.
     """
-
-    def blank(i: int) -> bool:  # padding counts as blank: ",,,,,,,,"
-        return not split_fields(lines[i], layout.delimiter)
-
     after = max(layout.start + (1 if layout.has_header else 0), (layout.units_line or 0) + 1)
-    data = next((i for i in range(after, len(lines)) if not blank(i)), None)
-    if data is None:
+    blank = blank_lines(lines[after:], layout.delimiter)
+    if all(blank):
         return Block(None, None)
-    end = next((i for i in range(data, len(lines)) if blank(i)), None)
-    if end is None:
+    data = after + blank.index(False)
+    try:
+        end = after + blank.index(True, data - after)
+    except ValueError:  # the block runs past the sample
         return Block(data, None, labels=_labels(lines, [layout.start], layout.delimiter))
     header = split_fields(lines[layout.start], layout.delimiter)
     starts = [layout.start]

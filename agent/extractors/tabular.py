@@ -4,7 +4,10 @@ The first 64 KiB decide the encoding (UTF-8 with or without BOM, else Windows-12
 and the decimal mark, and where the vendor's key/value header block ends and the table begins
 (tablelayout). The table is then read with pandas in chunks (bounded memory, whatever the file's
 size): each variable's name and unit, inferred type, non-null count, min and max (columns), and
-the row count. The last 4 KiB give a trailer after the last table (Tecan's ``End Time``).
+the row count. A file wholly in the sample is profiled from it in pure Python instead, with the
+same result (sampletable): pandas costs more than the whole rest for a 4 KiB export, and is not
+even imported by a process that never meets a larger table. The last 4 KiB give a trailer after
+the last table (Tecan's ``End Time``).
 
 Besides the format's own keys (``header``, ``headerRepeated``, ``measurements``, ``trailer``,
 ``dates``, ``columns``...) every file gets a ``description``, and ``acquisition`` and
@@ -24,6 +27,7 @@ from typing import Any, BinaryIO
 from .base import Budget, ExtractionError, Metadata, Source
 from .columns import Profiles, line_values, plate_summary, split_unit
 from .lines import BlockEnd, LineLimit
+from .sampletable import WholeFile, profile_sample
 from .tablelayout import Block, Layout, detect_decimal, find_table, first_block, trailer_lines
 from .tablesummary import describe, instrument_from, measurements_of
 from .vendorheader import WHITESPACE, Header, acquisition_from, header_dates, read_header
@@ -42,10 +46,19 @@ CHUNK_CELLS = 2_000_000
 _SUFFIXES = {".csv", ".tsv", ".txt", ".tab", ".dat"}
 #: The line breaks pandas knows: line numbers here must be its line numbers.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_BLOCK_NOTE = (
+    f"the first table ends at a blank line after the first {SAMPLE_BYTES >> 10} KiB; "
+    "what follows it is not profiled"
+)
 
 
 class TabularExtractor:
     name = "tabular"
+
+    def __init__(self, *, from_sample: bool = True) -> None:
+        #: Whether a table wholly in the sample is profiled without pandas (False: always pandas;
+        #: the tests compare both).
+        self.from_sample = from_sample
 
     def accepts(self, name: str, head: bytes) -> bool:
         return PurePosixPath(name).suffix.lower() in _SUFFIXES and b"\x00" not in head[:4096]
@@ -68,7 +81,8 @@ class TabularExtractor:
             raise ExtractionError(
                 f"{source.name!r} has no line break in its first {SAMPLE_BYTES >> 10} KiB: not a table"
             )
-        lines = _split_lines(text, cut=len(sample) == SAMPLE_BYTES)
+        cut = len(sample) == SAMPLE_BYTES
+        lines = _split_lines(text, cut=cut)
         layout = find_table(lines)
         result: Metadata = {"encoding": encoding, "delimiter": layout.delimiter}
         block = first_block(lines, layout) if layout.start < len(lines) else Block(None, None)
@@ -77,7 +91,10 @@ class TabularExtractor:
         if layout.start >= len(lines):
             result.update(columns=[], rowCount=0)
         else:
-            result.update(_table(source, sample, lines, encoding, layout, block, budget))
+            whole = None
+            if tail is None and self.from_sample:
+                whole = WholeFile(sample, _split_lines(text, cut=False) if cut else lines)
+            result.update(_table(source, sample, lines, encoding, layout, block, budget, whole))
             _units_from_header(result)
         result["description"] = describe(result)
         return result
@@ -101,7 +118,12 @@ def _tail(f: BinaryIO, size: int) -> bytes:
 
 
 def _split_lines(text: str, *, cut: bool) -> list[str]:
-    lines = _LINE_BREAK.split(text)
+    if "\r" not in text:
+        lines = text.split("\n")
+    elif text.count("\r") == text.count("\r\n"):
+        lines = text.replace("\r\n", "\n").split("\n")
+    else:  # a lone \r ends a line too
+        lines = _LINE_BREAK.split(text)
     if lines and not lines[-1]:
         lines.pop()  # the break at the end of the last line
     if cut and lines:
@@ -152,6 +174,7 @@ def _table(
     layout: Layout,
     block: Block,
     budget: Budget,
+    whole: WholeFile | None,
 ) -> Metadata:
     decimal = detect_decimal(lines[layout.start + 1 : layout.start + 50], layout.delimiter)
     # Lines end in \n but for the rare export that ends them in \r alone: no limit can be kept
@@ -169,6 +192,7 @@ def _table(
             budget=budget,
             max_line=MAX_LINE_BYTES if newlines else None,
             block_after=after,
+            whole=whole,
         )
     )
     if block.later:
@@ -213,10 +237,27 @@ def profile_table(
     budget: Budget,
     max_line: int | None = MAX_LINE_BYTES,
     block_after: int | None = None,
+    whole: WholeFile | None = None,
 ) -> dict[str, Any]:
     """Variable profiles and row count, read with pandas in chunks (memory bounded by CHUNK_ROWS,
     and by ``max_line``: the table ends before a longer line, and the profile says so). From byte
-    ``block_after`` on, a blank line ends the table."""
+    ``block_after`` on, a blank line ends the table. A file ``whole`` in the sample is profiled
+    from it without pandas where that gives pandas' result."""
+    if whole is not None:
+        found = profile_sample(
+            whole,
+            layout,
+            decimal,
+            nrows=nrows,
+            block_after=block_after,
+            chunk_rows=_chunk_rows(layout),
+            budget=budget,
+        )
+        if found is not None:
+            result, ended = found
+            if ended and nrows is None:
+                result["note"] = _BLOCK_NOTE
+            return result
     with source.path.open("rb") as raw:
         stream: BinaryIO = raw
         block = BlockEnd(raw, block_after) if block_after is not None else None
@@ -231,10 +272,7 @@ def profile_table(
         else:
             result = _profile(source, handle, encoding, layout, decimal, nrows, budget)
     if block is not None and block.ended and nrows is None:
-        result["note"] = (
-            f"the first table ends at a blank line after the first {SAMPLE_BYTES >> 10} KiB; "
-            "what follows it is not profiled"
-        )
+        result["note"] = _BLOCK_NOTE
     if lines is not None and lines.cut_at is not None:
         result["lineTooLong"] = {"line": lines.cut_at, "maxBytes": max_line}
         result["note"] = (
@@ -257,13 +295,17 @@ def _reader(
         encoding=encoding,
         encoding_errors="replace",
         skipinitialspace=not whitespace,
-        chunksize=max(100, min(CHUNK_ROWS, CHUNK_CELLS // max(layout.width, 1))),
+        chunksize=_chunk_rows(layout),
         on_bad_lines="skip",
         nrows=nrows,
         skip_blank_lines=True,
         engine="c",
         **options,
     )
+
+
+def _chunk_rows(layout: Layout) -> int:
+    return max(100, min(CHUNK_ROWS, CHUNK_CELLS // max(layout.width, 1)))
 
 
 def _profile(

@@ -38,17 +38,36 @@ EXCEL_EPOCH = datetime(1899, 12, 30)
 EXCEL_SERIALS = (20_000.0, 80_000.0)
 
 
+#: What str.strip() strips: a field of nothing else is blank.
+BLANKS = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+
 def split_fields(line: str, delimiter: str) -> list[str]:
     """The line's fields, without the empty ones vendors pad lines with (``Date:,,,,28/02/2020,,,,``)."""
     if delimiter == WHITESPACE:
         return line.split()
-    try:
-        fields = next(csv.reader([line], delimiter=delimiter), [])
-    except csv.Error:  # a NUL or a stray quote: the line is not a row of this table
-        return [line] if line.strip() else []
+    if '"' in line or "\x00" in line:
+        try:
+            fields = next(csv.reader([line], delimiter=delimiter), [])
+        except csv.Error:  # a NUL or a stray quote: the line is not a row of this table
+            return [line] if line.strip() else []
+    else:  # without a quote the csv module splits at every delimiter; str.split is ten times faster
+        fields = line.split(delimiter)
     while fields and not fields[-1].strip():
         fields.pop()
     return fields
+
+
+def field_count(line: str, delimiter: str) -> int:
+    """``len(split_fields(line, delimiter))``, without building the fields where no quote makes it
+    necessary: the delimiters before the last character that is neither blank nor a delimiter."""
+    if delimiter == WHITESPACE or '"' in line or "\x00" in line:
+        return len(split_fields(line, delimiter))
+    kept = line.rstrip(delimiter + BLANKS)
+    return kept.count(delimiter) + 1 if kept else 0
 
 
 @dataclass(slots=True)
