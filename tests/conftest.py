@@ -23,6 +23,8 @@ from agent.core.naming import CRATE_NAME, error_name, sidecar_name
 from agent.ledger import Ledger
 from agent.service.scan import ScanReport, scan
 
+pytest_plugins = ["tests.s3server"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 CORPUS = SHARED / "corpus"
