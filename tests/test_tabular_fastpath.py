@@ -278,6 +278,7 @@ EXAMPLES = {
     "spaces after delimiters": "x, y, z\n1, 2, 3\n4, 5,  \n 7, 8, 9\n",
     "short rows": "a,b,c\n1,2,3\n4\n5,6\n",
     "integers beyond int64": "a,b\n1,99999999999999999999\n2,3\n",
+    "integers beyond uint64 keep missing values": "a,b\n1,NA\n2,18446744073709551616\n3,n.d.\n",
     "long mantissas": "a\n0.1234567890123456789\n2.5\n",
     "big exponents": "a\n1e300\n2e-300\n",
     "infinity": "a\ninf\n2\n",

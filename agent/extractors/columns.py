@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
 from .vendorheader import excel_date, is_date_name
@@ -64,6 +65,7 @@ def _unit_token(token: str, *, first: bool) -> bool:
     return prefix is not None and base[prefix.end() :] in _BASE
 
 
+@lru_cache(maxsize=4096)  # labels repeat from file to file ("Time [s]")
 def split_unit(label: str) -> tuple[str, str | None]:
     """``Time [s]`` -> ("Time", "s"); ``Ewe/V`` -> ("Ewe", "V"); ``A/B ratio`` stays a name."""
     text = label.strip()
@@ -83,6 +85,7 @@ def split_unit(label: str) -> tuple[str, str | None]:
     return text, None
 
 
+@lru_cache(maxsize=4096)
 def is_well(name: str) -> bool:
     return bool(_WELL.match(name.strip()))
 

@@ -66,6 +66,7 @@ _PLAIN = {mark: re.compile(f"[0-9{mark}\n]*") for mark in ".,"}
 _ZERO_OR_DIGIT = str.maketrans("0123456789", "0111111111")
 _INT64 = (-(2**63), 2**63 - 1)
 _INT64_DIGITS = 18
+_LONG_INTEGER = re.compile(f"[ \t\x0b\x0c]*[+-]?[0-9]{{{_INT64_DIGITS + 1},}}[ \t\x0b\x0c]*")
 #: The spaces pandas drops at the start of a field (skipinitialspace), by delimiter.
 _LEADING_SPACES = {d: re.compile(f"(?:(?<=[\n{re.escape(d)}])|^) +") for d in ",;\t|"}
 #: Digits whose value pandas' parser (precise_xstrtod) computes exactly, as Python does: a
@@ -274,6 +275,8 @@ def _profile(tokens: list[str], decimal: str) -> tuple[str, int, Any, Any] | Non
         if integral and not missing:
             return "integer", len(values), int(least), int(most)
         return "number", len(values), float(least.replace(",", ".")), float(most.replace(",", "."))
+    if len(max(values, key=len)) > _INT64_DIGITS and any(map(_LONG_INTEGER.fullmatch, values)):
+        return None  # past int64, pandas reads the column as text, and its missing values as text
     floats = _numbers(values, decimal) if _NUMBER_CHARS[decimal].fullmatch(joined) else None
     if floats is not None:
         if not missing and decimal not in joined and "e" not in joined and "E" not in joined:
@@ -297,26 +300,32 @@ def _numbers(values: list[str], decimal: str) -> list[float] | None:
 
 
 def _plain_span(values: list[str], joined: str, decimal: str) -> tuple[bool, str, str] | None:
-    """(integral, lowest, highest) of a column of numbers written plainly: digits without a
-    leading zero, and with a decimal mark the same number of decimals in each; None for any
-    other column. Such numbers are in the order of (length, text): only two are parsed."""
+    """(integral, lowest, highest) of a column of numbers written plainly: digits, and with a
+    decimal mark the same number of decimals in each; None for any other column. Such numbers
+    are in the order of (length, text) (of their text alone where all are as long): only two
+    are parsed."""
     if not _PLAIN[decimal].fullmatch(joined):
         return None
+    count, size = len(values), len(values[0])
+    mark = values[0].find(decimal)
+    if len(joined) == count * (size + 1) - 1 and joined[size :: size + 1] == "\n" * (count - 1):
+        # As long as each other, with the mark in one place: even leading zeros sort right.
+        if size > (_INT64_DIGITS if mark < 0 else _EXACT_DIGITS) or (size == 1 and mark == 0):
+            return None  # too long to be exact, or a lone decimal mark
+        if joined.count(decimal) != (0 if mark < 0 else count) or joined[mark :: size + 1] != decimal * count:
+            return None
+        return mark < 0, min(values), max(values)
     shape = f"\n{joined}\n".translate(_ZERO_OR_DIGIT)
     if "\n00" in shape or "\n01" in shape or f"\n{decimal}" in shape:
         return None
     marks = shape.count(decimal)
     if marks:
-        first = values[0]
-        decimals = len(first) - first.find(decimal) - 1
-        ending = f"{decimal}{'0' * decimals}\n"
-        if marks != len(values) or decimal not in first or shape.replace("1", "0").count(ending) != marks:
+        ending = f"{decimal}{'0' * (size - mark - 1)}\n"
+        if marks != count or mark < 0 or shape.replace("1", "0").count(ending) != marks:
             return None
-    shortest, longest = len(min(values, key=len)), len(max(values, key=len))
+    longest = len(max(values, key=len))
     if longest > (_INT64_DIGITS if not marks else _EXACT_DIGITS):
         return None
-    if shortest == longest:
-        return not marks, min(values), max(values)
     # Right-justified with spaces, which sort before digits, the texts sort as the numbers do.
     justified = list(map(str.rjust, values, repeat(longest)))
     return not marks, min(justified).lstrip(), max(justified).lstrip()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from itertools import groupby, repeat
+from itertools import compress, count, groupby, repeat
 
 from .vendorheader import BLANKS, WHITESPACE, comment_pair, field_count, split_fields
 
@@ -91,13 +91,14 @@ def _runs(lines: list[str], delimiter: str, special: list[int]) -> list[tuple[in
     return found
 
 
-def blank_lines(lines: list[str], delimiter: str) -> list[bool]:
-    """Whether each line is blank: nothing but blanks and delimiters (padding: ``,,,,,,,,``)."""
+def _kept(lines: list[str], delimiter: str) -> list[str]:
+    # Each line, or "" where it is blank: nothing but blanks and delimiters (``,,,,,,,,``).
     strip = BLANKS if delimiter == WHITESPACE else delimiter + BLANKS
-    return [
-        field_count(line, delimiter) == 0 if '"' in line or "\x00" in line else not line.strip(strip)
-        for line in lines
-    ]
+    kept = list(map(str.strip, lines, repeat(strip)))
+    text = "\n".join(kept)
+    if '"' in text or "\x00" in text:  # where csv.reader splits, it decides
+        kept = ["" if field_count(line, delimiter) == 0 else line for line in lines]
+    return kept
 
 
 def _decimal_commas(lines: list[str], delimiter: str, runs: list[tuple[int, int, int]]) -> bool:
@@ -210,12 +211,13 @@ def first_block(lines: list[str], layout: Layout) -> Block:
     blank lines; profiling them as one table would mix their values.
     """
     after = max(layout.start + (1 if layout.has_header else 0), (layout.units_line or 0) + 1)
-    blank = blank_lines(lines[after:], layout.delimiter)
-    if all(blank):
+    kept = _kept(lines[after:], layout.delimiter)
+    first = next(compress(count(), kept), None)
+    if first is None:
         return Block(None, None)
-    data = after + blank.index(False)
+    data = after + first
     try:
-        end = after + blank.index(True, data - after)
+        end = after + kept.index("", first)
     except ValueError:  # the block runs past the sample
         return Block(data, None, labels=_labels(lines, [layout.start], layout.delimiter))
     header = split_fields(lines[layout.start], layout.delimiter)
