@@ -15,7 +15,7 @@ import pytest
 
 from agent.core.config import AgentConfig
 from agent.extractors.base import Budget, ExtractionError, ExtractionTimeout, Metadata, Source
-from agent.extractors.isolation import IsolatedParsers, ParserCrashedError
+from agent.extractors.isolation import IsolatedParsers, OpenFile, ParserCrashedError
 from agent.ledger import Ledger
 from agent.service.daemon import Service
 
@@ -34,7 +34,6 @@ class MemoryHog:
     """An extractor that asks for more memory than a worker may have."""
 
     name = "memory-hog"
-    isolated = True
 
     def accepts(self, name: str, head: bytes) -> bool:
         return True
@@ -47,7 +46,6 @@ class Spinner:
     """An extractor that never returns and never checks its budget."""
 
     name = "spinner"
-    isolated = True
 
     def accepts(self, name: str, head: bytes) -> bool:
         return True
@@ -61,7 +59,6 @@ class GilHolder:
     """An extractor stuck in native code that holds the GIL: no thread of its process runs."""
 
     name = "gil-holder"
-    isolated = True
 
     def accepts(self, name: str, head: bytes) -> bool:
         return name.endswith(".stuck")
@@ -160,3 +157,34 @@ async def test_the_service_survives_both_and_ingests_the_rest_of_the_session(
     # Recorded: a restart does not try them again until they change.
     report = await run_scan(drop, cfg)
     assert report.bytes_hashed == 0 and report.files_ingested == 0
+
+
+def test_in_a_group_the_file_that_ends_its_worker_fails_alone(
+    parsers: IsolatedParsers, tmp_path: Path
+) -> None:
+    """One request carries a group; each file is answered on its own, so a crash or a hang in the
+    middle fails that file, and the files after it are read by a fresh worker."""
+    from agent.extractors.tabular import TabularExtractor
+
+    files = [
+        (TabularExtractor(), write(tmp_path / "a.csv", "t,x\n0,1\n")),
+        (GilHolder(), write(tmp_path / "b.stuck", b"x")),
+        (MemoryHog(), write(tmp_path / "c.bin", b"x")),
+        (TabularExtractor(), write(tmp_path / "d.csv", "t,y\n0,2\n1,3\n")),
+    ]
+    fds = [os.open(path, os.O_RDONLY) for _, path in files]
+    try:
+        started = time.monotonic()
+        results = parsers.extract_group(
+            [OpenFile(e, fd, path.name, path.parent) for (e, path), fd in zip(files, fds, strict=True)],
+            seconds=1,
+        )
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert time.monotonic() - started < 15
+    first, stuck, hog, last = results
+    assert isinstance(first, dict) and first["rowCount"] == 1
+    assert isinstance(stuck, ExtractionTimeout | ParserCrashedError)
+    assert isinstance(hog, ExtractionError) and "memory" in str(hog)
+    assert isinstance(last, dict) and last["rowCount"] == 2 and last["columns"][1]["name"] == "y"

@@ -118,12 +118,11 @@ class Source:
 
 class Extractor(Protocol):
     """A metadata reader for one family of formats; register more through the entry point group
-    ``fair_agent.extractors`` (a class with this interface, instantiated without arguments)."""
+    ``fair_agent.extractors`` (a class with this interface, instantiated without arguments, in the
+    worker processes that read files: see isolation.py)."""
 
     #: Short name, recorded in the sidecar as ``metadata.extractor``.
     name: str
-    # Optional: a class attribute ``isolated = True`` runs the extractor in a worker process with
-    # hard memory, CPU and time limits (native-code parsers; see isolation.py).
 
     def accepts(self, name: str, head: bytes) -> bool:
         """Whether this extractor reads a file of this name whose first bytes are ``head``."""

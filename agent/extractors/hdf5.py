@@ -189,9 +189,9 @@ class _Reader:
 
 
 class Hdf5Extractor:
+    #: libhdf5 is C: a damaged file can crash it or make it loop holding the GIL; extractors run
+    #: in worker processes with hard limits for that reason among others (see isolation).
     name = "hdf5"
-    #: libhdf5 is C: a damaged file can crash it or make it loop holding the GIL (see isolation).
-    isolated = True
 
     def accepts(self, name: str, head: bytes) -> bool:
         return head.startswith(b"\x89HDF\r\n\x1a\n") or PurePosixPath(name).suffix.lower() in _SUFFIXES

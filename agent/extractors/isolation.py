@@ -1,18 +1,21 @@
-"""Extractors that must not run inside the agent: native parsers in worker processes, with hard limits.
+"""Extractors run outside the agent: in worker processes, with hard limits.
 
-A parser written in C (libhdf5, under h5py) reads bytes that anyone may have shaped, with no safety
-net: a damaged file can crash the process (SIGSEGV) or loop while holding the GIL, where no time
-limit of a thread reaches it. An extractor whose class says ``isolated = True`` therefore runs in a
-worker process (worker.py), from a small pool reused from file to file, each worker with
+Two reasons. A parser written in C (libhdf5, under h5py) reads bytes that anyone may have shaped,
+with no safety net: a damaged file can crash the process (SIGSEGV) or loop while holding the GIL,
+where no time limit of a thread reaches it. And the agent's pipeline runs under one GIL: reading
+metadata in other processes puts the other cores to work (small CSV exports: ~2x the files per
+second on two cores). So every extractor runs in a worker process (worker.py), from a small pool
+reused from file to file, each worker with
 
 - an address-space limit (RLIMIT_AS) and no core dumps, set before it reads any file;
-- a CPU-time limit per file (RLIMIT_CPU): past it, the kernel ends the worker;
+- a CPU-time limit for each request (RLIMIT_CPU): past it, the kernel ends the worker;
 - a wall-clock limit per file, kept here: past it, the worker is killed.
 
-A crash, a limit or a hang ends that worker only: the file gets an ExtractionError that says what
-happened (a terminal dead letter, not tried again until the file changes) and the next file gets a
-fresh worker. The file travels as an open descriptor (SCM_RIGHTS), so the worker reads the very
-file the agent hashed, and needs no permission of its own to open it.
+A request carries a group of files (their descriptors travel with it, SCM_RIGHTS, so the worker
+reads the very files the agent hashed and needs no permission of its own); the worker answers each
+as soon as it is read. A crash, a limit or a hang ends that worker only: the file it was reading
+gets an ExtractionError that says what happened (the file keeps its generic description), and the
+files after it go to a fresh worker.
 """
 
 from __future__ import annotations
@@ -25,8 +28,12 @@ import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from ..core.errors import AbortedError
 from .base import (
@@ -45,6 +52,8 @@ GRACE_S = 2.0
 HEADER = struct.Struct(">I")
 #: A reply larger than this is refused (metadata is bounded long before that).
 MAX_MESSAGE_BYTES = 64 << 20
+#: Files per request: their descriptors travel in one message (the kernel allows 253).
+MAX_FILES_PER_REQUEST = 64
 _ERRORS: dict[str, type[ExtractionError]] = {
     cls.__name__: cls for cls in (ExtractionError, UnsafeInputError, UnsafeArchiveError, ExtractionTimeout)
 }
@@ -60,12 +69,11 @@ class ParserCrashedError(ExtractionError):
     )
 
 
-def is_isolated(extractor: Extractor) -> bool:
-    return bool(getattr(extractor, "isolated", False))
-
-
 def send_message(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
-    data = json.dumps(message, ensure_ascii=False).encode("utf-8")
+    try:
+        data = orjson.dumps(message)
+    except TypeError:  # lone surrogates (names that are not UTF-8), huge integers: escaped
+        data = json.dumps(message).encode("ascii")
     payload = HEADER.pack(len(data)) + data
     if fds:
         # The descriptor travels with the first byte, so it never arrives without its request.
@@ -74,24 +82,27 @@ def send_message(sock: socket.socket, message: dict[str, Any], fds: list[int] | 
     sock.sendall(payload)
 
 
-def receive_message(sock: socket.socket, *, with_fd: bool = False) -> tuple[dict[str, Any], int | None]:
-    """The next message, and the descriptor that came with it; EOFError when the peer is gone."""
-    fd = None
-    if with_fd:
-        first, fds, _, _ = socket.recv_fds(sock, 1, 1)
+def receive_message(sock: socket.socket, *, max_fds: int = 0) -> tuple[dict[str, Any], list[int]]:
+    """The next message, and the descriptors that came with it; EOFError when the peer is gone."""
+    fds: list[int] = []
+    if max_fds:
+        first, fds, _, _ = socket.recv_fds(sock, 1, max_fds)
         if not first:
             raise EOFError
-        fd = fds[0] if fds else None
         head = first + _receive_exactly(sock, HEADER.size - 1)
     else:
         head = _receive_exactly(sock, HEADER.size)
     (size,) = HEADER.unpack(head)
     if size > MAX_MESSAGE_BYTES:
         raise ValueError(f"a message of {size} bytes is more than the {MAX_MESSAGE_BYTES} allowed")
-    value = json.loads(_receive_exactly(sock, size))
+    data = _receive_exactly(sock, size)
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:  # what only the standard library writes and reads (see above)
+        value = json.loads(data)
     if not isinstance(value, dict):
         raise ValueError("a message is not a JSON object")
-    return value, fd
+    return value, fds
 
 
 def _receive_exactly(sock: socket.socket, size: int) -> bytes:
@@ -129,8 +140,18 @@ class _Worker:
         return self.process.wait()
 
 
+@dataclass(frozen=True, slots=True)
+class OpenFile:
+    """A file to read in a worker: its extractor, its open descriptor, its name and folder."""
+
+    extractor: Extractor
+    fd: int
+    name: str
+    folder: Path
+
+
 class IsolatedParsers:
-    """The pool of worker processes; ``extract`` is blocking and safe to call from many threads."""
+    """The pool of worker processes; ``extract_group`` is blocking and safe to call from many threads."""
 
     def __init__(self, size: int, memory_bytes: int) -> None:
         self.memory_bytes = memory_bytes
@@ -141,15 +162,45 @@ class IsolatedParsers:
 
     def extract(self, extractor: Extractor, fd: int, name: str, folder: Path, seconds: float) -> Metadata:
         """The extractor's metadata for the open file ``fd``, read in a worker process."""
+        (result,) = self.extract_group([OpenFile(extractor, fd, name, folder)], seconds)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def extract_group(self, files: Sequence[OpenFile], seconds: float) -> list[Metadata | Exception]:
+        """Each file's metadata, or the ExtractionError saying why there is none, read by one worker
+        (one request for the group; a reply per file).
+
+        Each file has its own limits. A file that crashes or outlasts its worker ends that worker:
+        it gets its error, and the files after it go to a fresh worker.
+        """
+        results: list[Metadata | Exception] = []
+        left = list(files)
+        while left:
+            chunk, left = left[:MAX_FILES_PER_REQUEST], left[MAX_FILES_PER_REQUEST:]
+            done = self._group(chunk, seconds)
+            results += done
+            left = chunk[len(done) :] + left
+        return results
+
+    def _group(self, files: list[OpenFile], seconds: float) -> list[Metadata | Exception]:
+        """Replies for a prefix of ``files`` (all of them unless the worker ended on one)."""
         with self._slots:
             worker = self._take()
             try:
-                metadata = self._ask(worker, extractor, fd, name, folder, seconds)
+                try:
+                    results = self._ask(worker, files, seconds)
+                except (BrokenPipeError, ConnectionResetError):
+                    # Gone while idle (the kernel's OOM killer, an administrator): not these files.
+                    worker.kill()
+                    worker = _Worker(self.memory_bytes)
+                    results = self._ask(worker, files, seconds)
             except BaseException:
                 worker.kill()
                 raise
-            self._give_back(worker)
-            return metadata
+            if len(results) == len(files):
+                self._give_back(worker)
+            return results
 
     def close(self) -> None:
         with self._lock:
@@ -176,39 +227,43 @@ class IsolatedParsers:
                 return
         worker.kill()
 
-    def _ask(
-        self, worker: _Worker, extractor: Extractor, fd: int, name: str, folder: Path, seconds: float
-    ) -> Metadata:
-        kind = type(extractor)
+    def _ask(self, worker: _Worker, files: list[OpenFile], seconds: float) -> list[Metadata | Exception]:
         request = {
-            "extractor": f"{kind.__module__}:{kind.__qualname__}",
-            "name": name,
-            "folder": str(folder),
+            "files": [
+                {"extractor": _spec(f.extractor), "name": f.name, "folder": str(f.folder)} for f in files
+            ],
             "seconds": seconds,
             "cpu_seconds": seconds,
         }
-        try:
-            send_message(worker.sock, request, [fd])
-            worker.sock.settimeout(seconds + GRACE_S)
-            reply, _ = receive_message(worker.sock)
-        except TimeoutError:
-            worker.kill()
-            raise ExtractionTimeout(
-                f"reading the metadata of {name!r} took longer than {seconds:.0f} s; the {extractor.name} "
-                "parser was stopped"
-            ) from None
-        except (EOFError, OSError):
-            raise self._ended(worker, extractor, name) from None
-        except ValueError as exc:
-            raise ExtractionError(
-                f"the {extractor.name} parser gave no usable answer for {name!r}: {exc}"
-            ) from None
-        if "error" in reply:
-            raise _ERRORS.get(str(reply["error"]), ExtractionError)(str(reply.get("message", "")))
-        metadata = reply.get("metadata")
-        if not isinstance(metadata, dict):
-            raise ExtractionError(f"the {extractor.name} parser gave no metadata for {name!r}")
-        return metadata
+        send_message(worker.sock, request, [f.fd for f in files])
+        results: list[Metadata | Exception] = []
+        for f in files:
+            try:
+                # Each file's time counts from the reply before it: the worker reads them in order.
+                worker.sock.settimeout(seconds + GRACE_S)
+                reply, _ = receive_message(worker.sock)
+            except TimeoutError:
+                worker.kill()
+                results.append(
+                    ExtractionTimeout(
+                        f"reading the metadata of {f.name!r} took longer than {seconds:.0f} s; the "
+                        f"{f.extractor.name} parser was stopped"
+                    )
+                )
+                return results
+            except (EOFError, OSError):
+                results.append(self._ended(worker, f.extractor, f.name))
+                return results
+            except ValueError as exc:
+                worker.kill()
+                results.append(
+                    ExtractionError(
+                        f"the {f.extractor.name} parser gave no usable answer for {f.name!r}: {exc}"
+                    )
+                )
+                return results
+            results.append(_result(reply, f))
+        return results
 
     def _ended(self, worker: _Worker, extractor: Extractor, name: str) -> ParserCrashedError:
         status = worker.kill()
@@ -222,6 +277,21 @@ class IsolatedParsers:
         return ParserCrashedError(
             f"the {extractor.name} parser {why} while reading {name!r} (its memory limit is {limit})"
         )
+
+
+def _spec(extractor: Extractor) -> str:
+    """How a worker finds the extractor: ``module:Class``, made there with no arguments."""
+    kind = type(extractor)
+    return f"{kind.__module__}:{kind.__qualname__}"
+
+
+def _result(reply: dict[str, Any], f: OpenFile) -> Metadata | Exception:
+    if "error" in reply:
+        return _ERRORS.get(str(reply["error"]), ExtractionError)(str(reply.get("message", "")))
+    metadata = reply.get("metadata")
+    if not isinstance(metadata, dict):
+        return ExtractionError(f"the {f.extractor.name} parser gave no metadata for {f.name!r}")
+    return metadata
 
 
 def _signal_name(number: int) -> str:

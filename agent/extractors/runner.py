@@ -1,11 +1,12 @@
 """The extraction stage: format detection for every file, and an extractor's metadata where one fits.
 
-Detection works on the first bytes the hasher already read. Extractors run in their own threads
-(at most one per core, so a burst of large tables cannot exhaust memory), each on the very file
-that was hashed: the file is opened without following links (safepath), checked to be the same
-inode, and handed over as /proc/self/fd/N. Each has a time limit: cooperatively inside, and here
-as a backstop. Extractors of native code (``isolated = True``: HDF5) read in worker processes with
-hard limits instead (see isolation), so that no file can crash or freeze the agent.
+Detection works on the first bytes the hasher already read. Extractors run in worker processes
+(see isolation), at most one per core, each with hard limits of memory and time, so that no file
+can crash or freeze the agent, and so that reading metadata uses the cores the agent's own
+interpreter (one at a time, under its GIL) cannot. Each reads the very file that was hashed: the
+file is opened here without following links (safepath), checked to be the same inode, and its
+descriptor is handed to the worker. Files go to a worker in groups, one request per group: for
+small files the round trip would cost more than the reading.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..core.config import AgentConfig
 from ..core.errors import FileChangedError, FileVanishedError
@@ -27,15 +27,13 @@ from . import (
     ExtractionTimeout,
     Extractor,
     Metadata,
-    Source,
     UnsafeInputError,
     choose,
     detect,
     load_extractors,
-    run_extractor,
 )
 from .generic import Detected
-from .isolation import IsolatedParsers, is_isolated
+from .isolation import IsolatedParsers, OpenFile
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,71 +100,67 @@ class MetadataReader:
         return result
 
     async def read_group(self, root: Path, files: Sequence[Wanted]) -> list[Metadata | Exception]:
-        """Each file's metadata as ``read`` gives it, or the error ``read`` would raise.
-
-        The files an in-process extractor reads are read in one thread hand-off: for small files
-        the hand-offs cost more than the reading. Files without an extractor cost nothing; isolated
-        extractors (native code) read one file at a time in their worker processes.
-        """
+        """Each file's metadata as ``read`` gives it, or the error ``read`` would raise; the files
+        an extractor claims are read by one worker, in one request. Files without one cost nothing."""
         chosen = [self.chosen(f.relpath, f.head, f.choice) for f in files]
         results: list[Metadata | Exception] = [{} for _ in files]
-        together = [(i, e) for i, e in enumerate(chosen) if e is not None and not is_isolated(e)]
-        if together:
-            read = await self._in_thread(root, [(e, files[i]) for i, e in together])
-            for (i, _), result in zip(together, read, strict=True):
+        claimed = [(i, e) for i, e in enumerate(chosen) if e is not None]
+        if claimed:
+            read = await self._in_worker(root, [(e, files[i]) for i, e in claimed])
+            for (i, _), result in zip(claimed, read, strict=True):
                 results[i] = result
-        for i, extractor in enumerate(chosen):
-            if extractor is not None and is_isolated(extractor):
-                (results[i],) = await self._in_thread(root, [(extractor, files[i])])
         return results
 
-    async def _in_thread(
+    async def _in_worker(
         self, root: Path, files: list[tuple[Extractor, Wanted]]
     ) -> list[Metadata | Exception]:
         loop = asyncio.get_running_loop()
         async with self._slots:
-            work = loop.run_in_executor(self._executor, self._extract_each, root, files)
+            work = loop.run_in_executor(self._executor, self._extract_group, root, files)
             try:
-                # Each file has its own cooperative limit; this is the backstop if one does not
-                # keep to it.
-                return await asyncio.wait_for(work, self.seconds * len(files) + 5)
+                # The worker is stopped at each file's limit; this is the backstop should that fail.
+                return await asyncio.wait_for(work, (self.seconds + 5) * len(files))
             except TimeoutError:
                 what = repr(files[0][1].relpath) if len(files) == 1 else f"{len(files)} files"
                 limit = f"{self.seconds:.0f} s" + (" each" if len(files) > 1 else "")
                 error = ExtractionTimeout(f"reading the metadata of {what} took longer than {limit}")
                 return [failure(extractor.name, error) for extractor, _ in files]
 
-    def _extract_each(self, root: Path, files: list[tuple[Extractor, Wanted]]) -> list[Metadata | Exception]:
-        """In an extraction thread: each file's metadata or its error (see ``read``)."""
-        results: list[Metadata | Exception] = []
-        for extractor, wanted in files:
-            try:
-                results.append(self._extract(extractor, root, wanted.relpath, wanted.inode))
-            except UnsafeInputError as exc:
-                results.append(exc)
-            except ExtractionError as exc:
-                results.append(failure(extractor.name, exc))
-            except Exception as exc:  # vanished, changed since hashed, shutting down
-                results.append(exc)
-        return results
-
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.isolated.close()
 
-    def _extract(self, extractor: Extractor, root: Path, relpath: str, inode: int) -> dict[str, Any]:
-        """In an extraction thread: the file opened as it was hashed, read in this process or in
-        a worker process (an isolated extractor)."""
-        fd = _open_hashed(root, relpath, inode)
-        parent, name = split(relpath)
+    def _extract_group(self, root: Path, files: list[tuple[Extractor, Wanted]]) -> list[Metadata | Exception]:
+        """In a thread, waiting on a worker: each file opened as it was hashed, then read. An
+        extractor's failure becomes the file's failure metadata (see ``read``)."""
+        results: list[Metadata | Exception | None] = [None] * len(files)
+        opened: list[tuple[int, OpenFile]] = []
         try:
-            if is_isolated(extractor):
-                return self.isolated.extract(extractor, fd, name, root / parent, self.seconds)
-            return run_extractor(
-                extractor, Source(Path(f"/proc/self/fd/{fd}"), name, root / parent), self.seconds
-            )
+            for i, (extractor, wanted) in enumerate(files):
+                parent, name = split(wanted.relpath)
+                try:
+                    fd = _open_hashed(root, wanted.relpath, wanted.inode)
+                except Exception as exc:  # vanished, replaced, unreachable
+                    results[i] = _as_result(extractor, exc)
+                    continue
+                opened.append((i, OpenFile(extractor, fd, name, root / parent)))
+            read = self.isolated.extract_group([f for _, f in opened], self.seconds)
+            for (i, f), result in zip(opened, read, strict=True):
+                results[i] = _as_result(f.extractor, result) if isinstance(result, Exception) else result
+        except Exception as exc:  # the pool shut down under the group: every file, again later
+            results = [r if r is not None else exc for r in results]
         finally:
-            os.close(fd)
+            for _, f in opened:
+                os.close(f.fd)
+        return [r if r is not None else {} for r in results]
+
+
+def _as_result(extractor: Extractor, error: Exception) -> Metadata | Exception:
+    """What ``read`` makes of an error: refusals for safety and changed files stay errors; an
+    extractor that could not read the file gives its failure metadata."""
+    if isinstance(error, ExtractionError) and not isinstance(error, UnsafeInputError):
+        return failure(extractor.name, error)
+    return error
 
 
 def failure(extractor: str, error: ExtractionError) -> Metadata:

@@ -17,8 +17,8 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any, Literal
 
-from ..core.batch import Batch, FileStat, batch_id
 from ..core import jsontext
+from ..core.batch import Batch, FileStat, batch_id
 from ..core.config import AgentConfig
 from ..core.errors import (
     REJECTION_CLASS_NAMES,
