@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+
+from .base import suffix
 
 OCTET_STREAM = "application/octet-stream"
 
@@ -109,27 +110,28 @@ class Detected:
 
 def detect(name: str, head: bytes) -> Detected:
     """The media type of a file called ``name`` whose first bytes are ``head``."""
-    suffix = PurePosixPath(name).suffix.lower()
+    extension = suffix(name)
     for prefix, media, pronom, what in _MAGIC:
         if head.startswith(prefix):
             return Detected(media, pronom, "magic", what)
     if head.startswith(b"%PDF-"):
         return Detected("application/pdf", _PDF.get(head[5:8].decode("ascii", "replace")), "magic", "PDF")
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
-        return Detected(_ZIP_TYPES.get(suffix, "application/zip"), "x-fmt/263", "magic", "ZIP container")
+        return Detected(_ZIP_TYPES.get(extension, "application/zip"), "x-fmt/263", "magic", "ZIP container")
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if stripped.startswith(b"<?xml") or (suffix in (".xml", ".xrdml", ".mzml") and stripped.startswith(b"<")):
+    xml_named = extension in (".xml", ".xrdml", ".mzml")
+    if stripped.startswith(b"<?xml") or (xml_named and stripped.startswith(b"<")):
         return Detected("application/xml", "fmt/101", "content", "XML")
-    if _JCAMP.match(stripped) and suffix in (".jdx", ".dx", ".jcamp"):
+    if _JCAMP.match(stripped) and extension in (".jdx", ".dx", ".jcamp"):
         return Detected("chemical/x-jcamp-dx", None, "content", "JCAMP-DX")
-    if suffix in _TEXT_TYPES and _looks_like_text(head):
-        media, pronom = _TEXT_TYPES[suffix]
+    if extension in _TEXT_TYPES and _looks_like_text(head):
+        media, pronom = _TEXT_TYPES[extension]
         return Detected(media, pronom, "extension")
-    if suffix in _EXTENSION_ONLY:
-        return Detected(_EXTENSION_ONLY[suffix], None, "extension")
+    if extension in _EXTENSION_ONLY:
+        return Detected(_EXTENSION_ONLY[extension], None, "extension")
     if _looks_like_text(head):
         return Detected("text/plain", "x-fmt/111", "content")
-    return Detected(OCTET_STREAM, None, "extension", f"unrecognised binary ({suffix or 'no extension'})")
+    return Detected(OCTET_STREAM, None, "extension", f"unrecognised binary ({extension or 'no extension'})")
 
 
 def _looks_like_text(head: bytes) -> bool:

@@ -20,7 +20,7 @@ from itertools import islice
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .base import Budget, ExtractionError, Metadata, Source, acquisition_time
+from .base import Budget, ExtractionError, Metadata, Source, acquisition_time, suffix
 
 MAX_ENTRIES = 50
 #: Children of one group looked at (a group can hold millions), and NXuser names kept.
@@ -194,7 +194,7 @@ class Hdf5Extractor:
     name = "hdf5"
 
     def accepts(self, name: str, head: bytes) -> bool:
-        return head.startswith(b"\x89HDF\r\n\x1a\n") or PurePosixPath(name).suffix.lower() in _SUFFIXES
+        return head.startswith(b"\x89HDF\r\n\x1a\n") or suffix(name) in _SUFFIXES
 
     def extract(self, source: Source, budget: Budget) -> Metadata:
         import h5py

@@ -21,10 +21,9 @@ import io
 import os
 import re
 from collections.abc import Iterator
-from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 
-from .base import Budget, ExtractionError, Metadata, Source
+from .base import Budget, ExtractionError, Metadata, Source, suffix
 from .columns import Profiles, line_values, plate_summary, split_unit
 from .lines import BlockEnd, LineLimit
 from .sampletable import WholeFile, profile_sample
@@ -61,7 +60,7 @@ class TabularExtractor:
         self.from_sample = from_sample
 
     def accepts(self, name: str, head: bytes) -> bool:
-        return PurePosixPath(name).suffix.lower() in _SUFFIXES and b"\x00" not in head[:4096]
+        return suffix(name) in _SUFFIXES and b"\x00" not in head[:4096]
 
     def extract(self, source: Source, budget: Budget) -> Metadata:
         with source.path.open("rb") as f:

@@ -47,10 +47,10 @@ def iso_time(mtime_ns: int) -> str:
     return datetime.fromtimestamp(mtime_ns / 1e9, tz=UTC).isoformat(timespec="seconds")
 
 
-def _file_properties(record: FileRecord, file_id: str) -> dict[str, Any]:
-    # What the sidecar and the crate's File entity both say about the file.
+def file_properties(record: FileRecord) -> dict[str, Any]:
+    """What the sidecar and the crate's File entity both say about the file (but its @id, which
+    is relative to where each stands). Work for every file: made once, given to both."""
     return {
-        "@id": relative_id(file_id),
         "@type": "File",
         "name": display_name(record.name),
         "contentSize": str(record.stat.size),
@@ -116,7 +116,9 @@ def measured_variables(metadata: dict[str, Any]) -> list[dict[str, Any]]:
     return variables
 
 
-def crate_entities(record: FileRecord, session_is_folder: bool) -> list[dict[str, Any]]:
+def crate_entities(
+    record: FileRecord, session_is_folder: bool, properties: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """The File entity of the session crate, then the contextual entities only it refers to.
 
     Its @id is relative to the session folder. A PRONOM id, where known, joins the media type in
@@ -124,7 +126,7 @@ def crate_entities(record: FileRecord, session_is_folder: bool) -> list[dict[str
     become PropertyValue entities of their own, referred to by @id.
     """
     in_session = record.relpath.removeprefix(record.session + "/") if session_is_folder else record.name
-    entity = _file_properties(record, in_session)
+    entity = {"@id": relative_id(in_session), **(properties or file_properties(record))}
     pronom = record.metadata.get("format", {}).get("pronom")
     if pronom:
         entity["encodingFormat"] = [record.encoding_format, {"@id": PRONOM_URL + pronom}]
@@ -168,7 +170,9 @@ def _nest(value: Any, by_id: dict[str, dict[str, Any]]) -> Any:
     return value
 
 
-def build_sidecar(record: FileRecord, site: SiteSettings | None = None) -> dict[str, Any]:
+def build_sidecar(
+    record: FileRecord, site: SiteSettings | None = None, properties: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The ``<file>.fair.json`` document; its @id is relative to the folder it sits in.
 
     What the file's rule adds comes first; the site's license and organisation fill in where the
@@ -190,7 +194,8 @@ def build_sidecar(record: FileRecord, site: SiteSettings | None = None) -> dict[
         enrichment["publisher"] = _nest(organisation[0], {e["@id"]: e for e in organisation})
     return {
         "@context": SIDECAR_CONTEXT,
-        **_file_properties(record, record.name),
+        "@id": relative_id(record.name),
+        **(properties or file_properties(record)),
         **enrichment,
         "session": display_name(record.session),
         "batchId": record.batch_id,

@@ -40,7 +40,7 @@ from .crate import SessionCrate, crate_can_list, entity_group
 from .curate import Curator, Review
 from .errordocs import update_error_files, without_root
 from .hashing import Hasher
-from .metadata import build_sidecar, crate_entities
+from .metadata import build_sidecar, crate_entities, file_properties
 from .outcome import Outcome, Retry, Tally
 from .reading import BatchReader, ProgressCallback
 
@@ -175,17 +175,18 @@ class Pipeline:
         """Write the batch's outputs and commit it, as the rules' review decided."""
         root, session = batch.root, batch.session
         bid = await self._number(batch, outcome, review)
-        entities = {r.relpath: crate_entities(r, batch.is_folder) for r in outcome.records}
-        removed, crate = await self._write_outputs(batch, outcome, entities, bid)
+        described = {r.relpath: file_properties(r) for r in outcome.records}
+        entities = {
+            r.relpath: crate_entities(r, batch.is_folder, described[r.relpath]) for r in outcome.records
+        }
+        removed, crate = await self._write_outputs(batch, outcome, entities, described, bid)
         await self.ledger.commit_batch(
             BatchCommit(
                 root=root,
                 session=session,
                 batch_id=bid,
                 records=outcome.records,
-                entities={
-                    r.relpath: jsontext.compact(entities[r.relpath]) for r in outcome.records
-                },
+                entities={r.relpath: jsontext.compact(entities[r.relpath]) for r in outcome.records},
                 touched=outcome.touched,
                 dead=outcome.dead,
                 removed=removed,
@@ -216,13 +217,19 @@ class Pipeline:
         return bid
 
     async def _write_outputs(
-        self, batch: Batch, outcome: Outcome, entities: dict[str, list[dict[str, Any]]], bid: str
+        self,
+        batch: Batch,
+        outcome: Outcome,
+        entities: dict[str, list[dict[str, Any]]],
+        described: dict[str, dict[str, Any]],
+        bid: str,
     ) -> tuple[list[str], CrateState]:
         """Every sidecar, and the session crate, on disk; the removed files the commit may record,
         and what became of the crate."""
         root, session = batch.root, batch.session
         documents: list[Document] = [
-            (root.path, sidecar_name(r.relpath), build_sidecar(r, self.config.site)) for r in outcome.records
+            (root.path, sidecar_name(r.relpath), build_sidecar(r, self.config.site, described[r.relpath]))
+            for r in outcome.records
         ]
         crate_relpath = f"{session}/{CRATE_NAME}"
         preview_relpath = f"{session}/{PREVIEW_NAME}"
