@@ -31,7 +31,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -95,14 +95,32 @@ def receive_message(sock: socket.socket, *, max_fds: int = 0) -> tuple[dict[str,
     (size,) = HEADER.unpack(head)
     if size > MAX_MESSAGE_BYTES:
         raise ValueError(f"a message of {size} bytes is more than the {MAX_MESSAGE_BYTES} allowed")
-    data = _receive_exactly(sock, size)
+    return _decode(_receive_exactly(sock, size)), fds
+
+
+def read_message(reader: BinaryIO) -> dict[str, Any]:
+    """The next message from a buffered reader of the socket: replies that arrive together are
+    read in one system call. EOFError when the peer is gone."""
+    head = reader.read(HEADER.size)
+    if len(head) < HEADER.size:
+        raise EOFError
+    (size,) = HEADER.unpack(head)
+    if size > MAX_MESSAGE_BYTES:
+        raise ValueError(f"a message of {size} bytes is more than the {MAX_MESSAGE_BYTES} allowed")
+    data = reader.read(size)
+    if len(data) < size:
+        raise EOFError
+    return _decode(data)
+
+
+def _decode(data: bytes) -> dict[str, Any]:
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError:  # what only the standard library writes and reads (see above)
         value = json.loads(data)
     if not isinstance(value, dict):
         raise ValueError("a message is not a JSON object")
-    return value, fds
+    return value
 
 
 def _receive_exactly(sock: socket.socket, size: int) -> bytes:
@@ -131,11 +149,13 @@ class _Worker:
         finally:
             theirs.close()
         self.sock = mine
+        self.replies = mine.makefile("rb")
 
     def kill(self) -> int:
         """End the worker; its exit status (negative: the signal that ended it)."""
         if self.process.poll() is None:
             self.process.kill()
+        self.replies.close()
         self.sock.close()
         return self.process.wait()
 
@@ -241,7 +261,7 @@ class IsolatedParsers:
             try:
                 # Each file's time counts from the reply before it: the worker reads them in order.
                 worker.sock.settimeout(seconds + GRACE_S)
-                reply, _ = receive_message(worker.sock)
+                reply = read_message(worker.replies)
             except TimeoutError:
                 worker.kill()
                 results.append(
