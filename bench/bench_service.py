@@ -3,8 +3,14 @@
 Scenarios (data generated under --dir, default bench/.data, removed afterwards unless --keep):
 
   latency  200 drops of a small file, each into its own session: time from the last write to the
-           sidecar on disk. Baseline: the quiet period, the wait the design imposes. Target: p95 at
-           most quiet period + 500 ms.
+           sidecar on disk, with the default settings but a quiet period of --quiet seconds.
+           Baseline: the quiet period, the wait the design imposes. Target: p95 at most quiet
+           period + 250 ms.
+  writers  12 sessions written at once by slow writers, 3 CSV files each, each file written in two
+           halves 0.5 s apart (pauses shorter than the quiet period): time from a session's last
+           write to each of its sidecars, less the quiet period. Default settings but the quiet
+           period; one session is ingested first, untimed (the first table after start imports
+           pandas). Target: p95 at most 500 ms.
   burst    50,000 small files in 500 sessions written as fast as possible into the watched folder:
            all ingested, peak RSS of the service at most 300 MB, files/s reported beside a one-shot
            `fair-agent scan` of the same tree.
@@ -41,10 +47,20 @@ def main() -> int:
     )
     parser.add_argument("--quiet", type=float, default=1.0, help="quiet period for the latency run, seconds")
     parser.add_argument("--drops", type=int, default=200)
+    parser.add_argument("--writers", type=int, default=12, help="sessions written at once (writers)")
+    parser.add_argument("--writer-files", type=int, default=3, help="files per session (writers)")
+    parser.add_argument("--writer-rows", type=int, default=20_000, help="CSV rows per file (writers)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of concurrent writers (writers)")
     parser.add_argument("--files", type=int, default=50_000, help="files in the burst")
     parser.add_argument("--sessions", type=int, default=500, help="sessions in the burst")
     parser.add_argument("--restart-files", type=int, default=100_000)
-    return run_scenarios(parser, {"latency": bench_latency, "burst": bench_burst, "restart": bench_restart})
+    scenarios = {
+        "latency": bench_latency,
+        "writers": bench_writers,
+        "burst": bench_burst,
+        "restart": bench_restart,
+    }
+    return run_scenarios(parser, scenarios)
 
 
 class Service:
@@ -108,12 +124,8 @@ def bench_latency(args: argparse.Namespace) -> list[tuple[str, bool]]:
     root = args.dir / "latency"
     shutil.rmtree(root, ignore_errors=True)
     (root / "drop").mkdir(parents=True)
-    service = Service(
-        root / "drop",
-        root / "state",
-        completion__quiet_period_s=str(args.quiet),
-        completion__stability_look_s="0.25",
-    )
+    # The user's defaults but the quiet period: the completion policy as it ships is what is measured.
+    service = Service(root / "drop", root / "state", completion__quiet_period_s=str(args.quiet))
     latencies: list[float] = []
     try:
         service.wait_for_event("watching 1 folder")
@@ -147,10 +159,11 @@ def bench_latency(args: argparse.Namespace) -> list[tuple[str, bool]]:
         f"  p95                                 {p95 * 1000:7.0f} ms  (+{(p95 - args.quiet) * 1000:.0f} ms)"
     )
     print(f"  max                                 {latencies[-1] * 1000:7.0f} ms")
-    ok = len(latencies) == args.drops and p95 <= args.quiet + 0.5
+    ok = len(latencies) == args.drops and p95 <= args.quiet + 0.25
     return [
         (
-            f"latency p95 {p95 * 1000:.0f} ms <= quiet period + 500 ms ({(args.quiet + 0.5) * 1000:.0f} ms), "
+            f"latency p95 {p95 * 1000:.0f} ms <= quiet period + 250 ms "
+            f"({(args.quiet + 0.25) * 1000:.0f} ms), "
             f"{len(latencies)}/{args.drops} drops ingested",
             ok,
         )
@@ -163,6 +176,96 @@ def _collect(pending: dict[Path, float], latencies: list[float]) -> None:
         if sidecar.exists():
             latencies.append(now - written)
             del pending[sidecar]
+
+
+# --- writers -----------------------------------------------------------------------------------
+
+
+def bench_writers(args: argparse.Namespace) -> list[tuple[str, bool]]:
+    root = args.dir / "writers"
+    shutil.rmtree(root, ignore_errors=True)
+    drop = root / "drop"
+    drop.mkdir(parents=True)
+    service = Service(drop, root / "state", completion__quiet_period_s=str(args.quiet))
+    extra: list[float] = []  # per sidecar: (sidecar on disk - its session's last write) - quiet period
+    expected = args.rounds * args.writers * args.writer_files
+    try:
+        service.wait_for_event("watching 1 folder")
+        # The first table after start imports pandas (about half a second): once per service, not
+        # per batch, so one session is ingested before the timed rounds.
+        _write_session(drop / "warm-up", files=1, rows=2, last_writes={})
+        _wait_for(drop / "warm-up" / "well-0.csv.fair.json", timeout=120)
+        for r in range(args.rounds):
+            folders = [drop / f"round-{r}-session-{w:02d}" for w in range(args.writers)]
+            last_writes: dict[Path, float] = {}
+            writers = [
+                threading.Thread(
+                    target=_write_session, args=(folder, args.writer_files, args.writer_rows, last_writes)
+                )
+                for folder in folders
+            ]
+            for writer in writers:
+                writer.start()
+            pending = {
+                folder / f"well-{i}.csv.fair.json": folder
+                for folder in folders
+                for i in range(args.writer_files)
+            }
+            deadline = time.monotonic() + 120
+            while pending and time.monotonic() < deadline:
+                now = time.monotonic()
+                for sidecar, folder in list(pending.items()):
+                    if sidecar.exists():
+                        # A session is sealed after its last write: that time is known by now.
+                        extra.append(now - last_writes[folder] - args.quiet)
+                        del pending[sidecar]
+                time.sleep(0.002)
+            for writer in writers:
+                writer.join()
+    finally:
+        service.stop()
+    extra.sort()
+    if not extra:
+        raise RuntimeError("no sidecar appeared")
+    p50, p95 = statistics.median(extra), extra[int(0.95 * (len(extra) - 1))]
+    print(
+        f"\nSlow writers: {args.rounds} rounds of {args.writers} sessions x {args.writer_files} files "
+        f"of {args.writer_rows} rows, each written in two halves 0.5 s apart; quiet period {args.quiet:.1f} s"
+    )
+    print(f"  baseline: the quiet period          {args.quiet * 1000:7.0f} ms")
+    print(f"  p50 beyond it                       {p50 * 1000:7.0f} ms")
+    print(f"  p95 beyond it                       {p95 * 1000:7.0f} ms")
+    print(f"  max beyond it                       {extra[-1] * 1000:7.0f} ms")
+    ok = len(extra) == expected and p95 <= 0.5
+    return [
+        (
+            f"writers: p95 quiet period + {p95 * 1000:.0f} ms <= quiet period + 500 ms, "
+            f"{len(extra)}/{expected} sidecars",
+            ok,
+        )
+    ]
+
+
+def _wait_for(path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path} never appeared")
+        time.sleep(0.01)
+
+
+def _write_session(folder: Path, files: int, rows: int, last_writes: dict[Path, float]) -> None:
+    """One slow writer: its session's files one after the other, each in two halves 0.5 s apart."""
+    folder.mkdir()
+    half = rows // 2
+    for i in range(files):
+        with (folder / f"well-{i}.csv").open("w") as f:
+            f.write("time_s,od600,temperature_c\n")
+            f.write("".join(f"{t * 0.5},{0.1 + t * 1e-5:.5f},{30 + t % 7}\n" for t in range(half)))
+            f.flush()
+            time.sleep(0.5)
+            f.write("".join(f"{t * 0.5},{0.1 + t * 1e-5:.5f},{30 + t % 7}\n" for t in range(half, rows)))
+    last_writes[folder] = time.monotonic()  # the last file closed: the session's last change
 
 
 # --- burst -------------------------------------------------------------------------------------

@@ -125,3 +125,66 @@ def test_busy_sessions_wait() -> None:
     assert actions(t, 100) == [Action.FIRST_LOOK]
     assert t.due(100, busy={KEY}) == []
     assert t.next_deadline(busy={KEY}) is None
+
+
+# -- the spacing of the two looks: events report every write, polling sees writes late -----------
+
+SHORT = CompletionPolicy(quiet_period_s=1.0, stability_look_s=1.0)  # the default look, a short quiet
+
+
+def test_with_events_a_quiet_session_is_sealed_at_the_end_of_the_quiet_period() -> None:
+    t = SessionTracker()
+    t.observe(KEY, SHORT, at=0)
+    assert actions(t, 0.49) == []
+    assert actions(t, 0.5) == [Action.FIRST_LOOK]  # half the quiet period before its end
+    assert t.record_look(KEY, files(5), True, now=0.5) is Verdict.LOOKED
+    assert t.next_deadline() == 1.0  # no wait beyond the quiet period
+    assert actions(t, 1.0) == [Action.SECOND_LOOK]
+    assert t.record_look(KEY, files(5), True, now=1.0) is Verdict.SEALED
+
+
+def test_a_polled_session_keeps_the_full_spacing_between_its_looks() -> None:
+    t = SessionTracker()
+    t.observe(KEY, SHORT, at=0, polled=True)
+    t.record_look(KEY, files(5), True, now=0.5)
+    assert actions(t, 1.0) == []
+    assert t.next_deadline() == 1.5
+    assert t.record_look(KEY, files(5), True, now=1.5) is Verdict.SEALED
+
+
+def test_a_session_once_polled_stays_cautious() -> None:
+    # The root fell back to polling (or its notifications failed) while the session was pending.
+    t = SessionTracker()
+    t.observe(KEY, SHORT, at=0)
+    t.observe(KEY, SHORT, at=0.1, polled=True)
+    t.observe(KEY, SHORT, at=0.2)
+    t.record_look(KEY, files(5), True, now=0.7)
+    assert t.next_deadline() == 1.7
+
+
+def test_with_events_a_late_first_look_still_waits_the_spacing() -> None:
+    # The scheduler was busy: the first look came late; the second still follows it by the spacing.
+    t = SessionTracker()
+    t.observe(KEY, SHORT, at=0)
+    t.record_look(KEY, files(5), True, now=0.9)
+    assert t.next_deadline() == pytest.approx(1.4)
+
+
+def test_a_change_reported_while_a_look_is_taken_makes_it_worthless() -> None:
+    # The look began at 10 (dated when it began); a write was reported at 10.01, before it ended.
+    t = SessionTracker()
+    t.observe(KEY, POLICY, at=0)
+    t.record_look(KEY, files(5), True, now=8)
+    t.observe(KEY, POLICY, at=10.01)
+    assert t.record_look(KEY, files(5), True, now=10) is Verdict.CHANGED
+    assert KEY in t
+    assert actions(t, 17.9) == []
+    assert actions(t, 18.01) == [Action.FIRST_LOOK]
+
+
+def test_a_session_recreated_while_a_look_found_it_gone_is_kept() -> None:
+    t = SessionTracker()
+    t.observe(KEY, POLICY, at=0)
+    t.observe(KEY, POLICY, at=8.5)  # reported while the look (begun at 8) found nothing
+    assert t.record_look(KEY, None, True, now=8) is Verdict.CHANGED
+    assert KEY in t

@@ -89,8 +89,11 @@ class CompletionPolicy(Strict):
 
     #: Seconds without any change in the session; every change starts the wait again.
     quiet_period_s: float = Field(default=30.0, gt=0)
-    #: Sizes and mtimes are compared between two looks this far apart, the second at the end of
-    #: the quiet period (at most half the quiet period).
+    #: Sizes and mtimes are compared between two looks this far apart. On a folder watched by
+    #: events the second look is at the end of the quiet period and the first this long before it
+    #: (at most half the quiet period): a session both agree on is sealed at once. On a polled
+    #: folder (network shares, which see other machines' writes late) the second look is also at
+    #: least this long after the first, even when that is past the end of the quiet period.
     stability_look_s: float = Field(default=1.0, gt=0)
     #: A glob (e.g. "*.done" or "READY"): a folder session is never sealed until a file in it
     #: matches. Loose files in the watch root do not wait for markers.
@@ -110,9 +113,14 @@ class CompletionPolicy(Strict):
         )
 
     @property
+    def look_spacing_s(self) -> float:
+        """Seconds between the two looks on a folder watched by events (at most half the quiet period)."""
+        return min(self.stability_look_s, self.quiet_period_s / 2)
+
+    @property
     def first_look_s(self) -> float:
         """Seconds after the last change at which the first of the two looks is taken."""
-        return self.quiet_period_s - min(self.stability_look_s, self.quiet_period_s / 2)
+        return self.quiet_period_s - self.look_spacing_s
 
 
 class RootSettings(Strict):

@@ -238,8 +238,12 @@ class Service:
             # sessions once it is complete.
             unit, _ = session_of(relpath)
             policy = self.rules.completion_for(watched.root.name, relpath, watched.policy)
-            self.tracker.observe((watched.root.id, unit), policy, at)
+            self.tracker.observe((watched.root.id, unit), policy, at, polled=self._polled(watched))
         self._wake.set()
+
+    def _polled(self, watched: WatchedRoot) -> bool:
+        """Whether the root's changes are found by looking, not reported by events as they happen."""
+        return watched.mode == "polling" or watched.root.id in self.watcher_errors
 
     async def _reconcile_forever(self) -> None:
         while True:
@@ -284,7 +288,8 @@ class Service:
             # the agent was down are sealed after the stability look, not a whole quiet period.
             newest = max((f.mtime_ns for f in plan.batch.files), default=time.time_ns())
             age = max(0.0, (time.time_ns() - newest) / 1e9)
-            self.tracker.observe(key, self._policy_for(watched, listing.files), self._clock() - age)
+            policy = self._policy_for(watched, listing.files)
+            self.tracker.observe(key, policy, self._clock() - age, polled=self._polled(watched))
             found += 1
         self._wake.set()
         return found
@@ -293,48 +298,51 @@ class Service:
 
     async def _schedule(self) -> None:
         while True:
+            looks = []
             for pending, action in self.tracker.due(self._clock(), self._busy_units()):
-                key = pending.key
-                watched = self.roots[key[0]]
                 if action is Action.WARN_LONG:
                     log.warning(
-                        f"session {key[1]!r} has kept changing for over "
+                        f"session {pending.key[1]!r} has kept changing for over "
                         f"{pending.policy.max_session_s:.0f} s; still waiting for it to be complete",
-                        extra={"session": key[1], "root": watched.root.name},
+                        extra={"session": pending.key[1], "root": self.roots[pending.key[0]].root.name},
                     )
-                    self.tracker.warned(key)
-                    continue
-                listing = await asyncio.to_thread(look_session, watched.root.path, key[1], self.ignore)
-                if key not in self.tracker:
-                    continue
-                # Events may not have named every file yet: the files seen now decide the policy.
-                if listing is not None and self.tracker.tighten(
-                    key, self._policy_for(watched, listing.files)
-                ):
-                    due = pending.deadline()
-                    if due is None or due > self._clock():
-                        continue
-                verdict = self.tracker.record_look(
-                    key,
-                    listing.files if listing else None,
-                    bool(listing and listing.is_folder),
-                    self._clock(),
-                )
-                if verdict is Verdict.SEALED and listing is not None:
-                    for part in split_sessions(listing, self._grouping(watched)):
-                        if self._lacks_marker(watched, part):
-                            continue  # the marker's own arrival brings it back
-                        await self._seal(watched, part)
-                elif verdict is Verdict.WAITING_FOR_MARKER:
-                    log.info(
-                        f"session {key[1]!r} is quiet but has no marker file yet",
-                        extra={"session": key[1], "root": watched.root.name},
-                    )
+                    self.tracker.warned(pending.key)
+                else:
+                    looks.append(self._look(pending.key))
+            # Sessions due together are looked at together: slow writers finishing at once must not
+            # each wait for the others' listings and ledger look-ups.
+            await asyncio.gather(*looks)
             deadline = self.tracker.next_deadline(self._busy_units())
             self._wake.clear()
             timeout = None if deadline is None else max(0.0, deadline - self._clock())
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _look(self, key: SessionKey) -> None:
+        """Take one of a session's two looks, and seal it if the looks agree."""
+        watched = self.roots[key[0]]
+        # Dated before the listing: a change reported while it is taken makes it stale.
+        looked_at = self._clock()
+        listing = await asyncio.to_thread(look_session, watched.root.path, key[1], self.ignore)
+        if key not in self.tracker:
+            return
+        # Events may not have named every file yet: the files seen now decide the policy.
+        if listing is not None and self.tracker.tighten(key, self._policy_for(watched, listing.files)):
+            due = self.tracker.deadline_of(key)
+            if due is None or due > self._clock():
+                return
+        files = listing.files if listing else None
+        verdict = self.tracker.record_look(key, files, bool(listing and listing.is_folder), looked_at)
+        if verdict is Verdict.SEALED and listing is not None:
+            for part in split_sessions(listing, self._grouping(watched)):
+                if self._lacks_marker(watched, part):
+                    continue  # the marker's own arrival brings it back
+                await self._seal(watched, part)
+        elif verdict is Verdict.WAITING_FOR_MARKER:
+            log.info(
+                f"session {key[1]!r} is quiet but has no marker file yet",
+                extra={"session": key[1], "root": watched.root.name},
+            )
 
     def _policy_for(self, watched: WatchedRoot, files: list[FileStat]) -> CompletionPolicy:
         return self.rules.strictest_completion(watched.root.name, (f.relpath for f in files), watched.policy)

@@ -2,9 +2,15 @@
 
 A session is sealed when all of these hold:
 1. no change arrived for the quiet period (every change starts the wait again);
-2. two looks at its files, the second at the end of the quiet period and at least
-   ``stability_look_s`` after the first, saw the same names, sizes and mtimes;
+2. two looks at its files saw the same names, sizes and mtimes: the second at the end of the quiet
+   period, the first ``stability_look_s`` before it (at most half the quiet period); on a polled
+   root the second is also at least ``stability_look_s`` after the first;
 3. where the policy names a marker glob, a file matching it exists (folder sessions only).
+
+Where changes are reported by events (inotify), every write starts the quiet period again, so a
+session whose second look agrees is sealed at once at the end of the quiet period. A polled root
+sees a write up to a poll interval late, and another machine's writes to a share may show in sizes
+and mtimes later still: there the looks keep their full spacing, whatever the quiet period.
 
 The tracker keeps a few numbers per pending session, never a list of events, so a burst of files
 costs memory per session, not per file. The caller takes the looks (listing is I/O) and reports
@@ -61,6 +67,9 @@ class PendingSession:
     policy: CompletionPolicy
     first_change: float
     last_change: float
+    #: Changes are found by polling (or the root's notifications failed): the looks keep their full
+    #: spacing. Once set, it stays until the session is sealed.
+    polled: bool = False
     look: Snapshot | None = None
     look_at: float = float("-inf")
     waiting_for_marker: bool = False
@@ -75,10 +84,12 @@ class PendingSession:
         if self.waiting_for_marker:
             return None
         if self.look_is_fresh():
-            return max(
-                self.last_change + self.policy.quiet_period_s, self.look_at + self.policy.stability_look_s
-            )
+            return max(self.last_change + self.policy.quiet_period_s, self.look_at + self.look_spacing_s())
         return self.last_change + self.policy.first_look_s
+
+    def look_spacing_s(self) -> float:
+        """The least time between the two looks."""
+        return self.policy.stability_look_s if self.polled else self.policy.look_spacing_s
 
     def kept_changing_too_long(self) -> bool:
         return not self.warned_long and self.last_change - self.first_change >= self.policy.max_session_s
@@ -97,14 +108,16 @@ class SessionTracker:
     def sessions(self) -> list[PendingSession]:
         return list(self._pending.values())
 
-    def observe(self, key: SessionKey, policy: CompletionPolicy, at: float) -> None:
-        """Something changed in the session at time ``at`` (monotonic seconds)."""
+    def observe(self, key: SessionKey, policy: CompletionPolicy, at: float, *, polled: bool = False) -> None:
+        """Something changed in the session at time ``at`` (monotonic seconds); ``polled``: the
+        change was found by polling or by a reconciliation standing in for failed notifications."""
         pending = self._pending.get(key)
         if pending is None:
-            self._pending[key] = PendingSession(key, policy, first_change=at, last_change=at)
+            self._pending[key] = PendingSession(key, policy, first_change=at, last_change=at, polled=polled)
             return
         if at > pending.last_change:
             pending.last_change = at
+        pending.polled = pending.polled or polled
         # Files of several rules in one folder: the folder waits as the strictest of them asks.
         pending.policy = pending.policy.strictest(policy)
         pending.waiting_for_marker = False  # a new file may be the marker
@@ -141,14 +154,23 @@ class SessionTracker:
         deadlines = [p.deadline() for p in self._pending.values() if p.key not in busy]
         return min((d for d in deadlines if d is not None), default=None)
 
+    def deadline_of(self, key: SessionKey) -> float | None:
+        return self._pending[key].deadline()
+
     def warned(self, key: SessionKey) -> None:
         self._pending[key].warned_long = True
 
     def record_look(
         self, key: SessionKey, files: list[FileStat] | None, is_folder: bool, now: float
     ) -> Verdict:
-        """Report what a look saw (None: the session no longer exists) and learn what follows."""
+        """Report what a look begun at ``now`` saw (None: the session no longer exists) and learn
+        what follows."""
         pending = self._pending[key]
+        if now < pending.last_change:
+            # A change was reported while the look was taken: it may show in it or not.
+            pending.look = None
+            pending.reason = "quiet period (files still changing)"
+            return Verdict.CHANGED
         if files is None:
             self.forget(key)
             return Verdict.GONE
