@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.core.config import AgentConfig
-from agent.extractors.base import Budget, ExtractionError, ExtractionTimeout, Metadata, Source
+from agent.extractors.base import Budget, ExtractionError, ExtractionTimeout, Extractor, Metadata, Source
 from agent.extractors.isolation import IsolatedParsers, OpenFile, ParserCrashedError
 from agent.ledger import Ledger
 from agent.service.daemon import Service
@@ -166,7 +166,7 @@ def test_in_a_group_the_file_that_ends_its_worker_fails_alone(
     middle fails that file, and the files after it are read by a fresh worker."""
     from agent.extractors.tabular import TabularExtractor
 
-    files = [
+    files: list[tuple[Extractor, Path]] = [
         (TabularExtractor(), write(tmp_path / "a.csv", "t,x\n0,1\n")),
         (GilHolder(), write(tmp_path / "b.stuck", b"x")),
         (MemoryHog(), write(tmp_path / "c.bin", b"x")),
