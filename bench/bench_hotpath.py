@@ -29,14 +29,14 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
-import random
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench_ingest import hashlib_ceiling, make_big_file, warm
+from bench_extract import instrument_csv
+from bench_ingest import hashlib_ceiling, make_large_tree, warm
 from bench_service import bench_burst, bench_latency, bench_writers
 from bench_startup import _environment as bytecode_environment
 from bench_startup import bench_empty_scan, bench_version
@@ -90,26 +90,6 @@ def _burst(args: argparse.Namespace) -> list[tuple[str, bool]]:
 
 
 # --- data --------------------------------------------------------------------------------------
-
-
-def instrument_csv(index: int, size: int = 4096) -> bytes:
-    """A plate reader's export as labs drop them: a vendor block, a blank line, a numeric table."""
-    rnd = random.Random(index)
-    text = (
-        f"Device: Spark 10M\nSerial number: 15{index:05d}\nFirmware: V2.1{index % 7}\nOperator: ana\n"
-        f"Date: 2024-03-{1 + index % 28:02d}\nTime: 10:{index % 60:02d}:12\nMode: Absorbance\n\n"
-        "Time [s],Temperature [°C],OD600,OD700\n"
-    )
-    rows, t = [], 0
-    used = len(text.encode())
-    while True:
-        row = f"{t},{25 + rnd.random():.2f},{rnd.random():.4f},{rnd.random():.4f}\n"
-        if used + len(row) > size:
-            break
-        rows.append(row)
-        used += len(row)
-        t += 30
-    return (text + "".join(rows)).encode()
 
 
 def make_tree(root: Path, files: int, sessions: int, kind: str) -> list[Path]:
@@ -226,12 +206,8 @@ def bench_binary(args: argparse.Namespace) -> list[tuple[str, bool]]:
 
 def bench_large_end_to_end(args: argparse.Namespace) -> list[tuple[str, bool]]:
     root = args.dir / "large-e2e"
-    shutil.rmtree(root, ignore_errors=True)
-    (root / "drop").mkdir(parents=True)
+    paths = make_large_tree(root, args)
     size = int(args.large_gib * GiB)
-    paths = [root / "drop" / f"big-{i}.bin" for i in range(args.large_files)]
-    for path in paths:
-        make_big_file(path, size)
     total = size * len(paths)
     cores = os.cpu_count() or 1
     os.sync()  # the agent's durable writes would otherwise flush the new files' pages in its time

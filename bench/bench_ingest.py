@@ -92,6 +92,17 @@ def make_big_file(path: Path, size: int) -> None:
             index += 1
 
 
+def make_large_tree(root: Path, args: argparse.Namespace) -> list[Path]:
+    """A new ``root/drop`` of --large-files files of --large-gib each, loose: one session each, so
+    the workers take them in parallel as a lab's independent exports would arrive."""
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "drop").mkdir(parents=True)
+    paths = [root / "drop" / f"big-{i}.bin" for i in range(args.large_files)]
+    for path in paths:
+        make_big_file(path, int(args.large_gib * GiB))
+    return paths
+
+
 def warm(paths: list[Path]) -> None:
     for p in paths:
         with p.open("rb") as f:
@@ -143,16 +154,8 @@ def sha256sum_time(paths: list[Path]) -> float:
 
 def bench_large(args: argparse.Namespace) -> list[tuple[str, bool]]:
     root = args.dir / "large"
-    shutil.rmtree(root, ignore_errors=True)
-    (root / "drop").mkdir(parents=True)
+    paths = make_large_tree(root, args)
     size = int(args.large_gib * GiB)
-    paths = []
-    for i in range(args.large_files):
-        # Loose files: one session each, so the workers take them in parallel as a lab's
-        # independent exports would arrive.
-        p = root / "drop" / f"big-{i}.bin"
-        make_big_file(p, size)
-        paths.append(p)
     total = size * len(paths)
     cores = os.cpu_count() or 1
     warm(paths)
@@ -251,12 +254,8 @@ def bench_small(args: argparse.Namespace) -> list[tuple[str, bool]]:
 
 def bench_verify(args: argparse.Namespace) -> list[tuple[str, bool]]:
     root = args.dir / "verify"
-    shutil.rmtree(root, ignore_errors=True)
-    (root / "drop").mkdir(parents=True)
+    paths = make_large_tree(root, args)
     size = int(args.large_gib * GiB)
-    paths = [root / "drop" / f"big-{i}.bin" for i in range(args.large_files)]
-    for p in paths:
-        make_big_file(p, size)
     total = size * len(paths)
     cores = os.cpu_count() or 1
     config = fresh_config(root)
