@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from bench_extract import instrument_csv
-from bench_ingest import hashlib_ceiling, make_large_tree, warm
+from bench_ingest import hashlib_ceiling, make_large_tree, make_small_tree, warm
 from bench_service import bench_burst, bench_latency, bench_writers
 from bench_startup import _environment as bytecode_environment
 from bench_startup import bench_empty_scan, bench_version
@@ -92,20 +92,12 @@ def _burst(args: argparse.Namespace) -> list[tuple[str, bool]]:
 # --- data --------------------------------------------------------------------------------------
 
 
-def make_tree(root: Path, files: int, sessions: int, kind: str) -> list[Path]:
-    paths = []
-    per = files // sessions
-    for s in range(sessions):
-        folder = root / f"session-{s:04d}"
-        folder.mkdir(parents=True)
-        for i in range(per):
-            if kind == "csv":
-                path, data = folder / f"read-{i:04d}.csv", instrument_csv(s * per + i)
-            else:
-                path, data = folder / f"frame-{i:04d}.raw", os.urandom(4096)
-            path.write_bytes(data)
-            paths.append(path)
-    return paths
+def instrument_file(n: int) -> tuple[str, bytes]:
+    return f"read-{n:06d}.csv", instrument_csv(n)
+
+
+def binary_file(n: int) -> tuple[str, bytes]:
+    return f"frame-{n:06d}.raw", os.urandom(4096)
 
 
 # --- baselines ---------------------------------------------------------------------------------
@@ -175,7 +167,8 @@ def agent_scan_seconds(drop: Path, state: Path, args: argparse.Namespace) -> flo
 def _small_files(args: argparse.Namespace, kind: str, target: float) -> list[tuple[str, bool]]:
     root = args.dir / kind
     shutil.rmtree(root, ignore_errors=True)
-    paths = make_tree(root / "drop", args.files, args.sessions, kind)
+    file_for = instrument_file if kind == "csv" else binary_file
+    paths = make_small_tree(root / "drop", args.files, args.sessions, file_for)
     n = len(paths)
     os.sync()
     warm(paths)

@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -194,25 +195,39 @@ def bench_large(args: argparse.Namespace) -> list[tuple[str, bool]]:
 # --- many small files --------------------------------------------------------------------------
 
 
-def make_small_tree(root: Path, files: int, sessions: int, size: int) -> list[Path]:
-    payload = bytearray(os.urandom(size))
+def make_small_tree(
+    root: Path, files: int, sessions: int, file_for: Callable[[int], tuple[str, bytes]]
+) -> list[Path]:
+    """``files`` files in ``sessions`` session folders; ``file_for(n)`` names the n-th and gives
+    its bytes."""
     paths = []
     per = files // sessions
     for s in range(sessions):
         folder = root / f"session-{s:04d}"
         folder.mkdir(parents=True)
         for i in range(per):
-            payload[:8] = (s * per + i).to_bytes(8, "little")
-            p = folder / f"well-{i:04d}.csv"
-            p.write_bytes(payload)
-            paths.append(p)
+            name, data = file_for(s * per + i)
+            path = folder / name
+            path.write_bytes(data)
+            paths.append(path)
     return paths
+
+
+def numbered_payload(size: int) -> Callable[[int], tuple[str, bytes]]:
+    """Files of ``size`` random bytes that differ in their first eight (well-NNNN.csv)."""
+    payload = bytearray(os.urandom(size))
+
+    def file_for(n: int) -> tuple[str, bytes]:
+        payload[:8] = n.to_bytes(8, "little")
+        return f"well-{n:06d}.csv", bytes(payload)
+
+    return file_for
 
 
 def bench_small(args: argparse.Namespace) -> list[tuple[str, bool]]:
     root = args.dir / "small"
     shutil.rmtree(root, ignore_errors=True)
-    paths = make_small_tree(root / "drop", args.files, args.sessions, args.small_kib * 1024)
+    paths = make_small_tree(root / "drop", args.files, args.sessions, numbered_payload(args.small_kib * 1024))
     n = len(paths)
     warm(paths)
     start = time.perf_counter()
