@@ -88,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .core.config import load_config
     from .service.logs import setup_logging
 
+    _allow_open_files()
     log_stream = sys.stdout if command.logs_to_stdout else sys.stderr
     setup_logging(args.log_level, stream=log_stream, json_lines=True if args.json_logs else None)
     overrides: dict[str, Any] = {}
@@ -105,6 +106,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fair-agent: interrupted; work not committed is redone on the next run", file=sys.stderr)
         return 130
+
+
+def _allow_open_files() -> None:
+    """Raise the soft limit of open files to the hard one (as systemd's LimitNOFILE would): each
+    extraction worker holds the descriptors of a group of up to 64 files, one worker per core."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 if __name__ == "__main__":

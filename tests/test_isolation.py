@@ -16,6 +16,8 @@ import pytest
 from agent.core.config import AgentConfig
 from agent.extractors.base import Budget, ExtractionError, ExtractionTimeout, Extractor, Metadata, Source
 from agent.extractors.isolation import IsolatedParsers, OpenFile, ParserCrashedError
+from agent.extractors.runner import MetadataReader, Wanted
+from agent.extractors.tabular import TabularExtractor
 from agent.ledger import Ledger
 from agent.service.daemon import Service
 
@@ -164,8 +166,6 @@ def test_in_a_group_the_file_that_ends_its_worker_fails_alone(
 ) -> None:
     """One request carries a group; each file is answered on its own, so a crash or a hang in the
     middle fails that file, and the files after it are read by a fresh worker."""
-    from agent.extractors.tabular import TabularExtractor
-
     files: list[tuple[Extractor, Path]] = [
         (TabularExtractor(), write(tmp_path / "a.csv", "t,x\n0,1\n")),
         (GilHolder(), write(tmp_path / "b.stuck", b"x")),
@@ -188,3 +188,67 @@ def test_in_a_group_the_file_that_ends_its_worker_fails_alone(
     assert isinstance(stuck, ExtractionTimeout | ParserCrashedError)
     assert isinstance(hog, ExtractionError) and "memory" in str(hog)
     assert isinstance(last, dict) and last["rowCount"] == 2 and last["columns"][1]["name"] == "y"
+
+
+class Chatter:
+    """An extractor that writes a message of its own into the worker's channel to the agent."""
+
+    name = "chatter"
+
+    def accepts(self, name: str, head: bytes) -> bool:
+        return name.endswith(".chat")
+
+    def extract(self, source: Source, budget: Budget) -> Metadata:
+        import socket
+        import sys
+
+        from agent.extractors.isolation import send_message
+
+        with socket.socket(fileno=os.dup(int(sys.argv[1]))) as channel:
+            send_message(channel, {"metadata": {"forged": True}})
+        return {"chatty": True}
+
+
+def test_a_reply_that_is_not_the_files_never_lands_on_another_file(
+    parsers: IsolatedParsers, tmp_path: Path
+) -> None:
+    files: list[tuple[Extractor, Path]] = [
+        (TabularExtractor(), write(tmp_path / "a.csv", "t,x\n0,1\n")),
+        (Chatter(), write(tmp_path / "b.chat", b"x")),
+        (TabularExtractor(), write(tmp_path / "c.csv", "t,y\n0,2\n1,3\n")),
+    ]
+    fds = [os.open(path, os.O_RDONLY) for _, path in files]
+    try:
+        results = parsers.extract_group(
+            [OpenFile(e, fd, path.name, path.parent) for (e, path), fd in zip(files, fds, strict=True)],
+            seconds=5,
+        )
+    finally:
+        for fd in fds:
+            os.close(fd)
+    first, chatty, last = results
+    assert isinstance(first, dict) and first["rowCount"] == 1
+    assert isinstance(chatty, ExtractionError) and "channel" in str(chatty)
+    assert isinstance(last, dict) and last["rowCount"] == 2 and "forged" not in last
+
+
+class Picky(TabularExtractor):
+    """The tabular extractor, but its ``accepts`` fails on one name (a plug-in's bug)."""
+
+    def accepts(self, name: str, head: bytes) -> bool:
+        if name == "b.csv":
+            raise RuntimeError("a plug-in's bug")
+        return super().accepts(name, head)
+
+
+async def test_an_extractor_whose_accepts_fails_fails_that_file_alone(tmp_path: Path) -> None:
+    paths = [write(tmp_path / n, "t,x\n0,1\n") for n in ("a.csv", "b.csv", "c.csv")]
+    reader = MetadataReader(1, 10, [Picky()])
+    try:
+        results = await reader.read_group(
+            tmp_path, [Wanted(p.name, p.read_bytes(), p.stat().st_ino) for p in paths]
+        )
+    finally:
+        reader.close()
+    assert isinstance(results[1], RuntimeError)
+    assert [r.get("rowCount") for r in (results[0], results[2]) if isinstance(r, dict)] == [1, 1], results

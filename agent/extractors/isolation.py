@@ -257,7 +257,10 @@ class IsolatedParsers:
         }
         send_message(worker.sock, request, [f.fd for f in files])
         results: list[Metadata | Exception] = []
-        for f in files:
+        for index, f in enumerate(files):
+            if self._closed:  # the agent is stopping: the rest of the group waits for its next start
+                worker.kill()
+                raise AbortedError("the agent is shutting down")
             try:
                 # Each file's time counts from the reply before it: the worker reads them in order.
                 worker.sock.settimeout(seconds + GRACE_S)
@@ -281,6 +284,19 @@ class IsolatedParsers:
                         f"the {f.extractor.name} parser gave no usable answer for {f.name!r}: {exc}"
                     )
                 )
+                return results
+            if reply.get("index") != index:
+                # Not this file's answer (an extractor that wrote to the channel): the worker's
+                # replies can no longer be matched to files. The files from here go to a fresh
+                # worker; the file that does it there first fails alone.
+                worker.kill()
+                if index == 0:
+                    results.append(
+                        ExtractionError(
+                            f"the {f.extractor.name} extractor wrote into the agent's channel while "
+                            f"reading {f.name!r}"
+                        )
+                    )
                 return results
             results.append(_result(reply, f))
         return results

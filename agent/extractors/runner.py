@@ -12,6 +12,7 @@ small files the round trip would cost more than the reading.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.config import AgentConfig
-from ..core.errors import FileChangedError, FileVanishedError
+from ..core.errors import FileChangedError, FileReadError, FileVanishedError
 from ..core.records import EXTRACTION_FAILURE
 from ..fs.safepath import open_dir_beneath, split
 from . import (
@@ -102,8 +103,14 @@ class MetadataReader:
     async def read_group(self, root: Path, files: Sequence[Wanted]) -> list[Metadata | Exception]:
         """Each file's metadata as ``read`` gives it, or the error ``read`` would raise; the files
         an extractor claims are read by one worker, in one request. Files without one cost nothing."""
-        chosen = [self.chosen(f.relpath, f.head, f.choice) for f in files]
         results: list[Metadata | Exception] = [{} for _ in files]
+        chosen: list[Extractor | None] = []
+        for i, f in enumerate(files):
+            try:
+                chosen.append(self.chosen(f.relpath, f.head, f.choice))
+            except Exception as exc:  # a plug-in's accepts() that fails: this file's error only
+                results[i] = exc
+                chosen.append(None)
         claimed = [(i, e) for i, e in enumerate(chosen) if e is not None]
         if claimed:
             read = await self._in_worker(root, [(e, files[i]) for i, e in claimed])
@@ -176,12 +183,14 @@ def _open_hashed(root: Path, relpath: str, inode: int) -> int:
     try:
         dir_fd = open_dir_beneath(root, parent)
     except OSError as exc:
+        _raise_if_out_of_descriptors(exc, relpath)
         raise ExtractionError(f"cannot reach {relpath!r} to read its metadata: {exc.strerror}") from None
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except FileNotFoundError:
         raise FileVanishedError(f"{relpath!r} vanished before its metadata was read") from None
     except OSError as exc:
+        _raise_if_out_of_descriptors(exc, relpath)
         raise ExtractionError(f"cannot open {relpath!r} to read its metadata: {exc.strerror}") from None
     finally:
         os.close(dir_fd)
@@ -192,3 +201,9 @@ def _open_hashed(root: Path, relpath: str, inode: int) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _raise_if_out_of_descriptors(error: OSError, relpath: str) -> None:
+    # The agent's limit of open files, not the file: a moment later it opens, so it is retried.
+    if error.errno in (errno.EMFILE, errno.ENFILE):
+        raise FileReadError(f"cannot open {relpath!r} to read its metadata: {error.strerror}") from None

@@ -60,7 +60,7 @@ def serve(sock: socket.socket) -> None:
             for number, file in enumerate(files):
                 # A reply per file, as soon as it is read: the agent times each file on its own.
                 fd = fds[number] if number < len(fds) else None
-                send_message(sock, _read(file, fd, request, loaded))
+                send_message(sock, {"index": number, **_read(file, fd, request, loaded)})
         finally:
             for fd in fds:
                 os.close(fd)
