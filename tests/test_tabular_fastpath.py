@@ -271,6 +271,7 @@ EXAMPLES = {
     "decimal commas": "Wave;Sample\n400,5;0,25\n401,0;-0,5\n401,5;1,0E-3\n",
     "missing values make integers floats": "a,b\n1,2\n,3\n4,NA\n",
     "negative zero beside zero": "a,b\n-0.0,1\n0.0,2\n1.5,3\n",
+    "an integer minus zero among missing values": "c0,c1\n-0,273\n333,\nN/A,1e5\n",
     "booleans in any case": "a,b\nTrue,1\nfalse,2\ntRuE,3\n",
     "booleans with a gap are text": "a,b\nTrue,1\n,2\nFalse,3\n",
     "padding columns": "Time,OD,,,\n0,0.1,,,\n1,0.2,,,\n2,0.3,,,\n",

@@ -346,6 +346,8 @@ def _float_span(
             if len(whole) + len(fraction) > _EXACT_DIGITS or abs(power) > _EXACT_POWER:
                 return None
     low, high = min(floats), max(floats)
-    if (low == 0 or high == 0) and len({math.copysign(1.0, f) for f in floats if f == 0}) > 1:
-        return None  # 0.0 and -0.0 tie: which one numpy's min returns is its own affair
+    if (low == 0 or high == 0) and any(math.copysign(1.0, f) < 0 for f in floats if f == 0):
+        # A negative zero: pandas reads "-0" as 0.0 and "-0.0" as -0.0, and which of two tied
+        # zeros numpy's min returns is its own affair. Left to pandas.
+        return None
     return low, high
