@@ -38,6 +38,11 @@ def outcome(extractor: TabularExtractor, path: Path) -> Any:
         return ("error", str(exc))
 
 
+def as_written(result: Any) -> str:
+    """A result as the sidecar would differ: in key order, and -0.0 is not 0.0 (as == says)."""
+    return repr(result)
+
+
 class SamplePaths:
     """Counts how often the sample path answered (and how often it left the table to pandas)."""
 
@@ -200,7 +205,7 @@ def export(draw: st.DrawFn) -> bytes:
 @given(data=export())
 def test_the_sample_path_gives_what_pandas_gives(tmp_path: Path, paths: SamplePaths, data: bytes) -> None:
     fast, slow, _ = both(tmp_path / "export.csv", data, paths)
-    assert fast == slow
+    assert as_written(fast) == as_written(slow)
 
 
 JUNK = st.text(alphabet=st.sampled_from(list("0123456789.,;:\t\n\r -+eE#=[]()abcXYZ°µ\"'")), max_size=1500)
@@ -210,7 +215,7 @@ JUNK = st.text(alphabet=st.sampled_from(list("0123456789.,;:\t\n\r -+eE#=[]()abc
 @given(text=JUNK)
 def test_text_that_almost_looks_right_too(tmp_path: Path, paths: SamplePaths, text: str) -> None:
     fast, slow, _ = both(tmp_path / "junk.txt", text.encode(), paths)
-    assert fast == slow
+    assert as_written(fast) == as_written(slow)
 
 
 @st.composite
@@ -254,7 +259,7 @@ def test_what_instruments_write_is_profiled_without_pandas(
     data, rows = export_and_rows
     fast, slow, took = both(tmp_path / "read.csv", data, paths)
     assert took is True
-    assert fast == slow
+    assert as_written(fast) == as_written(slow)
     assert fast["rowCount"] == rows
 
 
@@ -271,7 +276,7 @@ EXAMPLES = {
     "decimal commas": "Wave;Sample\n400,5;0,25\n401,0;-0,5\n401,5;1,0E-3\n",
     "missing values make integers floats": "a,b\n1,2\n,3\n4,NA\n",
     "negative zero beside zero": "a,b\n-0.0,1\n0.0,2\n1.5,3\n",
-    "an integer minus zero among missing values": "c0,c1\n-0,273\n333,\nN/A,1e5\n",
+    "minus zero among missing values": "c0,c1,c2\n-0,273,79.5\n333,,54.0\nN/A,1e5,-3\nNaN,+4,0x10\n",
     "booleans in any case": "a,b\nTrue,1\nfalse,2\ntRuE,3\n",
     "booleans with a gap are text": "a,b\nTrue,1\n,2\nFalse,3\n",
     "padding columns": "Time,OD,,,\n0,0.1,,,\n1,0.2,,,\n2,0.3,,,\n",
@@ -305,13 +310,13 @@ EXAMPLES = {
 def test_examples_give_what_pandas_gives(tmp_path: Path, text: str) -> None:
     path = tmp_path / "example.csv"
     path.write_bytes(text.encode())
-    assert outcome(SAMPLE_PATH, path) == outcome(PANDAS_PATH, path)
+    assert as_written(outcome(SAMPLE_PATH, path)) == as_written(outcome(PANDAS_PATH, path))
 
 
 def test_a_cp1252_export_gives_what_pandas_gives(tmp_path: Path) -> None:
     path = tmp_path / "legacy.txt"
     path.write_bytes("Temp [°C]\tµA\n20,5\t1\n21,0\t2\n21,5\t3\n".encode("cp1252") + b"\x81\n")
-    assert outcome(SAMPLE_PATH, path) == outcome(PANDAS_PATH, path)
+    assert as_written(outcome(SAMPLE_PATH, path)) == as_written(outcome(PANDAS_PATH, path))
 
 
 def test_the_instrument_export_is_profiled_without_importing_pandas(tmp_path: Path) -> None:
