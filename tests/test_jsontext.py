@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import json
 import math
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -51,3 +54,15 @@ def test_non_finite_floats_are_null_not_invalid_json() -> None:
             assert "Infinity" not in text and "NaN" not in text
             assert None in json.loads(text).values() or json.loads(text)["v"] == [None]
             assert json.loads(compact(document)) == json.loads(text)
+
+
+def test_what_json_dumps_refuses_is_refused() -> None:
+    @dataclasses.dataclass
+    class Record:
+        value: int = 1
+
+    for value in (datetime.datetime(2026, 1, 1), datetime.date(2026, 1, 1), Record()):
+        with pytest.raises(TypeError):
+            indented({"when": value})
+        with pytest.raises(TypeError):
+            compact({"when": value})

@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 
+#: Dates and dataclasses are refused, as by json.dumps, instead of written: one in a document is a bug.
+_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 #: A one-digit negative exponent, as orjson writes it (Python pads it: ``e-07``).
 _SHORT_EXPONENT = re.compile(rb"e-\d(?!\d)")
 
@@ -33,7 +35,7 @@ _SHORT_EXPONENT = re.compile(rb"e-\d(?!\d)")
 def indented(document: Any) -> str:
     """``json.dumps(document, indent=2, ensure_ascii=False)``, non-finite floats as null."""
     try:
-        text = orjson.dumps(document, option=orjson.OPT_INDENT_2)
+        text = orjson.dumps(document, option=orjson.OPT_INDENT_2 | _STRICT)
     except TypeError:
         return json.dumps(_finite(document), indent=2, ensure_ascii=False)
     if _float_text_may_differ(text):
@@ -51,7 +53,7 @@ def _float_text_may_differ(text: bytes) -> bool:
 def compact(document: Any) -> str:
     """The document on one line, for storage (not byte-compatible with json.dumps's spacing)."""
     try:
-        return orjson.dumps(document).decode("utf-8")
+        return orjson.dumps(document, option=_STRICT).decode("utf-8")
     except TypeError:
         return json.dumps(_finite(document), ensure_ascii=False, separators=(",", ":"))
 
