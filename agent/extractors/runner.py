@@ -55,14 +55,14 @@ class MetadataReader:
         seconds: float,
         extractors: list[Extractor] | None = None,
         *,
-        isolated_memory_bytes: int = 1 << 30,
+        worker_memory_bytes: int = 1 << 30,
     ) -> None:
         self.extractors = load_extractors() if extractors is None else extractors
         self.seconds = seconds
+        # A thread per worker process waits on it; the processes start on first use.
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fair-extract")
-        # Worker processes for native parsers: started on first use, one per thread at most.
-        self.isolated = IsolatedParsers(threads, isolated_memory_bytes)
-        # The time limit starts when a file gets a thread, not while it queues for one.
+        self.workers = IsolatedParsers(threads, worker_memory_bytes)
+        # The time limit starts when a group gets a worker, not while it queues for one.
         self._slots = asyncio.Semaphore(threads)
 
     @classmethod
@@ -70,7 +70,7 @@ class MetadataReader:
         return cls(
             config.hash_threads,
             config.extract_timeout_s,
-            isolated_memory_bytes=config.extract_memory_mb << 20,
+            worker_memory_bytes=config.extract_memory_mb << 20,
         )
 
     def detect(self, relpath: str, head: bytes) -> Detected:
@@ -135,7 +135,7 @@ class MetadataReader:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self.isolated.close()
+        self.workers.close()
 
     def _extract_group(self, root: Path, files: list[tuple[Extractor, Wanted]]) -> list[Metadata | Exception]:
         """In a thread, waiting on a worker: each file opened as it was hashed, then read. An
@@ -151,7 +151,7 @@ class MetadataReader:
                     results[i] = _as_result(extractor, exc)
                     continue
                 opened.append((i, OpenFile(extractor, fd, name, root / parent)))
-            read = self.isolated.extract_group([f for _, f in opened], self.seconds)
+            read = self.workers.extract_group([f for _, f in opened], self.seconds)
             for (i, f), result in zip(opened, read, strict=True):
                 results[i] = _as_result(f.extractor, result) if isinstance(result, Exception) else result
         except Exception as exc:  # the pool shut down under the group: every file, again later
