@@ -93,11 +93,18 @@ class BatchReader:
                     ],
                 )
                 for group in groups
-            )
+            ),
+            return_exceptions=True,
         )
+        # A group that failed as a whole (the agent stopping under it) fails each of its files.
+        each = [
+            r
+            for group, done in zip(groups, results, strict=True)
+            for r in (done if isinstance(done, list) else [done] * len(group))
+        ]
         failed: set[str] = set()
         extracted: dict[str, dict[str, Any]] = {}
-        for record, result in zip(wanted, (r for group in results for r in group), strict=True):
+        for record, result in zip(wanted, each, strict=True):
             if isinstance(result, FileVanishedError):
                 outcome.vanished.append(Skip(record.relpath, f"vanished before it was read: {result}"))
                 failed.add(record.relpath)
