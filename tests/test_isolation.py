@@ -84,6 +84,21 @@ def extract(pool: IsolatedParsers, extractor: object, path: Path, seconds: float
         os.close(fd)
 
 
+def extract_each(
+    pool: IsolatedParsers, files: list[tuple[Extractor, Path]], seconds: float
+) -> list[Metadata | Exception]:
+    """The files read as one group, each by its extractor."""
+    fds = [os.open(path, os.O_RDONLY) for _, path in files]
+    try:
+        return pool.extract_group(
+            [OpenFile(e, fd, path.name, path.parent) for (e, path), fd in zip(files, fds, strict=True)],
+            seconds,
+        )
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def test_a_crashing_parser_ends_its_worker_and_the_next_file_gets_a_fresh_one(
     parsers: IsolatedParsers,
 ) -> None:
@@ -172,16 +187,8 @@ def test_in_a_group_the_file_that_ends_its_worker_fails_alone(
         (MemoryHog(), write(tmp_path / "c.bin", b"x")),
         (TabularExtractor(), write(tmp_path / "d.csv", "t,y\n0,2\n1,3\n")),
     ]
-    fds = [os.open(path, os.O_RDONLY) for _, path in files]
-    try:
-        started = time.monotonic()
-        results = parsers.extract_group(
-            [OpenFile(e, fd, path.name, path.parent) for (e, path), fd in zip(files, fds, strict=True)],
-            seconds=1,
-        )
-    finally:
-        for fd in fds:
-            os.close(fd)
+    started = time.monotonic()
+    results = extract_each(parsers, files, seconds=1)
     assert time.monotonic() - started < 15
     first, stuck, hog, last = results
     assert isinstance(first, dict) and first["rowCount"] == 1
@@ -217,15 +224,7 @@ def test_a_reply_that_is_not_the_files_never_lands_on_another_file(
         (Chatter(), write(tmp_path / "b.chat", b"x")),
         (TabularExtractor(), write(tmp_path / "c.csv", "t,y\n0,2\n1,3\n")),
     ]
-    fds = [os.open(path, os.O_RDONLY) for _, path in files]
-    try:
-        results = parsers.extract_group(
-            [OpenFile(e, fd, path.name, path.parent) for (e, path), fd in zip(files, fds, strict=True)],
-            seconds=5,
-        )
-    finally:
-        for fd in fds:
-            os.close(fd)
+    results = extract_each(parsers, files, seconds=5)
     first, chatty, last = results
     assert isinstance(first, dict) and first["rowCount"] == 1
     assert isinstance(chatty, ExtractionError) and "channel" in str(chatty)

@@ -22,18 +22,11 @@ READ_BYTES = 256 << 10
 BLANK_LINE = re.compile(rb"\n[ \t,;|]*\r?\n")
 
 
-class LineLimit(io.RawIOBase):
-    """A file's bytes as far as its lines are at most ``limit`` bytes: it ends before the first
-    longer one (``cut_at`` is its number). Only whole lines are passed on."""
+class _Filtered(io.RawIOBase):
+    """A raw stream passing on what ``_fill`` makes ready, a read at a time, until it is done."""
 
-    def __init__(self, raw: BinaryIO, limit: int) -> None:
-        self._raw = raw
-        self._limit = limit
-        self._pending = b""  # the start of a line that the next read continues
-        self._ready = memoryview(b"")
-        self._lines = 0
-        self._done = False
-        self.cut_at: int | None = None
+    _ready: memoryview
+    _done: bool
 
     def readable(self) -> bool:
         return True
@@ -45,6 +38,23 @@ class LineLimit(io.RawIOBase):
         buffer[:size] = self._ready[:size]
         self._ready = self._ready[size:]
         return size
+
+    def _fill(self) -> None:
+        raise NotImplementedError
+
+
+class LineLimit(_Filtered):
+    """A file's bytes as far as its lines are at most ``limit`` bytes: it ends before the first
+    longer one (``cut_at`` is its number). Only whole lines are passed on."""
+
+    def __init__(self, raw: BinaryIO, limit: int) -> None:
+        self._raw = raw
+        self._limit = limit
+        self._pending = b""  # the start of a line that the next read continues
+        self._ready = memoryview(b"")
+        self._lines = 0
+        self._done = False
+        self.cut_at: int | None = None
 
     def _fill(self) -> None:
         data = self._raw.read(READ_BYTES)
@@ -65,7 +75,7 @@ class LineLimit(io.RawIOBase):
         self._pending = data[last + 1 :]
 
 
-class BlockEnd(io.RawIOBase):
+class BlockEnd(_Filtered):
     """A file's bytes up to the first blank line at or after byte ``after`` (a line of nothing but
     blanks and delimiters, ``,,,,``, is blank too). ``ended`` says whether it stopped there."""
 
@@ -81,17 +91,6 @@ class BlockEnd(io.RawIOBase):
         self._ready = memoryview(b"")
         self._done = False
         self.ended = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._ready and not self._done:
-            self._fill()
-        size = min(len(buffer), len(self._ready))
-        buffer[:size] = self._ready[:size]
-        self._ready = self._ready[size:]
-        return size
 
     def _fill(self) -> None:
         data = self._raw.read(READ_BYTES)
