@@ -123,9 +123,16 @@ class SessionCrate:
         ):
             self._end = last
 
+    def documents(self) -> tuple[list[str], list[str]]:
+        """The crate's JSON text and its preview page, from one assembly of the graph."""
+        root, others = self._assemble()
+        return self._text(root, others), self._preview(root, others)
+
     def text(self) -> list[str]:
         """The crate's JSON text, in pieces (a file's entity is one piece)."""
-        root, others = self._assemble()
+        return self._text(*self._assemble())
+
+    def _text(self, root: dict[str, Any], others: list[dict[str, Any]]) -> list[str]:
         descriptor = {
             "@id": CRATE_NAME,
             "@type": "CreativeWork",
@@ -143,9 +150,8 @@ class SessionCrate:
         pieces.append("\n  ]\n}\n")
         return pieces
 
-    def preview(self) -> list[str]:
+    def _preview(self, root: dict[str, Any], others: list[dict[str, Any]]) -> list[str]:
         """The crate's ``ro-crate-preview.html``, in pieces (see preview)."""
-        root, others = self._assemble()
         files = ((json.loads(text), license_id, status) for _, text, license_id, status in self._files)
         return render_preview(root, files, len(self._files), {str(o["@id"]): o for o in others})
 
@@ -167,7 +173,8 @@ class SessionCrate:
             others += organisation
         instruments = [{"@id": e["@id"]} for e in extras if e.get("@type") == "IndividualProduct"]
         others += self._provenance(parts, instruments)
-        others += [e for e in extras if e["@id"] not in {o["@id"] for o in others}]
+        listed = {o["@id"] for o in others}
+        others += [e for e in extras if e["@id"] not in listed]
         return root, others
 
     def _root(self, parts: list[dict[str, Any]], license_ref: dict[str, str]) -> dict[str, Any]:

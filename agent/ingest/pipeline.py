@@ -333,7 +333,7 @@ class Pipeline:
         for path in sorted(r.relpath for r in records):
             if crate_can_list(path):
                 crate.add(entities[path])
-        return await asyncio.to_thread(lambda: (crate.text(), crate.preview()))
+        return await asyncio.to_thread(crate.documents)
 
     def _handle_conflicts(
         self, conflicts: list[str], session_documents: tuple[str, ...], outcome: Outcome, bid: str
