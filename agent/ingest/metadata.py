@@ -8,6 +8,7 @@ project (https://w3id.org/ro/terms/fair-agent#).
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from .. import AGENT_NAME, AGENT_URL, __version__
@@ -170,6 +171,18 @@ def _nest(value: Any, by_id: dict[str, dict[str, Any]]) -> Any:
     return value
 
 
+@lru_cache(maxsize=8)
+def _site_entities(site: SiteSettings) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The site's licence and publisher as a sidecar nests them: the same for every file, so made
+    once (the documents that hold them are only serialised, never changed)."""
+    license_ = license_entity(site.license) if site.license else None
+    publisher = site.publishing_organisation
+    if publisher is None:
+        return license_, None
+    organisation = organisation_entities(publisher)
+    return license_, _nest(organisation[0], {e["@id"]: e for e in organisation})
+
+
 def build_sidecar(
     record: FileRecord, site: SiteSettings | None = None, properties: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -186,12 +199,12 @@ def build_sidecar(
         instruments = [e for e in entities if e["@type"] == "IndividualProduct"]
         if instruments:
             enrichment["instrument"] = _nest(instruments[0], by_id)
-    if site is not None and site.license and "license" not in enrichment:
-        enrichment["license"] = license_entity(site.license)
-    publisher = site.publishing_organisation if site is not None else None
-    if publisher is not None and "publisher" not in enrichment:
-        organisation = organisation_entities(publisher)
-        enrichment["publisher"] = _nest(organisation[0], {e["@id"]: e for e in organisation})
+    if site is not None:
+        license_, publisher = _site_entities(site)
+        if license_ is not None and "license" not in enrichment:
+            enrichment["license"] = license_
+        if publisher is not None and "publisher" not in enrichment:
+            enrichment["publisher"] = publisher
     return {
         "@context": SIDECAR_CONTEXT,
         "@id": relative_id(record.name),
