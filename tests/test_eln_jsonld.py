@@ -14,7 +14,7 @@ import pytest
 
 from agent.core.config import AgentConfig
 from agent.extractors.base import Budget, Source
-from agent.extractors.eln import ElnExtractor
+from agent.extractors.eln import ElnExtractor, checksum_warnings
 
 from .conftest import REPO, dead_letters, read_sidecar, run_scan
 
@@ -176,3 +176,22 @@ async def test_an_md5_declared_as_sha256_is_a_warning_and_a_validation_note(
     ]
     assert sidecar["validation"]["status"] == "valid"
     assert sidecar["validation"]["notes"] == sidecar["warnings"]
+
+
+def test_a_checksum_that_is_no_hash_at_all_is_said_plainly() -> None:
+    warnings = checksum_warnings(
+        {"problems": [{"file": "a", "declared": "x", "problem": "the declared value is not a SHA-256"}]}
+    )
+    assert warnings == ["the archive's crate gives a value that is not a SHA-256 for 'a'"]
+
+
+def test_experiments_created_at_the_same_instant_with_and_without_a_zone(tmp_path: Path) -> None:
+    """A zoned and an unzoned time of the same instant: sorting them must not compare the two."""
+    graph = crate_graph(publisher={"@type": "Organization", "name": "Lab ELN"}, author=None)
+    graph[1]["hasPart"] = [{"@id": "./one/"}, {"@id": "./two/"}]
+    graph += [
+        {"@id": "./one/", "@type": "Dataset", "name": "one", "dateCreated": "2026-03-16T10:30:00"},
+        {"@id": "./two/", "@type": "Dataset", "name": "two", "dateCreated": "2026-03-16T10:30:00+00:00"},
+    ]
+    meta = extract(write_eln(tmp_path / "same.eln", graph))
+    assert meta["acquisition"]["end"].startswith("2026-03-16T10:30:00")

@@ -228,9 +228,13 @@ def _count(n: int, what: str) -> str:
 def _acquisition(experiments: list[dict[str, Any]], root: Node) -> Metadata:
     """When the work was done: the span of the experiments' creation, else the crate's own dates."""
     times = sorted(
-        (_instant(moment), moment)
-        for text in (e.get("dateCreated") for e in experiments)
-        if (moment := _parsed(text)) is not None
+        [
+            (_instant(moment), moment)
+            for text in (e.get("dateCreated") for e in experiments)
+            if (moment := _parsed(text)) is not None
+        ],
+        # By instant alone: at equal instants the moments (one zoned, one not) cannot be compared.
+        key=lambda pair: pair[0],
     )
     if times:
         return {"acquisition": acquisition_time(times[0][1], times[-1][1], source="experiments' dateCreated")}
@@ -359,6 +363,8 @@ def checksum_warnings(checksums: dict[str, Any]) -> list[str]:
             what = "declares a SHA-256 that does not match the bytes of"
         elif problem == "no such member in the archive":
             what = "declares a SHA-256 for a file it does not hold:"
+        elif problem == "the declared value is not a SHA-256":
+            what = "gives a value that is not a SHA-256 for"
         else:
             what = f"gives {problem.removeprefix('the declared value is ')}, not a SHA-256, for"
         warnings.append(f"the archive's crate {what} {listed}")
