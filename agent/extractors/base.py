@@ -39,6 +39,20 @@ def suffix(name: str) -> str:
     return name[dot:].lower() if 0 < dot < len(name) - 1 else ""
 
 
+def iso_seconds(text: Any) -> str | None:
+    """An ISO 8601 time to the second, with the offset the file gives (none when it gives none);
+    None for what is not a time."""
+    try:
+        return datetime.fromisoformat(text).isoformat(timespec="seconds") if isinstance(text, str) else None
+    except ValueError:
+        return None
+
+
+def counted(n: int, noun: str) -> str:
+    """``1 file``, ``2,048 files``: a count for a description."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def acquisition_time(
     start: datetime | date | str, end: datetime | date | str | None = None, *, source: str
 ) -> Metadata:

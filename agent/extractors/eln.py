@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote
 
-from .base import Budget, ExtractionError, Metadata, Source, UnsafeArchiveError, acquisition_time
+from .base import Budget, ExtractionError, Metadata, Source, UnsafeArchiveError, acquisition_time, counted
 from .jsonld import Graph, Node, context_urls, prop, raw, refs, types
 
 MAX_MEMBERS = 100_000
@@ -200,7 +200,7 @@ def describe(graph: Graph) -> Metadata:
     exporter = prop(publisher, "name") if publisher else None
     return {
         "description": f"ELN export{f' from {exporter}' if exporter else ''}: "
-        f"{_count(len(experiments), 'experiment')}, {_count(len(files), 'file')}",
+        f"{counted(len(experiments), 'experiment')}, {counted(len(files), 'file')}",
         "roCrate": {
             "context": context if isinstance(context, str) else context_urls(context),
             "conformsTo": [name_of(c) for c in refs(raw(descriptor, "conformsTo"))],
@@ -219,10 +219,6 @@ def describe(graph: Graph) -> Metadata:
         "files": files[:MAX_LISTED],
         **_acquisition(experiments, root),
     }
-
-
-def _count(n: int, what: str) -> str:
-    return f"{n:,} {what}{'' if n == 1 else 's'}"
 
 
 def _acquisition(experiments: list[dict[str, Any]], root: Node) -> Metadata:

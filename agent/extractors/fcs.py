@@ -25,7 +25,7 @@ from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from typing import Any, BinaryIO, TypeVar
 
-from .base import Budget, ExtractionError, Metadata, Source, acquisition_time, suffix
+from .base import Budget, ExtractionError, Metadata, Source, acquisition_time, counted, suffix
 
 T = TypeVar("T")
 
@@ -183,7 +183,7 @@ def _metadata(version: str, keywords: dict[str, str], warnings: list[str]) -> Me
             warnings.append(f"The TEXT segment has no {keyword}, which the FCS standard requires.")
     cytometer = named.get("cytometer")
     sizes = {"event": events, "parameter": parameters}
-    counts = ", ".join(f"{n:,} {unit}{'s' * (n != 1)}" for unit, n in sizes.items() if n is not None)
+    counts = ", ".join(counted(n, unit) for unit, n in sizes.items() if n is not None)
     lower = (cytometer or "").lower()
     instrument = {
         "model": cytometer,

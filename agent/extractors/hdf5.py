@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from datetime import datetime
 from itertools import islice
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .base import Budget, ExtractionError, Metadata, Source, acquisition_time, suffix
+from .base import Budget, ExtractionError, Metadata, Source, acquisition_time, iso_seconds, suffix
 
 MAX_ENTRIES = 50
 #: Children of one group looked at (a group can hold millions), and NXuser names kept.
@@ -80,14 +79,6 @@ def _attribute(obj: Any, name: str) -> Any:
         return _text(obj.attrs[name]) if _small(obj.attrs.get_id(name), MAX_VALUE_BYTES) else None
     except (OSError, TypeError, ValueError, KeyError, RuntimeError):
         return None  # a type h5py cannot convert: the attribute is left out, not the file
-
-
-def _moment(text: Any) -> str | None:
-    """ISO 8601 to the second, with the offset the file gives (none when it gives none)."""
-    try:
-        return datetime.fromisoformat(text).isoformat(timespec="seconds") if isinstance(text, str) else None
-    except ValueError:
-        return None
 
 
 class _Reader:
@@ -248,7 +239,7 @@ def _conventions(entries: list[dict[str, Any]], instrument: str | None, warnings
 def _acquisition(entry: dict[str, Any], warnings: list[str]) -> dict[str, Any] | None:
     """The entry's start_time and end_time, each as written if it is ISO 8601 (as NeXus says)."""
     times = {key: entry[key] for key in ("start_time", "end_time") if key in entry}
-    read = {key: _moment(value) for key, value in times.items()}
+    read = {key: iso_seconds(value) for key, value in times.items()}
     for key in (key for key, value in read.items() if value is None):
         warnings.append(f"the {key} of entry {entry['name']!r} is not ISO 8601: {times[key]!r}")
     start = read.get("start_time")

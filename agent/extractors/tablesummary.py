@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Metadata
+from .base import Metadata, counted
 
 #: Header keys (lower case) that name the instrument, and whether the value is its model too.
 _NAME_KEYS = {
@@ -112,7 +112,7 @@ def describe(meta: Metadata) -> str:
     if not columns:
         return "Text file with no table" + (f" ({source})" if source else "")
     rows = int(meta.get("rowCount", 0))
-    text = f"Text table, {_count(len(columns), 'column')}, {_count(rows, 'row')}"
+    text = f"Text table, {counted(len(columns), 'column')}, {counted(rows, 'row')}"
     if meta.get("tables", 1) > 1:
         text += f", the first of {meta['tables']} tables"
     return text + (f" ({source})" if source else "")
@@ -127,8 +127,8 @@ def _describe_plate(meta: Metadata, source: str, columns: list[dict[str, Any]], 
     if labels:
         what += f" ({', '.join(labels)})"
     # Tables are counted in the first 64 KiB only: a count is given where it is known.
-    parts = [_count(int(meta["tables"]), "table")] if meta.get("tables") else []
-    parts += [_count(wells, "well"), _count(cycles, "cycle" if timed else "value")]
+    parts = [counted(int(meta["tables"]), "table")] if meta.get("tables") else []
+    parts += [counted(wells, "well"), counted(cycles, "cycle" if timed else "value")]
     return f"{what}: {', '.join(parts)}"
 
 
@@ -143,7 +143,3 @@ def _source(meta: Metadata) -> str:
     else:
         who = instrument.get("software", "")
     return "; ".join(p for p in (data_type, who) if p)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"

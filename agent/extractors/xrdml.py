@@ -15,12 +15,20 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
 from typing import Any
 
 from defusedxml import DefusedXmlException
 
-from .base import Budget, ExtractionError, Metadata, Source, UnsafeInputError, acquisition_time, suffix
+from .base import (
+    Budget,
+    ExtractionError,
+    Metadata,
+    Source,
+    UnsafeInputError,
+    acquisition_time,
+    iso_seconds,
+    suffix,
+)
 from .xmlformats import MAX_BYTES, Bounded, list_events, local_name
 
 ROOT = "xrdMeasurements"
@@ -66,14 +74,6 @@ def _quantity(element: Any) -> dict[str, Any] | None:
 def _pick(attributes: Any, *names: str) -> dict[str, str]:
     values = {name: str(attributes.get(name) or "").strip() for name in names}
     return {k: v for k, v in values.items() if v and len(v) <= MAX_TEXT}
-
-
-def _moment(text: str) -> str | None:
-    """ISO 8601 to the second, with the offset the file gives; None for what is not a time."""
-    try:
-        return datetime.fromisoformat(text).isoformat(timespec="seconds")
-    except ValueError:
-        return None
 
 
 def _unit(unit: str) -> str:
@@ -192,7 +192,7 @@ class _Reading:
 
     def _acquisition(self) -> None:
         start, end = self.out.get("start"), self.out.get("end")
-        first, last = _moment(start or ""), _moment(end or "")
+        first, last = iso_seconds(start), iso_seconds(end)
         if first is None or (end and last is None):
             if start:
                 self.warnings.append(f"the scan times ({start!r}, {end!r}) are not ISO 8601 date and time")
