@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, RetryKind
-from .parties import Contact, Organisation
+from .parties import URL_PATTERN, Contact, Organisation
 from .strict import Strict
 
 ENV_PREFIX = "FAIR_AGENT_"
@@ -171,7 +171,7 @@ class SiteSettings(Strict):
     #: The lab, by name; the crate's publisher when ``publisher`` is not set.
     organisation: str | None = None
     #: URL of the license for data ingested here, e.g. https://creativecommons.org/licenses/by/4.0/
-    license: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    license: str | None = Field(default=None, pattern=URL_PATTERN)
     #: IANA time zone of the instruments' clocks (e.g. "Europe/Berlin"), for dates written without
     #: one; a rule's own ``timezone`` wins.
     timezone: str | None = None

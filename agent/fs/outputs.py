@@ -54,7 +54,9 @@ SMALL_DOCUMENT_BYTES = 8 << 20
 #: Anything bigger in the place of one of our documents is someone else's.
 MAX_DOCUMENT_BYTES = 4 << 30
 #: This agent's entity as the crates it writes print it.
-_AGENT_MARK = b'"@id": "#fair-agent",\n      "@type": "SoftwareApplication",\n      "name": "fair-agent",'
+_AGENT_MARK = (
+    f'"@id": "{AGENT_ENTITY_ID}",\n      "@type": "SoftwareApplication",\n      "name": "{AGENT_NAME}",'
+).encode()
 #: How the crate preview pages it writes (ingest.preview) begin, before any text from the data.
 PREVIEW_HEAD = (
     '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import AGENT_NAME, __version__
+from ..extractors.jsonld import refs
 from ..fs.outputs import PREVIEW_HEAD
 
 Entity = dict[str, Any]
@@ -97,10 +98,8 @@ def _row(entity: Entity, license_id: str | None, status: dict[str, Any], others:
     file_id = str(entity.get("@id", ""))
     name = _link(file_id, _text(entity.get("name") or file_id))
     formats = entity.get("encodingFormat")
-    media = [f for f in (formats if isinstance(formats, list) else [formats]) if isinstance(f, str)]
-    named = [
-        _named_link(others.get(_id(f), {"@id": _id(f)})) for f in _as_list(formats) if isinstance(f, dict)
-    ]
+    media = [f for f in refs(formats) if isinstance(f, str)]
+    named = [_named_link(others.get(_id(f), {"@id": _id(f)})) for f in refs(formats) if isinstance(f, dict)]
     sha = _text(entity.get("sha256"))
     description = _text(entity.get("description"))
     if license_id:
@@ -141,7 +140,7 @@ def _span(action: Entity) -> str:
 
 def _organisations(value: Any, others: dict[str, Entity]) -> str:
     shown = []
-    for ref in _as_list(value):
+    for ref in refs(value):
         org = others.get(_id(ref), {"@id": _id(ref)})
         text = _named_link(org)
         if org.get("url"):
@@ -156,12 +155,12 @@ def _organisations(value: Any, others: dict[str, Entity]) -> str:
 
 
 def _list(value: Any, others: dict[str, Entity]) -> str:
-    return ", ".join(_named_link(others.get(_id(ref), {"@id": _id(ref)})) for ref in _as_list(value))
+    return ", ".join(_named_link(others.get(_id(ref), {"@id": _id(ref)})) for ref in refs(value))
 
 
 def _instruments(value: Any, others: dict[str, Entity]) -> str:
     shown = []
-    for ref in _as_list(value):
+    for ref in refs(value):
         found = others.get(_id(ref), {})
         if found.get("@type") != "IndividualProduct":
             continue
@@ -210,7 +209,3 @@ def _text(value: Any) -> str:
 
 def _id(ref: Any) -> str:
     return str(ref.get("@id", "")) if isinstance(ref, dict) else str(ref or "")
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [] if value is None else [value]
