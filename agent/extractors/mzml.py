@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO
 
-from defusedxml import DefusedXmlException
-
-from .base import Budget, ExtractionError, Metadata, Source, UnsafeInputError, acquisition_time, suffix
-from .xmlformats import MAX_BYTES, Bounded, list_events, local_name
+from .base import Budget, ExtractionError, Metadata, Source, acquisition_time, suffix
+from .xmlformats import MAX_BYTES, Bounded, list_events, local_name, unreadable
 
 #: Real headers have a few hundred elements; far more is not an mzML header.
 MAX_ELEMENTS = 20_000
@@ -113,12 +111,9 @@ class _Reader:
                     return True
         except ExtractionError:
             raise  # the time budget ran out, or not mzML
-        except DefusedXmlException as exc:
-            what = type(exc).__name__
-            raise UnsafeInputError(f"{self.name!r} uses XML features refused for safety: {what}") from None
-        except Exception as exc:  # ParseError and friends from expat
-            if not self.root:
-                raise ExtractionError(f"{self.name!r} is not well-formed XML: {exc}") from None
+        except Exception as exc:  # refused for safety, or ParseError and friends from expat
+            if (error := unreadable(self.name, exc, began=bool(self.root))) is not None:
+                raise error from None
             if self.run is None and stream.at_limit:
                 raise ExtractionError(
                     f"{self.name!r}: the mzML header is over {MAX_BYTES >> 20} MiB"

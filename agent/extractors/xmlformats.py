@@ -69,6 +69,17 @@ def list_events(stream: io.RawIOBase) -> Iterator[tuple[str, Any]]:
     return iterparse(io.BufferedReader(stream), events=("start", "end"), forbid_dtd=True)  # type: ignore[no-any-return]
 
 
+def unreadable(name: str, error: Exception, *, began: bool) -> ExtractionError | None:
+    """What a parser's error means for the file: XML refused for safety (a DTD, entities), or not
+    XML at all when no root element was read; None when the document broke off after its start
+    (the caller says it is truncated)."""
+    if isinstance(error, DefusedXmlException):
+        return UnsafeInputError(f"{name!r} uses XML features refused for safety: {type(error).__name__}")
+    if not began:
+        return ExtractionError(f"{name!r} is not well-formed XML: {error}")
+    return None
+
+
 def local_name(tag: str) -> tuple[str | None, str]:
     if tag.startswith("{"):
         ns, _, local = tag[1:].partition("}")
@@ -111,13 +122,9 @@ class XmlExtractor:
                     element.clear()  # streaming: keep nothing of what was read
         except ExtractionError:
             raise  # the time budget ran out: not a truncated document
-        except DefusedXmlException as exc:
-            raise UnsafeInputError(
-                f"{source.name!r} uses XML features refused for safety: {type(exc).__name__}"
-            ) from None
-        except Exception as exc:  # ParseError and friends from expat
-            if "root" not in result:
-                raise ExtractionError(f"{source.name!r} is not well-formed XML: {exc}") from None
+        except Exception as exc:  # refused for safety, or ParseError and friends from expat
+            if (error := unreadable(source.name, exc, began="root" in result)) is not None:
+                raise error from None
             result["truncated"] = f"the document breaks off: {exc}"
         for key, values in found.items():
             result[key] = values[0] if len(values) == 1 else values

@@ -17,19 +17,16 @@ import math
 import re
 from typing import Any
 
-from defusedxml import DefusedXmlException
-
 from .base import (
     Budget,
     ExtractionError,
     Metadata,
     Source,
-    UnsafeInputError,
     acquisition_time,
     iso_seconds,
     suffix,
 )
-from .xmlformats import MAX_BYTES, Bounded, list_events, local_name
+from .xmlformats import MAX_BYTES, Bounded, list_events, local_name, unreadable
 
 ROOT = "xrdMeasurements"
 #: Scans and comment lines described (all scans are read and counted).
@@ -265,13 +262,9 @@ class XrdmlExtractor:
                 _read(stream, reading, budget)
             except ExtractionError:
                 raise  # the time budget ran out, or this is not XRDML: not a truncated document
-            except DefusedXmlException as exc:
-                raise UnsafeInputError(
-                    f"{source.name!r} uses XML features refused for safety: {type(exc).__name__}"
-                ) from None
-            except Exception as exc:  # ParseError and friends from expat
-                if "root" not in reading.out:
-                    raise ExtractionError(f"{source.name!r} is not well-formed XML: {exc}") from None
+            except Exception as exc:  # refused for safety, or ParseError and friends from expat
+                if (error := unreadable(source.name, exc, began="root" in reading.out)) is not None:
+                    raise error from None
                 capped = f"only its first {MAX_BYTES >> 20} MiB were read: what follows is not described"
                 reading.out["truncated"] = capped if stream.at_limit else f"the document breaks off: {exc}"
                 reading.warnings.append(reading.out["truncated"])
