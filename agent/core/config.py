@@ -8,6 +8,7 @@ file at all. Nested settings are reached with a double underscore: ``FAIR_AGENT_
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -200,7 +201,42 @@ class MetricsSettings(Strict):
     port: int = Field(default=9464, ge=0, le=65535)
 
 
+class StoreSettings(Strict):
+    """S3-compatible object storage every ingested file is shipped to (see agent/ship)."""
+
+    #: Any S3-compatible endpoint: http(s)://host[:port]; https in production.
+    endpoint: str = Field(pattern=r"^https?://[^/\s]+/?$")
+    #: Made by the storage admins; the agent never creates buckets.
+    bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.\-]*[a-z0-9]$")
+    region: str = "us-east-1"
+    #: Prepended to every key (e.g. "facility-a/").
+    prefix: str = ""
+    #: Files larger than this go in parts of this size (more if a file would need over 10,000).
+    part_size_mib: int = Field(default=64, ge=5, le=5120)
+    #: Parts or files in flight at once.
+    concurrency: int = Field(default=4, ge=1, le=64)
+    #: AWS shared-credentials format ([default] aws_access_key_id, aws_secret_access_key); readable
+    #: by its owner (and group) only. Else $CREDENTIALS_DIRECTORY/s3.credentials (systemd's
+    #: LoadCredential=), else AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+    credentials_file: Path | None = None
+    #: Longest wait between two tries while the store is unreachable (full jitter below it).
+    retry_max_s: float = Field(default=300.0, gt=0)
+    #: How long `scan` and `ship` (without --wait) keep trying an unreachable store before they
+    #: exit and leave the backlog to the service or a later `ship`.
+    give_up_after_s: float = Field(default=60.0, ge=0)
+
+    @property
+    def part_size(self) -> int:
+        return self.part_size_mib << 20
+
+
+def default_agent_name() -> str:
+    return socket.gethostname() or "fair-agent"
+
+
 class AgentConfig(Strict):
+    #: Stable name of this PC in object keys and events.
+    agent_name: str = Field(default_factory=default_agent_name, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
     state_dir: Path = Field(default_factory=default_state_dir)
     roots: tuple[RootSettings, ...] = ()
     #: Folder of rule files (``*.toml``, see rules/README.md); none: every file gets the generic rule.
@@ -226,6 +262,8 @@ class AgentConfig(Strict):
     retry: RetrySettings = RetrySettings()
     site: SiteSettings = SiteSettings()
     metrics: MetricsSettings = MetricsSettings()
+    #: Absent: nothing is shipped.
+    store: StoreSettings | None = None
     completion: CompletionPolicy = CompletionPolicy()
     #: Seconds between reconciliation scans that catch changes whose notifications were lost.
     reconcile_interval_s: float = Field(default=600.0, gt=0)

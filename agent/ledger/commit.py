@@ -12,6 +12,7 @@ import aiosqlite
 from ..core.records import DeadLetter
 from .drift import apply_updates
 from .encoding import to_db
+from .outbox import enqueue
 from .rows import BatchCommit
 
 
@@ -44,6 +45,8 @@ async def write_batch(db: aiosqlite.Connection, commit: BatchCommit, stamp: str)
         )
     elif commit.crate == "written":
         await db.execute("DELETE FROM pending_crates WHERE root_id = ? AND session = ?", (root_id, session))
+    if commit.ship:
+        await enqueue(db, commit, stamp)
 
 
 async def _write_files(db: aiosqlite.Connection, commit: BatchCommit, stamp: str) -> None:

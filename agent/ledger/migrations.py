@@ -139,6 +139,72 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "the outbox of files and session documents to ship to object storage",
+        (
+            # One row per ingested version to ship, written in the batch's own transaction (a
+            # transactional outbox). state: pending -> stored (the server verified the bytes), or
+            # changed / missing (the file no longer holds those bytes; never stored under them).
+            """CREATE TABLE shipments (
+                id INTEGER PRIMARY KEY,
+                root_id INTEGER NOT NULL REFERENCES roots(id),
+                session NOT NULL,
+                relpath NOT NULL,
+                version INTEGER NOT NULL,
+                sha256 TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                state TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (state IN ('pending', 'stored', 'changed', 'missing')),
+                enqueued_at TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                last_error TEXT,
+                -- A multipart upload in progress, recorded before its first part is sent.
+                upload_id TEXT,
+                upload_part_size INTEGER,
+                object_key TEXT,
+                stored_at TEXT,
+                verified_at TEXT,
+                sidecar_stored_at TEXT,
+                UNIQUE (root_id, relpath, version)
+            )""",
+            "CREATE INDEX shipments_pending ON shipments(id) WHERE state = 'pending'",
+            "CREATE INDEX shipments_by_session ON shipments(root_id, session, state)",
+            "CREATE INDEX shipments_by_sha256 ON shipments(sha256) WHERE state = 'stored'",
+            # Each part of a multipart upload as the server confirmed it: ListParts does not return
+            # part checksums on every server, and completing the upload needs them.
+            """CREATE TABLE shipment_parts (
+                shipment_id INTEGER NOT NULL REFERENCES shipments(id) ON DELETE CASCADE,
+                upload_id TEXT NOT NULL,
+                part_number INTEGER NOT NULL,
+                size INTEGER NOT NULL,
+                etag TEXT NOT NULL,
+                checksum_sha256 TEXT NOT NULL,
+                PRIMARY KEY (shipment_id, upload_id, part_number)
+            )""",
+            # A session whose documents (crate, preview, sidecars) must be shipped once all its
+            # data objects are stored. ``generation`` counts the batches that changed it, so a
+            # shipping that raced with a new batch does not mark the newer documents shipped.
+            """CREATE TABLE session_shipments (
+                root_id INTEGER NOT NULL REFERENCES roots(id),
+                session NOT NULL,
+                generation INTEGER NOT NULL,
+                enqueued_at TEXT NOT NULL,
+                shipped_generation INTEGER NOT NULL DEFAULT 0,
+                shipped_at TEXT,
+                PRIMARY KEY (root_id, session)
+            )""",
+            "CREATE INDEX session_shipments_pending ON session_shipments(enqueued_at) "
+            "WHERE shipped_generation < generation",
+            # One row: the store's last failure in words, and the last success, for `status`.
+            """CREATE TABLE store_state (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                last_error TEXT,
+                last_error_at TEXT,
+                last_success_at TEXT
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -80,3 +80,5 @@ class BatchCommit:
     #: The session's crate: "written" by this batch, or "pending" (a part of a large session whose
     #: last part writes it); None: not this batch's concern.
     crate: Literal["written", "pending"] | None = None
+    #: Enqueue the new versions and the session in the outbox (a store is configured).
+    ship: bool = False

@@ -26,6 +26,7 @@ from .commit import write_batch
 from .drift import BASELINE_COLUMNS, DriftReport, baseline_from_row, save_baseline
 from .encoding import below, from_db, now_iso, to_db
 from .migrations import LATEST_VERSION, apply, current_version, pending_migrations
+from .outbox import Outbox
 from .rows import VERSION_COLUMNS, BatchCommit, CurrentFile, DeadLetterRow, FileVersion
 
 BUSY_TIMEOUT_MS = 5000
@@ -42,6 +43,7 @@ class Ledger:
         self.busy_timeout_ms = busy_timeout_ms
         # One connection serves every worker; its transactions must not interleave.
         self._write_lock = asyncio.Lock()
+        self.outbox = Outbox(self.transaction, self._all)
 
     @classmethod
     @asynccontextmanager
