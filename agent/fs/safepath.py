@@ -38,3 +38,16 @@ def open_dir_beneath(root: Path, reldir: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def open_file_beneath(root: Path, relpath: str) -> int:
+    """A read-only descriptor for the regular file ``root/relpath``, no symlink followed on the way.
+
+    Raises OSError as ``os.open`` does (ELOOP for a symlink, ENOENT when it is gone).
+    """
+    parent, name = split(relpath)
+    dir_fd = open_dir_beneath(root, parent)
+    try:
+        return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
