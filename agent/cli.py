@@ -39,6 +39,7 @@ class Listed:
 COMMANDS: tuple[Listed, ...] = (
     Listed("scan", "ingest everything under a folder once, then exit"),
     Listed("run", "the service: watch folders and ingest each session once it is complete"),
+    Listed("ship", "ship what is not yet in the object store ([store]), then exit"),
     Listed("status", "roots and their mode, sessions pending and why, counts, dead letters, recent batches"),
     Listed("replay", "try dead letters again after their cause was fixed"),
     Listed("demo", "watch a new folder while sample sessions are copied into it, then show the results"),

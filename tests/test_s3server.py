@@ -15,10 +15,10 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
+import boto3
 import pytest
-from botocore import UNSIGNED  # type: ignore[import-untyped]
-from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+from botocore import UNSIGNED
+from botocore.exceptions import ClientError
 
 from tests.s3server import S3Server
 

@@ -21,8 +21,9 @@ from .common import Command, Exit, add_common
 from .locate import locate
 
 
-async def inspect_path(ledger: Ledger, path: Path) -> dict[str, Any]:
-    """A JSON-ready account: for a file its versions, sidecar and dead letter; for a folder, its files.
+async def inspect_path(ledger: Ledger, path: Path, *, bucket: str | None = None) -> dict[str, Any]:
+    """A JSON-ready account: for a file its versions (and where each is stored, ``bucket`` naming
+    the store's), sidecar and dead letter; for a folder, its files.
 
     What was deleted from disk is still inspected from the ledger, and said to be gone.
     """
@@ -37,6 +38,7 @@ async def inspect_path(ledger: Ledger, path: Path) -> dict[str, Any]:
         account = await _folder(ledger, root.path, root.id, root.name, relpath)
     else:
         account = await _file(ledger, root.path, root.id, root.name, relpath)
+        await _add_locations(ledger, root.id, relpath, account["history"], bucket)
         if not exists and not account["history"] and "deadLetter" not in account:
             raise ConfigError(f"{path} does not exist, and the ledger knows nothing of it")
     account["onDisk"] = exists
@@ -133,6 +135,23 @@ async def _folder(ledger: Ledger, root: Path, root_id: int, root_name: str, relp
     }
 
 
+async def _add_locations(
+    ledger: Ledger, root_id: int, relpath: str, history: list[dict[str, Any]], bucket: str | None
+) -> None:
+    """Each version's place in the object store: ``stored`` in the version's account."""
+    locations = await ledger.outbox.locations(root_id, relpath)
+    for version in history:
+        where = locations.get(version["version"])
+        if where is not None:
+            version["stored"] = {
+                "state": where.state,
+                "uri": f"s3://{bucket}/{where.object_key}" if bucket and where.object_key else None,
+                "storedAt": where.stored_at,
+                "verifiedAt": where.verified_at,
+                "problem": where.last_error,
+            }
+
+
 def _version(v: FileVersion) -> dict[str, Any]:
     return {
         "version": v.version,
@@ -174,7 +193,7 @@ def run(args: argparse.Namespace, config: AgentConfig) -> int:
 
 async def _inspect(config: AgentConfig, path: Path) -> dict[str, Any]:
     async with Ledger.open_readonly(config.ledger_path) as ledger:
-        return await inspect_path(ledger, path)
+        return await inspect_path(ledger, path, bucket=config.store.bucket if config.store else None)
 
 
 def _print_file(console: Console, a: dict[str, Any]) -> None:
@@ -206,7 +225,7 @@ def _print_file(console: Console, a: dict[str, Any]) -> None:
         console.print(f"  what to do: {escape(d['whatToDo'])}")
     if a["history"]:
         table = Table(title="versions in the ledger", title_justify="left")
-        for column in ("version", "status", "sha256", "size", "batch / seq", "ingested"):
+        for column in ("version", "status", "sha256", "size", "batch / seq", "ingested", "stored"):
             table.add_column(column)
         for v in a["history"]:
             table.add_row(
@@ -216,8 +235,17 @@ def _print_file(console: Console, a: dict[str, Any]) -> None:
                 str(v["size"]),
                 f"{v['batchId'][:8]} / {v['sequence']}",
                 v["ingestedAt"],
+                _stored(v.get("stored")),
             )
         console.print(table)
+
+
+def _stored(stored: dict[str, Any] | None) -> str:
+    if stored is None:
+        return "-"
+    if stored["state"] == "stored":
+        return f"verified {stored['verifiedAt']}"
+    return escape(stored["state"] + (f": {stored['problem']}" if stored["problem"] else ""))
 
 
 def _print_folder(console: Console, a: dict[str, Any]) -> None:

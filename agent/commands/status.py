@@ -41,6 +41,8 @@ class Status:
     queue_depth: int | None = None
     metrics: str | None = None
     live_updated_at: str | None = None
+    #: The object store's account (None: no [store]): backlog, what is stored, the last error.
+    store: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,7 +92,34 @@ async def gather_status(config: AgentConfig, ledger: Ledger, *, limit: int = 10)
         queue_depth=live["queueDepth"] if live else None,
         metrics=live["metrics"] if live else None,
         live_updated_at=live["updatedAt"] if live else None,
+        store=await _store(config, ledger),
     )
+
+
+async def _store(config: AgentConfig, ledger: Ledger) -> dict[str, Any] | None:
+    if config.store is None:
+        return None
+    backlog = await ledger.outbox.backlog()
+    state = await ledger.outbox.store_state()
+    totals = await ledger.outbox.totals()
+    age = backlog.oldest_age_s()
+    return {
+        "endpoint": config.store.endpoint,
+        "bucket": config.store.bucket,
+        "backlog": {
+            "files": backlog.files,
+            "bytes": backlog.bytes,
+            "sessions": backlog.sessions,
+            "oldestEnqueuedAt": backlog.oldest_enqueued_at,
+            "oldestAgeSeconds": None if age is None else round(age, 1),
+        },
+        "stored": totals.get("stored", {"files": 0, "bytes": 0}),
+        "changedBeforeShipping": totals.get("changed", {"files": 0, "bytes": 0}),
+        "removedBeforeShipping": totals.get("missing", {"files": 0, "bytes": 0}),
+        "lastError": state.last_error,
+        "lastErrorAt": state.last_error_at,
+        "lastSuccessAt": state.last_success_at,
+    }
 
 
 def _configured_roots(config: AgentConfig, known: list[Root]) -> list[dict[str, Any]]:
@@ -137,9 +166,25 @@ def run(args: argparse.Namespace, config: AgentConfig) -> int:
             + (f"; metrics at {status.metrics}" if status.metrics else "")
         )
         _print_rows(console, _waiting(status.pending, status.in_flight or []))
+    if status.store is not None:
+        _print_store(console, status.store)
     _print_rows(console, _batches(status))
     _print_rows(console, _dead_letters(status))
     return Exit.OK
+
+
+def _print_store(console: Console, store: dict[str, Any]) -> None:
+    backlog = store["backlog"]
+    line = (
+        f"[bold]store[/bold] {store['endpoint']} bucket {store['bucket']}: "
+        f"{store['stored']['files']} file(s) stored; backlog {backlog['files']} file(s), "
+        f"{human_bytes(backlog['bytes'])}, {backlog['sessions']} session(s)"
+    )
+    if backlog["oldestAgeSeconds"] is not None:
+        line += f", oldest waiting {backlog['oldestAgeSeconds']:.0f} s"
+    console.print(line)
+    if store["lastError"]:
+        console.print(f"  [red]failing since {store['lastErrorAt']}:[/red] {escape(store['lastError'])}")
 
 
 def _print_rows(console: Console, table: Table) -> None:

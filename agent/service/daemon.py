@@ -26,6 +26,7 @@ from ..ingest.curate import load_rule_set
 from ..ingest.hashing import Hasher
 from ..ingest.pipeline import Pipeline
 from ..ledger import Ledger
+from ..ship.shipper import Shipper
 from .discover import SessionListing, list_sessions, look_session, split_sessions
 from .inotify import WatchBudget, WatchLimitExceeded
 from .livestatus import publish_live_status, remove_live_status
@@ -93,6 +94,9 @@ class Service:
         #: Roots whose watcher is failing, and why (status and metrics show it).
         self.watcher_errors: dict[int, str] = {}
         self._reconcile_now = asyncio.Event()
+        #: Ships the outbox when a [store] is configured (its credentials are read now: a service
+        #: without them does not start).
+        self.shipper = Shipper(config, ledger) if config.store is not None else None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -110,6 +114,8 @@ class Service:
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
             asyncio.create_task(self._reconcile_forever(), name="reconcile"),
         ]
+        if self.shipper is not None:
+            tasks.append(asyncio.create_task(self.shipper.run(self._stop_watching), name="shipper"))
         self.notifier.ready(self.status_line())
         self.ready.set()
         log.info(self.status_line())
@@ -149,6 +155,8 @@ class Service:
             await task
 
     def _close_threads(self) -> None:
+        if self.shipper is not None:
+            self.shipper.close()
         self.hasher.close()
         self.writer.close()
         self.pipeline.close()
@@ -187,6 +195,7 @@ class Service:
             metrics_url=self.metrics_endpoint.url if self.metrics_endpoint else None,
             tally=self.pipeline.tally.copy(),
             inotify_watches=self.watch_budget.used,
+            store=replace(self.shipper.stats) if self.shipper is not None else None,
         )
 
     def status_line(self) -> str:
@@ -388,6 +397,8 @@ class Service:
                 self._in_flight.discard(key)
                 self.retrying.pop(key, None)
             self._wake.set()
+            if self.shipper is not None:
+                self.shipper.wake.set()
 
     # -- liveness -------------------------------------------------------------------------------
 

@@ -27,6 +27,13 @@ CONTEXT_FIELDS = (
     "files",
     "bytes",
     "delay_s",
+    "sha256",
+    "parts",
+    "parts_sent",
+    "parts_resumed",
+    "already_stored",
+    "lost",
+    "backlog_files",
 )
 
 

@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..core.errors import ConfigError, RetryKind
+from ..ship.shipper import ShipStats
 from .snapshot import ServiceSnapshot
 
 log = logging.getLogger("fair_agent.metrics")
@@ -146,11 +147,37 @@ class _ServiceCollector(Collector):
         yield _gauge(
             "fair_agent_inotify_watches", "inotify watches held for all roots", service.inotify_watches
         )
+        if service.store is not None:
+            yield from _store_metrics(service.store)
         info = GaugeMetricFamily(
             "fair_agent_build_info", "The agent's version and Python", labels=["version", "python"]
         )
         info.add_metric([__version__, platform.python_version()], 1)
         yield info
+
+
+def _store_metrics(stats: ShipStats) -> Iterator[Metric]:
+    backlog = stats.backlog
+    yield _gauge(
+        "fair_agent_store_up", "1 while the object store answers, 0 while it fails", stats.store_error is None
+    )
+    yield _counter(
+        "fair_agent_store_files_shipped", "Files stored and verified in the object store", stats.files
+    )
+    yield _counter("fair_agent_store_bytes_sent", "Bytes sent to the object store", stats.bytes_sent)
+    yield _counter(
+        "fair_agent_store_failures", "Passes that stopped because the store failed", stats.failures
+    )
+    yield _gauge(
+        "fair_agent_store_backlog_files", "Files waiting to be shipped", backlog.files if backlog else 0
+    )
+    yield _gauge(
+        "fair_agent_store_backlog_bytes", "Bytes waiting to be shipped", backlog.bytes if backlog else 0
+    )
+    oldest = (backlog.oldest_age_s() if backlog else None) or 0.0
+    yield _gauge(
+        "fair_agent_store_backlog_oldest_seconds", "Age of the oldest file waiting to be shipped", oldest
+    )
 
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:

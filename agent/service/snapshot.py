@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ingest.outcome import Tally
+from ..ship.shipper import ShipStats
 from .tracker import PendingSession, SessionKey
 from .watch import WatchedRoot
 
@@ -74,6 +75,8 @@ class ServiceSnapshot:
     tally: Tally
     #: inotify watches held by all roots together.
     inotify_watches: int = 0
+    #: The shipper's account (None: no [store]).
+    store: ShipStats | None = None
 
     @classmethod
     def take(
@@ -90,6 +93,7 @@ class ServiceSnapshot:
         metrics_url: str | None,
         tally: Tally,
         inotify_watches: int,
+        store: ShipStats | None = None,
     ) -> ServiceSnapshot:
         """From copies of the service's state (the caller copies each collection in one step)."""
         names = {w.root.id: w.root.name for w in roots}
@@ -108,4 +112,5 @@ class ServiceSnapshot:
             metrics_url=metrics_url,
             tally=tally,
             inotify_watches=inotify_watches,
+            store=store,
         )
