@@ -9,7 +9,9 @@
 # installs the unit and a drop-in that lets the service write to each watched folder and nowhere
 # else but its state directory, and grants the fair-agent group access to the folders with ACLs
 # (recursive, and default ACLs so that new session folders inherit them; owners, groups and modes
-# are left as they are). Then it enables the service and (re)starts it.
+# are left as they are). With a [store] in agent.toml, a second drop-in lets the service reach the
+# store's addresses and hands it /etc/fair-agent/s3.credentials (root-only) through systemd's
+# LoadCredential=. Then it enables the service and (re)starts it.
 #
 # Options:
 #   --watch DIR     a folder to watch, for a new agent.toml (repeatable)
@@ -28,7 +30,8 @@ STATE=/var/lib/fair-agent
 SOURCE=$(cd "$(dirname "$0")/.." && pwd)
 WATCHLIST=$(mktemp)
 ROOTS=$(mktemp)
-trap 'rm -f "$WATCHLIST" "$ROOTS"' EXIT
+STORE_IPS=$(mktemp)
+trap 'rm -f "$WATCHLIST" "$ROOTS" "$STORE_IPS"' EXIT
 
 die() { echo "install.sh: $*" >&2; exit 1; }
 
@@ -102,6 +105,37 @@ install -d /etc/systemd/system/fair-agent.service.d
         printf 'ReadWritePaths="%s"\n' "$(printf '%s' "$dir" | sed 's/\\/\\\\/g; s/"/\\"/g; s/%/%%/g')"
     done < "$ROOTS"
 } > /etc/systemd/system/fair-agent.service.d/watch.conf
+
+# With a [store], the unit may reach the object store's addresses (resolved now: run me again if
+# they change) and gets its credentials from /etc/fair-agent/s3.credentials through systemd.
+"$PREFIX/venv/bin/python" -c '
+import socket, sys
+from pathlib import Path
+from urllib.parse import urlsplit
+from agent.core.config import load_config
+store = load_config(Path(sys.argv[1]), env={}).store
+if store is not None:
+    url = urlsplit(store.endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        found = socket.getaddrinfo(url.hostname, port, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        sys.exit(f"cannot resolve the store endpoint {url.hostname}: {exc}")
+    print(" ".join(sorted({info[4][0] for info in found})))
+' "$CONFIG" > "$STORE_IPS"
+if [ -s "$STORE_IPS" ]; then
+    {
+        echo "# Written by systemd/install.sh from $CONFIG: the object store fair-agent ships to."
+        echo "[Service]"
+        echo "IPAddressAllow=$(cat "$STORE_IPS")"
+        if [ -f /etc/fair-agent/s3.credentials ]; then
+            chmod 0600 /etc/fair-agent/s3.credentials
+            echo "LoadCredential=s3.credentials:/etc/fair-agent/s3.credentials"
+        fi
+    } > /etc/systemd/system/fair-agent.service.d/store.conf
+else
+    rm -f /etc/systemd/system/fair-agent.service.d/store.conf
+fi
 
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload

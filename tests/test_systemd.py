@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import REPO, read_sidecar
+from .s3server import S3Server
 
 PACKAGES = "systemd,systemd-sysv,dbus,python3,python3-venv,acl"
 CACHE = Path(os.environ.get("FAIR_AGENT_TEST_CACHE", Path.home() / ".cache" / "fair-agent-tests"))
@@ -141,7 +142,7 @@ class Machine:
 
 
 @pytest.fixture
-def machine(tmp_path: Path) -> Iterator[Machine]:
+def machine(tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> Iterator[Machine]:
     root = tmp_path / "root"
     # A fresh copy of the cached root for each run: nothing leaks from one run into the next.
     run("cp", "-a", str(debian_root()), str(root), timeout=600)
@@ -171,11 +172,24 @@ def machine(tmp_path: Path) -> Iterator[Machine]:
     assert "fair-agent installed" in installed.stdout, installed.stdout + installed.stderr
     dropin = root / "etc" / "systemd" / "system" / "fair-agent.service.d" / "watch.conf"
     assert 'ReadWritePaths="/srv/drop"' in dropin.read_text()
-    # Run again (an upgrade): agent.toml is kept, and the drop-in is made from it again.
+    # The facility's object store joins the configuration, its credentials a root-only file.
+    config = root / "etc" / "fair-agent" / "agent.toml"
+    config.write_text(
+        config.read_text()
+        + f'\n[store]\nendpoint = "{s3_server.endpoint_url}"\nbucket = "{s3_bucket}"\n'
+    )
+    (root / "etc" / "fair-agent" / "s3.credentials").write_text(
+        f"[default]\naws_access_key_id = {s3_server.access_key}\naws_secret_access_key = {s3_server.secret_key}\n"
+    )
+    # Run again (an upgrade): agent.toml is kept, and the drop-ins are made from it again.
     again = run(
         "chroot", str(root), "sh", "/opt/src/systemd/install.sh", "--wheels", "/opt/wheels", "--no-start"
     )
     assert 'ReadWritePaths="/srv/drop"' in dropin.read_text(), again.stdout
+    store_dropin = (dropin.parent / "store.conf").read_text()
+    assert "IPAddressAllow=127.0.0.1" in store_dropin
+    assert "LoadCredential=s3.credentials:/etc/fair-agent/s3.credentials" in store_dropin
+    assert (root / "etc" / "fair-agent" / "s3.credentials").stat().st_mode & 0o777 == 0o600
     # A folder the configuration does not watch is refused, not half-installed.
     other = run(
         "chroot",
@@ -191,7 +205,6 @@ def machine(tmp_path: Path) -> Iterator[Machine]:
     )
     assert other.returncode == 1 and "add a [[roots]] table" in other.stderr
     # Test timings: a short quiet period, a short watchdog.
-    config = root / "etc" / "fair-agent" / "agent.toml"
     config.write_text(re.sub(r"(?m)^quiet_period_s = 30", "quiet_period_s = 1", config.read_text()))
     dropin = root / "etc" / "systemd" / "system" / "fair-agent.service.d" / "test.conf"
     dropin.write_text(f"[Service]\nWatchdogSec={WATCHDOG_S}\n")
@@ -210,7 +223,9 @@ def wait_until(machine: Machine, condition: Callable[[], bool], what: str, timeo
         time.sleep(0.2)
 
 
-def test_the_unit_runs_sandboxed_under_a_real_systemd(machine: Machine) -> None:
+def test_the_unit_runs_sandboxed_under_a_real_systemd(
+    machine: Machine, s3_server: S3Server, s3_bucket: str
+) -> None:
     # Type=notify: start returns once the agent said READY=1.
     started = machine.ctl("start", "fair-agent.service", check=False)
     assert started.returncode == 0, started.stderr + machine.journal()
@@ -234,6 +249,13 @@ def test_the_unit_runs_sandboxed_under_a_real_systemd(machine: Machine) -> None:
     sidecar = read_sidecar(session / "OD600_kinetics.csv")
     assert sidecar["validation"]["status"] == "valid" and sidecar["instrument"]["serialNumber"] == "PMN-20419"
     assert (machine.root / "var" / "lib" / "fair-agent" / "ledger.sqlite3").exists()
+    # ...and ships it to the object store, credentials handed over by systemd (LoadCredential=).
+    key = f"sha256/{sidecar['sha256']}"
+
+    def shipped() -> bool:
+        return bool(s3_server.client().list_objects_v2(Bucket=s3_bucket, Prefix=key).get("KeyCount"))
+
+    wait_until(machine, shipped, "the file in the object store")
 
     # The watchdog keeps it alive well past WatchdogSec: same process, no restart.
     time.sleep(WATCHDOG_S * 2.5)
