@@ -193,6 +193,7 @@ class Pipeline:
                 cleared_dead=batch.cleared_dead,
                 drift=review.updates,
                 crate=crate,
+                ship=self.config.store is not None,
             )
         )
         await self.ledger.record_skips(root.id, session, outcome.vanished)
