@@ -18,13 +18,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from ..core.config import AgentConfig, RetryPolicy, StoreSettings
 from ..core.errors import AgentError
 from ..core.retry import backoff_delay
 from ..ledger import Ledger
-from ..ledger.outbox import Backlog, Shipment
+from ..ledger.outbox import Backlog, SessionDocuments, Shipment
 from .credentials import Credentials, load_credentials
 from .documents import ship_documents
 from .errors import StoreUnavailableError
@@ -260,27 +260,27 @@ class Shipper:
         )
 
     async def _ship_documents(self) -> None:
+        """The documents of every ready session, ``concurrency`` sessions at once."""
         while ready := await self.outbox.sessions_ready(limit=PAGE):
-            for docs in ready:
-                try:
-                    async with self._slots:
-                        await self._run(partial(ship_documents, self.store, self.agent_name, docs))
-                except StoreUnavailableError:
-                    raise
-                except (AgentError, OSError) as exc:
-                    log.warning(
-                        f"the documents of session {docs.session!r} were not shipped: {exc}",
-                        extra={"session": docs.session},
-                    )
-                    return
-                await self.outbox.mark_session_shipped(docs)
-                self.stats.sessions += 1
+            outcomes = await asyncio.gather(*(self._ship_session(d) for d in ready), return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            if not all(outcomes):
+                return  # a session's documents could not be read: the next pass tries again
 
-
-def backlog_summary(backlog: Backlog) -> dict[str, Any]:
-    return {
-        "files": backlog.files,
-        "bytes": backlog.bytes,
-        "sessions": backlog.sessions,
-        "oldest_enqueued_at": backlog.oldest_enqueued_at,
-    }
+    async def _ship_session(self, docs: SessionDocuments) -> bool:
+        try:
+            async with self._slots:
+                await self._run(partial(ship_documents, self.store, self.agent_name, docs))
+        except (AgentError, OSError) as exc:
+            if isinstance(exc, StoreUnavailableError):
+                raise
+            log.warning(
+                f"the documents of session {docs.session!r} were not shipped: {exc}",
+                extra={"session": docs.session},
+            )
+            return False
+        await self.outbox.mark_session_shipped(docs)
+        self.stats.sessions += 1
+        return True
