@@ -124,11 +124,16 @@ if store is not None:
     print(" ".join(sorted({info[4][0] for info in found})))
 ' "$CONFIG" > "$STORE_IPS"
 if [ -s "$STORE_IPS" ]; then
+    # The endpoint's name must resolve inside the sandbox too: the resolvers of resolv.conf
+    # (systemd-resolved's 127.0.0.53 is loopback, allowed already).
+    RESOLVERS=$(awk '$1 == "nameserver" { print $2 }' /etc/resolv.conf 2>/dev/null | tr '\n' ' ')
     {
-        echo "# Written by systemd/install.sh from $CONFIG: the object store fair-agent ships to."
+        echo "# Written by systemd/install.sh from $CONFIG: the object store fair-agent ships to,"
+        echo "# resolved now (run install.sh again if its addresses change), and the DNS resolvers."
         echo "[Service]"
-        echo "IPAddressAllow=$(cat "$STORE_IPS")"
+        echo "IPAddressAllow=$(cat "$STORE_IPS") $RESOLVERS"
         if [ -f /etc/fair-agent/s3.credentials ]; then
+            chown root:root /etc/fair-agent/s3.credentials
             chmod 0600 /etc/fair-agent/s3.credentials
             echo "LoadCredential=s3.credentials:/etc/fair-agent/s3.credentials"
         fi

@@ -320,11 +320,11 @@ async def test_the_server_refuses_a_wrong_checksum_and_the_agent_sends_again(
     sent: list[str] = []
 
     class Garbling(ObjectStore):
-        def put(self, key: str, body: Any, checksum: str, metadata: Any) -> str | None:
+        def put(self, key: str, body: Any, checksum: str, metadata: Any, **options: Any) -> str | None:
             if key.startswith("sha256/") and not sent:
                 sent.append(key)
                 body = bytes(body)[:-1] + bytes([body[-1] ^ 1])
-            return super().put(key, body, checksum, metadata)
+            return super().put(key, body, checksum, metadata, **options)
 
     from tests.conftest import run_scan
 

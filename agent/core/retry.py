@@ -16,7 +16,8 @@ _rng = random.Random()
 
 def backoff_delay(attempt: int, policy: RetryPolicy, rng: random.Random | None = None) -> float:
     """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1))] (AWS architecture blog)."""
-    ceiling = min(policy.max_delay_s, policy.base_delay_s * (2 ** (attempt - 1)))
+    # The exponent is clamped: 2 ** 1024 is no float, and a long outage counts that many tries.
+    ceiling = min(policy.max_delay_s, policy.base_delay_s * (2 ** min(attempt - 1, 64)))
     return (rng or _rng).uniform(0, ceiling)
 
 

@@ -3,13 +3,19 @@
 The crate and its preview (of a folder session) and the sidecars of the session's new versions go
 under ``sessions/<agent>/<root>/<session>/``, each PUT with its checksum. They are the local files,
 byte for byte: a reader finds each data object from the crate's ``sha256`` of the file.
+
+The documents are read before anything is sent, and the crate as read is checked against the ledger
+(``named_hashes``): a batch may have written a newer crate, naming objects not stored yet, after the
+session was found ready. Such a crate waits for the next pass.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
+from dataclasses import dataclass
 from pathlib import Path
+
+import orjson
 
 from ..core.naming import CRATE_NAME, PREVIEW_NAME, sidecar_name
 from ..fs.safepath import open_file_beneath
@@ -17,22 +23,44 @@ from ..ledger.outbox import SessionDocuments
 from .keys import document_key, session_prefix
 from .objectstore import ObjectStore, b64
 
-log = logging.getLogger("fair_agent.ship")
+_TYPES = {CRATE_NAME: "application/ld+json", PREVIEW_NAME: "text/html; charset=utf-8"}
 
 
-def ship_documents(store: ObjectStore, agent_name: str, docs: SessionDocuments) -> int:
-    """Blocking: every document of the session that exists; returns how many were stored."""
-    base = session_prefix(store.settings.prefix, agent_name, docs.root_name, docs.session)
+@dataclass(frozen=True, slots=True)
+class Document:
+    key: str
+    body: bytes
+    content_type: str
+
+
+def read_documents(prefix: str, agent_name: str, docs: SessionDocuments) -> list[Document]:
+    """Blocking: every document of the session that exists, the crate last."""
+    base = session_prefix(prefix, agent_name, docs.root_name, docs.session)
     names = [sidecar_name(relpath) for _, relpath in docs.sidecars]
-    names += [f"{docs.session}/{CRATE_NAME}", f"{docs.session}/{PREVIEW_NAME}"]
-    stored = 0
+    names += [f"{docs.session}/{PREVIEW_NAME}", f"{docs.session}/{CRATE_NAME}"]
+    found = []
     for relpath in names:
         body = _read(docs.root_path, relpath)
-        if body is None:
-            continue
-        store.put(document_key(base, docs.session, relpath), body, b64(hashlib.sha256(body).digest()), {})
-        stored += 1
-    return stored
+        if body is not None:
+            kind = _TYPES.get(relpath.rsplit("/", 1)[-1], "application/json")
+            found.append(Document(document_key(base, docs.session, relpath), body, kind))
+    return found
+
+
+def named_hashes(documents: list[Document]) -> set[str]:
+    """The sha256 of every File entity in the session's crate (none without a crate)."""
+    crate = next((d for d in documents if d.key.endswith("/" + CRATE_NAME)), None)
+    if crate is None:
+        return set()
+    graph = orjson.loads(crate.body).get("@graph", [])
+    return {e["sha256"] for e in graph if isinstance(e, dict) and isinstance(e.get("sha256"), str)}
+
+
+def put_documents(store: ObjectStore, documents: list[Document]) -> None:
+    """Blocking: each document with its checksum, in order (the crate last)."""
+    for document in documents:
+        checksum = b64(hashlib.sha256(document.body).digest())
+        store.put(document.key, document.body, checksum, {}, content_type=document.content_type)
 
 
 def _read(root: Path, relpath: str) -> bytes | None:

@@ -26,8 +26,17 @@ T = TypeVar("T")
 #: The user metadata key (x-amz-meta-sha256) holding the whole object's SHA-256 in hex: a
 #: multipart object's own checksum is composite, a checksum of its parts' checksums.
 SHA256_METADATA = "sha256"
-_REJECTED_CODES = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "InvalidPart"}
-_GONE_CODES = {"NoSuchUpload"}
+_REJECTED_CODES = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"}
+#: The upload cannot be completed as recorded: begin it again.
+_GONE_CODES = {"NoSuchUpload", "InvalidPart", "InvalidPartOrder"}
+#: Refusals of one object (its key, its size), not of the agent: that object waits, the rest goes on.
+_OBJECT_CODES = {
+    "KeyTooLongError",
+    "InvalidObjectName",
+    "InvalidArgument",
+    "EntityTooLarge",
+    "MetadataTooLarge",
+}
 
 
 class UploadGoneError(Exception):
@@ -107,6 +116,7 @@ class ObjectStore:
             region_name=settings.region,
             aws_access_key_id=credentials.access_key_id,
             aws_secret_access_key=credentials.secret_access_key,
+            aws_session_token=credentials.session_token,
             config=Config(
                 max_pool_connections=settings.concurrency + 2,
                 connect_timeout=5,
@@ -129,7 +139,8 @@ class ObjectStore:
             try:
                 found = self._client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
             except Exception as exc:
-                if _status(exc) == 404:
+                # 403: without s3:ListBucket, S3 answers so for a key that does not exist.
+                if _status(exc) in (404, 403):
                     return None
                 raise
             return StoredObject(
@@ -144,7 +155,12 @@ class ObjectStore:
         self._call(lambda: self._client.head_bucket(Bucket=self.bucket), f"open the bucket {self.bucket}")
 
     def put(
-        self, key: str, body: bytes | FileRange, checksum: str, metadata: Mapping[str, str]
+        self,
+        key: str,
+        body: bytes | FileRange,
+        checksum: str,
+        metadata: Mapping[str, str],
+        content_type: str = "application/octet-stream",
     ) -> str | None:
         """One object; returns the checksum the server computed of what it received."""
         reply = self._call(
@@ -153,6 +169,7 @@ class ObjectStore:
                 Key=key,
                 Body=body,
                 ContentLength=len(body),
+                ContentType=content_type,
                 ChecksumSHA256=checksum,
                 Metadata=dict(metadata),
             ),
@@ -239,6 +256,8 @@ class ObjectStore:
             message = exc.response.get("Error", {}).get("Message", "") or code
             if code in _GONE_CODES:
                 raise UploadGoneError(f"cannot {what}: the server no longer knows the upload") from None
+            if code in _OBJECT_CODES:
+                raise ObjectRejectedError(f"the store refused {what}: {code}: {message}") from None
             if code in _REJECTED_CODES:
                 raise ObjectRejectedError(
                     f"the store refused the bytes sent to {what} ({code}: the checksum of what arrived "

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from ..core.errors import FileReadError
 from ..fs.safepath import open_file_beneath
 from ..ledger.outbox import LostState, Outbox, Shipment, UploadedPart
-from .errors import ObjectRejectedError
+from .errors import ObjectRejectedError, StoreUnavailableError
 from .keys import data_key
 from .objectstore import (
     SHA256_METADATA,
@@ -133,6 +133,10 @@ class Uploader:
         async with self._slots:
             found = await self._run(lambda: self.store.head(key))
         if found is not None and found.holds(shipment.sha256, shipment.size):
+            if shipment.upload_id is not None:
+                # Stored meanwhile (another PC, another row): our unfinished upload goes.
+                async with self._slots:
+                    await self._run(lambda: self.store.abort(key, shipment.upload_id or ""))
             self._on_bytes(shipment.size)
             return Sent()
         upload_id, part_size, done = await self._resume(shipment, key)
@@ -202,7 +206,7 @@ class Uploader:
         parts: dict[int, UploadedPart] = dict(done)
         try:
             for number, offset, length in part_ranges(shipment.size, part_size):
-                if any(t.done() and t.exception() for t in sending):
+                if any(t.done() and not t.cancelled() and t.exception() for t in sending):
                     break
                 await self._slots.acquire()
                 try:
@@ -217,11 +221,13 @@ class Uploader:
                         raise FileLostError("changed", _changed_message(shipment))
                     self._on_bytes(length)
                     continue
-                sending.append(
-                    asyncio.create_task(
-                        self._send_part(shipment, key, upload_id, (number, offset, length), checksum, sent)
-                    )
+                task = asyncio.create_task(
+                    self._send_part(shipment, key, upload_id, (number, offset, length), checksum, sent)
                 )
+                # The slot taken for the reading goes with the part, and comes back when its task
+                # ends in any way (even cancelled before it began).
+                task.add_done_callback(lambda _: self._slots.release())
+                sending.append(task)
             # Every part is in flight or waiting: finished ones, failed ones, all of them.
             for part in await asyncio.gather(*sending, return_exceptions=True):
                 if isinstance(part, BaseException):
@@ -230,6 +236,8 @@ class Uploader:
             if whole.hexdigest() != shipment.sha256:
                 raise FileLostError("changed", _changed_message(shipment))
         except FileLostError:
+            # Parts still in flight could land after an abort: let them end first.
+            await asyncio.gather(*sending, return_exceptions=True)
             async with self._slots:
                 await self._run(lambda: self.store.abort(key, upload_id))
             raise
@@ -247,12 +255,7 @@ class Uploader:
         sent: Sent,
     ) -> UploadedPart:
         number, _, length = part
-        try:
-            etag, answered = await self._run(
-                lambda: self._upload_part(shipment, key, upload_id, part, checksum)
-            )
-        finally:
-            self._slots.release()
+        etag, answered = await self._run(lambda: self._upload_part(shipment, key, upload_id, part, checksum))
         _server_agrees(f"{key} part {number}", answered, checksum)
         uploaded = UploadedPart(number, length, etag, checksum)
         await self.outbox.record_part(shipment.id, upload_id, uploaded)
@@ -278,6 +281,9 @@ class _opened:
 
     def __enter__(self) -> int:
         s = self._shipment
+        if not s.root_path.is_dir():
+            # An unmounted share or disk: the file is not lost, only out of reach for now.
+            raise FileReadError(f"the watch root {s.root_name!r} is not available; {s.relpath!r} waits")
         try:
             self._fd = open_file_beneath(s.root_path, s.relpath)
         except FileNotFoundError:
@@ -333,8 +339,14 @@ def _same_bytes(shipment: Shipment, digest: bytes) -> None:
 
 def _server_agrees(what: str, answered: str | None, checksum: str) -> None:
     # The server already refused a body that did not match the header; a server that answers
-    # with another checksum (or none for a request that carried one) is not trusted either.
-    if answered is not None and answered != checksum:
+    # with another checksum, or none (it may not check them at all), is not trusted either: the
+    # bytes are hashed on one reading and sent from another.
+    if answered is None:
+        raise StoreUnavailableError(
+            f"the store did not confirm the SHA-256 checksum of {what}: it may not verify "
+            "checksums, and the agent will not store data it cannot prove intact there"
+        )
+    if answered != checksum:
         raise ObjectRejectedError(
             f"the store's checksum of {what} ({answered}) is not the agent's ({checksum})"
         )
