@@ -23,7 +23,7 @@ from agent.core.naming import CRATE_NAME, error_name, sidecar_name
 from agent.ledger import Ledger
 from agent.service.scan import ScanReport, scan
 
-pytest_plugins = ["tests.s3server"]
+pytest_plugins = ["tests.s3server", "tests.natsserver", "tests.pgserver"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
