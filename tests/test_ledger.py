@@ -18,7 +18,8 @@ async def test_new_ledger_is_migrated_in_wal_mode(tmp_path: Path) -> None:
         assert await ledger.schema_version() == LATEST_VERSION
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert db.execute("SELECT version FROM schema_migrations").fetchall() == [(1,), (2,), (3,), (4,)]
+        versions = db.execute("SELECT version FROM schema_migrations").fetchall()
+        assert versions == [(v,) for v in range(1, LATEST_VERSION + 1)]
     async with Ledger.open(path):  # reopening migrates nothing twice
         pass
 

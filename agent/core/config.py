@@ -230,6 +230,28 @@ class StoreSettings(Strict):
         return self.part_size_mib << 20
 
 
+class BusSettings(Strict):
+    """The event bus (NATS JetStream) the agent announces to the facility's hub (see agent/ship)."""
+
+    #: One or more servers of a NATS cluster, comma-separated.
+    url: str = Field(pattern=r"^(nats|tls)://[^\s,]+(,\s*(nats|tls)://[^\s,]+)*$")
+    #: A NATS credentials file (``.creds``: JWT and NKey seed), or ``user = "..."`` and
+    #: ``password = "..."`` lines; readable by its owner (and group) only. Else
+    #: $CREDENTIALS_DIRECTORY/nats.creds (systemd's LoadCredential=), else no authentication.
+    credentials_file: Path | None = None
+    #: An announcement without the hub's receipt after this long is published again (same id).
+    receipt_timeout_s: float = Field(default=600.0, gt=0)
+    #: Longest wait between two tries while the bus is unreachable (full jitter below it).
+    retry_max_s: float = Field(default=300.0, gt=0)
+    #: How long `scan` and `ship` keep trying an unreachable bus before they exit and leave the
+    #: events to the service or a later `ship`.
+    give_up_after_s: float = Field(default=60.0, ge=0)
+
+    @property
+    def servers(self) -> list[str]:
+        return [part.strip() for part in self.url.split(",")]
+
+
 def default_agent_name() -> str:
     return socket.gethostname() or "fair-agent"
 
@@ -264,6 +286,8 @@ class AgentConfig(Strict):
     metrics: MetricsSettings = MetricsSettings()
     #: Absent: nothing is shipped.
     store: StoreSettings | None = None
+    #: Absent: no events.
+    bus: BusSettings | None = None
     completion: CompletionPolicy = CompletionPolicy()
     #: Seconds between reconciliation scans that catch changes whose notifications were lost.
     reconcile_interval_s: float = Field(default=600.0, gt=0)
@@ -328,7 +352,7 @@ def load_config(
     try:
         return AgentConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, path)) from exc
+        raise ConfigError(explain_validation(exc, path)) from exc
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
@@ -361,7 +385,8 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
             base[key] = value
 
 
-def _explain(exc: ValidationError, path: Path | None) -> str:
+def explain_validation(exc: ValidationError, path: Path | None) -> str:
+    """A configuration's validation errors, one line per setting."""
     where = f" in {path}" if path else ""
     lines = [f"invalid configuration{where}:"]
     for err in exc.errors():

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from ..core import jsontext
@@ -29,6 +30,7 @@ from ..core.errors import (
     SidecarNameTooLongError,
     UnexpectedError,
 )
+from ..core.events import OutgoingEvent, batch_events
 from ..core.naming import CRATE_NAME, NAME_MAX, PREVIEW_NAME, SIDECAR_SUFFIX, error_name, fits, sidecar_name
 from ..core.records import DeadLetter, FileRecord
 from ..core.retry import delay_for, retry_kind
@@ -179,7 +181,7 @@ class Pipeline:
         entities = {
             r.relpath: crate_entities(r, batch.is_folder, described[r.relpath]) for r in outcome.records
         }
-        removed, crate = await self._write_outputs(batch, outcome, entities, described, bid)
+        removed, crate, crate_text = await self._write_outputs(batch, outcome, entities, described, bid)
         await self.ledger.commit_batch(
             BatchCommit(
                 root=root,
@@ -194,6 +196,7 @@ class Pipeline:
                 drift=review.updates,
                 crate=crate,
                 ship=self.config.store is not None,
+                events=self._events(batch, bid, outcome.records, removed, crate_text),
             )
         )
         await self.ledger.record_skips(root.id, session, outcome.vanished)
@@ -224,9 +227,9 @@ class Pipeline:
         entities: dict[str, list[dict[str, Any]]],
         described: dict[str, dict[str, Any]],
         bid: str,
-    ) -> tuple[list[str], CrateState]:
+    ) -> tuple[list[str], CrateState, str | None]:
         """Every sidecar, and the session crate, on disk; the removed files the commit may record,
-        and what became of the crate."""
+        what became of the crate, and its text when this batch wrote it."""
         root, session = batch.root, batch.session
         documents: list[Document] = [
             (root.path, sidecar_name(r.relpath), build_sidecar(r, self.config.site, described[r.relpath]))
@@ -242,12 +245,14 @@ class Pipeline:
         if needs_crate:
             crate_text, preview = await self._crate(batch, entities, outcome.records)
             documents += [(root.path, crate_relpath, crate_text), (root.path, preview_relpath, preview)]
+        else:
+            crate_text = []
         # A part of a large session that ingested files leaves the crate to the last part.
         crate: CrateState = (
             "written" if needs_crate else "pending" if batch.crate_later and outcome.records else None
         )
         if not documents:
-            return batch.removed, crate
+            return batch.removed, crate, None
         try:
             written = await self.writer.write(documents)
             blocked = self._handle_conflicts(
@@ -266,14 +271,31 @@ class Pipeline:
             files = [r.stat for r in outcome.records]
             outcome.defer(files, exc, bid, crate=needs_crate, error_of=_about_each_sidecar(exc))
             outcome.records = []
-            return [], None
+            return [], None, None
         if written.already_there and outcome.records:
             log.info(
                 f"{written.already_there} output(s) of an interrupted run were already in place; "
                 "now recorded in the ledger",
                 extra={"session": session, "batch_id": bid},
             )
-        return batch.removed, crate
+        return batch.removed, crate, "".join(crate_text) if needs_crate else None
+
+    def _events(
+        self, batch: Batch, bid: str, records: list[FileRecord], removed: list[str], crate_text: str | None
+    ) -> list[OutgoingEvent]:
+        """What the hub is told of this batch (nothing without a [bus], or when nothing changed)."""
+        if self.config.bus is None or not (records or removed or crate_text):
+            return []
+        return batch_events(
+            agent_name=self.config.agent_name,
+            root_name=batch.root.name,
+            session=batch.session,
+            batch_id=bid,
+            records=records,
+            removed=removed,
+            crate_text=crate_text,
+            stamp=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        )
 
     async def _tell_the_person(self, batch: Batch, previously_dead: set[str], outcome: Outcome) -> None:
         """Error files for what failed now; those of what passed now are removed."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import aiosqlite
 
 from ..core.records import DeadLetter
+from .announcements import record_events
 from .drift import apply_updates
 from .encoding import to_db
 from .outbox import enqueue
@@ -47,6 +48,7 @@ async def write_batch(db: aiosqlite.Connection, commit: BatchCommit, stamp: str)
         await db.execute("DELETE FROM pending_crates WHERE root_id = ? AND session = ?", (root_id, session))
     if commit.ship:
         await enqueue(db, commit, stamp)
+    await record_events(db, root_id, commit.events)
 
 
 async def _write_files(db: aiosqlite.Connection, commit: BatchCommit, stamp: str) -> None:

@@ -171,6 +171,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX shipments_pending ON shipments(id) WHERE state = 'pending'",
             "CREATE INDEX shipments_by_session ON shipments(root_id, session, state)",
             "CREATE INDEX shipments_by_sha256 ON shipments(sha256) WHERE state = 'stored'",
+            # The backlog's count, bytes and age read from the index alone.
+            "CREATE INDEX shipments_backlog ON shipments(enqueued_at, size) WHERE state = 'pending'",
             # Each part of a multipart upload as the server confirmed it: ListParts does not return
             # part checksums on every server, and completing the upload needs them.
             """CREATE TABLE shipment_parts (
@@ -196,13 +198,50 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
             "CREATE INDEX session_shipments_pending ON session_shipments(enqueued_at) "
             "WHERE shipped_generation < generation",
-            # One row: the store's last failure in words, and the last success, for `status`.
-            """CREATE TABLE store_state (
-                id INTEGER PRIMARY KEY CHECK (id = 1),
+            # Per link to the centre ('store', 'bus'): its last failure in words, and the last
+            # success, for `status`.
+            """CREATE TABLE link_state (
+                link TEXT PRIMARY KEY,
                 last_error TEXT,
                 last_error_at TEXT,
                 last_success_at TEXT
             )""",
+        ),
+    ),
+    Migration(
+        5,
+        "the outbox of events announced to the hub, and their receipts",
+        (
+            # An event for the bus, written in the transaction that made it (a committed batch, a
+            # session's objects stored). Published oldest first with its message id; the hub's
+            # receipt closes it (and empties its payload: a receipted event is kept as a record).
+            """CREATE TABLE events (
+                id INTEGER PRIMARY KEY,
+                msg_id TEXT NOT NULL UNIQUE,
+                kind TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                payload BLOB NOT NULL,
+                created_at TEXT NOT NULL,
+                published_at TEXT,
+                publish_count INTEGER NOT NULL DEFAULT 0,
+                receipt_at TEXT,
+                -- The bus refused it for good (larger than the server allows): why, in words.
+                refused TEXT,
+                last_error TEXT
+            )""",
+            "CREATE INDEX events_unpublished ON events(id) WHERE published_at IS NULL AND refused IS NULL",
+            "CREATE INDEX events_awaiting_receipt ON events(published_at) "
+            "WHERE published_at IS NOT NULL AND receipt_at IS NULL",
+            # Which event announced which file version, as ingested ('batch') or as stored ('stored').
+            """CREATE TABLE announced_files (
+                root_id INTEGER NOT NULL REFERENCES roots(id),
+                relpath NOT NULL,
+                version INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                event_id INTEGER NOT NULL REFERENCES events(id),
+                PRIMARY KEY (root_id, relpath, version, kind)
+            )""",
+            "CREATE INDEX announced_by_event ON announced_files(event_id)",
         ),
     ),
 )

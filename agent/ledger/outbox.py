@@ -20,7 +20,10 @@ from typing import Literal
 
 import aiosqlite
 
+from ..core.events import OutgoingEvent
+from .announcements import record_events
 from .encoding import from_db, now_iso, to_db
+from .links import LinkState, link_state, record_link_result
 from .rows import BatchCommit
 
 #: How a file version that will never be shipped came to be so.
@@ -87,13 +90,6 @@ class Backlog:
 
 
 @dataclass(frozen=True, slots=True)
-class StoreState:
-    last_error: str | None
-    last_error_at: str | None
-    last_success_at: str | None
-
-
-@dataclass(frozen=True, slots=True)
 class Location:
     """Where one version of a file is (or is not yet) stored."""
 
@@ -115,6 +111,14 @@ async def enqueue(db: aiosqlite.Connection, commit: BatchCommit, stamp: str) -> 
             (root_id, session, to_db(r.relpath), r.version, r.sha256, r.stat.size, stamp)
             for r in commit.records
         ],
+    )
+    # Versions found again with the same bytes (a share back, a file copied over with itself)
+    # whose shipment had been given up as changed or missing: they are shippable after all.
+    await db.executemany(
+        "UPDATE shipments SET state = 'pending', last_error = NULL WHERE root_id = ? AND relpath = ? "
+        "AND state IN ('changed', 'missing') AND version = (SELECT version FROM files "
+        "WHERE root_id = ? AND relpath = ? AND status = 'current')",
+        [(root_id, to_db(f.relpath), root_id, to_db(f.relpath)) for f in commit.touched],
     )
     if commit.records or commit.removed or commit.crate == "written":
         await db.execute(
@@ -287,9 +291,13 @@ class Outbox:
             )
         return ready
 
-    async def mark_session_shipped(self, documents: SessionDocuments) -> None:
+    async def mark_session_shipped(
+        self, documents: SessionDocuments, events: Collection[OutgoingEvent] = ()
+    ) -> None:
+        """The session's documents are stored; ``events`` announce its stored objects."""
         stamp = now_iso()
         async with self._transaction() as db:
+            await record_events(db, documents.root_id, events)
             await db.executemany(
                 "UPDATE shipments SET sidecar_stored_at = ? WHERE id = ?",
                 [(stamp, i) for i, _ in documents.sidecars],
@@ -299,6 +307,19 @@ class Outbox:
                 "WHERE root_id = ? AND session = ?",
                 (documents.generation, stamp, documents.root_id, to_db(documents.session)),
             )
+
+    async def not_stored(self, hashes: Collection[str]) -> set[str]:
+        """Which of these hashes no stored shipment holds."""
+        wanted, stored = sorted(hashes), set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = await self._all(
+                f"SELECT DISTINCT sha256 FROM shipments WHERE state = 'stored' "
+                f"AND sha256 IN ({', '.join('?' * len(chunk))})",
+                tuple(chunk),
+            )
+            stored |= {r[0] for r in rows}
+        return set(wanted) - stored
 
     async def backlog(self) -> Backlog:
         rows = await self._all(
@@ -321,19 +342,11 @@ class Outbox:
 
     async def record_store_result(self, error: str | None) -> None:
         """The store's last failure in words (None: it just worked)."""
-        stamp = now_iso()
-        sql, params = (
-            ("last_error = NULL, last_error_at = NULL, last_success_at = ?", (stamp,))
-            if error is None
-            else ("last_error = ?, last_error_at = ?", (error, stamp))
-        )
         async with self._transaction() as db:
-            await db.execute("INSERT INTO store_state (id) VALUES (1) ON CONFLICT DO NOTHING")
-            await db.execute(f"UPDATE store_state SET {sql} WHERE id = 1", params)
+            await record_link_result(db, "store", error)
 
-    async def store_state(self) -> StoreState:
-        rows = await self._all("SELECT last_error, last_error_at, last_success_at FROM store_state", ())
-        return StoreState(*rows[0]) if rows else StoreState(None, None, None)
+    async def store_state(self) -> LinkState:
+        return await link_state(self._all, "store")
 
     async def locations(self, root_id: int, relpath: str) -> dict[int, Location]:
         """Each shipped (or waiting) version of a file, by version number."""

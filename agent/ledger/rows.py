@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..core.batch import FileStat, Root
+from ..core.events import OutgoingEvent
 from ..core.records import DeadLetter, FileRecord
 from .drift import DriftUpdate
 from .encoding import from_db
@@ -82,3 +83,5 @@ class BatchCommit:
     crate: Literal["written", "pending"] | None = None
     #: Enqueue the new versions and the session in the outbox (a store is configured).
     ship: bool = False
+    #: Events announcing the batch to the hub (a bus is configured).
+    events: list[OutgoingEvent] = field(default_factory=list)

@@ -22,6 +22,7 @@ from ..core.batch import Root, Skip
 from ..core.drift import Baseline
 from ..core.errors import REJECTION_CLASS_NAMES, LedgerBusyError, LedgerError
 from ..core.naming import is_within
+from .announcements import Announcements
 from .commit import write_batch
 from .drift import BASELINE_COLUMNS, DriftReport, baseline_from_row, save_baseline
 from .encoding import below, from_db, now_iso, to_db
@@ -44,6 +45,7 @@ class Ledger:
         # One connection serves every worker; its transactions must not interleave.
         self._write_lock = asyncio.Lock()
         self.outbox = Outbox(self.transaction, self._all)
+        self.announcements = Announcements(self.transaction, self._all)
 
     @classmethod
     @asynccontextmanager
