@@ -48,6 +48,8 @@ COMMANDS: tuple[Listed, ...] = (
     Listed("inspect", "what the agent knows of a file, a sidecar or a session folder"),
     Listed("verify", "fixity check: hash every ingested file under PATH again and compare"),
     Listed("init", "write a commented starter configuration"),
+    Listed("hub", "the facility's hub: agents' events into the PostgreSQL catalogue, receipts back"),
+    Listed("catalogue", "search the hub's catalogue of every agent's datasets"),
 )
 
 
@@ -93,13 +95,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_stream = sys.stdout if command.logs_to_stdout else sys.stderr
     setup_logging(args.log_level, stream=log_stream, json_lines=True if args.json_logs else None)
     overrides: dict[str, Any] = {}
-    if args.rules is not None:
+    if getattr(args, "rules", None) is not None:
         overrides["rules_dir"] = args.rules
-    if args.state_dir is not None:
+    if getattr(args, "state_dir", None) is not None:
         overrides["state_dir"] = args.state_dir
     elif command.state_dir is not None:
         overrides["state_dir"] = command.state_dir(args)
     try:
+        if command.config_loader is not None:
+            return command.run(args, command.config_loader(args))
         return command.run(args, load_config(args.config, overrides=overrides))
     except AgentError as exc:
         print(f"fair-agent: error: {exc}", file=sys.stderr)

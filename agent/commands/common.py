@@ -7,12 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ..core.errors import AgentError
-
-if TYPE_CHECKING:  # the configuration brings pydantic, which --version and --help do without
-    from ..core.config import AgentConfig
 
 
 class Exit(IntEnum):
@@ -44,7 +41,7 @@ class Command:
     #: Adds the command's own arguments, and the common options (``add_common``) where they belong.
     add_arguments: Callable[[argparse.ArgumentParser], None]
     #: Runs the command with the loaded configuration; returns the exit status.
-    run: Callable[[argparse.Namespace, AgentConfig], int]
+    run: Callable[[argparse.Namespace, Any], int]
     #: The service logs to stdout, where journald collects it; the other commands keep stdout for
     #: their results and log to stderr.
     logs_to_stdout: bool = False
@@ -52,6 +49,8 @@ class Command:
     state_dir: Callable[[argparse.Namespace], Path] | None = None
     #: Failures that may pass by themselves: exit 75 (EX_TEMPFAIL) instead of 3.
     temporary_errors: tuple[type[AgentError], ...] = ()
+    #: A command with a configuration of its own (the hub's): loads it instead of the agent's.
+    config_loader: Callable[[argparse.Namespace], Any] | None = None
 
     @property
     def epilog(self) -> str:
@@ -66,6 +65,10 @@ def add_common(cmd: argparse.ArgumentParser) -> None:
         "--state-dir", type=Path, metavar="DIR", help="where the ledger lives (overrides config)"
     )
     cmd.add_argument("--rules", type=Path, metavar="DIR", help="folder of rule files (overrides config)")
+    add_logging(cmd)
+
+
+def add_logging(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     cmd.add_argument("--json-logs", action="store_true", help="log JSON lines even on a terminal")
 

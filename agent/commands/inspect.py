@@ -21,9 +21,12 @@ from .common import Command, Exit, add_common
 from .locate import locate
 
 
-async def inspect_path(ledger: Ledger, path: Path, *, bucket: str | None = None) -> dict[str, Any]:
-    """A JSON-ready account: for a file its versions (and where each is stored, ``bucket`` naming
-    the store's), sidecar and dead letter; for a folder, its files.
+async def inspect_path(
+    ledger: Ledger, path: Path, *, bucket: str | None = None, announces: bool = False
+) -> dict[str, Any]:
+    """A JSON-ready account: for a file its versions (where each is stored, ``bucket`` naming the
+    store's; whether the hub's catalogue holds it, when the agent ``announces``), whether it is safe
+    to delete, its sidecar and dead letter; for a folder, its files.
 
     What was deleted from disk is still inspected from the ledger, and said to be gone.
     """
@@ -39,6 +42,9 @@ async def inspect_path(ledger: Ledger, path: Path, *, bucket: str | None = None)
     else:
         account = await _file(ledger, root.path, root.id, root.name, relpath)
         await _add_locations(ledger, root.id, relpath, account["history"], bucket)
+        await _add_catalogue(
+            ledger, root.id, relpath, account, stored=bucket is not None, announces=announces
+        )
         if not exists and not account["history"] and "deadLetter" not in account:
             raise ConfigError(f"{path} does not exist, and the ledger knows nothing of it")
     account["onDisk"] = exists
@@ -152,6 +158,34 @@ async def _add_locations(
             }
 
 
+async def _add_catalogue(
+    ledger: Ledger, root_id: int, relpath: str, account: dict[str, Any], *, stored: bool, announces: bool
+) -> None:
+    """``catalogued`` per version, and ``safeToDelete`` (with the reason when it is not)."""
+    states = await ledger.announcements.catalogue_state(root_id, relpath)
+    for version in account["history"]:
+        state = states.get(version["version"])
+        version["catalogued"] = bool(state and state.catalogued)
+    current = account.get("current")
+    if current is None:
+        account["safeToDelete"], account["notSafeBecause"] = False, "no current version is ingested"
+        return
+    state = states.get(current["version"])
+    where = next((v.get("stored") for v in account["history"] if v["version"] == current["version"]), None)
+    reason = None
+    if not stored:
+        reason = "no [store] is configured: no second copy of the bytes exists"
+    elif where is None or where["state"] != "stored":
+        reason = "the current version is not stored and verified in the object store yet"
+    elif not announces:
+        reason = "no [bus] is configured: the catalogue cannot confirm it holds the file"
+    elif not (state and state.stored_catalogued):
+        reason = "the hub has not yet confirmed (receipted) that its catalogue knows where the bytes are"
+    account["safeToDelete"] = reason is None
+    if reason is not None:
+        account["notSafeBecause"] = reason
+
+
 def _version(v: FileVersion) -> dict[str, Any]:
     return {
         "version": v.version,
@@ -193,7 +227,12 @@ def run(args: argparse.Namespace, config: AgentConfig) -> int:
 
 async def _inspect(config: AgentConfig, path: Path) -> dict[str, Any]:
     async with Ledger.open_readonly(config.ledger_path) as ledger:
-        return await inspect_path(ledger, path, bucket=config.store.bucket if config.store else None)
+        return await inspect_path(
+            ledger,
+            path,
+            bucket=config.store.bucket if config.store else None,
+            announces=config.bus is not None,
+        )
 
 
 def _print_file(console: Console, a: dict[str, Any]) -> None:
@@ -223,6 +262,9 @@ def _print_file(console: Console, a: dict[str, Any]) -> None:
         what = f"{d['category']}, {d['errorClass']}, {d['attempts']} attempt(s)"
         console.print(f"  [red]dead letter[/red] ({what}): {escape(d['reason'])}")
         console.print(f"  what to do: {escape(d['whatToDo'])}")
+    if "safeToDelete" in a:
+        because = "" if a["safeToDelete"] else f" ({escape(a['notSafeBecause'])})"
+        console.print(f"  safe to delete here: {'yes' if a['safeToDelete'] else 'no'}{because}")
     if a["history"]:
         table = Table(title="versions in the ledger", title_justify="left")
         for column in ("version", "status", "sha256", "size", "batch / seq", "ingested", "stored"):

@@ -22,9 +22,8 @@ from ..core.config import AgentConfig
 from ..fs.statelock import StateLock
 from ..ledger import Ledger
 from ..service.scan import ScanReport, scan
-from ..ship.shipper import ShipStats
 from .common import Command, Exit, add_common, human_bytes
-from .shipping import ship_backlog, ship_rows, shipped
+from .shipping import Delivery, deliver, delivery_rows
 
 
 def add_arguments(cmd: argparse.ArgumentParser) -> None:
@@ -42,15 +41,15 @@ def run(args: argparse.Namespace, config: AgentConfig) -> int:
 
 
 async def _scan(args: argparse.Namespace, config: AgentConfig) -> int:
-    stats: ShipStats | None = None
+    delivery: Delivery | None = None
     with StateLock(config.state_dir, "scan"):
         async with Ledger.open(config.ledger_path) as ledger:
             with _ScanBar(Console(stderr=True)) as bar:
                 report = await scan(args.path, config, ledger, progress=bar, retry_dead=args.retry_dead)
-            if config.store is not None:
-                stats = await ship_backlog(config, ledger, Console(stderr=True), wait=False)
-    Console().print(summary_table(report, stats))
-    if stats is not None and not shipped(stats):
+            if config.store is not None or config.bus is not None:
+                delivery = await deliver(config, ledger, Console(stderr=True), wait=False)
+    Console().print(summary_table(report, delivery))
+    if delivery is not None and not delivery.complete:
         return Exit.TEMPFAIL
     return Exit.OK if report.ok else Exit.PROBLEMS
 
@@ -93,7 +92,7 @@ class _ScanBar:
         self._progress.update(self._task, advance=size, files=self._files)
 
 
-def summary_table(report: ScanReport, stats: ShipStats | None = None) -> Table:
+def summary_table(report: ScanReport, delivery: Delivery | None = None) -> Table:
     table = Table(title="fair-agent scan", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value", justify="right")
@@ -109,8 +108,8 @@ def summary_table(report: ScanReport, stats: ShipStats | None = None) -> Table:
         ("elapsed", f"{report.elapsed_s:.2f} s"),
         ("throughput", f"{report.mb_per_s:.1f} MB/s"),
     ]
-    if stats is not None:
-        rows += ship_rows(stats)
+    if delivery is not None:
+        rows += delivery_rows(delivery)
     for name, value in rows:
         table.add_row(name, value)
     return table
@@ -119,9 +118,10 @@ def summary_table(report: ScanReport, stats: ShipStats | None = None) -> Table:
 COMMAND = Command(
     description="Ingest every file under PATH through the service's pipeline (burst mode), then "
     "exit. Files already in the ledger and unchanged are not read again. Exit status: 0 when "
-    "everything was ingested (and, with [store], shipped), 1 when anything is dead-lettered or not "
-    "committed, 75 when the store stayed unreachable (the backlog is kept for the service or "
-    "`fair-agent ship`), 3 on a configuration error or a state directory in use.",
+    "everything was ingested (and, with [store] or [bus], shipped and announced), 1 when anything "
+    "is dead-lettered or not committed, 75 when the store or the bus stayed unreachable (the "
+    "backlog is kept for the service or `fair-agent ship`), 3 on a configuration error or a "
+    "state directory in use.",
     examples=("fair-agent scan /data/plate-reader --config /etc/fair-agent/agent.toml",),
     add_arguments=add_arguments,
     run=run,

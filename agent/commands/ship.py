@@ -12,7 +12,7 @@ from ..core.errors import ConfigError
 from ..fs.statelock import StateLock
 from ..ledger import Ledger
 from .common import Command, Exit, add_common
-from .shipping import ship_backlog, ship_table, shipped
+from .shipping import deliver, delivery_table
 
 
 def add_arguments(cmd: argparse.ArgumentParser) -> None:
@@ -25,23 +25,24 @@ def add_arguments(cmd: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, config: AgentConfig) -> int:
-    if config.store is None:
-        raise ConfigError("nothing to ship to: the configuration has no [store]")
+    if config.store is None and config.bus is None:
+        raise ConfigError("nothing to ship to: the configuration has neither [store] nor [bus]")
     return asyncio.run(_ship(args, config))
 
 
 async def _ship(args: argparse.Namespace, config: AgentConfig) -> int:
     with StateLock(config.state_dir, "ship"):
         async with Ledger.open(config.ledger_path) as ledger:
-            stats = await ship_backlog(config, ledger, Console(stderr=True), wait=args.wait)
-    Console().print(ship_table(stats))
-    return Exit.OK if shipped(stats) else Exit.TEMPFAIL
+            delivery = await deliver(config, ledger, Console(stderr=True), wait=args.wait)
+    Console().print(delivery_table(delivery))
+    return Exit.OK if delivery.complete else Exit.TEMPFAIL
 
 
 COMMAND = Command(
     description="Ship every ingested file not yet in the object store ([store] in the configuration), "
-    "then the documents of each session, and exit. The service does this by itself; this is for a "
-    "PC that runs only scans. Exit status: 0 when nothing is left to ship, 75 when the store stayed "
+    "then the documents of each session, and publish the events the hub was not told yet ([bus]); "
+    "then exit. The service does this by itself; this is for a PC that runs only scans. Exit "
+    "status: 0 when nothing is left to ship or publish, 75 when the store or the bus stayed "
     "unreachable (the backlog is kept and counted), 3 on a configuration error or a state directory "
     "in use.",
     examples=(

@@ -1,8 +1,10 @@
-"""What `scan` and `ship` share: shipping the outbox with a progress bar of bytes, and its summary."""
+"""What `scan` and `ship` share: delivering to the centre (the outbox shipped to the store with a
+progress bar of bytes, the events announced to the hub) and its summary."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.progress import (
@@ -17,6 +19,7 @@ from rich.table import Table
 
 from ..core.config import AgentConfig
 from ..ledger import Ledger
+from ..ship.announcer import Announcer, AnnounceStats
 from ..ship.shipper import Shipper, ShipStats
 from .common import human_bytes
 
@@ -58,9 +61,47 @@ async def ship_backlog(config: AgentConfig, ledger: Ledger, console: Console, *,
     return stats
 
 
-def shipped(stats: ShipStats) -> bool:
-    """Whether nothing is left to ship."""
-    return stats.backlog is not None and stats.backlog.files == 0 and stats.backlog.sessions == 0
+@dataclass(slots=True)
+class Delivery:
+    shipped: ShipStats | None = None
+    announced: AnnounceStats | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Nothing left to ship, no event left to publish."""
+        backlog = self.shipped.backlog if self.shipped else None
+        counts = self.announced.counts if self.announced else None
+        return (
+            self.shipped is None or (backlog is not None and backlog.files == 0 and backlog.sessions == 0)
+        ) and (self.announced is None or (counts is not None and counts.pending == 0))
+
+
+async def deliver(config: AgentConfig, ledger: Ledger, console: Console, *, wait: bool) -> Delivery:
+    """Ship what the store lacks, then announce what the hub was not told (each when configured)."""
+    delivery = Delivery()
+    if config.store is not None:
+        delivery.shipped = await ship_backlog(config, ledger, console, wait=wait)
+    if config.bus is not None:
+        announcer = Announcer(config, ledger)
+        delivery.announced = await announcer.drain(
+            give_up_after_s=None if wait else config.bus.give_up_after_s
+        )
+    return delivery
+
+
+def delivery_rows(delivery: Delivery) -> list[tuple[str, str]]:
+    rows = ship_rows(delivery.shipped) if delivery.shipped else []
+    announced = delivery.announced
+    if announced is not None:
+        rows.append(("events published", str(announced.published)))
+        counts = announced.counts
+        if counts is not None and counts.pending:
+            rows.append(("[red]events still to publish[/red]", f"[red]{counts.pending}[/red]"))
+        if counts is not None:
+            rows.append(("events awaiting the hub's receipt", str(counts.awaiting_receipt)))
+        if announced.bus_error:
+            rows.append(("bus", f"[red]{announced.bus_error}[/red]"))
+    return rows
 
 
 def ship_rows(stats: ShipStats) -> list[tuple[str, str]]:
@@ -81,10 +122,10 @@ def ship_rows(stats: ShipStats) -> list[tuple[str, str]]:
     return rows
 
 
-def ship_table(stats: ShipStats) -> Table:
+def delivery_table(delivery: Delivery) -> Table:
     table = Table(title="fair-agent ship", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value", justify="right")
-    for name, value in ship_rows(stats):
+    for name, value in delivery_rows(delivery):
         table.add_row(name, value)
     return table

@@ -43,6 +43,9 @@ class Status:
     live_updated_at: str | None = None
     #: The object store's account (None: no [store]): backlog, what is stored, the last error.
     store: dict[str, Any] | None = None
+    #: The event bus's account (None: no [bus]): events pending, awaiting receipt, files catalogued
+    #: and safe to delete, the last error.
+    bus: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,7 +96,31 @@ async def gather_status(config: AgentConfig, ledger: Ledger, *, limit: int = 10)
         metrics=live["metrics"] if live else None,
         live_updated_at=live["updatedAt"] if live else None,
         store=await _store(config, ledger),
+        bus=await _bus(config, ledger),
     )
+
+
+async def _bus(config: AgentConfig, ledger: Ledger) -> dict[str, Any] | None:
+    if config.bus is None:
+        return None
+    counts = await ledger.announcements.counts()
+    files = await ledger.announcements.file_counts()
+    state = await ledger.announcements.bus_state()
+    return {
+        "url": config.bus.url,
+        "agentName": config.agent_name,
+        "events": {
+            "pendingAnnouncement": counts.pending,
+            "oldestPendingAt": counts.oldest_pending_at,
+            "awaitingReceipt": counts.awaiting_receipt,
+            "oldestAwaitingAt": counts.oldest_awaiting_at,
+            "refused": counts.refused,
+        },
+        "files": {"catalogued": files["catalogued"], "safeToDelete": files["safe_to_delete"]},
+        "lastError": state.last_error,
+        "lastErrorAt": state.last_error_at,
+        "lastSuccessAt": state.last_success_at,
+    }
 
 
 async def _store(config: AgentConfig, ledger: Ledger) -> dict[str, Any] | None:
@@ -168,6 +195,8 @@ def run(args: argparse.Namespace, config: AgentConfig) -> int:
         _print_rows(console, _waiting(status.pending, status.in_flight or []))
     if status.store is not None:
         _print_store(console, status.store)
+    if status.bus is not None:
+        _print_bus(console, status.bus)
     _print_rows(console, _batches(status))
     _print_rows(console, _dead_letters(status))
     return Exit.OK
@@ -185,6 +214,17 @@ def _print_store(console: Console, store: dict[str, Any]) -> None:
     console.print(line)
     if store["lastError"]:
         console.print(f"  [red]failing since {store['lastErrorAt']}:[/red] {escape(store['lastError'])}")
+
+
+def _print_bus(console: Console, bus: dict[str, Any]) -> None:
+    events, files = bus["events"], bus["files"]
+    console.print(
+        f"[bold]bus[/bold] {bus['url']} as {bus['agentName']}: {events['pendingAnnouncement']} event(s) "
+        f"to publish, {events['awaitingReceipt']} awaiting the hub's receipt; {files['catalogued']} "
+        f"file(s) catalogued, {files['safeToDelete']} safe to delete"
+    )
+    if bus["lastError"]:
+        console.print(f"  [red]failing since {bus['lastErrorAt']}:[/red] {escape(bus['lastError'])}")
 
 
 def _print_rows(console: Console, table: Table) -> None:

@@ -26,6 +26,7 @@ from ..ingest.curate import load_rule_set
 from ..ingest.hashing import Hasher
 from ..ingest.pipeline import Pipeline
 from ..ledger import Ledger
+from ..ship.announcer import Announcer
 from ..ship.shipper import Shipper
 from .discover import SessionListing, list_sessions, look_session, split_sessions
 from .inotify import WatchBudget, WatchLimitExceeded
@@ -97,6 +98,10 @@ class Service:
         #: Ships the outbox when a [store] is configured (its credentials are read now: a service
         #: without them does not start).
         self.shipper = Shipper(config, ledger) if config.store is not None else None
+        #: Announces to the hub when a [bus] is configured.
+        self.announcer = Announcer(config, ledger) if config.bus is not None else None
+        if self.shipper is not None and self.announcer is not None:
+            self.shipper.on_announced = self.announcer.wake.set
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -116,6 +121,8 @@ class Service:
         ]
         if self.shipper is not None:
             tasks.append(asyncio.create_task(self.shipper.run(self._stop_watching), name="shipper"))
+        if self.announcer is not None:
+            tasks.append(asyncio.create_task(self.announcer.run(self._stop_watching), name="announcer"))
         self.notifier.ready(self.status_line())
         self.ready.set()
         log.info(self.status_line())
@@ -196,6 +203,7 @@ class Service:
             tally=self.pipeline.tally.copy(),
             inotify_watches=self.watch_budget.used,
             store=replace(self.shipper.stats) if self.shipper is not None else None,
+            bus=replace(self.announcer.stats) if self.announcer is not None else None,
         )
 
     def status_line(self) -> str:
@@ -399,6 +407,8 @@ class Service:
             self._wake.set()
             if self.shipper is not None:
                 self.shipper.wake.set()
+            if self.announcer is not None:
+                self.announcer.wake.set()
 
     # -- liveness -------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..core.errors import ConfigError, RetryKind
+from ..ship.announcer import AnnounceStats
 from ..ship.shipper import ShipStats
 from .snapshot import ServiceSnapshot
 
@@ -149,6 +150,8 @@ class _ServiceCollector(Collector):
         )
         if service.store is not None:
             yield from _store_metrics(service.store)
+        if service.bus is not None:
+            yield from _bus_metrics(service.bus)
         info = GaugeMetricFamily(
             "fair_agent_build_info", "The agent's version and Python", labels=["version", "python"]
         )
@@ -177,6 +180,21 @@ def _store_metrics(stats: ShipStats) -> Iterator[Metric]:
     oldest = (backlog.oldest_age_s() if backlog else None) or 0.0
     yield _gauge(
         "fair_agent_store_backlog_oldest_seconds", "Age of the oldest file waiting to be shipped", oldest
+    )
+
+
+def _bus_metrics(stats: AnnounceStats) -> Iterator[Metric]:
+    counts = stats.counts
+    yield _gauge(
+        "fair_agent_bus_up", "1 while the event bus takes events, 0 while it fails", stats.bus_error is None
+    )
+    yield _counter("fair_agent_bus_events_published", "Events the bus acknowledged", stats.published)
+    yield _counter("fair_agent_bus_receipts", "Events the hub receipted", stats.receipts)
+    yield _gauge("fair_agent_bus_events_pending", "Events not yet published", counts.pending if counts else 0)
+    yield _gauge(
+        "fair_agent_bus_events_awaiting_receipt",
+        "Events published without the hub's receipt yet",
+        counts.awaiting_receipt if counts else 0,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ingest.outcome import Tally
+from ..ship.announcer import AnnounceStats
 from ..ship.shipper import ShipStats
 from .tracker import PendingSession, SessionKey
 from .watch import WatchedRoot
@@ -77,6 +78,8 @@ class ServiceSnapshot:
     inotify_watches: int = 0
     #: The shipper's account (None: no [store]).
     store: ShipStats | None = None
+    #: The announcer's account (None: no [bus]).
+    bus: AnnounceStats | None = None
 
     @classmethod
     def take(
@@ -94,6 +97,7 @@ class ServiceSnapshot:
         tally: Tally,
         inotify_watches: int,
         store: ShipStats | None = None,
+        bus: AnnounceStats | None = None,
     ) -> ServiceSnapshot:
         """From copies of the service's state (the caller copies each collection in one step)."""
         names = {w.root.id: w.root.name for w in roots}
@@ -113,4 +117,5 @@ class ServiceSnapshot:
             tally=tally,
             inotify_watches=inotify_watches,
             store=store,
+            bus=bus,
         )

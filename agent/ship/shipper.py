@@ -22,11 +22,12 @@ from typing import TypeVar
 
 from ..core.config import AgentConfig, RetryPolicy, StoreSettings
 from ..core.errors import AgentError
+from ..core.events import OutgoingEvent, stored_events
 from ..core.retry import backoff_delay
 from ..ledger import Ledger
 from ..ledger.outbox import Backlog, SessionDocuments, Shipment
 from .credentials import Credentials, load_credentials
-from .documents import ship_documents
+from .documents import named_hashes, put_documents, read_documents
 from .errors import StoreUnavailableError
 from .keys import data_key
 from .objectstore import ObjectStore, UploadGoneError
@@ -86,6 +87,10 @@ class Shipper:
         self.settings: StoreSettings = config.store
         self.agent_name = config.agent_name
         self.outbox = ledger.outbox
+        self.announcements = ledger.announcements
+        self._announce = config.bus is not None
+        #: Called when events were recorded (the service wakes its announcer).
+        self.on_announced: Callable[[], None] = lambda: None
         self.store = ObjectStore(self.settings, credentials or load_credentials(self.settings))
         self.stats = ShipStats()
         #: Set when a batch was committed: the service's shipper looks at the outbox at once.
@@ -130,7 +135,12 @@ class Shipper:
         if added:
             log.info(f"{added} file(s) ingested before [store] was set are queued for shipping")
         while not stop.is_set():
-            delay = await self.cycle()
+            try:
+                delay = await self.cycle()
+            except Exception:
+                # A bug or a ledger error must not end shipping until the next restart.
+                log.exception("shipping pass failed; trying again shortly")
+                delay = 30.0
             self.stats.backlog = await self.outbox.backlog()
             failing = self._store_failures > 0
             self.wake.clear()
@@ -210,7 +220,12 @@ class Shipper:
             await self._lose(shipment, exc)
             return
         except UploadGoneError:
-            # The server lost the upload (expired or aborted elsewhere): begin again at once.
+            # The upload cannot be completed as recorded (expired, aborted elsewhere, a part the
+            # server no longer accepts): it goes, and the next pass begins again.
+            if shipment.upload_id is not None:
+                key = data_key(self.settings.prefix, shipment.sha256)
+                async with self._slots:
+                    await self._run(partial(self.store.abort, key, shipment.upload_id))
             await self.outbox.forget_upload(shipment.id)
             return
         except StoreUnavailableError:
@@ -271,9 +286,19 @@ class Shipper:
 
     async def _ship_session(self, docs: SessionDocuments) -> bool:
         try:
+            documents = await self._run(partial(read_documents, self.settings.prefix, self.agent_name, docs))
+            missing = await self.outbox.not_stored(named_hashes(documents))
+            if missing:
+                # A newer crate than the ledger's state said: it waits for its objects.
+                log.info(
+                    f"the crate of session {docs.session!r} names {len(missing)} object(s) not stored "
+                    "yet; its documents wait",
+                    extra={"session": docs.session},
+                )
+                return False
             async with self._slots:
-                await self._run(partial(ship_documents, self.store, self.agent_name, docs))
-        except (AgentError, OSError) as exc:
+                await self._run(partial(put_documents, self.store, documents))
+        except (AgentError, OSError, ValueError) as exc:
             if isinstance(exc, StoreUnavailableError):
                 raise
             log.warning(
@@ -281,6 +306,33 @@ class Shipper:
                 extra={"session": docs.session},
             )
             return False
-        await self.outbox.mark_session_shipped(docs)
+        await self.outbox.mark_session_shipped(docs, await self._stored_events(docs))
         self.stats.sessions += 1
+        if self._announce:
+            self.on_announced()
         return True
+
+    async def _stored_events(self, docs: SessionDocuments) -> list[OutgoingEvent]:
+        """With a [bus]: the events telling the hub where the session's new objects are."""
+        if not self._announce:
+            return []
+        stored = await self.announcements.stored_unannounced(docs.root_id, docs.session)
+        if not stored:
+            return []
+        files = [
+            {
+                "path": path,
+                "version": version,
+                "sha256": sha256,
+                "uri": f"s3://{self.settings.bucket}/{key}",
+                "verifiedAt": verified,
+            }
+            for path, version, sha256, key, verified in stored
+        ]
+        return stored_events(
+            agent_name=self.agent_name,
+            root_name=docs.root_name,
+            session=docs.session,
+            generation=docs.generation,
+            files=files,
+        )

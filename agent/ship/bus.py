@@ -1,0 +1,80 @@
+"""The agent's connection to the event bus (NATS JetStream), and what its failures mean.
+
+The agent connects with its own inbox prefix (``_INBOX_<agent>``), so the bus can allow it to read
+replies to itself and nothing else; its subjects are its own (``fair.v1.<agent>.>``, see
+core.events). Failures leave here as ``BusUnavailableError`` (everything waits, with backoff) or
+``EventRefusedError`` (this one event can never be published).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..core.config import BusSettings
+from ..core.errors import RetryableError, TerminalError
+from ..core.events import subject_token
+from .credentials import bus_credentials
+
+log = logging.getLogger("fair_agent.bus")
+
+
+class BusUnavailableError(RetryableError):
+    """The bus cannot be reached, refuses the agent, or cannot take events now."""
+
+    advice = (
+        "Check [bus] url and credentials_file, and that the hub has created its stream; the agent "
+        "keeps its events and tries again by itself."
+    )
+
+
+class EventRefusedError(TerminalError):
+    """The bus will never take this event (larger than the server allows)."""
+
+
+async def connect(settings: BusSettings, agent_name: str, *, problems: list[str]) -> Any:
+    """A connected NATS client; its asynchronous errors (a permission refused) go to ``problems``."""
+    import nats
+
+    async def on_error(exc: Exception) -> None:
+        problems.append(str(exc))
+        log.warning(f"bus: {exc}")
+
+    try:
+        return await nats.connect(
+            servers=settings.servers,
+            name=f"fair-agent {agent_name}",
+            inbox_prefix=f"_INBOX_{subject_token(agent_name)}",
+            connect_timeout=5,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=2,
+            error_cb=on_error,
+            **bus_credentials(settings),
+        )
+    except Exception as exc:
+        raise BusUnavailableError(f"cannot connect to the bus at {settings.url}: {_words(exc)}") from None
+
+
+def classify(exc: BaseException, subject: str, problems: list[str]) -> Exception:
+    """What a failed publish means."""
+    from nats.errors import MaxPayloadError
+    from nats.js.errors import APIError, NoStreamResponseError
+
+    if isinstance(exc, MaxPayloadError):
+        return EventRefusedError(f"the event is larger than the bus allows ({exc})")
+    if isinstance(exc, NoStreamResponseError):
+        return BusUnavailableError(
+            f"no JetStream stream takes {subject}: start the hub (it creates the stream), "
+            "or check that this agent may publish there"
+            + (f" (the bus said: {problems[-1]})" if problems else "")
+        )
+    if isinstance(exc, APIError) and "maximum" in str(exc).lower():
+        return BusUnavailableError(f"the hub's stream is full and refuses new events for now ({exc})")
+    said = f" (the bus said: {problems[-1]})" if problems else ""
+    return BusUnavailableError(f"cannot publish to {subject}: {_words(exc)}{said}")
+
+
+def _words(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if text.startswith(type(exc).__name__) else f"{type(exc).__name__}: {text}"
