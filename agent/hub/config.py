@@ -1,0 +1,65 @@
+"""The hub's configuration: one TOML file with a [hub] table."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+
+from ..core.config import explain_validation
+from ..core.errors import ConfigError
+from ..core.strict import Strict
+
+
+class HubSettings(Strict):
+    #: One or more NATS servers, comma-separated.
+    bus_url: str = Field(pattern=r"^(nats|tls)://[^\s,]+(,\s*(nats|tls)://[^\s,]+)*$")
+    #: A NATS .creds file, or ``user = "..."`` and ``password = "..."`` lines (the hub's own user).
+    bus_credentials_file: Path | None = None
+    #: ``postgresql://user@host:port/database``; the password from ``catalogue_password_file``, or
+    #: $PGPASSWORD, or ~/.pgpass, never from this file.
+    catalogue_dsn: str = Field(pattern=r"^postgres(ql)?://")
+    catalogue_password_file: Path | None = None
+    #: The JetStream stream of the agents' events; created with its durable consumer if missing.
+    stream: str = Field(default="FAIR", pattern=r"^[A-Za-z0-9_-]+$")
+    consumer: str = Field(default="hub", pattern=r"^[A-Za-z0-9_-]+$")
+    #: Events per catalogue transaction.
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    #: The stream's limits: when full it refuses new events (agents keep them and retry) rather
+    #: than dropping old ones.
+    stream_max_bytes: int = Field(default=8 << 30, ge=1 << 20)
+    stream_max_msgs: int = Field(default=-1, ge=-1)
+    #: JetStream drops a message whose id it saw within this window.
+    duplicate_window_s: float = Field(default=120.0, gt=0)
+    #: Prometheus metrics of the hub; port 0: off.
+    metrics_address: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+
+    @property
+    def servers(self) -> list[str]:
+        return [part.strip() for part in self.bus_url.split(",")]
+
+
+class HubConfig(Strict):
+    hub: HubSettings
+
+
+def load_hub_config(path: Path | None, env: Mapping[str, str] | None = None) -> HubConfig:
+    env = os.environ if env is None else env
+    if path is None and env.get("FAIR_HUB_CONFIG"):
+        path = Path(env["FAIR_HUB_CONFIG"])
+    if path is None:
+        raise ConfigError("the hub needs its configuration: --config hub.toml (see README, Running the hub)")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    try:
+        return HubConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(explain_validation(exc, path)) from exc
