@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -26,7 +27,7 @@ from agent.core.naming import CRATE_NAME, is_own_path
 from agent.ledger import Ledger
 from agent.ship.credentials import load_credentials
 from agent.ship.errors import ObjectRejectedError
-from agent.ship.objectstore import ObjectStore, b64
+from agent.ship.objectstore import FileRange, ObjectStore, b64
 from agent.ship.shipper import Shipper
 from tests.conftest import REPO, agent_cli, copy_corpus, sha256_of, write
 from tests.s3server import S3Server, free_loopback_ports
@@ -320,11 +321,18 @@ async def test_the_server_refuses_a_wrong_checksum_and_the_agent_sends_again(
     sent: list[str] = []
 
     class Garbling(ObjectStore):
-        def put(self, key: str, body: Any, checksum: str, metadata: Any, **options: Any) -> str | None:
-            if key.startswith("sha256/") and not sent:
+        def put(
+            self,
+            key: str,
+            body: bytes | FileRange,
+            checksum: str,
+            metadata: Mapping[str, str],
+            content_type: str = "application/octet-stream",
+        ) -> str | None:
+            if key.startswith("sha256/") and not sent and isinstance(body, bytes):
                 sent.append(key)
-                body = bytes(body)[:-1] + bytes([body[-1] ^ 1])
-            return super().put(key, body, checksum, metadata, **options)
+                body = body[:-1] + bytes([body[-1] ^ 1])
+            return super().put(key, body, checksum, metadata, content_type)
 
     from tests.conftest import run_scan
 

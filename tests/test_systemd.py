@@ -178,9 +178,8 @@ def machine(tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> Iterator[Mac
         config.read_text()
         + f'\n[store]\nendpoint = "{s3_server.endpoint_url}"\nbucket = "{s3_bucket}"\n'
     )
-    (root / "etc" / "fair-agent" / "s3.credentials").write_text(
-        f"[default]\naws_access_key_id = {s3_server.access_key}\naws_secret_access_key = {s3_server.secret_key}\n"
-    )
+    keys = f"aws_access_key_id = {s3_server.access_key}\naws_secret_access_key = {s3_server.secret_key}\n"
+    (root / "etc" / "fair-agent" / "s3.credentials").write_text("[default]\n" + keys)
     # Run again (an upgrade): agent.toml is kept, and the drop-ins are made from it again.
     again = run(
         "chroot", str(root), "sh", "/opt/src/systemd/install.sh", "--wheels", "/opt/wheels", "--no-start"
