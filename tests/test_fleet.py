@@ -395,3 +395,32 @@ async def test_an_agent_cannot_publish_under_another_agents_subject(
     assert "Permissions Violation" in done.stderr or "permission" in done.stderr.lower()
     assert ledger(config, "SELECT count(*) FROM events WHERE published_at IS NULL") == [(1,)]
     assert await catalogue_rows(pg_server, pg_database) == 0
+
+
+async def test_a_full_stream_refuses_new_events_and_the_agent_keeps_them(
+    tmp_path: Path, bus: NatsServer, pg_server: PostgresServer, pg_database: str
+) -> None:
+    settings = hub_settings(tmp_path, bus, pg_server, pg_database, stream_max_msgs=2)
+    async with running_hub(settings):
+        pass  # the stream, limited to two events waiting; no hub runs from here on
+    config, drop = agent_config(tmp_path, "pc-1", bus)
+    for n in range(4):
+        write(drop / f"run-{n}" / "a.txt", f"{n}")
+    done = await asyncio.to_thread(agent_cli, "scan", str(drop), "--config", str(config), "--json-logs")
+    assert done.returncode == 75, done.stderr[-2000:]
+    assert "full" in done.stderr
+    assert ledger(config, "SELECT count(*) FROM events WHERE published_at IS NULL") == [(2,)]
+    # A hub drains the stream (acknowledged events leave it); the agent's next try gets in.
+    async with running_hub(settings):
+
+        async def two() -> bool:
+            return bool(await catalogue_rows(pg_server, pg_database) == 2)
+
+        await until(two, what="the first two events")
+        again = await asyncio.to_thread(agent_cli, "ship", "--config", str(config), "--json-logs")
+        assert again.returncode == 0, again.stderr[-2000:]
+
+        async def four() -> bool:
+            return bool(await catalogue_rows(pg_server, pg_database) == 4)
+
+        await until(four, what="all four")

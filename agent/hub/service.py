@@ -111,7 +111,7 @@ class Hub:
 
     async def _consumer(self, js: Any) -> Any:
         """The stream and its durable pull consumer, created when missing."""
-        from nats.js.api import AckPolicy, ConsumerConfig, DiscardPolicy, StreamConfig
+        from nats.js.api import AckPolicy, ConsumerConfig, DiscardPolicy, RetentionPolicy, StreamConfig
         from nats.js.errors import NotFoundError
 
         s = self.settings
@@ -120,6 +120,9 @@ class Hub:
             subjects=stream_subjects(),
             max_bytes=s.stream_max_bytes,
             max_msgs=s.stream_max_msgs,
+            # An event leaves the stream once a hub acknowledged it (after its catalogue commit),
+            # so the limits bound the backlog, not the history.
+            retention=RetentionPolicy.WORK_QUEUE,
             # Full: refuse new events (agents keep them and try again) rather than drop old ones.
             discard=DiscardPolicy.NEW,
             duplicate_window=s.duplicate_window_s,
