@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import AgentError
+from ..core.humanize import human_bytes
+
+__all__ = ["Command", "Exit", "add_common", "add_logging", "human_bytes"]
 
 
 class Exit(IntEnum):
@@ -71,11 +74,3 @@ def add_common(cmd: argparse.ArgumentParser) -> None:
 def add_logging(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     cmd.add_argument("--json-logs", action="store_true", help="log JSON lines even on a terminal")
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"

@@ -45,6 +45,15 @@ def receipt_subject(agent_name: str) -> str:
     return f"fair.v1.receipt.{subject_token(agent_name)}"
 
 
+def status_subject(agent_name: str) -> str:
+    """Where an agent says how its announcing goes (plain NATS, not kept in the stream)."""
+    return f"fair.v1.{subject_token(agent_name)}.status"
+
+
+#: What the hub listens to for every agent's status.
+STATUS_SUBJECTS = "fair.v1.*.status"
+
+
 def stream_subjects() -> list[str]:
     return [f"fair.v1.*.{kind}" for kind in EVENT_KINDS]
 
@@ -104,6 +113,16 @@ class StoredEvent(_Event):
     root: str
     session: str
     files: list[StoredFile]
+
+
+class AgentStatus(_Event):
+    """An agent's account of its announcing, sent after each pass (for the fleet page)."""
+
+    agent: str
+    pending: int
+    awaitingReceipt: int
+    oldestPendingAt: str | None = None
+    sentAt: str
 
 
 class Receipt(_Event):

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from ..core.errors import ConfigError
-from ..core.events import BatchEvent, StoredEvent
+from ..core.events import AgentStatus, BatchEvent, StoredEvent
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
@@ -87,6 +87,19 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         """,
     ),
 )
+MIGRATIONS += (
+    (
+        2,
+        "agents' own account of their announcing",
+        """
+        ALTER TABLE agents ADD COLUMN pending integer;
+        ALTER TABLE agents ADD COLUMN awaiting_receipt integer;
+        ALTER TABLE agents ADD COLUMN oldest_pending_at timestamptz;
+        ALTER TABLE agents ADD COLUMN status_at timestamptz;
+        CREATE INDEX files_by_agent_day ON files (agent, committed_at);
+        """,
+    ),
+)
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 
@@ -126,6 +139,11 @@ class Catalogue:
 
     def __init__(self, pool: Any) -> None:
         self._pool = pool
+
+    @property
+    def pool(self) -> Any:
+        """The connection pool (the web page's queries share it)."""
+        return self._pool
 
     @classmethod
     async def connect(cls, dsn: str, *, password: str | None = None, size: int = 4) -> Catalogue:
@@ -295,6 +313,23 @@ class Catalogue:
             "DO UPDATE SET last_event_at = now(), events = agents.events + excluded.events",
             sorted(counts.items()),
         )
+
+    async def record_status(self, status: AgentStatus) -> None:
+        """An agent's latest account of its backlog (an agent not seen before is added)."""
+        async with self._pool.acquire() as db:
+            await db.execute(
+                "INSERT INTO agents (agent, first_event_at, last_event_at, events, pending, "
+                "awaiting_receipt, oldest_pending_at, status_at) "
+                "VALUES ($1, now(), now(), 0, $2, $3, $4, $5) "
+                "ON CONFLICT (agent) DO UPDATE SET pending = excluded.pending, "
+                "awaiting_receipt = excluded.awaiting_receipt, "
+                "oldest_pending_at = excluded.oldest_pending_at, status_at = excluded.status_at",
+                status.agent,
+                status.pending,
+                status.awaitingReceipt,
+                _time(status.oldestPendingAt),
+                _time(status.sentAt),
+            )
 
     async def search(self, query: SearchQuery) -> list[dict[str, Any]]:
         """Current files matching every given filter, newest acquisition first."""

@@ -7,11 +7,44 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from ..core.config import explain_validation
 from ..core.errors import ConfigError
 from ..core.strict import Strict
+
+
+class WebSettings(Strict):
+    """The catalogue's web page and JSON API ([hub.web]); absent: no web server."""
+
+    #: Loopback by default; any other address needs token_file or trusted_proxy.
+    address: str = "127.0.0.1"
+    port: int = Field(default=8470, ge=0, le=65535)
+    #: A bearer token every request must carry (Authorization: Bearer ...), read from this file.
+    token_file: Path | None = None
+    #: The address of an authenticating reverse proxy (OIDC etc.) in front: requests from it are
+    #: trusted, requests from anywhere else are refused unless they carry the token.
+    trusted_proxy: str | None = None
+    #: An agent whose last event or status is older than this is marked as gone quiet.
+    quiet_after_s: float = Field(default=6 * 3600.0, gt=0)
+
+    @property
+    def loopback(self) -> bool:
+        import ipaddress
+
+        try:
+            return ipaddress.ip_address(self.address).is_loopback
+        except ValueError:
+            return self.address == "localhost"
+
+    @model_validator(mode="after")
+    def _protected_beyond_loopback(self) -> WebSettings:
+        if not self.loopback and self.token_file is None and self.trusted_proxy is None:
+            raise ValueError(
+                f"refusing to serve the catalogue on {self.address}, beyond loopback, without "
+                "protection: set token_file or trusted_proxy"
+            )
+        return self
 
 
 class HubSettings(Strict):
@@ -37,6 +70,7 @@ class HubSettings(Strict):
     #: Prometheus metrics of the hub; port 0: off.
     metrics_address: str = "127.0.0.1"
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    web: WebSettings | None = None
 
     @property
     def servers(self) -> list[str]:

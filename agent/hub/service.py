@@ -19,10 +19,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import ConfigError
-from ..core.events import Receipt, receipt_subject, stream_subjects
+from ..core.events import (
+    STATUS_SUBJECTS,
+    AgentStatus,
+    Receipt,
+    receipt_subject,
+    status_subject,
+    stream_subjects,
+)
 from ..ship.credentials import bus_credentials, private_text
 from .catalogue import Catalogue
-from .config import HubSettings
+from .config import HubSettings, WebSettings
 
 log = logging.getLogger("fair_agent.hub")
 
@@ -53,6 +60,8 @@ class Hub:
         self.catalogue: Catalogue | None = None
         self.ready = asyncio.Event()
         self._failures = 0
+        #: The web page, when [hub.web] is set (its port once started: web.port).
+        self.web: Any = None
 
     async def run(self, stop: asyncio.Event) -> None:
         password = (
@@ -60,13 +69,16 @@ class Hub:
             if self.settings.catalogue_password_file
             else None
         )
-        self.catalogue = await Catalogue.connect(self.settings.catalogue_dsn, password=password)
+        self.catalogue = await Catalogue.connect(self.settings.catalogue_dsn, password=password, size=8)
         try:
             version = await self.catalogue.migrate()
+            if self.settings.web is not None:
+                await self._serve_web(self.settings.web)
             client = await self._connect()
             try:
                 js = client.jetstream()
                 subscription = await self._consumer(js)
+                await client.subscribe(STATUS_SUBJECTS, cb=self._on_status)
                 log.info(
                     f"hub ready: stream {self.settings.stream}, consumer {self.settings.consumer}, "
                     f"catalogue schema {version}"
@@ -75,12 +87,25 @@ class Hub:
                 while not stop.is_set():
                     await self._one_batch(client, subscription)
             finally:
+                if self.web is not None:
+                    await self.web.stop()
                 # Not drain(): it waits out the pull subscription's pending request (up to 30 s).
                 # Everything acknowledged was flushed with the receipts.
                 with contextlib.suppress(Exception):
                     await client.close()
         finally:
             await self.catalogue.close()
+
+    async def _serve_web(self, settings: WebSettings) -> None:
+        from .web.app import create_app
+        from .web.queries import WebQueries
+        from .web.server import WebServer
+
+        assert self.catalogue is not None
+        self.web = WebServer(
+            create_app(WebQueries(self.catalogue.pool), settings), settings.address, settings.port
+        )
+        await self.web.start()
 
     async def _connect(self) -> Any:
         import nats
@@ -145,6 +170,7 @@ class Hub:
         )
 
     async def _one_batch(self, client: Any, subscription: Any) -> None:
+        from nats.errors import Error as NatsError
         from nats.errors import TimeoutError as NatsTimeout
 
         from ..core.events import parse_event
@@ -152,6 +178,11 @@ class Hub:
         try:
             messages = await subscription.fetch(self.settings.batch_size, timeout=FETCH_WAIT_S)
         except NatsTimeout:
+            return
+        except NatsError as exc:
+            # The bus restarting or unreachable: the client reconnects by itself; wait for it.
+            log.warning(f"cannot fetch events: {type(exc).__name__}: {exc}")
+            await asyncio.sleep(1.0)
             return
         events, bad = [], []
         for message in messages:
@@ -199,6 +230,17 @@ class Hub:
             f"catalogued {len(fresh)} event(s), {len(events) - len(fresh)} seen before",
             extra={"files": self.stats.files},
         )
+
+    async def _on_status(self, message: Any) -> None:
+        try:
+            status = AgentStatus.model_validate_json(message.data)
+        except ValueError:
+            return
+        # An agent may speak only for itself: the subject's token must be its own.
+        if message.subject != status_subject(status.agent) or self.catalogue is None:
+            return
+        with contextlib.suppress(Exception):
+            await self.catalogue.record_status(status)
 
     async def _receipt(self, client: Any, events: list[Any]) -> None:
         by_agent: dict[str, list[str]] = defaultdict(list)

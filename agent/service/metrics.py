@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import platform
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 from prometheus_client import (
     CollectorRegistry,
@@ -195,6 +197,12 @@ def _bus_metrics(stats: AnnounceStats) -> Iterator[Metric]:
         "fair_agent_bus_events_awaiting_receipt",
         "Events published without the hub's receipt yet",
         counts.awaiting_receipt if counts else 0,
+    )
+    oldest = counts.oldest_pending_at if counts else None
+    yield _gauge(
+        "fair_agent_bus_oldest_pending_seconds",
+        "Age of the oldest event not yet published",
+        max(0.0, time.time() - datetime.fromisoformat(oldest).timestamp()) if oldest else 0.0,
     )
 
 

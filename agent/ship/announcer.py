@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..core.config import AgentConfig, BusSettings, RetryPolicy
-from ..core.events import Receipt, receipt_subject
+from ..core.events import AgentStatus, Receipt, receipt_subject, status_subject
 from ..core.retry import backoff_delay
 from ..ledger import Ledger
 from ..ledger.announcements import EventCounts, PendingEvent
@@ -67,11 +67,12 @@ class Announcer:
         """The service's announcer: connected while it can be, publishing whatever is new."""
         while not stop.is_set():
             try:
-                async with self._connected() as js:
+                async with self._connected() as (client, js):
                     await self._recovered()
                     while not stop.is_set():
                         await self._publish_all(js)
                         self.stats.counts = await self.events.counts()
+                        await self._tell_status(client, self.stats.counts)
                         await self._wait(stop, self._look_again_s())
             except BusUnavailableError as exc:
                 await self._failed(exc)
@@ -87,10 +88,11 @@ class Announcer:
         deadline = None if give_up_after_s is None else time.monotonic() + give_up_after_s
         while True:
             try:
-                async with self._connected() as js:
+                async with self._connected() as (client, js):
                     await self._recovered()
                     await self._publish_all(js)
                     await self._await_receipts(RECEIPT_GRACE_S)
+                    await self._tell_status(client, await self.events.counts())
                 self.stats.counts = await self.events.counts()
                 return self.stats
             except BusUnavailableError as exc:
@@ -102,12 +104,12 @@ class Announcer:
                 await asyncio.sleep(delay)
 
     @contextlib.asynccontextmanager
-    async def _connected(self) -> AsyncIterator[Any]:
+    async def _connected(self) -> AsyncIterator[tuple[Any, Any]]:
         self._problems.clear()
         client = await connect(self.settings, self.agent_name, problems=self._problems)
         try:
             await client.subscribe(receipt_subject(self.agent_name), cb=self._on_receipt)
-            yield client.jetstream()
+            yield client, client.jetstream()
         finally:
             with contextlib.suppress(Exception):
                 await client.flush(timeout=2)
@@ -149,6 +151,18 @@ class Announcer:
             if done:
                 await self.events.mark_published(done)
                 self.stats.published += len(done)
+
+    async def _tell_status(self, client: Any, counts: EventCounts) -> None:
+        """The hub's fleet page shows each agent's backlog from these (best effort: plain NATS)."""
+        status = AgentStatus(
+            agent=self.agent_name,
+            pending=counts.pending,
+            awaitingReceipt=counts.awaiting_receipt,
+            oldestPendingAt=counts.oldest_pending_at,
+            sentAt=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        )
+        with contextlib.suppress(Exception):
+            await client.publish(status_subject(self.agent_name), status.model_dump_json().encode())
 
     async def _await_receipts(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

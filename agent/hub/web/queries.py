@@ -1,0 +1,192 @@
+"""What the web page and its JSON API ask the catalogue: every query parameterised, bounded, and
+served by an index (see the catalogue's schema)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..catalogue import RESULT_COLUMNS
+
+#: Results per page, and the deepest page served (OFFSET grows with the page).
+PAGE_SIZE = 50
+MAX_PAGE = 200
+FACETS = ("dataset_type", "instrument", "agent", "validation")
+#: Each facet lists its most frequent values only.
+FACET_VALUES = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    text: str | None = None
+    experiment: str | None = None
+    instrument: str | None = None
+    dataset_type: str | None = None
+    agent: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    validation: str | None = None
+
+    def active(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, "")}
+
+
+_WHERE = (
+    "current AND NOT removed "
+    "AND ($1::text IS NULL OR search @@ websearch_to_tsquery('simple', $1)) "
+    "AND ($2::text IS NULL OR dataset ->> 'experiment_id' = $2 OR session = $2 "
+    "OR starts_with(session, $2 || '_')) "
+    "AND ($3::text IS NULL OR instrument = $3) "
+    "AND ($4::text IS NULL OR dataset_type = $4) "
+    "AND ($5::text IS NULL OR agent = $5) "
+    "AND ($6::timestamptz IS NULL OR coalesce(acquired_at, committed_at) >= $6) "
+    "AND ($7::timestamptz IS NULL OR coalesce(acquired_at, committed_at) < $7) "
+    "AND ($8::text IS NULL OR validation = $8)"
+)
+
+
+def _params(f: Filters) -> tuple[Any, ...]:
+    return (f.text, f.experiment, f.instrument, f.dataset_type, f.agent, f.since, f.until, f.validation)
+
+
+class WebQueries:
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    async def search(self, filters: Filters, page: int = 1) -> dict[str, Any]:
+        """One page of current files, newest acquisition first, and the total."""
+        page = max(1, min(page, MAX_PAGE))
+        sql = (
+            f"SELECT {', '.join(RESULT_COLUMNS)}, count(*) OVER () AS total FROM files WHERE {_WHERE} "
+            "ORDER BY coalesce(acquired_at, committed_at) DESC NULLS LAST, agent, root, path "
+            "LIMIT $9 OFFSET $10"
+        )
+        async with self._pool.acquire() as db:
+            rows = await db.fetch(sql, *_params(filters), PAGE_SIZE, (page - 1) * PAGE_SIZE)
+        total = rows[0]["total"] if rows else 0
+        results = [_plain({k: r[k] for k in RESULT_COLUMNS}) for r in rows]
+        return {"page": page, "pageSize": PAGE_SIZE, "total": total, "results": results}
+
+    async def facets(self, filters: Filters) -> dict[str, list[dict[str, Any]]]:
+        """Counts per value of each facet among the matching files (the other filters applied)."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        async with self._pool.acquire() as db:
+            for facet in FACETS:
+                rows = await db.fetch(
+                    f"SELECT {facet} AS value, count(*) AS n FROM files "
+                    f"WHERE {_WHERE} AND {facet} IS NOT NULL "
+                    f"GROUP BY {facet} ORDER BY n DESC, value LIMIT {FACET_VALUES}",
+                    *_params(filters),
+                )
+                found[facet] = [{"value": r["value"], "count": r["n"]} for r in rows]
+        return found
+
+    async def session(self, agent: str, root: str, session: str) -> dict[str, Any] | None:
+        async with self._pool.acquire() as db:
+            head = await db.fetchrow(
+                "SELECT crate, crate_omitted, updated_at FROM sessions WHERE agent = $1 AND root = $2 "
+                "AND session = $3",
+                agent,
+                root,
+                session,
+            )
+            if head is None:
+                return None
+            rows = await db.fetch(
+                "SELECT path, version, name, sha256, size, format, dataset_type, instrument, acquired_at, "
+                "validation, drift, storage_uri, verified_at, removed, extraction_error FROM files "
+                "WHERE agent = $1 AND root = $2 AND session = $3 AND current ORDER BY path",
+                agent,
+                root,
+                session,
+            )
+        crate = head["crate"]
+        files = [_plain(dict(r)) for r in rows]
+        for f in files:
+            # The catalogue's word: a second copy is stored and verified, and the catalogue holds it.
+            f["safe_to_delete"] = bool(f["storage_uri"] and f["verified_at"] and not f["removed"])
+        return {
+            "agent": agent,
+            "root": root,
+            "session": session,
+            "updated_at": head["updated_at"].isoformat(),
+            "files": files,
+            "crate_omitted": head["crate_omitted"],
+            **_about(crate),
+        }
+
+    async def crate(self, agent: str, root: str, session: str) -> Any:
+        async with self._pool.acquire() as db:
+            return await db.fetchval(
+                "SELECT crate FROM sessions WHERE agent = $1 AND root = $2 AND session = $3",
+                agent,
+                root,
+                session,
+            )
+
+    async def agents(self, quiet_after_s: float, now: datetime) -> list[dict[str, Any]]:
+        """Each agent: its last event, its own account of its backlog, and 30 days of activity."""
+        since = now - timedelta(days=30)
+        async with self._pool.acquire() as db:
+            rows = await db.fetch(
+                "SELECT agent, first_event_at, last_event_at, events, pending, awaiting_receipt, "
+                "oldest_pending_at, status_at FROM agents ORDER BY agent"
+            )
+            activity = await db.fetch(
+                "SELECT agent, date_trunc('day', committed_at) AS day, count(*) AS n FROM files "
+                "WHERE committed_at >= $1 GROUP BY agent, day ORDER BY agent, day",
+                since,
+            )
+        days: dict[str, dict[str, int]] = {}
+        for a in activity:
+            days.setdefault(a["agent"], {})[a["day"].date().isoformat()] = a["n"]
+        agents = []
+        for r in rows:
+            heard = max(t for t in (r["last_event_at"], r["status_at"]) if t is not None)
+            quiet_for = (now - heard).total_seconds()
+            agents.append(
+                {
+                    **_plain(dict(r)),
+                    "quiet": quiet_for > quiet_after_s,
+                    "quiet_for_s": round(quiet_for),
+                    "activity": [
+                        {
+                            "day": (since + timedelta(days=i + 1)).date().isoformat(),
+                            "files": days.get(r["agent"], {}).get(
+                                (since + timedelta(days=i + 1)).date().isoformat(), 0
+                            ),
+                        }
+                        for i in range(30)
+                    ],
+                }
+            )
+        return agents
+
+
+def _about(crate: Any) -> dict[str, Any]:
+    """The people, instrument and licence a session's crate names."""
+    if not isinstance(crate, dict):
+        return {"people": [], "instruments": [], "license": None}
+    graph = [e for e in crate.get("@graph", []) if isinstance(e, dict)]
+
+    def types(entity: dict[str, Any]) -> set[str]:
+        kind = entity.get("@type", [])
+        return {kind} if isinstance(kind, str) else set(kind)
+
+    root = next((e for e in graph if e.get("@id") == "./"), {})
+    licence = root.get("license")
+    licence_id = licence.get("@id") if isinstance(licence, dict) else licence
+    if isinstance(licence_id, str) and licence_id.startswith("#"):
+        licence_id = None  # a local entity: the agent's "no licence chosen yet"
+    return {
+        "people": sorted({str(e.get("name") or e.get("@id")) for e in graph if "Person" in types(e)}),
+        "instruments": sorted(
+            {str(e.get("name") or e.get("@id")) for e in graph if "IndividualProduct" in types(e)}
+        ),
+        "license": licence_id,
+    }
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
