@@ -150,8 +150,13 @@ class Catalogue:
         import asyncpg
 
         async def as_json(connection: Any) -> None:
+            # Binary format (a version byte, then the text): COPY, which bulk loads use, needs it.
             await connection.set_type_codec(
-                "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+                "jsonb",
+                encoder=lambda value: b"\x01" + json.dumps(value).encode(),
+                decoder=lambda data: json.loads(data[1:]),
+                schema="pg_catalog",
+                format="binary",
             )
 
         try:

@@ -46,7 +46,29 @@ _WHERE = (
 )
 
 
-def _params(f: Filters) -> tuple[Any, ...]:
+#: The search page's queries ($1..$8 the filters; $9, $10 limit and offset), also timed by bench_web.
+SEARCH_SQL = (
+    f"SELECT {', '.join(RESULT_COLUMNS)}, count(*) OVER () AS total FROM files WHERE {_WHERE} "
+    "ORDER BY coalesce(acquired_at, committed_at) DESC NULLS LAST, agent, root, path LIMIT $9 OFFSET $10"
+)
+FACET_SQL = {
+    facet: f"SELECT {facet} AS value, count(*) AS n FROM files WHERE {_WHERE} AND {facet} IS NOT NULL "
+    f"GROUP BY {facet} ORDER BY n DESC, value LIMIT {FACET_VALUES}"
+    for facet in FACETS
+}
+#: The session page's queries ($1 agent, $2 root, $3 session).
+SESSION_SQL = (
+    "SELECT crate, crate_omitted, updated_at FROM sessions WHERE agent = $1 AND root = $2 AND session = $3"
+)
+SESSION_FILES_SQL = (
+    "SELECT path, version, name, sha256, size, format, dataset_type, instrument, acquired_at, validation, "
+    "drift, storage_uri, verified_at, removed, extraction_error FROM files "
+    "WHERE agent = $1 AND root = $2 AND session = $3 AND current ORDER BY path"
+)
+
+
+def params_of(f: Filters) -> tuple[Any, ...]:
+    """The filters as the queries' $1..$8."""
     return (f.text, f.experiment, f.instrument, f.dataset_type, f.agent, f.since, f.until, f.validation)
 
 
@@ -57,13 +79,8 @@ class WebQueries:
     async def search(self, filters: Filters, page: int = 1) -> dict[str, Any]:
         """One page of current files, newest acquisition first, and the total."""
         page = max(1, min(page, MAX_PAGE))
-        sql = (
-            f"SELECT {', '.join(RESULT_COLUMNS)}, count(*) OVER () AS total FROM files WHERE {_WHERE} "
-            "ORDER BY coalesce(acquired_at, committed_at) DESC NULLS LAST, agent, root, path "
-            "LIMIT $9 OFFSET $10"
-        )
         async with self._pool.acquire() as db:
-            rows = await db.fetch(sql, *_params(filters), PAGE_SIZE, (page - 1) * PAGE_SIZE)
+            rows = await db.fetch(SEARCH_SQL, *params_of(filters), PAGE_SIZE, (page - 1) * PAGE_SIZE)
         total = rows[0]["total"] if rows else 0
         results = [_plain({k: r[k] for k in RESULT_COLUMNS}) for r in rows]
         return {"page": page, "pageSize": PAGE_SIZE, "total": total, "results": results}
@@ -73,34 +90,16 @@ class WebQueries:
         found: dict[str, list[dict[str, Any]]] = {}
         async with self._pool.acquire() as db:
             for facet in FACETS:
-                rows = await db.fetch(
-                    f"SELECT {facet} AS value, count(*) AS n FROM files "
-                    f"WHERE {_WHERE} AND {facet} IS NOT NULL "
-                    f"GROUP BY {facet} ORDER BY n DESC, value LIMIT {FACET_VALUES}",
-                    *_params(filters),
-                )
+                rows = await db.fetch(FACET_SQL[facet], *params_of(filters))
                 found[facet] = [{"value": r["value"], "count": r["n"]} for r in rows]
         return found
 
     async def session(self, agent: str, root: str, session: str) -> dict[str, Any] | None:
         async with self._pool.acquire() as db:
-            head = await db.fetchrow(
-                "SELECT crate, crate_omitted, updated_at FROM sessions WHERE agent = $1 AND root = $2 "
-                "AND session = $3",
-                agent,
-                root,
-                session,
-            )
+            head = await db.fetchrow(SESSION_SQL, agent, root, session)
             if head is None:
                 return None
-            rows = await db.fetch(
-                "SELECT path, version, name, sha256, size, format, dataset_type, instrument, acquired_at, "
-                "validation, drift, storage_uri, verified_at, removed, extraction_error FROM files "
-                "WHERE agent = $1 AND root = $2 AND session = $3 AND current ORDER BY path",
-                agent,
-                root,
-                session,
-            )
+            rows = await db.fetch(SESSION_FILES_SQL, agent, root, session)
         crate = head["crate"]
         files = [_plain(dict(r)) for r in rows]
         for f in files:
