@@ -281,7 +281,12 @@ async def test_three_agents_one_hub_every_file_once_and_receipts_back(
     )
     assert shown["safeToDelete"] is False and "no [store]" in shown["notSafeBecause"]
     status = json.loads(agent_cli("status", "--json", "--config", str(stored_pc)).stdout)
-    assert status["bus"]["files"] == {"catalogued": 3, "safeToDelete": 3}
+    assert status["bus"]["files"] == {
+        "pendingAnnouncement": 0,
+        "awaitingReceipt": 0,
+        "catalogued": 3,
+        "safeToDelete": 3,
+    }
     assert status["bus"]["events"]["pendingAnnouncement"] == 0
 
 

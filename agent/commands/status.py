@@ -116,7 +116,12 @@ async def _bus(config: AgentConfig, ledger: Ledger) -> dict[str, Any] | None:
             "oldestAwaitingAt": counts.oldest_awaiting_at,
             "refused": counts.refused,
         },
-        "files": {"catalogued": files["catalogued"], "safeToDelete": files["safe_to_delete"]},
+        "files": {
+            "pendingAnnouncement": files["pending_announcement"],
+            "awaitingReceipt": files["awaiting_receipt"],
+            "catalogued": files["catalogued"],
+            "safeToDelete": files["safe_to_delete"],
+        },
         "lastError": state.last_error,
         "lastErrorAt": state.last_error_at,
         "lastSuccessAt": state.last_success_at,

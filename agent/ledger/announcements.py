@@ -147,11 +147,13 @@ class Announcements:
         return EventCounts(pending[0][0], pending[0][1], awaiting[0][0], awaiting[0][1], refused[0][0])
 
     async def file_counts(self) -> dict[str, int]:
-        """Current file versions the catalogue holds, and those safe to delete here."""
-        catalogued = await self._all(
-            "SELECT count(*) FROM files f JOIN announced_files a ON a.root_id = f.root_id "
+        """Current file versions by where their announcement is (pending, awaiting the hub's
+        receipt, catalogued), and those safe to delete here."""
+        states = await self._all(
+            "SELECT sum(e.published_at IS NULL), sum(e.published_at IS NOT NULL AND e.receipt_at IS NULL), "
+            "sum(e.receipt_at IS NOT NULL) FROM files f JOIN announced_files a ON a.root_id = f.root_id "
             "AND a.relpath = f.relpath AND a.version = f.version AND a.kind = 'batch' "
-            "JOIN events e ON e.id = a.event_id WHERE f.status = 'current' AND e.receipt_at IS NOT NULL",
+            "JOIN events e ON e.id = a.event_id WHERE f.status = 'current'",
             (),
         )
         safe = await self._all(
@@ -162,7 +164,13 @@ class Announcements:
             "WHERE f.status = 'current' AND e.receipt_at IS NOT NULL",
             (),
         )
-        return {"catalogued": catalogued[0][0], "safe_to_delete": safe[0][0]}
+        pending, awaiting, catalogued = (int(n or 0) for n in states[0])
+        return {
+            "pending_announcement": pending,
+            "awaiting_receipt": awaiting,
+            "catalogued": catalogued,
+            "safe_to_delete": safe[0][0],
+        }
 
     async def catalogue_state(self, root_id: int, relpath: str) -> dict[int, CatalogueState]:
         """Per version of a file: whether the catalogue holds it, and holds it as stored."""
