@@ -9,9 +9,9 @@
 # installs the unit and a drop-in that lets the service write to each watched folder and nowhere
 # else but its state directory, and grants the fair-agent group access to the folders with ACLs
 # (recursive, and default ACLs so that new session folders inherit them; owners, groups and modes
-# are left as they are). With a [store] in agent.toml, a second drop-in lets the service reach the
-# store's addresses and hands it /etc/fair-agent/s3.credentials (root-only) through systemd's
-# LoadCredential=. Then it enables the service and (re)starts it.
+# are left as they are). With a [store] or [bus] in agent.toml, a second drop-in lets the service
+# reach their addresses and hands it /etc/fair-agent/s3.credentials and nats.creds (root-only)
+# through systemd's LoadCredential=. Then it enables the service and (re)starts it.
 #
 # Options:
 #   --watch DIR     a folder to watch, for a new agent.toml (repeatable)
@@ -106,37 +106,43 @@ install -d /etc/systemd/system/fair-agent.service.d
     done < "$ROOTS"
 } > /etc/systemd/system/fair-agent.service.d/watch.conf
 
-# With a [store], the unit may reach the object store's addresses (resolved now: run me again if
-# they change) and gets its credentials from /etc/fair-agent/s3.credentials through systemd.
+# With a [store] or a [bus], the unit may reach their addresses (resolved now: run me again if
+# they change) and gets their credentials from /etc/fair-agent/s3.credentials and nats.creds
+# through systemd.
 "$PREFIX/venv/bin/python" -c '
 import socket, sys
 from pathlib import Path
 from urllib.parse import urlsplit
 from agent.core.config import load_config
-store = load_config(Path(sys.argv[1]), env={}).store
-if store is not None:
-    url = urlsplit(store.endpoint)
-    port = url.port or (443 if url.scheme == "https" else 80)
+config = load_config(Path(sys.argv[1]), env={})
+urls = ([config.store.endpoint] if config.store else []) + (config.bus.servers if config.bus else [])
+found = set()
+for text in urls:
+    url = urlsplit(text)
+    port = url.port or {"https": 443, "http": 80}.get(url.scheme, 4222)
     try:
-        found = socket.getaddrinfo(url.hostname, port, proto=socket.IPPROTO_TCP)
+        found |= {info[4][0] for info in socket.getaddrinfo(url.hostname, port, proto=socket.IPPROTO_TCP)}
     except socket.gaierror as exc:
-        sys.exit(f"cannot resolve the store endpoint {url.hostname}: {exc}")
-    print(" ".join(sorted({info[4][0] for info in found})))
+        sys.exit(f"cannot resolve {url.hostname} ({text}): {exc}")
+print(" ".join(sorted(found)))
 ' "$CONFIG" > "$STORE_IPS"
 if [ -s "$STORE_IPS" ]; then
     # The endpoint's name must resolve inside the sandbox too: the resolvers of resolv.conf
     # (systemd-resolved's 127.0.0.53 is loopback, allowed already).
     RESOLVERS=$(awk '$1 == "nameserver" { print $2 }' /etc/resolv.conf 2>/dev/null | tr '\n' ' ')
     {
-        echo "# Written by systemd/install.sh from $CONFIG: the object store fair-agent ships to,"
-        echo "# resolved now (run install.sh again if its addresses change), and the DNS resolvers."
+        echo "# Written by systemd/install.sh from $CONFIG: the object store and the event bus"
+        echo "# fair-agent talks to, resolved now (run install.sh again if their addresses change),"
+        echo "# and the DNS resolvers."
         echo "[Service]"
         echo "IPAddressAllow=$(cat "$STORE_IPS") $RESOLVERS"
-        if [ -f /etc/fair-agent/s3.credentials ]; then
-            chown root:root /etc/fair-agent/s3.credentials
-            chmod 0600 /etc/fair-agent/s3.credentials
-            echo "LoadCredential=s3.credentials:/etc/fair-agent/s3.credentials"
-        fi
+        for secret in s3.credentials nats.creds; do
+            if [ -f "/etc/fair-agent/$secret" ]; then
+                chown root:root "/etc/fair-agent/$secret"
+                chmod 0600 "/etc/fair-agent/$secret"
+                echo "LoadCredential=$secret:/etc/fair-agent/$secret"
+            fi
+        done
     } > /etc/systemd/system/fair-agent.service.d/store.conf
 else
     rm -f /etc/systemd/system/fair-agent.service.d/store.conf

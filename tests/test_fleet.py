@@ -26,19 +26,27 @@ from agent.hub.service import Hub
 from tests.conftest import REPO, agent_cli, write
 from tests.natsserver import NatsServer, agent_permissions
 from tests.pgserver import PostgresServer
-from tests.s3server import S3Server
+from tests.s3server import S3Server, free_loopback_ports
 
 AGENTS = ("pc-1", "pc-2", "pc-3")
 
 
 @pytest.fixture
 async def bus(nats_server: NatsServer) -> AsyncIterator[NatsServer]:
-    """The session's NATS with this test's agents as users, and no stream left by another test."""
+    """The session's NATS with this test's agents as users; no stream before or after the test."""
+    nats_server.set_users({name: agent_permissions(name) for name in AGENTS})
+    await _delete_streams(nats_server)
+    yield nats_server
+    if nats_server.running:
+        await _delete_streams(nats_server)
+    nats_server.set_users({})
+
+
+async def _delete_streams(server: NatsServer) -> None:
     import nats
 
-    nats_server.set_users({name: agent_permissions(name) for name in AGENTS})
-    user, password = nats_server.credentials("admin")
-    client = await nats.connect(nats_server.url, user=user, password=password)
+    user, password = server.credentials("admin")
+    client = await nats.connect(server.url, user=user, password=password)
     try:
         js = client.jetstream()
         for stream in await js.streams_info():
@@ -46,7 +54,6 @@ async def bus(nats_server: NatsServer) -> AsyncIterator[NatsServer]:
                 await js.delete_stream(stream.config.name)
     finally:
         await client.close()
-    yield nats_server
 
 
 def secret_file(path: Path, text: str) -> Path:
@@ -429,3 +436,58 @@ async def test_a_full_stream_refuses_new_events_and_the_agent_keeps_them(
             return bool(await catalogue_rows(pg_server, pg_database) == 4)
 
         await until(four, what="all four")
+
+
+async def test_a_version_committed_after_a_newer_one_is_not_current(
+    pg_server: PostgresServer, pg_database: str
+) -> None:
+    from agent.core.events import BatchEvent, FileEntry
+    from agent.hub.catalogue import Catalogue, SearchQuery
+
+    def event(version: int) -> BatchEvent:
+        entry = FileEntry(
+            path="s/a.csv",
+            version=version,
+            sha256=f"{version:064x}",
+            size=1,
+            format="text/csv",
+            datasetType="generic",
+        )
+        return BatchEvent(
+            id=f"pc-1:b{version}",
+            agent="pc-1",
+            root="drop",
+            session="s",
+            batchId=f"b{version}",
+            part=1,
+            parts=1,
+            committedAt="2026-11-30T12:00:00+00:00",
+            files=[entry],
+        )
+
+    catalogue = await Catalogue.connect(pg_database, password=pg_server.password)
+    try:
+        await catalogue.migrate()
+        await catalogue.write([event(2)])
+        await catalogue.write([event(1)])  # late: another hub, a redelivery
+        found = await catalogue.search(SearchQuery(agent="pc-1"))
+    finally:
+        await catalogue.close()
+    assert [(r["path"], r["version"]) for r in found] == [("s/a.csv", 2)]
+
+
+def test_the_hub_exits_75_when_the_catalogue_cannot_be_reached(tmp_path: Path) -> None:
+    port = free_loopback_ports(1)[0]
+    config = tmp_path / "hub.toml"
+    config.write_text(
+        f'[hub]\nbus_url = "nats://127.0.0.1:{port}"\ncatalogue_dsn = "postgresql://fair@127.0.0.1:{port}/fair"\n'
+    )
+    done = agent_cli("hub", "--config", str(config))
+    assert done.returncode == 75, done.stderr
+    assert "cannot connect to the catalogue" in done.stderr
+    config.write_text(
+        f'[hub]\nbus_url = "nats://127.0.0.1:{port}"\n'
+        f'catalogue_dsn = "postgresql://fair:secret@127.0.0.1:{port}/fair"\n'
+    )
+    refused = agent_cli("hub", "--config", str(config))
+    assert refused.returncode == 3 and "holds a password" in refused.stderr and "secret" not in refused.stderr

@@ -9,7 +9,7 @@ import signal
 from pathlib import Path
 
 from ..hub.config import HubConfig, load_hub_config
-from ..hub.service import Hub
+from ..hub.service import CentreUnavailableError, Hub
 from .common import Command, Exit, add_logging
 
 log = logging.getLogger("fair_agent.hub")
@@ -48,10 +48,13 @@ COMMAND = Command(
     description="Run the hub: take the agents' events from NATS JetStream (a durable consumer, "
     "shared by every hub process), write them to the PostgreSQL catalogue in one transaction per "
     "batch, acknowledge, and send each agent its receipts. SIGTERM or SIGINT stops it after the "
-    "batch in hand. Logs go to stdout.",
+    "batch in hand. Logs go to stdout. Exit status: 0 after a signal, 3 on a configuration error, "
+    "75 when the bus or the catalogue cannot be reached (systemd tries again).",
     examples=("fair-agent hub --config /etc/fair-agent/hub.toml",),
     add_arguments=add_arguments,
     run=run,
     logs_to_stdout=True,
     config_loader=lambda args: load_hub_config(args.config),
+    # The bus or the catalogue not reachable yet (a power cut, the hub up first): systemd retries.
+    temporary_errors=(CentreUnavailableError,),
 )

@@ -163,8 +163,12 @@ class Catalogue:
             pool = await asyncpg.create_pool(
                 dsn, password=password, min_size=1, max_size=size, init=as_json, command_timeout=60
             )
+        except asyncpg.InvalidPasswordError as exc:
+            raise ConfigError(f"the catalogue at {_safe(dsn)} refused the password: {exc}") from exc
         except (OSError, asyncpg.PostgresError) as exc:
-            raise ConfigError(f"cannot connect to the catalogue at {_safe(dsn)}: {exc}") from exc
+            from .service import CentreUnavailableError
+
+            raise CentreUnavailableError(f"cannot connect to the catalogue at {_safe(dsn)}: {exc}") from exc
         return cls(pool)
 
     async def close(self) -> None:
@@ -255,6 +259,19 @@ class Catalogue:
                 "instrument = excluded.instrument, extraction_error = excluded.extraction_error, "
                 "batch_id = excluded.batch_id, committed_at = excluded.committed_at, removed = false",
                 rows,
+            )
+            # A version committed after a newer one of its path (two hubs, a redelivery) is not
+            # current either.
+            await db.execute(
+                "UPDATE files f SET current = false "
+                "FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS n(agent, root, path, version) "
+                "WHERE f.agent = n.agent AND f.root = n.root AND f.path = n.path AND f.version = n.version "
+                "AND f.current AND EXISTS (SELECT 1 FROM files g WHERE g.agent = f.agent AND g.root = f.root "
+                "AND g.path = f.path AND g.version > f.version)",
+                [r[0] for r in rows],
+                [r[1] for r in rows],
+                [r[3] for r in rows],
+                [r[4] for r in rows],
             )
             # Older versions of the same paths are no longer current.
             await db.execute(

@@ -76,6 +76,17 @@ class HubSettings(Strict):
     def servers(self) -> list[str]:
         return [part.strip() for part in self.bus_url.split(",")]
 
+    @model_validator(mode="after")
+    def _no_password_in_the_dsn(self) -> HubSettings:
+        from urllib.parse import urlsplit
+
+        if urlsplit(self.catalogue_dsn).password is not None:
+            raise ValueError(
+                "catalogue_dsn holds a password: put it in catalogue_password_file (or $PGPASSWORD, "
+                "~/.pgpass) instead, so it is never in a file others read or in a log"
+            )
+        return self
+
 
 class HubConfig(Strict):
     hub: HubSettings

@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.errors import ConfigError
+from ..core.errors import RetryableError
 from ..core.events import (
     STATUS_SUBJECTS,
     AgentStatus,
@@ -32,6 +32,11 @@ from .catalogue import Catalogue
 from .config import HubSettings, WebSettings
 
 log = logging.getLogger("fair_agent.hub")
+
+
+class CentreUnavailableError(RetryableError):
+    """The bus or the catalogue cannot be reached at start: may pass (exit 75, systemd restarts)."""
+
 
 #: Seconds a fetched event may stay unacknowledged before JetStream delivers it again.
 ACK_WAIT_S = 60.0
@@ -132,7 +137,9 @@ class Hub:
                 **credentials,
             )
         except Exception as exc:
-            raise ConfigError(f"cannot connect to the bus at {self.settings.bus_url}: {exc}") from exc
+            raise CentreUnavailableError(
+                f"cannot connect to the bus at {self.settings.bus_url}: {exc}"
+            ) from exc
 
     async def _consumer(self, js: Any) -> Any:
         """The stream and its durable pull consumer, created when missing."""
@@ -177,7 +184,7 @@ class Hub:
 
         try:
             messages = await subscription.fetch(self.settings.batch_size, timeout=FETCH_WAIT_S)
-        except NatsTimeout:
+        except (NatsTimeout, TimeoutError):  # nats-py raises either when no event came
             return
         except NatsError as exc:
             # The bus restarting or unreachable: the client reconnects by itself; wait for it.
