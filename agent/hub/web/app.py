@@ -74,7 +74,6 @@ def create_app(queries: WebQueries, settings: WebSettings) -> FastAPI:
     ) -> Response:
         filters = _filters(q, experiment, instrument, type, agent, since, until, validation)
         found = await queries.search(filters, page)
-        facets = await queries.facets(filters)
         params = {k: v for k, v in request.query_params.items() if k != "page"}
         return templates.TemplateResponse(
             request,
@@ -84,7 +83,7 @@ def create_app(queries: WebQueries, settings: WebSettings) -> FastAPI:
                 "since": since,
                 "until": until,
                 "found": found,
-                "facets": facets,
+                "facets": found["facets"],
                 "session_link": _session_link,
                 "page_link": lambda n: "/?" + urlencode({**params, "page": n}),
                 "facet_link": lambda name, value: "/?" + urlencode({**params, _FACET_PARAM[name]: value}),
@@ -126,13 +125,9 @@ def create_app(queries: WebQueries, settings: WebSettings) -> FastAPI:
         until: str | None = None,
         validation: str | None = None,
         page: int = Query(1, ge=1, le=MAX_PAGE),
-        facets: bool = False,
     ) -> dict[str, Any]:
         filters = _filters(q, experiment, instrument, type, agent, since, until, validation)
-        found = await queries.search(filters, page)
-        if facets:
-            found["facets"] = await queries.facets(filters)
-        return found
+        return await queries.search(filters, page)
 
     @app.get(
         "/api/sessions/{agent}/{root}/{session}", summary="A session: its files, people, instrument, licence"

@@ -3,6 +3,7 @@ served by an index (see the catalogue's schema)."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -48,14 +49,15 @@ _WHERE = (
 
 #: The search page's queries ($1..$8 the filters; $9, $10 limit and offset), also timed by bench_web.
 SEARCH_SQL = (
-    f"SELECT {', '.join(RESULT_COLUMNS)}, count(*) OVER () AS total FROM files WHERE {_WHERE} "
+    f"SELECT {', '.join(RESULT_COLUMNS)} FROM files WHERE {_WHERE} "
     "ORDER BY coalesce(acquired_at, committed_at) DESC NULLS LAST, agent, root, path LIMIT $9 OFFSET $10"
 )
-FACET_SQL = {
-    facet: f"SELECT {facet} AS value, count(*) AS n FROM files WHERE {_WHERE} AND {facet} IS NOT NULL "
-    f"GROUP BY {facet} ORDER BY n DESC, value LIMIT {FACET_VALUES}"
-    for facet in FACETS
-}
+#: Every facet's counts and the total in one pass over the matches (grouping sets; the empty set
+#: is the total). Run beside SEARCH_SQL, on another connection.
+FACETS_SQL = (
+    f"SELECT {', '.join(FACETS)}, {', '.join(f'grouping({f}) AS g_{f}' for f in FACETS)}, count(*) AS n "
+    f"FROM files WHERE {_WHERE} GROUP BY GROUPING SETS ({', '.join(f'({f})' for f in FACETS)}, ())"
+)
 #: The session page's queries ($1 agent, $2 root, $3 session).
 SESSION_SQL = (
     "SELECT crate, crate_omitted, updated_at FROM sessions WHERE agent = $1 AND root = $2 AND session = $3"
@@ -77,22 +79,38 @@ class WebQueries:
         self._pool = pool
 
     async def search(self, filters: Filters, page: int = 1) -> dict[str, Any]:
-        """One page of current files, newest acquisition first, and the total."""
+        """One page of current files, newest acquisition first; the total and the facet counts
+        among all matches (two queries at once, on two connections)."""
         page = max(1, min(page, MAX_PAGE))
-        async with self._pool.acquire() as db:
-            rows = await db.fetch(SEARCH_SQL, *params_of(filters), PAGE_SIZE, (page - 1) * PAGE_SIZE)
-        total = rows[0]["total"] if rows else 0
-        results = [_plain({k: r[k] for k in RESULT_COLUMNS}) for r in rows]
-        return {"page": page, "pageSize": PAGE_SIZE, "total": total, "results": results}
+        params = params_of(filters)
 
-    async def facets(self, filters: Filters) -> dict[str, list[dict[str, Any]]]:
-        """Counts per value of each facet among the matching files (the other filters applied)."""
-        found: dict[str, list[dict[str, Any]]] = {}
-        async with self._pool.acquire() as db:
-            for facet in FACETS:
-                rows = await db.fetch(FACET_SQL[facet], *params_of(filters))
-                found[facet] = [{"value": r["value"], "count": r["n"]} for r in rows]
-        return found
+        async def results() -> list[Any]:
+            async with self._pool.acquire() as db:
+                return list(await db.fetch(SEARCH_SQL, *params, PAGE_SIZE, (page - 1) * PAGE_SIZE))
+
+        async def counts() -> list[Any]:
+            async with self._pool.acquire() as db:
+                return list(await db.fetch(FACETS_SQL, *params))
+
+        rows, grouped = await asyncio.gather(results(), counts())
+        facets: dict[str, list[dict[str, Any]]] = {facet: [] for facet in FACETS}
+        total = 0
+        for row in grouped:
+            open_ = [f for f in FACETS if row[f"g_{f}"] == 0]
+            if not open_:
+                total = row["n"]
+            elif row[open_[0]] is not None:
+                facets[open_[0]].append({"value": row[open_[0]], "count": row["n"]})
+        for values in facets.values():
+            values.sort(key=lambda v: (-v["count"], str(v["value"])))
+            del values[FACET_VALUES:]
+        return {
+            "page": page,
+            "pageSize": PAGE_SIZE,
+            "total": total,
+            "results": [_plain({k: r[k] for k in RESULT_COLUMNS}) for r in rows],
+            "facets": facets,
+        }
 
     async def session(self, agent: str, root: str, session: str) -> dict[str, Any] | None:
         async with self._pool.acquire() as db:
