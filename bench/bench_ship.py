@@ -265,7 +265,11 @@ async def _ledger_of(state: Path, files: int, *, ship: bool) -> int:
                 BatchCommit(root, session, f"batch-{start}", records, entities, [], [], ship=ship)
             )
     # Closed: the last connection checkpoints the WAL into the database file.
-    return sum(p.stat().st_size for p in state.glob(config.ledger_path.name + "*"))
+    return await asyncio.to_thread(_size, state, config.ledger_path.name)
+
+
+def _size(state: Path, name: str) -> int:
+    return sum(p.stat().st_size for p in state.glob(name + "*"))
 
 
 async def _page_through(state: Path, limit: int) -> int:

@@ -42,17 +42,9 @@ sys.path.insert(0, str(REPO))
 
 from agent.hub.catalogue import Catalogue
 from agent.hub.config import WebSettings
+from agent.hub.search import SEARCH_SQL, Filters, params_of
 from agent.hub.web.app import create_app
-from agent.hub.web.queries import (
-    FACETS_SQL,
-    PAGE_SIZE,
-    SEARCH_SQL,
-    SESSION_FILES_SQL,
-    SESSION_SQL,
-    Filters,
-    WebQueries,
-    params_of,
-)
+from agent.hub.web.queries import FACETS_SQL, PAGE_SIZE, SESSION_FILES_SQL, SESSION_SQL, WebQueries
 from agent.hub.web.server import WebServer
 from tests.pgserver import PostgresServer
 

@@ -442,7 +442,8 @@ async def test_a_version_committed_after_a_newer_one_is_not_current(
     pg_server: PostgresServer, pg_database: str
 ) -> None:
     from agent.core.events import BatchEvent, FileEntry
-    from agent.hub.catalogue import Catalogue, SearchQuery
+    from agent.hub.catalogue import Catalogue
+    from agent.hub.search import Filters
 
     def event(version: int) -> BatchEvent:
         entry = FileEntry(
@@ -470,7 +471,7 @@ async def test_a_version_committed_after_a_newer_one_is_not_current(
         await catalogue.migrate()
         await catalogue.write([event(2)])
         await catalogue.write([event(1)])  # late: another hub, a redelivery
-        found = await catalogue.search(SearchQuery(agent="pc-1"))
+        found = await catalogue.search(Filters(agent="pc-1"))
     finally:
         await catalogue.close()
     assert [(r["path"], r["version"]) for r in found] == [("s/a.csv", 2)]

@@ -13,8 +13,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..hub.catalogue import Catalogue, SearchQuery
+from ..hub.catalogue import Catalogue
 from ..hub.config import HubConfig, load_hub_config
+from ..hub.search import Filters
 from ..ship.credentials import private_text
 from .common import Command, Exit, add_logging, human_bytes
 
@@ -82,15 +83,15 @@ async def _search(args: argparse.Namespace, config: HubConfig) -> list[dict[str,
     catalogue = await Catalogue.connect(settings.catalogue_dsn, password=password, size=1)
     try:
         return await catalogue.search(
-            SearchQuery(
+            Filters(
                 text=args.query,
                 experiment=args.experiment,
                 instrument=args.instrument,
                 dataset_type=args.dataset_type,
                 agent=args.agent,
                 since=args.since,
-                limit=args.limit,
-            )
+            ),
+            limit=args.limit,
         )
     finally:
         await catalogue.close()

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from ..core.errors import ConfigError
 from ..core.events import AgentStatus, BatchEvent, StoredEvent
+from .search import SEARCH_SQL, Filters, params_of, record
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
@@ -101,37 +101,6 @@ MIGRATIONS += (
     ),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
-
-
-@dataclass(frozen=True, slots=True)
-class SearchQuery:
-    text: str | None = None
-    experiment: str | None = None
-    instrument: str | None = None
-    dataset_type: str | None = None
-    agent: str | None = None
-    since: datetime | None = None
-    limit: int = 50
-
-
-RESULT_COLUMNS = (
-    "agent",
-    "root",
-    "session",
-    "path",
-    "version",
-    "sha256",
-    "size",
-    "format",
-    "dataset_type",
-    "instrument",
-    "acquired_at",
-    "validation",
-    "drift",
-    "storage_uri",
-    "verified_at",
-    "dataset",
-)
 
 
 class Catalogue:
@@ -353,43 +322,15 @@ class Catalogue:
                 _time(status.sentAt),
             )
 
-    async def search(self, query: SearchQuery) -> list[dict[str, Any]]:
+    async def search(self, filters: Filters, limit: int = 50) -> list[dict[str, Any]]:
         """Current files matching every given filter, newest acquisition first."""
-        sql = (
-            f"SELECT {', '.join(RESULT_COLUMNS)} FROM files WHERE current AND NOT removed "
-            "AND ($1::text IS NULL OR search @@ websearch_to_tsquery('simple', $1)) "
-            "AND ($2::text IS NULL OR dataset ->> 'experiment_id' = $2 OR session = $2 "
-            "OR starts_with(session, $2 || '_')) "
-            "AND ($3::text IS NULL OR instrument = $3) "
-            "AND ($4::text IS NULL OR dataset_type = $4) "
-            "AND ($5::text IS NULL OR agent = $5) "
-            "AND ($6::timestamptz IS NULL OR coalesce(acquired_at, committed_at) >= $6) "
-            "ORDER BY coalesce(acquired_at, committed_at) DESC NULLS LAST, agent, root, path LIMIT $7"
-        )
         async with self._pool.acquire() as db:
-            rows = await db.fetch(
-                sql,
-                query.text,
-                query.experiment,
-                query.instrument,
-                query.dataset_type,
-                query.agent,
-                query.since,
-                query.limit,
-            )
-        return [_record(row) for row in rows]
+            rows = await db.fetch(SEARCH_SQL, *params_of(filters), limit, 0)
+        return [record(row) for row in rows]
 
     async def count_files(self) -> int:
         async with self._pool.acquire() as db:
             return int(await db.fetchval("SELECT count(*) FROM files"))
-
-
-def _record(row: Any) -> dict[str, Any]:
-    found = dict(row)
-    for key in ("acquired_at", "verified_at"):
-        if found[key] is not None:
-            found[key] = found[key].isoformat()
-    return found
 
 
 def _time(value: str | None) -> datetime | None:

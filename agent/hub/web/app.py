@@ -12,10 +12,10 @@ import hmac
 from datetime import UTC, date, datetime, time
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
@@ -23,8 +23,9 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from ... import __version__
 from ...core.humanize import human_bytes
 from ..config import WebSettings
+from ..search import Filters
 from .chart import activity_svg
-from .queries import FACETS, MAX_PAGE, Filters, WebQueries
+from .queries import FACETS, MAX_PAGE, WebQueries
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -60,19 +61,7 @@ def create_app(queries: WebQueries, settings: WebSettings) -> FastAPI:
         return Response(style, media_type="text/css")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def search_page(
-        request: Request,
-        q: str | None = None,
-        experiment: str | None = None,
-        instrument: str | None = None,
-        type: str | None = None,
-        agent: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        validation: str | None = None,
-        page: int = Query(1, ge=1),
-    ) -> Response:
-        filters = _filters(q, experiment, instrument, type, agent, since, until, validation)
+    async def search_page(request: Request, filters: FromQuery, page: int = Query(1, ge=1)) -> Response:
         found = await queries.search(filters, page)
         params = {k: v for k, v in request.query_params.items() if k != "page"}
         return templates.TemplateResponse(
@@ -80,8 +69,6 @@ def create_app(queries: WebQueries, settings: WebSettings) -> FastAPI:
             "search.html",
             {
                 "f": filters,
-                "since": since,
-                "until": until,
                 "found": found,
                 "facets": found["facets"],
                 "session_link": _session_link,
@@ -115,18 +102,7 @@ def create_app(queries: WebQueries, settings: WebSettings) -> FastAPI:
         return templates.TemplateResponse(request, "agents.html", {"agents": agents})
 
     @app.get("/api/search", summary="Current files matching every filter, newest acquisition first")
-    async def api_search(
-        q: str | None = None,
-        experiment: str | None = None,
-        instrument: str | None = None,
-        type: str | None = None,
-        agent: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        validation: str | None = None,
-        page: int = Query(1, ge=1, le=MAX_PAGE),
-    ) -> dict[str, Any]:
-        filters = _filters(q, experiment, instrument, type, agent, since, until, validation)
+    async def api_search(filters: FromQuery, page: int = Query(1, ge=1, le=MAX_PAGE)) -> dict[str, Any]:
         return await queries.search(filters, page)
 
     @app.get(
@@ -197,20 +173,21 @@ def _read_token(path: Path | None) -> str | None:
 
 
 def _filters(
-    q: str | None,
-    experiment: str | None,
-    instrument: str | None,
-    dataset_type: str | None,
-    agent: str | None,
-    since: str | None,
-    until: str | None,
-    validation: str | None,
+    q: str | None = None,
+    experiment: str | None = None,
+    instrument: str | None = None,
+    type: str | None = None,
+    agent: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    validation: str | None = None,
 ) -> Filters:
+    """The query string's filters (``type``: the dataset type); empty fields are no filter."""
     return Filters(
         text=q or None,
         experiment=experiment or None,
         instrument=instrument or None,
-        dataset_type=dataset_type or None,
+        dataset_type=type or None,
         agent=agent or None,
         since=_day(since),
         until=_day(until),
@@ -240,3 +217,7 @@ def _duration(seconds: int) -> str:
         if seconds >= size:
             return f"{seconds // size} {unit}"
     return f"{seconds} s"
+
+
+#: The search filters of a request's query string (one definition for the page and the API).
+FromQuery = Annotated[Filters, Depends(_filters)]

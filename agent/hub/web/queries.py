@@ -4,11 +4,10 @@ served by an index (see the catalogue's schema)."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..catalogue import RESULT_COLUMNS
+from ..search import SEARCH_SQL, WHERE, Filters, params_of, record
 
 #: Results per page, and the deepest page served (OFFSET grows with the page).
 PAGE_SIZE = 50
@@ -18,45 +17,11 @@ FACETS = ("dataset_type", "instrument", "agent", "validation")
 FACET_VALUES = 12
 
 
-@dataclass(frozen=True, slots=True)
-class Filters:
-    text: str | None = None
-    experiment: str | None = None
-    instrument: str | None = None
-    dataset_type: str | None = None
-    agent: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    validation: str | None = None
-
-    def active(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in (None, "")}
-
-
-_WHERE = (
-    "current AND NOT removed "
-    "AND ($1::text IS NULL OR search @@ websearch_to_tsquery('simple', $1)) "
-    "AND ($2::text IS NULL OR dataset ->> 'experiment_id' = $2 OR session = $2 "
-    "OR starts_with(session, $2 || '_')) "
-    "AND ($3::text IS NULL OR instrument = $3) "
-    "AND ($4::text IS NULL OR dataset_type = $4) "
-    "AND ($5::text IS NULL OR agent = $5) "
-    "AND ($6::timestamptz IS NULL OR coalesce(acquired_at, committed_at) >= $6) "
-    "AND ($7::timestamptz IS NULL OR coalesce(acquired_at, committed_at) < $7) "
-    "AND ($8::text IS NULL OR validation = $8)"
-)
-
-
-#: The search page's queries ($1..$8 the filters; $9, $10 limit and offset), also timed by bench_web.
-SEARCH_SQL = (
-    f"SELECT {', '.join(RESULT_COLUMNS)} FROM files WHERE {_WHERE} "
-    "ORDER BY coalesce(acquired_at, committed_at) DESC NULLS LAST, agent, root, path LIMIT $9 OFFSET $10"
-)
 #: Every facet's counts and the total in one pass over the matches (grouping sets; the empty set
 #: is the total). Run beside SEARCH_SQL, on another connection.
 FACETS_SQL = (
     f"SELECT {', '.join(FACETS)}, {', '.join(f'grouping({f}) AS g_{f}' for f in FACETS)}, count(*) AS n "
-    f"FROM files WHERE {_WHERE} GROUP BY GROUPING SETS ({', '.join(f'({f})' for f in FACETS)}, ())"
+    f"FROM files WHERE {WHERE} GROUP BY GROUPING SETS ({', '.join(f'({f})' for f in FACETS)}, ())"
 )
 #: The session page's queries ($1 agent, $2 root, $3 session).
 SESSION_SQL = (
@@ -67,11 +32,6 @@ SESSION_FILES_SQL = (
     "drift, storage_uri, verified_at, removed, extraction_error FROM files "
     "WHERE agent = $1 AND root = $2 AND session = $3 AND current ORDER BY path"
 )
-
-
-def params_of(f: Filters) -> tuple[Any, ...]:
-    """The filters as the queries' $1..$8."""
-    return (f.text, f.experiment, f.instrument, f.dataset_type, f.agent, f.since, f.until, f.validation)
 
 
 class WebQueries:
@@ -108,7 +68,7 @@ class WebQueries:
             "page": page,
             "pageSize": PAGE_SIZE,
             "total": total,
-            "results": [_plain({k: r[k] for k in RESULT_COLUMNS}) for r in rows],
+            "results": [record(r) for r in rows],
             "facets": facets,
         }
 
