@@ -70,6 +70,8 @@ class Announcer:
                 async with self._connected() as (client, js):
                     await self._recovered()
                     while not stop.is_set():
+                        # Cleared before the pass: an event committed during it wakes the next one.
+                        self.wake.clear()
                         await self._publish_all(js)
                         self.stats.counts = await self.events.counts()
                         await self._tell_status(client, self.stats.counts)
@@ -204,7 +206,6 @@ class Announcer:
         return min(60.0, self.settings.receipt_timeout_s / 4)
 
     async def _wait(self, stop: asyncio.Event, seconds: float, *, wake: bool = True) -> None:
-        self.wake.clear()
         waiters = [asyncio.ensure_future(stop.wait())]
         if wake:
             waiters.append(asyncio.ensure_future(self.wake.wait()))

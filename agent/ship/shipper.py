@@ -135,15 +135,16 @@ class Shipper:
         if added:
             log.info(f"{added} file(s) ingested before [store] was set are queued for shipping")
         while not stop.is_set():
+            # Cleared before the pass: a batch committed during it wakes the next one at once.
+            self.wake.clear()
             try:
                 delay = await self.cycle()
+                self.stats.backlog = await self.outbox.backlog()
             except Exception:
                 # A bug or a ledger error must not end shipping until the next restart.
                 log.exception("shipping pass failed; trying again shortly")
                 delay = 30.0
-            self.stats.backlog = await self.outbox.backlog()
             failing = self._store_failures > 0
-            self.wake.clear()
             waits = [asyncio.ensure_future(stop.wait())]
             if not failing:
                 # While the store fails, new batches do not bring the next probe forward.
