@@ -492,3 +492,16 @@ def test_the_hub_exits_75_when_the_catalogue_cannot_be_reached(tmp_path: Path) -
     )
     refused = agent_cli("hub", "--config", str(config))
     assert refused.returncode == 3 and "holds a password" in refused.stderr and "secret" not in refused.stderr
+
+
+def test_a_bus_that_is_down_does_not_hold_a_scan(tmp_path: Path, bus: NatsServer) -> None:
+    config, drop = agent_config(tmp_path, "pc-1", bus)
+    closed = free_loopback_ports(1)[0]
+    config.write_text(config.read_text().replace(bus.url, f"nats://127.0.0.1:{closed}"))
+    write(drop / "run" / "a.txt", "hello")
+    started = time.monotonic()
+    done = agent_cli("scan", str(drop), "--config", str(config), "--json-logs")
+    assert done.returncode == 75, done.stderr[-2000:]
+    assert "cannot connect to the bus" in done.stderr
+    assert time.monotonic() - started < 60
+    assert ledger(config, "SELECT count(*) FROM events WHERE published_at IS NULL") == [(1,)]

@@ -33,8 +33,9 @@ log = logging.getLogger("fair_agent.bus")
 PAGE = 256
 #: Seconds a publish may wait for JetStream's acknowledgement.
 PUBLISH_TIMEOUT_S = 10.0
-#: Seconds a one-off drain (scan, ship) stays connected for the receipts of what it published; a
-#: receipt it misses comes when the event is published again after receipt_timeout_s.
+#: A one-off drain (scan, ship) stays connected for the receipts of what it published while they
+#: keep coming, until none came for this long; a receipt it misses comes when the event is
+#: published again after receipt_timeout_s.
 RECEIPT_GRACE_S = 3.0
 
 
@@ -166,12 +167,15 @@ class Announcer:
         with contextlib.suppress(Exception):
             await client.publish(status_subject(self.agent_name), status.model_dump_json().encode())
 
-    async def _await_receipts(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while (await self.events.counts()).awaiting_receipt and (left := deadline - time.monotonic()) > 0:
+    async def _await_receipts(self, quiet_s: float) -> None:
+        """Until every published event is receipted, or no receipt came for ``quiet_s`` (a hub that
+        is down or far behind: what is missing is published again after receipt_timeout_s)."""
+        while (await self.events.counts()).awaiting_receipt:
             self._receipted.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._receipted.wait(), left)
+            try:
+                await asyncio.wait_for(self._receipted.wait(), quiet_s)
+            except TimeoutError:
+                return
 
     async def _on_receipt(self, message: Any) -> None:
         try:

@@ -8,6 +8,7 @@ core.events). Failures leave here as ``BusUnavailableError`` (everything waits, 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -17,6 +18,8 @@ from ..core.events import subject_token
 from .credentials import bus_credentials
 
 log = logging.getLogger("fair_agent.bus")
+#: Seconds the first connection to the bus may take (every server of the list tried).
+FIRST_CONNECT_S = 15.0
 
 
 class BusUnavailableError(RetryableError):
@@ -41,19 +44,25 @@ async def connect(settings: BusSettings, agent_name: str, *, problems: list[str]
         log.warning(f"bus: {exc}")
 
     try:
-        return await nats.connect(
-            servers=settings.servers,
-            name=f"fair-agent {agent_name}",
-            inbox_prefix=f"_INBOX_{subject_token(agent_name)}",
-            connect_timeout=5,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=2,
-            error_cb=on_error,
-            **bus_credentials(settings),
-        )
+        # Bounded: with reconnects allowed, nats-py's first connect would retry for ever, and a
+        # scan could never give up on a bus that is down.
+        return await asyncio.wait_for(_connect(nats, settings, agent_name, on_error), FIRST_CONNECT_S)
     except Exception as exc:
         raise BusUnavailableError(f"cannot connect to the bus at {settings.url}: {_words(exc)}") from None
+
+
+async def _connect(nats: Any, settings: BusSettings, agent_name: str, on_error: Any) -> Any:
+    return await nats.connect(
+        servers=settings.servers,
+        name=f"fair-agent {agent_name}",
+        inbox_prefix=f"_INBOX_{subject_token(agent_name)}",
+        connect_timeout=5,
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=2,
+        error_cb=on_error,
+        **bus_credentials(settings),
+    )
 
 
 def classify(exc: BaseException, subject: str, problems: list[str]) -> Exception:
