@@ -441,7 +441,7 @@ async def test_a_full_stream_refuses_new_events_and_the_agent_keeps_them(
 async def test_a_version_committed_after_a_newer_one_is_not_current(
     pg_server: PostgresServer, pg_database: str
 ) -> None:
-    from agent.core.events import BatchEvent, FileEntry
+    from agent.core.eventmodels import BatchEvent, FileEntry
     from agent.hub.catalogue import Catalogue
     from agent.hub.search import Filters
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -23,7 +24,9 @@ from ..fs.statelock import StateLock
 from ..ledger import Ledger
 from ..service.scan import ScanReport, scan
 from .common import Command, Exit, add_common, human_bytes
-from .shipping import Delivery, deliver, delivery_rows
+
+if TYPE_CHECKING:  # shipping and announcing are imported only when [store] or [bus] is set
+    from .shipping import Delivery
 
 
 def add_arguments(cmd: argparse.ArgumentParser) -> None:
@@ -47,6 +50,8 @@ async def _scan(args: argparse.Namespace, config: AgentConfig) -> int:
             with _ScanBar(Console(stderr=True)) as bar:
                 report = await scan(args.path, config, ledger, progress=bar, retry_dead=args.retry_dead)
             if config.store is not None or config.bus is not None:
+                from .shipping import deliver
+
                 delivery = await deliver(config, ledger, Console(stderr=True), wait=False)
     Console().print(summary_table(report, delivery))
     if delivery is not None and not delivery.complete:
@@ -109,6 +114,8 @@ def summary_table(report: ScanReport, delivery: Delivery | None = None) -> Table
         ("throughput", f"{report.mb_per_s:.1f} MB/s"),
     ]
     if delivery is not None:
+        from .shipping import delivery_rows
+
         rows += delivery_rows(delivery)
     for name, value in rows:
         table.add_row(name, value)

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from ..core.errors import ConfigError
-from ..core.events import AgentStatus, BatchEvent, StoredEvent
+from ..core.eventmodels import AgentStatus, BatchEvent, StoredEvent
 from .search import SEARCH_SQL, Filters, params_of, record
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (

@@ -19,14 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import RetryableError
-from ..core.events import (
-    STATUS_SUBJECTS,
-    AgentStatus,
-    Receipt,
-    receipt_subject,
-    status_subject,
-    stream_subjects,
-)
+from ..core.eventmodels import AgentStatus, Receipt, parse_event
+from ..core.events import STATUS_SUBJECTS, receipt_subject, status_subject, stream_subjects
 from ..ship.credentials import bus_credentials, private_text
 from .catalogue import Catalogue
 from .config import HubSettings, WebSettings
@@ -179,8 +173,6 @@ class Hub:
     async def _one_batch(self, client: Any, subscription: Any) -> None:
         from nats.errors import Error as NatsError
         from nats.errors import TimeoutError as NatsTimeout
-
-        from ..core.events import parse_event
 
         try:
             messages = await subscription.fetch(self.settings.batch_size, timeout=FETCH_WAIT_S)

@@ -21,7 +21,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..core.config import AgentConfig, BusSettings, RetryPolicy
-from ..core.events import AgentStatus, Receipt, receipt_subject, status_subject
+from ..core.eventmodels import AgentStatus, Receipt
+from ..core.events import receipt_subject, status_subject
 from ..core.retry import backoff_delay
 from ..ledger import Ledger
 from ..ledger.announcements import EventCounts, PendingEvent
