@@ -144,13 +144,14 @@ class S3Server:
         """A boto3 S3 client signed with the server's identity, from its own session (thread-safe to make).
 
         No retries and short timeouts by default: a test must see what the server answered, and a dead
-        server must fail a test in seconds. Keyword arguments override the botocore `Config`.
+        server must fail a test in seconds (a read may take 30: a 5 MiB part on a loaded 2-core machine
+        took over 10). Keyword arguments override the botocore `Config`.
         """
         settings: dict[str, Any] = {
             "s3": {"addressing_style": "path"},
             "retries": {"mode": "standard", "total_max_attempts": 1},
             "connect_timeout": 2,
-            "read_timeout": 10,
+            "read_timeout": 30,
         }
         settings.update(config)
         return boto3.session.Session().client(
