@@ -300,6 +300,14 @@ class AgentConfig(Strict):
     #: (an abandoned batch is redone cleanly on the next start).
     shutdown_grace_s: float = Field(default=20.0, ge=0)
 
+    @field_validator("agent_name")
+    @classmethod
+    def _not_a_subject_word(cls, value: str) -> str:
+        # fair.v1.receipt.<agent> carries receipts: an agent named so would publish into them.
+        if value == "receipt":
+            raise ValueError("'receipt' is reserved in the bus's subjects; choose another agent_name")
+        return value
+
     @field_validator("state_dir")
     @classmethod
     def _expand_state_dir(cls, value: Path) -> Path:

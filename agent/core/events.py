@@ -9,6 +9,8 @@ Every message id is deterministic (``Nats-Msg-Id``): the same batch, redone afte
 the same events with the same ids, so JetStream drops a re-publish inside its duplicate window and
 the catalogue's keys make it harmless beyond. A batch's files are split into parts that each stay
 below ``MAX_EVENT_BYTES`` (NATS refuses messages above the server's max_payload, 1 MiB by default).
+The hub's models of these events are in eventmodels.py. The agent name ``receipt`` is refused by the
+configuration: its events would land among the receipts.
 """
 
 from __future__ import annotations
