@@ -86,13 +86,13 @@ class Hub:
                 while not stop.is_set():
                     await self._one_batch(client, subscription)
             finally:
-                if self.web is not None:
-                    await self.web.stop()
                 # Not drain(): it waits out the pull subscription's pending request (up to 30 s).
                 # Everything acknowledged was flushed with the receipts.
                 with contextlib.suppress(Exception):
                     await client.close()
         finally:
+            if self.web is not None:
+                await self.web.stop()
             await self.catalogue.close()
 
     async def _serve_web(self, settings: WebSettings) -> None:
