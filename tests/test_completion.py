@@ -4,6 +4,8 @@ with the cautious spacing of the two looks on polled ones, and never while a fil
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Literal
@@ -100,3 +102,16 @@ async def test_a_file_written_in_halves_is_never_sealed_between_them(
         await wait_for(lambda: service.idle)
     assert read_sidecar(target)["sha256"] == sha256sum(target)
     assert service.pipeline.tally.files_ingested == 1, "exactly one version: the complete file"
+
+
+async def test_the_first_poll_reports_files_written_while_the_service_started(tmp_path: Path) -> None:
+    from agent.core.naming import IgnoreRules
+    from agent.service.polling import poll_paths
+
+    old = write(tmp_path / "run-0" / "old.csv", "1\n")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    write(tmp_path / "run-1" / "new.csv", "2\n")  # beside the start-up reconciliation
+    stop = asyncio.Event()
+    first = await anext(poll_paths(tmp_path, IgnoreRules(()), interval_s=0.05, stop=stop))
+    stop.set()
+    assert first == ["run-1/new.csv"]

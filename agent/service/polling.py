@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from pathlib import Path
 
 from ..core.naming import IgnoreRules
 
+#: Files modified this long before the first look are reported by it (see poll_paths).
+STARTUP_GRACE_NS = 10_000_000_000
 #: relpath -> (size, mtime_ns, inode); a symlink or other non-file counts by its own lstat.
 Snapshot = dict[str, tuple[int, int, int]]
 
@@ -48,8 +51,19 @@ def snapshot(root: Path, ignore: IgnoreRules) -> Snapshot:
 async def poll_paths(
     root: Path, ignore: IgnoreRules, *, interval_s: float, stop: asyncio.Event
 ) -> AsyncIterator[list[str]]:
-    """Yield lists of paths (relative to ``root``) added, changed or removed, until ``stop`` is set."""
+    """Yield lists of paths (relative to ``root``) added, changed or removed, until ``stop`` is set.
+
+    The first snapshot is the baseline, but files modified in the seconds before it are reported
+    too: the service's start-up reconciliation runs beside this first look, and a file written
+    between the two would otherwise wait for the next reconciliation (ten minutes).
+    """
+    started_ns = time.time_ns()
     previous = await asyncio.to_thread(snapshot, root, ignore)
+    recent = sorted(
+        p for p, (_, mtime_ns, _) in previous.items() if mtime_ns >= started_ns - STARTUP_GRACE_NS
+    )
+    if recent:
+        yield recent
     while not stop.is_set():
         with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)
