@@ -229,29 +229,16 @@ class Catalogue:
                 "batch_id = excluded.batch_id, committed_at = excluded.committed_at, removed = false",
                 rows,
             )
-            # A version committed after a newer one of its path (two hubs, a redelivery) is not
-            # current either.
+            # Of every path written, only the newest version is current, whatever the order the
+            # versions arrived in (two hubs, a redelivery).
             await db.execute(
-                "UPDATE files f SET current = false "
-                "FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS n(agent, root, path, version) "
-                "WHERE f.agent = n.agent AND f.root = n.root AND f.path = n.path AND f.version = n.version "
-                "AND f.current AND EXISTS (SELECT 1 FROM files g WHERE g.agent = f.agent AND g.root = f.root "
-                "AND g.path = f.path AND g.version > f.version)",
+                "UPDATE files f SET current = NOT EXISTS (SELECT 1 FROM files g WHERE g.agent = f.agent "
+                "AND g.root = f.root AND g.path = f.path AND g.version > f.version) "
+                "FROM unnest($1::text[], $2::text[], $3::text[]) AS n(agent, root, path) "
+                "WHERE f.agent = n.agent AND f.root = n.root AND f.path = n.path",
                 [r[0] for r in rows],
                 [r[1] for r in rows],
                 [r[3] for r in rows],
-                [r[4] for r in rows],
-            )
-            # Older versions of the same paths are no longer current.
-            await db.execute(
-                "UPDATE files f SET current = false "
-                "FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS n(agent, root, path, version) "
-                "WHERE f.agent = n.agent AND f.root = n.root AND f.path = n.path AND f.version < n.version "
-                "AND f.current",
-                [r[0] for r in rows],
-                [r[1] for r in rows],
-                [r[3] for r in rows],
-                [r[4] for r in rows],
             )
         removed = [(e.agent, e.root, e.session, path) for e in events for path in e.removed]
         if removed:
