@@ -17,8 +17,6 @@ started on first use). Tests using it are marked `nats`.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import re
 import secrets
@@ -35,6 +33,8 @@ from typing import Any
 import pytest
 
 from tests.s3server import free_loopback_ports
+
+from .serverkit import ServerLog, die_with_parent, report_server_log
 
 __all__ = [
     "ADMIN_USER",
@@ -54,14 +54,10 @@ ADMIN_USER = "admin"
 _START_TIMEOUT_S = 15.0
 _STOP_TIMEOUT_S = 10.0
 _RELOAD_TIMEOUT_S = 10.0
-_LOG_TAIL_LINES = 60
 # nats-server's own default (1 MiB), written out so the tests and the server agree on it.
 _DEFAULT_MAX_PAYLOAD = 1024 * 1024
 # A subject token: no separators, wildcards or whitespace (the server would read them as syntax).
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
-# Linux's prctl(PR_SET_PDEATHSIG): the server dies with the test process even if pytest is killed -9.
-# (Strictly with the thread that started it, so call start() from the main thread.)
-_PR_SET_PDEATHSIG = 1
 
 
 class NatsServerError(RuntimeError):
@@ -91,12 +87,7 @@ def agent_permissions(agent_token: str) -> Permissions:
     }
 
 
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-class NatsServer:
+class NatsServer(ServerLog):
     """One nats-server process with JetStream on loopback, restartable on the same port and store.
 
     `max_file_store` and `max_memory_store` (bytes) cap JetStream's storage for the whole server;
@@ -200,7 +191,7 @@ class NatsServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,
             )
         try:
             self._wait_until_ready(began + _START_TIMEOUT_S)
@@ -228,17 +219,6 @@ class NatsServer:
             return
         process.kill()
         process.wait()
-
-    def log_size(self) -> int:
-        return self.log_path.stat().st_size if self.log_path.exists() else 0
-
-    def log_text(self, since: int = 0) -> str:
-        with self.log_path.open("rb") as log:
-            log.seek(since)
-            return log.read().decode(errors="replace")
-
-    def log_tail(self, since: int = 0, lines: int = _LOG_TAIL_LINES) -> str:
-        return "\n".join(self.log_text(since).splitlines()[-lines:])
 
     def _password(self, user: str) -> str:
         # Hex only: nothing the config parser could read as a variable or an escape.
@@ -328,15 +308,11 @@ def nats_server(
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     # A failed test that used the server shows what the server logged while it ran.
     report = yield
-    server = item.config.stash.get(_SERVER_KEY, None)
-    if server is None or "nats_server" not in getattr(item, "fixturenames", ()):
+    if "nats_server" not in getattr(item, "fixturenames", ()):
         return report
-    if call.when == "setup":
-        item.stash[_LOG_OFFSET_KEY] = server.log_size()
-    elif report.failed:
-        since = item.stash.get(_LOG_OFFSET_KEY, 0)
-        with contextlib.suppress(OSError):
-            report.sections.append(("nats-server log", f"{server.log_path}\n{server.log_tail(since)}"))
+    report_server_log(
+        item, call, report, item.config.stash.get(_SERVER_KEY, None), _LOG_OFFSET_KEY, "nats-server log"
+    )
     return report
 
 

@@ -22,7 +22,6 @@ marked `postgres`.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import pwd
 import re
@@ -43,6 +42,8 @@ import pytest
 
 from tests.s3server import free_loopback_ports
 
+from .serverkit import ServerLog, die_with_parent, report_server_log
+
 __all__ = ["PostgresServer", "PostgresServerError", "postgres_bindir"]
 
 SERVICE_USER = "fair-agent-pg"
@@ -50,13 +51,8 @@ SUPERUSER = "fair"
 _DEBIAN_BINDIR = Path("/usr/lib/postgresql/15/bin")
 _START_TIMEOUT_S = 60.0  # crash recovery after a kill included
 _STOP_TIMEOUT_S = 30.0
-_LOG_TAIL_LINES = 60
 # A database name the tests may ask for: no quoting needed anywhere.
 _DATABASE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-# Linux's prctl(PR_SET_PDEATHSIG): the postmaster dies with the test process even if pytest is killed
-# -9, and its backends follow it. Set after the switch to the service user (a change of user clears it).
-# (Strictly with the thread that started it, so call start() from the main thread.)
-_PR_SET_PDEATHSIG = 1
 # For speed, at the cost of durability nobody needs from a throw-away cluster:
 _SETTINGS = {
     "fsync": "off",  # never wait for the disk: only an OS crash could lose data
@@ -133,12 +129,7 @@ def _reachable_by(account: pwd.struct_passwd, directory: Path) -> Path | None:
     return None
 
 
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-class PostgresServer:
+class PostgresServer(ServerLog):
     """One PostgreSQL 15 cluster on loopback, restartable on the same port and data."""
 
     def __init__(self, directory: Path) -> None:
@@ -273,17 +264,6 @@ class PostgresServer:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
-    def log_size(self) -> int:
-        return self.log_path.stat().st_size if self.log_path.exists() else 0
-
-    def log_text(self, since: int = 0) -> str:
-        with self.log_path.open("rb") as log:
-            log.seek(since)
-            return log.read().decode(errors="replace")
-
-    def log_tail(self, since: int = 0, lines: int = _LOG_TAIL_LINES) -> str:
-        return "\n".join(self.log_text(since).splitlines()[-lines:])
-
     def _initdb(self) -> None:
         began = time.monotonic()
         password_file = self.directory / "initdb.password"
@@ -322,15 +302,17 @@ class PostgresServer:
         self.initdb_seconds = time.monotonic() - began
 
     def _as_service_user(self) -> dict[str, Any]:
-        # subprocess switches user before it calls preexec_fn, so the parent-death signal survives.
-        die_with_parent = _die_with_parent if sys.platform == "linux" else None
+        # The postmaster dies with the test process even if pytest is killed -9, and its backends
+        # follow it. subprocess switches user before it calls preexec_fn (a change of user clears
+        # the parent-death signal), so the signal survives.
+        on_parent_death = die_with_parent if sys.platform == "linux" else None
         if self._account is None:
-            return {"preexec_fn": die_with_parent}
+            return {"preexec_fn": on_parent_death}
         return {
             "user": self._account.pw_uid,
             "group": self._account.pw_gid,
             "extra_groups": [],
-            "preexec_fn": die_with_parent,
+            "preexec_fn": on_parent_death,
         }
 
     def _environment(self) -> dict[str, str]:
@@ -407,15 +389,11 @@ def pg_database(pg_server: PostgresServer, request: pytest.FixtureRequest) -> st
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     # A failed test that used the server shows what the server logged while it ran.
     report = yield
-    server = item.config.stash.get(_SERVER_KEY, None)
-    if server is None or not set(_FIXTURES) & set(getattr(item, "fixturenames", ())):
+    if not set(_FIXTURES) & set(getattr(item, "fixturenames", ())):
         return report
-    if call.when == "setup":
-        item.stash[_LOG_OFFSET_KEY] = server.log_size()
-    elif report.failed:
-        since = item.stash.get(_LOG_OFFSET_KEY, 0)
-        with contextlib.suppress(OSError):
-            report.sections.append(("postgres log", f"{server.log_path}\n{server.log_tail(since)}"))
+    report_server_log(
+        item, call, report, item.config.stash.get(_SERVER_KEY, None), _LOG_OFFSET_KEY, "postgres log"
+    )
     return report
 
 

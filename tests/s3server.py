@@ -15,12 +15,10 @@ started on first use) and `s3_bucket` (a fresh bucket per test). Tests using the
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +32,8 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+
+from .serverkit import ServerLog, die_with_parent, report_server_log
 
 __all__ = ["S3Server", "S3ServerError"]
 
@@ -53,10 +53,6 @@ _PORT_NAMES = (
 _ADMIN_GRPC_OFFSET = 10000
 _START_TIMEOUT_S = 30.0
 _STOP_TIMEOUT_S = 10.0
-_LOG_TAIL_LINES = 60
-# Linux's prctl(PR_SET_PDEATHSIG): the server dies with the test process even if pytest is killed -9.
-# (Strictly with the thread that started it, so call start() from the main thread.)
-_PR_SET_PDEATHSIG = 1
 
 
 class S3ServerError(RuntimeError):
@@ -96,12 +92,7 @@ def free_loopback_port_pair(offset: int, avoid: set[int]) -> tuple[int, int]:
     raise S3ServerError(f"no free pair of loopback ports {offset} apart")
 
 
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-class S3Server:
+class S3Server(ServerLog):
     """One SeaweedFS process serving S3 on loopback, restartable on the same ports and data."""
 
     region = "us-east-1"
@@ -183,7 +174,7 @@ class S3Server:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,
             )
         try:
             self._wait_until_serving(began + _START_TIMEOUT_S)
@@ -221,17 +212,6 @@ class S3Server:
         process.kill()
         process.wait()
         self._remove_grpc_sockets()
-
-    def log_size(self) -> int:
-        return self.log_path.stat().st_size if self.log_path.exists() else 0
-
-    def log_text(self, since: int = 0) -> str:
-        with self.log_path.open("rb") as log:
-            log.seek(since)
-            return log.read().decode(errors="replace")
-
-    def log_tail(self, since: int = 0, lines: int = _LOG_TAIL_LINES) -> str:
-        return "\n".join(self.log_text(since).splitlines()[-lines:])
 
     def _command(self) -> list[str]:
         options = {
@@ -338,14 +318,11 @@ def s3_bucket(s3_server: S3Server, request: pytest.FixtureRequest) -> str:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     # A failed test that used the server shows what the server logged while it ran.
     report = yield
-    server = item.config.stash.get(_SERVER_KEY, None)
-    if server is None or "s3_server" not in getattr(item, "fixturenames", ()):
+    if "s3_server" not in getattr(item, "fixturenames", ()):
         return report
-    if call.when == "setup":
-        item.stash[_LOG_OFFSET_KEY] = server.log_size()
-    elif report.failed:
-        since = item.stash.get(_LOG_OFFSET_KEY, 0)
-        report.sections.append(("weed log", f"{server.log_path}\n{server.log_tail(since)}"))
+    report_server_log(
+        item, call, report, item.config.stash.get(_SERVER_KEY, None), _LOG_OFFSET_KEY, "weed log"
+    )
     return report
 
 
