@@ -21,6 +21,8 @@ import io
 import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from .base import Budget, ExtractionError, Metadata, Source, suffix
@@ -63,40 +65,95 @@ class TabularExtractor:
         return suffix(name) in _SUFFIXES and b"\x00" not in head[:4096]
 
     def extract(self, source: Source, budget: Budget) -> Metadata:
-        with source.path.open("rb") as f:
-            sample = f.read(SAMPLE_BYTES)
-            size = os.fstat(f.fileno()).st_size
-            tail = _tail(f, size) if size > len(sample) else None
-        if not sample.strip():
-            return {
-                "columns": [],
-                "rowCount": 0,
-                "note": "no text: the file is empty or blank",
-                "description": "Empty text file",
-            }
-        encoding = detect_encoding(sample)
-        text = sample.decode(encoding, errors="replace")
-        if "\n" not in text and "\r" not in text and len(sample) == SAMPLE_BYTES:
-            raise ExtractionError(
-                f"{source.name!r} has no line break in its first {SAMPLE_BYTES >> 10} KiB: not a table"
-            )
-        cut = len(sample) == SAMPLE_BYTES
-        lines = _split_lines(text, cut=cut)
-        layout = find_table(lines)
-        result: Metadata = {"encoding": encoding, "delimiter": layout.delimiter}
+        survey = _survey(source)
+        if isinstance(survey, dict):
+            return survey
+        lines, layout = survey.lines, survey.layout
+        result: Metadata = {"encoding": survey.encoding, "delimiter": layout.delimiter}
         block = first_block(lines, layout) if layout.start < len(lines) else Block(None, None)
-        trailer = _trailer(lines, tail, encoding, layout, block)
+        trailer = _trailer(lines, survey.tail, survey.encoding, layout, block)
         result.update(_header_metadata(read_header(lines[: layout.start], layout.delimiter), trailer))
         if layout.start >= len(lines):
             result.update(columns=[], rowCount=0)
         else:
             whole = None
-            if tail is None and self.from_sample:
-                whole = WholeFile(sample, _split_lines(text, cut=False) if cut else lines)
-            result.update(_table(source, sample, lines, encoding, layout, block, budget, whole))
+            if survey.tail is None and self.from_sample:
+                cut = len(survey.sample) == SAMPLE_BYTES
+                whole = WholeFile(survey.sample, _split_lines(survey.text, cut=False) if cut else lines)
+            result.update(_table(source, survey, block, budget, whole))
             _units_from_header(result)
         result["description"] = describe(result)
         return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Survey:
+    """What the first 64 KiB (and the last 4 KiB) of a text file say."""
+
+    sample: bytes
+    tail: bytes | None  # None: the whole file is in the sample
+    encoding: str
+    text: str
+    lines: list[str]
+    layout: Layout
+
+
+def _survey(source: Source) -> _Survey | Metadata:
+    """The file's sample, read; metadata in place of it for a file with no text."""
+    with source.path.open("rb") as f:
+        sample = f.read(SAMPLE_BYTES)
+        size = os.fstat(f.fileno()).st_size
+        tail = _tail(f, size) if size > len(sample) else None
+    if not sample.strip():
+        return {
+            "columns": [],
+            "rowCount": 0,
+            "note": "no text: the file is empty or blank",
+            "description": "Empty text file",
+        }
+    encoding = detect_encoding(sample)
+    text = sample.decode(encoding, errors="replace")
+    if "\n" not in text and "\r" not in text and len(sample) == SAMPLE_BYTES:
+        raise ExtractionError(
+            f"{source.name!r} has no line break in its first {SAMPLE_BYTES >> 10} KiB: not a table"
+        )
+    lines = _split_lines(text, cut=len(sample) == SAMPLE_BYTES)
+    return _Survey(sample, tail, encoding, text, lines, find_table(lines))
+
+
+@dataclass(frozen=True, slots=True)
+class TablePlan:
+    """How a file's first table is read, as ``extract`` reads it: for those who read it again."""
+
+    encoding: str
+    layout: Layout
+    decimal: str
+    #: Its data rows where the sample shows where it ends; None: to the end (or a blank line).
+    rows: int | None
+    #: The byte from which a blank line ends the table; None: no such limit.
+    block_after: int | None
+    max_line: int | None
+
+
+def plan_table(source: Source) -> TablePlan | None:
+    """How to read the file's first table again; None for a file without one."""
+    survey = _survey(source)
+    if isinstance(survey, dict) or survey.layout.start >= len(survey.lines):
+        return None
+    block = first_block(survey.lines, survey.layout)
+    return _plan(survey, block)
+
+
+def _plan(survey: _Survey, block: Block) -> TablePlan:
+    layout, lines = survey.layout, survey.lines
+    decimal = detect_decimal(lines[layout.start + 1 : layout.start + 50], layout.delimiter)
+    # Lines end in \n but for the rare export that ends them in \r alone: no limit can be kept
+    # on those, which pandas reads as they are.
+    newlines = b"\n" in survey.sample
+    after = _offset(survey.sample, block.data) if newlines and block.data is not None else None
+    return TablePlan(
+        survey.encoding, layout, decimal, block.rows, after, MAX_LINE_BYTES if newlines else None
+    )
 
 
 def detect_encoding(sample: bytes) -> str:
@@ -166,31 +223,20 @@ def _header_metadata(header: Header, trailer: Header) -> Metadata:
 
 
 def _table(
-    source: Source,
-    sample: bytes,
-    lines: list[str],
-    encoding: str,
-    layout: Layout,
-    block: Block,
-    budget: Budget,
-    whole: WholeFile | None,
+    source: Source, survey: _Survey, block: Block, budget: Budget, whole: WholeFile | None
 ) -> Metadata:
-    decimal = detect_decimal(lines[layout.start + 1 : layout.start + 50], layout.delimiter)
-    # Lines end in \n but for the rare export that ends them in \r alone: no limit can be kept
-    # on those, which pandas reads as they are.
-    newlines = b"\n" in sample
-    after = _offset(sample, block.data) if newlines and block.data is not None else None
-    result: Metadata = {"decimal": decimal}
+    plan = _plan(survey, block)
+    result: Metadata = {"decimal": plan.decimal}
     result.update(
         profile_table(
             source,
-            encoding,
-            layout,
-            decimal,
-            nrows=block.rows,
+            plan.encoding,
+            plan.layout,
+            plan.decimal,
+            nrows=plan.rows,
             budget=budget,
-            max_line=MAX_LINE_BYTES if newlines else None,
-            block_after=after,
+            max_line=plan.max_line,
+            block_after=plan.block_after,
             whole=whole,
         )
     )
@@ -257,15 +303,7 @@ def profile_table(
             if ended and nrows is None:
                 result["note"] = _BLOCK_NOTE
             return result
-    with source.path.open("rb") as raw:
-        stream: BinaryIO = raw
-        block = BlockEnd(raw, block_after) if block_after is not None else None
-        if block is not None:
-            stream = io.BufferedReader(block)
-        # A file no longer than the limit cannot hold a longer line: it is read as it is.
-        too_big = max_line is not None and os.fstat(raw.fileno()).st_size > max_line
-        lines = LineLimit(stream, max_line) if max_line and too_big else None
-        handle = io.BufferedReader(lines) if lines else stream
+    with _bounded(source, block_after, max_line) as (handle, block, lines):
         if layout.rowwise:
             result = _profile_rows(source, handle, encoding, layout, decimal, nrows, budget)
         else:
@@ -279,6 +317,51 @@ def profile_table(
             "before it"
         )
     return result
+
+
+@contextmanager
+def _bounded(
+    source: Source, block_after: int | None, max_line: int | None
+) -> Iterator[tuple[BinaryIO, BlockEnd | None, LineLimit | None]]:
+    """The file as far as its first table goes (``block_after``) and its lines are short enough."""
+    with source.path.open("rb") as raw:
+        stream: BinaryIO = raw
+        block = BlockEnd(raw, block_after) if block_after is not None else None
+        if block is not None:
+            stream = io.BufferedReader(block)
+        # A file no longer than the limit cannot hold a longer line: it is read as it is.
+        too_big = max_line is not None and os.fstat(raw.fileno()).st_size > max_line
+        lines = LineLimit(stream, max_line) if max_line and too_big else None
+        yield (io.BufferedReader(lines) if lines else stream), block, lines
+
+
+def table_chunks(source: Source, plan: TablePlan, budget: Budget) -> Iterator[Any]:
+    """The first table of a column-wise file, in DataFrames of at most CHUNK_ROWS rows (fewer for
+    wide tables), labelled as the header writes them (``column N`` for a table without one)."""
+    import pandas as pd
+
+    layout = plan.layout
+    header: Any = 0 if layout.has_header else None
+    try:
+        with _bounded(source, plan.block_after, plan.max_line) as (handle, _, _):
+            reader = _reader(
+                handle,
+                plan.encoding,
+                layout,
+                plan.decimal,
+                plan.rows,
+                skiprows=layout.skip,
+                header=header,
+                names=layout.names,
+            )
+            for chunk in _chunks(reader, budget):
+                if not (layout.has_header or layout.names):
+                    chunk.columns = [f"column {i + 1}" for i in range(len(chunk.columns))]
+                else:
+                    chunk.columns = [str(name).strip() for name in chunk.columns]
+                yield chunk
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise ExtractionError(f"{source.name!r} could not be read as a table: {exc}") from None
 
 
 def _reader(
