@@ -63,9 +63,9 @@ fi
 
 python3 -m venv "$PREFIX/venv"
 if [ -n "$WHEELS" ]; then
-    "$PREFIX/venv/bin/pip" install --quiet --upgrade --no-index --find-links "$WHEELS" fair-agent
+    "$PREFIX/venv/bin/pip" install --quiet --upgrade --no-index --find-links "$WHEELS" 'fair-agent[transform]'
 else
-    "$PREFIX/venv/bin/pip" install --quiet --upgrade "$SOURCE"
+    "$PREFIX/venv/bin/pip" install --quiet --upgrade "$SOURCE[transform]"
 fi
 
 install -d -m 0755 /etc/fair-agent

@@ -148,7 +148,7 @@ def machine(tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> Iterator[Mac
     run("cp", "-a", str(debian_root()), str(root), timeout=600)
     wheels = root / "opt" / "wheels"
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels), f"{REPO}[transform]"],
         capture_output=True,
         text=True,
         timeout=900,

@@ -15,11 +15,13 @@ from rich.table import Table
 
 from ..core.config import AgentConfig, CompletionPolicy, RootSettings
 from ..core.errors import ConfigError
-from ..core.naming import CRATE_NAME, error_name, is_own_output, sidecar_name
+from ..core.naming import CRATE_NAME, error_name, is_derived_name, is_own_output, sidecar_name
+from ..extractors.derive import read_head
 from ..fs.statelock import StateLock
 from ..ledger import Ledger
 from ..service.daemon import Service
 from .common import Command, Exit, add_common
+from .rules import derived_head_table
 
 #: Pauses between the chunks and files an imitated instrument writes; shorter than the quiet period.
 WRITE_PAUSE_S = 0.2
@@ -63,6 +65,9 @@ async def run_demo(samples: Path, drop: Path, config: AgentConfig, *, give_up_af
     table, crates, rejected = await asyncio.to_thread(_results, drop, expected)
     console.print(table)
     console.print(f"RO-Crates: {', '.join(crates)}")
+    for derived in await asyncio.to_thread(_derived_tables, drop):
+        head = await asyncio.to_thread(read_head, drop / derived)
+        console.print(derived_head_table(derived, head, max_columns=8))
     for name, error in rejected.items():
         console.print(f"[red]session {name} was not ingested[/red] (see {error_name(name)}):")
         for problem in error.get("problems", []):
@@ -106,6 +111,11 @@ def _all_ingested(drop: Path, files: list[Path]) -> bool:
         or (drop / error_name(p.parts[0])).exists()
         for p in files
     )
+
+
+def _derived_tables(drop: Path) -> list[str]:
+    """The analysis-ready tables the rules derived (``<file>.tidy.parquet``), by path."""
+    return sorted(str(p.relative_to(drop)) for p in drop.rglob("*.tidy.*") if is_derived_name(p.name))
 
 
 def _results(drop: Path, files: list[Path]) -> tuple[Table, list[str], dict[str, dict[str, Any]]]:

@@ -22,6 +22,10 @@ from rich.table import Table
 from ..core.config import AgentConfig
 from ..core.errors import AgentError, ConfigError
 from ..core.naming import IgnoreRules
+from ..core.records import EXTRACTION_FAILURE
+from ..core.transform import TransformSpec
+from ..extractors.base import Budget, ExtractionError, Source
+from ..extractors.derive import derive_head
 from ..extractors.runner import MetadataReader
 from ..ingest.curate import load_rule_set
 from ..rules import DatasetTypes, Rule, RuleError, RuleSet
@@ -32,6 +36,8 @@ from ..service.scan import root_name_for
 from .common import Command, Exit, add_common
 
 HEAD_BYTES = 8192
+#: Rows of a derived table the dry run shows.
+HEAD_ROWS = 5
 
 
 @dataclass(slots=True)
@@ -45,6 +51,8 @@ class FileCheck:
     problems: list[str] = field(default_factory=list)
     #: Valid itself, but another file of its session is not: the session would be rejected whole.
     held_back: bool = False
+    #: The first rows of the table its rule's [transform] derives (header first); None: no such rule.
+    derived_head: list[list[str]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -57,6 +65,7 @@ class FileCheck:
             "problems": self.problems,
             "valid": not self.problems,
             "heldBack": self.held_back,
+            **({"derivedHead": self.derived_head} if self.derived_head is not None else {}),
         }
 
 
@@ -107,7 +116,29 @@ async def _check_file(
     check.fields = candidate_fields(rule, relpath, metadata)
     validated = types.validate(rule, relpath, metadata)
     check.problems = [p.sentence() for p in validated.problems]
+    if rule.spec.transform is not None and EXTRACTION_FAILURE not in metadata:
+        await _check_transform(root / relpath, rule.spec.transform, metadata, check, reader.seconds)
     return check
+
+
+async def _check_transform(
+    path: Path, spec: TransformSpec, metadata: dict[str, Any], check: FileCheck, seconds: float
+) -> None:
+    """The derived table's first rows, made away from the data; what the rule cannot do there."""
+    detected = {str(c.get("label", c.get("name"))): str(c.get("type")) for c in metadata.get("columns", [])}
+    source = Source(path, path.name, path.parent)
+    try:
+        report, head = await asyncio.to_thread(
+            derive_head, source, spec, Budget(seconds), detected=detected, rows=HEAD_ROWS
+        )
+    except ExtractionError as exc:
+        check.problems.append(f"transform: no derived table: {exc}")
+        return
+    check.problems += [f"transform: {p}" for p in report.get("problems", [])]
+    # A column the rule names that the file lacks is a warning when ingesting; here it is what
+    # the check is for.
+    check.problems += [f"transform: {w}" for w in report.get("warnings", []) if "does not have" in w]
+    check.derived_head = head if "problems" not in report else None
 
 
 def _head(path: Path) -> tuple[bytes, int]:
@@ -167,6 +198,9 @@ def run(args: argparse.Namespace, config: AgentConfig) -> int:
         print(json.dumps({"ok": ok, "files": files, "advice": advice}, indent=2, default=str))
     else:
         console.print(_checks_table(args.path, checks))
+        for c in checks:
+            if c.derived_head:
+                console.print(derived_head_table(c.relpath, c.derived_head))
         _print_advice(console, advice)
     return Exit.PROBLEMS if any(c.problems for c in checks) else Exit.OK
 
@@ -199,6 +233,21 @@ def _checks_table(path: Path, checks: list[FileCheck]) -> Table:
     return table
 
 
+def derived_head_table(relpath: str, head: list[list[str]], max_columns: int = 10) -> Table:
+    """The first rows of a derived table (its first columns: a plate has a hundred)."""
+    header, rows = head[0], head[1:]
+    more = len(header) - max_columns
+    title = f"derived table of {relpath}, first rows" + (
+        f" ({more} more columns not shown)" if more > 0 else ""
+    )
+    table = Table(title=escape(title), title_justify="left")
+    for name in header[:max_columns]:
+        table.add_column(escape(name))
+    for row in rows:
+        table.add_row(*(escape(v) for v in row[:max_columns]))
+    return table
+
+
 def _rule_row(rule: Rule) -> dict[str, Any]:
     spec = rule.spec
     return {
@@ -210,6 +259,7 @@ def _rule_row(rule: Rule) -> dict[str, Any]:
         "datasetType": spec.dataset_type,
         "extractor": spec.extractor,
         "drift": spec.drift.policy,
+        "transform": spec.transform.format if spec.transform else None,
     }
 
 

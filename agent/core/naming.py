@@ -22,20 +22,36 @@ PREVIEW_NAME = "ro-crate-preview.html"
 #: What the agent writes at the top of a session folder (anywhere else these names are data).
 SESSION_DOCUMENTS = (CRATE_NAME, PREVIEW_NAME)
 TEMP_SUFFIX = ".fair-tmp"
+#: What a rule's [transform] derives from a table: ``<file>.tidy.parquet`` or ``<file>.tidy.csv``.
+DERIVED_INFIX = ".tidy."
+DERIVED_FORMATS = ("parquet", "csv")
 
 _OWN_SUFFIX = re.compile(
     rf"(?:{re.escape(SIDECAR_SUFFIX)}|{re.escape(ERROR_SUFFIX)}|{re.escape(TEMP_SUFFIX)})$"
 )
+#: A derived table's name: the raw file's name, which has an extension, then ``.tidy.<format>``.
+#: ``results.tidy.csv`` (no extension before ``.tidy``) is a person's file, and data.
+_DERIVED = re.compile(r"^.+\.[A-Za-z0-9]{1,5}\.tidy\.(?:parquet|csv)$", re.S)
 
 
 def is_own_output(name: str) -> bool:
-    """True for names of sidecars, error files and temp files the agent writes.
+    """True for names of sidecars, error files, derived tables and temp files the agent writes.
 
     Names ending in ``.fair.json`` and ``.fair.error.json`` are the agent's anywhere. A crate (and
     its preview) is the agent's only at the top of a session folder (see ``is_own_path``);
     elsewhere that name is data.
     """
-    return _OWN_SUFFIX.search(name) is not None
+    return _OWN_SUFFIX.search(name) is not None or is_derived_name(name)
+
+
+def is_derived_name(name: str) -> bool:
+    """Whether a name is that of a derived table (``OD600.csv.tidy.parquet``)."""
+    return DERIVED_INFIX in name and _DERIVED.match(name) is not None
+
+
+def derived_name(file_name: str, fmt: str) -> str:
+    """``OD600.csv`` -> ``OD600.csv.tidy.parquet``: the derived table beside a raw file."""
+    return f"{file_name}{DERIVED_INFIX}{fmt}"
 
 
 def is_own_path(relpath: str) -> bool:
@@ -52,12 +68,20 @@ def is_temp_file(name: str) -> bool:
 NAME_MAX = 255
 #: Our temp names: ".<16 hex of the final name>.<12 hex>.fair-tmp"; before 0.2 they held the final
 #: name itself, which could make them too long. Both are recognised when orphans are cleaned up.
-_TEMP_NAME = re.compile(rf"^\.(?:[0-9a-f]{{16}}|.+)\.[0-9a-f]{{12}}{re.escape(TEMP_SUFFIX)}$", re.S)
+_TEMP_NAME = re.compile(
+    rf"^\.(?:[0-9a-f]{{16}}|.+)\.[0-9a-f]{{12}}(?P<derived>\.tidy)?{re.escape(TEMP_SUFFIX)}$", re.S
+)
 
 
 def is_our_temp_name(name: str) -> bool:
     """Exactly the shape of a temp name the agent makes (not merely its suffix)."""
     return _TEMP_NAME.match(name) is not None
+
+
+def is_derived_temp_name(name: str) -> bool:
+    """A temp name of a derived table: its content is not ours to recognise (any table), its name is."""
+    found = _TEMP_NAME.match(name)
+    return found is not None and found["derived"] is not None
 
 
 def fits(name: str) -> bool:
@@ -108,11 +132,11 @@ def error_name(file_name: str) -> str:
     return f"{folder}/{full}" if folder else full
 
 
-def temp_name(final_name: str, token: str) -> str:
+def temp_name(final_name: str, token: str, *, derived: bool = False) -> str:
     # Hidden, with our suffix, and short whatever the final name's length (NAME_MAX): neither
     # people nor the agent mistake it for data, and no name makes it too long to create.
     digest = hashlib.sha256(os.fsencode(final_name)).hexdigest()[:16]
-    return f".{digest}.{token}{TEMP_SUFFIX}"
+    return f".{digest}.{token}{'.tidy' if derived else ''}{TEMP_SUFFIX}"
 
 
 def relative_id(relpath: str) -> str:

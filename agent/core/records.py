@@ -18,6 +18,9 @@ NOT_VALIDATED: dict[str, Any] = {"status": "not-validated"}
 NOT_CHECKED: dict[str, Any] = {"status": "not-checked"}
 #: The key of a file's metadata that says its extractor failed: {"extractor", "error", "message"}.
 EXTRACTION_FAILURE = "extraction_error"
+#: The key under which an extraction brings back its rule's derived table (see extractors.derive);
+#: the reader takes it out of the metadata.
+DERIVED_TABLE = "derivedTable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,8 @@ class FileRecord:
     enrichment: Enrichment | None = None
     #: When it was measured, zoned ISO 8601: {"start"} or {"start", "end"}; {} when unknown.
     acquisition: dict[str, str] = field(default_factory=dict)
+    #: The analysis-ready table its rule's [transform] derived: name, sha256, columns... ({}: none).
+    derived: dict[str, Any] = field(default_factory=dict)
 
     @property
     def relpath(self) -> str:

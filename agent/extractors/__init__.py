@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 from importlib.metadata import entry_points
+from typing import Any
 
+from ..core.records import EXTRACTION_FAILURE
 from .base import (
     Budget,
     ExtractionError,
@@ -51,6 +53,7 @@ __all__ = [
     "choose",
     "detect",
     "load_extractors",
+    "run_derive",
     "run_extractor",
 ]
 
@@ -86,6 +89,40 @@ def load_extractors() -> list[Extractor]:
 
 def choose(extractors: list[Extractor], name: str, head: bytes) -> Extractor | None:
     return next((e for e in extractors if e.accepts(name, head)), None)
+
+
+def run_derive(
+    source: Source, request: dict[str, Any], out_fd: int | None, metadata: Metadata, seconds: float
+) -> Metadata:
+    """A rule's derived table of a file whose metadata was read (blocking), with its own time
+    limit; its report, or ``{"error": ...}`` saying why there is none (the file is ingested)."""
+    from ..core.transform import TransformSpec
+    from .derive import derive
+
+    try:
+        if out_fd is None:
+            raise ExtractionError("the agent sent no file to write the derived table to")
+        if EXTRACTION_FAILURE in metadata:
+            raise ExtractionError("the file's table could not be read")
+        detected = {
+            str(c.get("label", c.get("name"))): str(c.get("type"))
+            for c in metadata.get("columns", [])
+            if isinstance(c, dict)
+        }
+        return derive(
+            source,
+            TransformSpec.model_validate(request["spec"]),
+            out_fd,
+            Budget(seconds),
+            detected=detected,
+            provenance=request.get("provenance", {}),
+        )
+    except ExtractionError as exc:
+        return {"error": str(exc)}
+    except MemoryError:
+        return {"error": f"{source.name!r} needs more memory to derive its table than is available"}
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def run_extractor(extractor: Extractor, source: Source, seconds: float) -> Metadata:

@@ -36,6 +36,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from ..core.errors import AbortedError
+from ..core.records import DERIVED_TABLE
 from .base import (
     ExtractionError,
     ExtractionTimeout,
@@ -162,12 +163,20 @@ class _Worker:
 
 @dataclass(frozen=True, slots=True)
 class OpenFile:
-    """A file to read in a worker: its extractor, its open descriptor, its name and folder."""
+    """A file to read in a worker: its extractor, its open descriptor, its name and folder; and,
+    for a derived table, what its rule asks (``derive``) and the open temp file to write it to."""
 
     extractor: Extractor
     fd: int
     name: str
     folder: Path
+    derive: dict[str, Any] | None = None
+    out_fd: int | None = None
+
+    @property
+    def passes(self) -> int:
+        """Reads the worker makes of the file, each with the time limit: metadata, derived table."""
+        return 2 if self.derive is not None else 1
 
 
 class IsolatedParsers:
@@ -250,12 +259,15 @@ class IsolatedParsers:
     def _ask(self, worker: _Worker, files: list[OpenFile], seconds: float) -> list[Metadata | Exception]:
         request = {
             "files": [
-                {"extractor": _spec(f.extractor), "name": f.name, "folder": str(f.folder)} for f in files
+                {"extractor": _spec(f.extractor), "name": f.name, "folder": str(f.folder), "derive": f.derive}
+                for f in files
             ],
             "seconds": seconds,
-            "cpu_seconds": seconds,
+            # The worker's CPU limit is set once for the group: each file's passes count.
+            "cpu_seconds": seconds * sum(f.passes for f in files) / len(files),
         }
-        send_message(worker.sock, request, [f.fd for f in files])
+        outputs = [f.out_fd for f in files if f.derive is not None and f.out_fd is not None]
+        send_message(worker.sock, request, [f.fd for f in files] + outputs)
         results: list[Metadata | Exception] = []
         for index, f in enumerate(files):
             if self._closed:  # the agent is stopping: the rest of the group waits for its next start
@@ -263,7 +275,7 @@ class IsolatedParsers:
                 raise AbortedError("the agent is shutting down")
             try:
                 # Each file's time counts from the reply before it: the worker reads them in order.
-                worker.sock.settimeout(seconds + GRACE_S)
+                worker.sock.settimeout(seconds * f.passes + GRACE_S)
                 reply = read_message(worker.replies)
             except TimeoutError:
                 worker.kill()
@@ -327,6 +339,8 @@ def _result(reply: dict[str, Any], f: OpenFile) -> Metadata | Exception:
     metadata = reply.get("metadata")
     if not isinstance(metadata, dict):
         return ExtractionError(f"the {f.extractor.name} parser gave no metadata for {f.name!r}")
+    if isinstance(reply.get("derived"), dict):
+        metadata[DERIVED_TABLE] = reply["derived"]
     return metadata
 
 

@@ -18,10 +18,12 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..core.config import AgentConfig
 from ..core.errors import FileChangedError, FileReadError, FileVanishedError
-from ..core.records import EXTRACTION_FAILURE
+from ..core.records import DERIVED_TABLE, EXTRACTION_FAILURE
+from ..fs.derived import discard_derived_temp, open_derived_temp
 from ..fs.safepath import open_dir_beneath, split
 from . import (
     ExtractionError,
@@ -38,14 +40,25 @@ from .isolation import IsolatedParsers, OpenFile
 
 
 @dataclass(frozen=True, slots=True)
+class DeriveRequest:
+    """A derived table to make of a file: its rule's [transform] (as JSON), in which format, and the
+    provenance the table carries."""
+
+    spec: dict[str, Any]
+    format: str
+    provenance: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Wanted:
     """A file whose metadata is wanted: the one hashed (this inode), the first bytes the hasher read,
-    and the extractor its rule names ("auto", "none" or a name)."""
+    the extractor its rule names ("auto", "none" or a name), and the derived table its rule asks for."""
 
     relpath: str
     head: bytes
     inode: int
     choice: str = "auto"
+    derive: DeriveRequest | None = None
 
 
 class MetadataReader:
@@ -142,6 +155,8 @@ class MetadataReader:
         extractor's failure becomes the file's failure metadata (see ``read``)."""
         results: list[Metadata | Exception | None] = [None] * len(files)
         opened: list[tuple[int, OpenFile]] = []
+        temps: dict[int, str] = {}  # the derived tables' temp files, by file
+        unmade: dict[int, str] = {}  # why a derived table could not even be started
         try:
             for i, (extractor, wanted) in enumerate(files):
                 parent, name = split(wanted.relpath)
@@ -150,15 +165,34 @@ class MetadataReader:
                 except Exception as exc:  # vanished, replaced, unreachable
                     results[i] = _as_result(extractor, exc)
                     continue
-                opened.append((i, OpenFile(extractor, fd, name, root / parent)))
+                derive, out_fd = None, None
+                if wanted.derive is not None:
+                    try:
+                        out_fd, temps[i] = open_derived_temp(root, wanted.relpath, wanted.derive.format)
+                        derive = {"spec": wanted.derive.spec, "provenance": wanted.derive.provenance}
+                    except OSError as exc:
+                        unmade[i] = f"its temp file cannot be made: {exc.strerror}"
+                opened.append((i, OpenFile(extractor, fd, name, root / parent, derive, out_fd)))
             read = self.workers.extract_group([f for _, f in opened], self.seconds)
             for (i, f), result in zip(opened, read, strict=True):
-                results[i] = _as_result(f.extractor, result) if isinstance(result, Exception) else result
+                if isinstance(result, Exception):
+                    results[i] = _as_result(f.extractor, result)
+                    continue
+                report = result.get(DERIVED_TABLE)
+                if i in temps and isinstance(report, dict) and "sha256" in report:
+                    result[DERIVED_TABLE] = {**report, "temp": temps.pop(i)}  # the pipeline places it
+                elif i in unmade:
+                    result[DERIVED_TABLE] = {"error": unmade[i]}
+                results[i] = result
         except Exception as exc:  # the pool shut down under the group: every file, again later
             results = [r if r is not None else exc for r in results]
         finally:
             for _, f in opened:
                 os.close(f.fd)
+                if f.out_fd is not None:
+                    os.close(f.out_fd)
+            for i, temp in temps.items():  # derived tables that will not be placed
+                discard_derived_temp(root, files[i][1].relpath, temp)
         return [r if r is not None else {} for r in results]
 
 

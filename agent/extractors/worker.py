@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import run_extractor
+from . import run_derive, run_extractor
 from .base import ExtractionError, Extractor, Source
 from .isolation import MAX_FILES_PER_REQUEST, receive_message, send_message
 
@@ -49,25 +49,32 @@ def serve(sock: socket.socket) -> None:
     loaded: dict[str, Extractor] = {}
     while True:
         try:
-            request, fds = receive_message(sock, max_fds=MAX_FILES_PER_REQUEST)
+            request, fds = receive_message(sock, max_fds=2 * MAX_FILES_PER_REQUEST)
         except EOFError:
             return
         files = request.get("files", [])
         # The agent stops a file that outlasts its time; this CPU limit is the kernel's backstop,
         # set once for the group (a setrlimit per file cost a fifth of a small file's reading).
         _limit_cpu(float(request["cpu_seconds"]) * max(1, len(files)))
+        # The descriptors of the derived tables to write follow those of the files to read.
+        outputs = iter(fds[len(files) :])
         try:
             for number, file in enumerate(files):
                 # A reply per file, as soon as it is read: the agent times each file on its own.
                 fd = fds[number] if number < len(fds) else None
-                send_message(sock, {"index": number, **_read(file, fd, request, loaded)})
+                out_fd = next(outputs, None) if file.get("derive") else None
+                send_message(sock, {"index": number, **_read(file, fd, out_fd, request, loaded)})
         finally:
             for fd in fds:
                 os.close(fd)
 
 
 def _read(
-    file: dict[str, Any], fd: int | None, request: dict[str, Any], loaded: dict[str, Extractor]
+    file: dict[str, Any],
+    fd: int | None,
+    out_fd: int | None,
+    request: dict[str, Any],
+    loaded: dict[str, Extractor],
 ) -> dict[str, Any]:
     try:
         if fd is None:
@@ -77,9 +84,13 @@ def _read(
         except Exception as exc:  # a site's plug-in that does not import here
             raise ExtractionError(f"the extractor {file['extractor']} could not be loaded: {exc}") from None
         source = Source(Path(f"/proc/self/fd/{fd}"), file["name"], Path(file["folder"]))
-        return {"metadata": run_extractor(extractor, source, float(request["seconds"]))}
+        metadata = run_extractor(extractor, source, float(request["seconds"]))
     except ExtractionError as exc:
         return {"error": type(exc).__name__, "message": str(exc)}
+    reply: dict[str, Any] = {"metadata": metadata}
+    if file.get("derive") is not None:
+        reply["derived"] = run_derive(source, file["derive"], out_fd, metadata, float(request["seconds"]))
+    return reply
 
 
 def main(argv: list[str]) -> None:

@@ -37,7 +37,7 @@ from typing import Any, Literal
 from .. import AGENT_ENTITY_ID, AGENT_NAME
 from ..core.errors import OutputWriteError
 from ..core.jsontext import indented
-from ..core.naming import is_our_temp_name, temp_name
+from ..core.naming import is_derived_temp_name, is_our_temp_name, temp_name
 from .fsinfo import filesystem_type, is_network_filesystem
 from .safepath import open_dir_beneath, split
 
@@ -115,13 +115,10 @@ def is_agent_document(raw: bytes) -> bool:
     )
 
 
-def own_document(dir_fd: int, name: str) -> bytes | str | None:
-    """What is at ``name``, if it is one of the agent's documents: its bytes (its SHA-256 in hex
-    for a large one); None if nothing is there.
-
-    Raises FileExistsError when something that is not ours is there (never read if not a regular
-    file: opening a FIFO could block).
-    """
+def open_regular(dir_fd: int, name: str) -> tuple[int, os.stat_result] | None:
+    """``name`` opened for reading, with its status; None if nothing is there. Raises
+    FileExistsError for a link (never followed) or anything but a regular file (a FIFO is opened
+    without blocking, and closed unread)."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except FileNotFoundError:
@@ -130,9 +127,26 @@ def own_document(dir_fd: int, name: str) -> bytes | str | None:
         if exc.errno == errno.ELOOP:
             raise FileExistsError(name) from None
         raise
+    st = os.fstat(fd)
+    if not stat_mod.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise FileExistsError(name)
+    return fd, st
+
+
+def own_document(dir_fd: int, name: str) -> bytes | str | None:
+    """What is at ``name``, if it is one of the agent's documents: its bytes (its SHA-256 in hex
+    for a large one); None if nothing is there.
+
+    Raises FileExistsError when something that is not ours is there (never read if not a regular
+    file: opening a FIFO could block).
+    """
+    opened = open_regular(dir_fd, name)
+    if opened is None:
+        return None
+    fd, st = opened
     try:
-        st = os.fstat(fd)
-        if not stat_mod.S_ISREG(st.st_mode) or st.st_size > MAX_DOCUMENT_BYTES:
+        if st.st_size > MAX_DOCUMENT_BYTES:
             raise FileExistsError(name)
         if st.st_size > SMALL_DOCUMENT_BYTES:
             return _own_large_document(fd, name)
@@ -261,7 +275,7 @@ def remove_orphan_temps(root: Path, relpaths: Iterable[str], *, older_than_ns: i
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         if not stat_mod.S_ISREG(st.st_mode) or st.st_mtime_ns >= older_than_ns:
             return False
-        return _starts_like_ours(dir_fd, name)
+        return is_derived_temp_name(name) or _starts_like_ours(dir_fd, name)
 
     return sum(1 for relpath in relpaths if _remove_if(root, relpath, orphan))
 

@@ -93,19 +93,23 @@ class SessionCrate:
         text = _indented({k: v for k, v in entity.items() if k not in ("license", STATUS_KEY)})
         self._files.append((file_id, text, license_id, entity.get(STATUS_KEY, {})))
         for extra in contextual:
-            self._extras[str(extra["@id"])] = extra
+            if extra.get("@type") == "File":  # a table derived from the file: a part of its own
+                self.add([extra])
+            else:
+                self._extras[str(extra["@id"])] = extra
         self._creators.update(ref["@id"] for ref in entity.get("creator", []))
         self._keywords.update(k.strip() for k in str(entity.get("keywords", "")).split(",") if k.strip())
         if "publisher" in entity:
             self._publishers.add(entity["publisher"]["@id"])
-        formats = entity["encodingFormat"] if isinstance(entity["encodingFormat"], list) else []
+        formats = entity["encodingFormat"] if isinstance(entity.get("encodingFormat"), list) else []
         self._formats.update(ref["@id"] for ref in formats if isinstance(ref, dict))
         if license_id is not None:
             self._licenses.add(license_id)
         else:
             self._unlicensed += 1
-        modified = str(entity["dateModified"])
-        self._published = modified if self._published is None else max(self._published, modified)
+        if "dateModified" in entity:  # a derived table has none: it is redone, and must not differ
+            modified = str(entity["dateModified"])
+            self._published = modified if self._published is None else max(self._published, modified)
         if "dateCreated" in entity:
             self._acquired(file_id, str(entity["dateCreated"]), str(entity.get("temporalCoverage", "")))
 
@@ -191,7 +195,9 @@ class SessionCrate:
             "datePublished": self._published or "1970-01-01T00:00:00+00:00",
             "license": license_ref,
             "hasPart": parts,
-            "mentions": [{"@id": INGEST_ACTION_ID}],
+            # The ingest action, and the actions that derived tables from files (each file's own).
+            "mentions": [{"@id": INGEST_ACTION_ID}]
+            + [{"@id": i} for i in sorted(self._extras) if self._extras[i].get("@type") == "CreateAction"],
         }
         # What the root dataset takes from its files: every creator, keyword and publisher.
         if self._creators:

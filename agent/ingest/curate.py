@@ -19,7 +19,7 @@ from ..core.errors import SessionRejectedError, ValidationFailedError
 from ..core.records import FileRecord
 from ..extractors import load_extractors
 from ..ledger import DriftUpdate, Ledger
-from ..rules import DatasetTypes, Rule, RuleSet, Validated, load_rules
+from ..rules import DatasetTypes, FieldProblem, Rule, RuleSet, Validated, load_rules
 from .drift import DriftCheck
 
 
@@ -55,12 +55,19 @@ class Curator:
     def extractor_for(self, root_name: str, relpath: str) -> str:
         return self.rules.rule_for(root_name, relpath).spec.extractor
 
+    def transform_for(self, root_name: str, relpath: str) -> tuple[str, dict[str, Any]] | None:
+        """The derived table the file's rule asks for: (rule name, its [transform] as JSON)."""
+        rule = self.rules.rule_for(root_name, relpath)
+        return (rule.name, rule.transform_json) if rule.transform_json is not None else None
+
     async def review(self, batch: Batch, records: list[FileRecord]) -> Review:
         review = Review()
         if not records:
             return review
         ruled = [(r, self.rules.rule_for(batch.root.name, r.relpath)) for r in records]
-        checked = [(r, rule, self.types.validate(rule, r.relpath, r.metadata)) for r, rule in ruled]
+        checked = [
+            (r, rule, _with_derived(self.types.validate(rule, r.relpath, r.metadata), r)) for r, rule in ruled
+        ]
         invalid = [(r, v) for r, _, v in checked if not v.ok]
         if invalid:
             review.rejected = _validation_error(batch, checked)
@@ -119,3 +126,11 @@ def _validation_error(
     return ValidationFailedError(
         f"{count} file(s) of the session failed validation: " + " | ".join(lines), details=details
     )
+
+
+def _with_derived(validated: Validated, record: FileRecord) -> Validated:
+    """A derived table the rule asks for but cannot make (a unit that does not convert) fails the
+    file's validation, as a field that does not fit its type does."""
+    for problem in record.derived.get("problems", ()):
+        validated.problems.append(FieldProblem("transform", str(problem), "the rule's [transform]"))
+    return validated

@@ -11,10 +11,11 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from .. import AGENT_NAME, AGENT_URL, __version__
+from .. import AGENT_ENTITY_ID, AGENT_NAME, AGENT_URL, __version__
 from ..core.config import SiteSettings
 from ..core.naming import display_name, relative_id
 from ..core.records import EXTRACTION_FAILURE, FileRecord
+from ..core.units import ucum_code
 from .entities import enrichment_entities, organisation_entities
 from .licenses import license_entity
 
@@ -34,6 +35,7 @@ SIDECAR_CONTEXT: list[Any] = [
         "dataset": {"@id": "fa:dataset", "@type": "@json"},
         "validation": {"@id": "fa:validation", "@type": "@json"},
         "drift": {"@id": "fa:drift", "@type": "@json"},
+        "derived": {"@id": "fa:derived", "@type": "@json"},
         "warnings": "fa:warnings",
         "generatedBy": "fa:generatedBy",
     },
@@ -109,12 +111,74 @@ def measured_variables(metadata: dict[str, Any]) -> list[dict[str, Any]]:
         if not isinstance(column, dict) or column.get("type") == "empty":
             continue
         variable: dict[str, Any] = {"@type": "PropertyValue", "name": str(column.get("name"))}
-        if column.get("unit"):
-            variable["unitText"] = column["unit"]
+        variable.update(unit_properties(column.get("unit")))
         if "min" in column and "max" in column:
             variable["minValue"], variable["maxValue"] = column["min"], column["max"]
         variables.append(variable)
     return variables
+
+
+def unit_properties(unit: Any) -> dict[str, str]:
+    """A unit as schema.org says it: ``unitText`` as written, ``unitCode`` in UCUM where it has one."""
+    if not isinstance(unit, str) or not unit:
+        return {}
+    code = ucum_code(unit)
+    return {"unitText": unit, "unitCode": code} if code else {"unitText": unit}
+
+
+def derived_entities(record: FileRecord, raw_id: str) -> list[dict[str, Any]]:
+    """The derived table as the crate lists it: a File based on the raw file, the agent's action
+    that made it (with the rule as its object beside the raw file), the rule, and its variables."""
+    derived = record.derived
+    folder = raw_id.rpartition("/")[0]
+    table_id = (folder + "/" if folder else "") + relative_id(derived["name"])
+    rule_id = "#rule-" + relative_id(str(derived.get("rule", "unnamed")))
+    variables = [
+        {
+            "@id": f"#{table_id}-variable-{n}",
+            "@type": "PropertyValue",
+            "name": str(column["name"]),
+            **unit_properties(column.get("unit")),
+            **(
+                {"description": f"imputed values are marked in column {column['imputed']['mask']}"}
+                if "imputed" in column
+                else {}
+            ),
+        }
+        for n, column in enumerate(derived.get("columns", [])[:200], start=1)
+    ]
+    table = {
+        "@id": table_id,
+        "@type": "File",
+        "name": display_name(derived["name"]),
+        "description": (
+            f"Analysis-ready table derived from {display_name(record.name)} by the rule "
+            f"{derived.get('rule')!r}: {derived.get('rows', 0):,} rows; types coerced, units converted "
+            "and gaps handled as the rule says, each imputed value marked in a mask column."
+        ),
+        "contentSize": str(derived["contentSize"]),
+        "encodingFormat": derived["encodingFormat"],
+        "sha256": derived["sha256"],
+        "isBasedOn": {"@id": raw_id},
+    }
+    if variables:
+        table["variableMeasured"] = [{"@id": v["@id"]} for v in variables]
+    action = {
+        "@id": f"#derive-{table_id}",
+        "@type": "CreateAction",
+        "name": f"Derived {display_name(derived['name'])} from {display_name(record.name)}",
+        "agent": {"@id": AGENT_ENTITY_ID},
+        "instrument": {"@id": AGENT_ENTITY_ID},
+        "object": [{"@id": raw_id}, {"@id": rule_id}],
+        "result": {"@id": table_id},
+    }
+    rule = {
+        "@id": rule_id,
+        "@type": "CreativeWork",
+        "name": f"{AGENT_NAME} rule {derived.get('rule')!r}",
+        "description": "The rule whose [transform] table says how the derived tables are made.",
+    }
+    return [table, *variables, action, rule]
 
 
 def crate_entities(
@@ -139,6 +203,11 @@ def crate_entities(
         references, entities = enrichment_entities(record.enrichment)
         entity.update(references)
         contextual += entities
+    if record.derived.get("name"):
+        derived = derived_entities(record, entity["@id"])
+        if "license" in entity:  # the derived table is the raw data's, under the same terms
+            derived[0]["license"] = entity["license"]
+        contextual += derived
     if record.drift.get("status") == "drifted":
         entity["description"] += f". {_drift_sentence(record.drift)}"
     entity[STATUS_KEY] = {
@@ -219,6 +288,7 @@ def build_sidecar(
         "metadata": record.metadata,
         "validation": record.validation,
         "drift": record.drift,
+        **({"derived": record.derived} if record.derived else {}),
         "warnings": list(record.warnings),
         "generatedBy": {"@type": "SoftwareApplication", "name": AGENT_NAME, "version": __version__},
     }

@@ -107,6 +107,8 @@ class Outcome:
     retry_delay: float = 0.0
     #: First bytes of each new file, for the extractors.
     heads: dict[str, bytes] = field(default_factory=dict)
+    #: The temp file of each derived table made and not yet put in place, by its raw file's path.
+    derived_temps: dict[str, str] = field(default_factory=dict)
 
     def defer(
         self,

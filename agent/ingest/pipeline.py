@@ -40,6 +40,7 @@ from ..ledger import BatchCommit, Ledger
 from ..rules import RuleSet
 from .crate import SessionCrate, crate_can_list, entity_group
 from .curate import Curator, Review
+from .derived import DerivedTables, discard_derived_temps
 from .errordocs import update_error_files, without_root
 from .hashing import Hasher
 from .metadata import build_sidecar, crate_entities, file_properties
@@ -101,7 +102,9 @@ class Pipeline:
             config.retry,
             self.tally,
             progress or (lambda files, size: None),
+            self.curator.transform_for,
         )
+        self.derived = DerivedTables(ledger)
         #: Told each batch's duration in seconds (metrics).
         self._on_batch = on_batch or (lambda seconds: None)
         # Two batches of one session must not interleave: the second rewrites the crate the first
@@ -165,11 +168,15 @@ class Pipeline:
         current = await self.ledger.current_files(root.id, session, [f.relpath for f in batch.files])
         previously_dead = set(await self.ledger.dead_letter_signatures(root.id, session))
         outcome = await self.reader.read(batch, current)
-        review = await self.curator.review(batch, outcome.records)
         try:
-            return await self._record(batch, previously_dead, outcome, review)
+            review = await self.curator.review(batch, outcome.records)
+            try:
+                return await self._record(batch, previously_dead, outcome, review)
+            finally:
+                review.release()
         finally:
-            review.release()
+            if outcome.derived_temps:  # derived tables of files that were not ingested
+                await asyncio.to_thread(discard_derived_temps, batch.root.path, outcome.derived_temps)
 
     async def _record(
         self, batch: Batch, previously_dead: set[str], outcome: Outcome, review: Review
@@ -177,6 +184,7 @@ class Pipeline:
         """Write the batch's outputs and commit it, as the rules' review decided."""
         root, session = batch.root, batch.session
         bid = await self._number(batch, outcome, review)
+        await self.derived.place(batch.root, outcome)
         described = {r.relpath: file_properties(r) for r in outcome.records}
         entities = {
             r.relpath: crate_entities(r, batch.is_folder, described[r.relpath]) for r in outcome.records

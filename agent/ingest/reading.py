@@ -12,12 +12,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from .. import AGENT_NAME, __version__
 from ..core.batch import Batch, Skip
 from ..core.config import RetrySettings
 from ..core.errors import FileVanishedError
-from ..core.records import EXTRACTION_FAILURE, FileRecord
+from ..core.records import DERIVED_TABLE, EXTRACTION_FAILURE, FileRecord
 from ..extractors.generic import Detected
-from ..extractors.runner import MetadataReader, Wanted
+from ..extractors.runner import DeriveRequest, MetadataReader, Wanted
 from ..ledger import CurrentFile
 from .crate import crate_can_list
 from .hashing import Hashed, Hasher, hash_groups
@@ -27,6 +28,8 @@ from .outcome import Outcome, Tally
 ProgressCallback = Callable[[int, int], None]
 #: The extractor a file's rule names: (root name, path) -> "auto", "none" or an extractor's name.
 ExtractorChoice = Callable[[str, str], str]
+#: The derived table a file's rule asks for: (root name, path) -> (rule name, [transform] as JSON).
+TransformChoice = Callable[[str, str], tuple[str, dict[str, Any]] | None]
 
 
 class BatchReader:
@@ -38,10 +41,12 @@ class BatchReader:
         retry_settings: RetrySettings,
         tally: Tally,
         progress: ProgressCallback,
+        transform_for: TransformChoice = lambda root_name, relpath: None,
     ) -> None:
         self.hasher = hasher
         self.extraction = extraction
         self._extractor_for = extractor_for
+        self._transform_for = transform_for
         self._retry_settings = retry_settings
         self._tally = tally
         self._progress = progress
@@ -78,19 +83,11 @@ class BatchReader:
         wanted = [r for r in outcome.records if r.stat.size]
         # In groups, as they are hashed: one thread hand-off per group, and the groups in parallel.
         groups = list(hash_groups([r.stat for r in wanted]))
+        by_path = {r.relpath: r for r in wanted}
         results = await asyncio.gather(
             *(
                 self.extraction.read_group(
-                    batch.root.path,
-                    [
-                        Wanted(
-                            f.relpath,
-                            outcome.heads[f.relpath],
-                            f.inode,
-                            self._extractor_for(batch.root.name, f.relpath),
-                        )
-                        for f in group
-                    ],
+                    batch.root.path, [self._wanted(batch, outcome, by_path[f.relpath]) for f in group]
                 )
                 for group in groups
             ),
@@ -114,18 +111,46 @@ class BatchReader:
             elif isinstance(result, dict):
                 extracted[record.relpath] = result
         outcome.records = [
-            with_extracted(r, extracted.get(r.relpath, {}))
+            with_extracted(r, extracted.get(r.relpath, {}), outcome.derived_temps)
             for r in outcome.records
             if r.relpath not in failed
         ]
 
+    def _wanted(self, batch: Batch, outcome: Outcome, record: FileRecord) -> Wanted:
+        choice = self._extractor_for(batch.root.name, record.relpath)
+        transform = self._transform_for(batch.root.name, record.relpath)
+        derive = None
+        if transform is not None:
+            rule, spec = transform
+            provenance = {
+                "derivedFrom": record.name,
+                "derivedFromSha256": record.sha256,
+                "rule": rule,
+                "generator": f"{AGENT_NAME} {__version__}",
+            }
+            derive = DeriveRequest(spec, str(spec.get("format", "parquet")), provenance)
+        return Wanted(record.relpath, outcome.heads[record.relpath], record.stat.inode, choice, derive)
 
-def with_extracted(record: FileRecord, extracted: dict[str, Any]) -> FileRecord:
-    """The record with its extractor's metadata; what the extractor found wrong joins its warnings."""
+
+def with_extracted(
+    record: FileRecord, extracted: dict[str, Any], derived_temps: dict[str, str] | None = None
+) -> FileRecord:
+    """The record with its extractor's metadata; what the extractor found wrong joins its warnings.
+    A derived table comes out of the metadata into the record (its temp file into ``derived_temps``)."""
+    derived = extracted.pop(DERIVED_TABLE, None) if DERIVED_TABLE in extracted else None
     warnings = record.warnings + tuple(w for w in extracted.get("warnings", ()) if isinstance(w, str))
     if (failed := extracted.get(EXTRACTION_FAILURE)) is not None:
         warnings += (f"the {failed['extractor']} extractor could not read the file: {failed['message']}",)
-    return replace(record, metadata={**record.metadata, **extracted}, warnings=warnings)
+    report: dict[str, Any] = {}
+    if isinstance(derived, dict):
+        if "error" in derived:
+            warnings += (f"no derived table was made: {derived['error']}",)
+        else:
+            report = dict(derived)
+            warnings += tuple(str(w) for w in report.pop("warnings", ()))
+            if "temp" in report and derived_temps is not None:
+                derived_temps[record.relpath] = str(report.pop("temp"))
+    return replace(record, metadata={**record.metadata, **extracted}, warnings=warnings, derived=report)
 
 
 def new_record(batch: Batch, hashed: Hashed, detected: Detected) -> FileRecord:

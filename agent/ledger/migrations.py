@@ -244,6 +244,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX announced_by_event ON announced_files(event_id)",
         ),
     ),
+    Migration(
+        6,
+        "derived tables the agent wrote",
+        (
+            # Every derived table (<file>.tidy.parquet) the agent put at a path, by its bytes: a file
+            # found there later is replaced only if it is one of these. Recorded before the rename.
+            """CREATE TABLE derived_outputs (
+                root_id INTEGER NOT NULL REFERENCES roots(id),
+                relpath NOT NULL,
+                sha256 TEXT NOT NULL,
+                written_at TEXT NOT NULL,
+                PRIMARY KEY (root_id, relpath, sha256)
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

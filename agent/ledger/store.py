@@ -24,6 +24,7 @@ from ..core.errors import REJECTION_CLASS_NAMES, LedgerBusyError, LedgerError
 from ..core.naming import is_within
 from .announcements import Announcements
 from .commit import write_batch
+from .derived import DerivedOutputs
 from .drift import BASELINE_COLUMNS, DriftReport, baseline_from_row, save_baseline
 from .encoding import below, from_db, now_iso, to_db
 from .migrations import LATEST_VERSION, apply, current_version, pending_migrations
@@ -46,6 +47,7 @@ class Ledger:
         self._write_lock = asyncio.Lock()
         self.outbox = Outbox(self.transaction, self._all)
         self.announcements = Announcements(self.transaction, self._all)
+        self.derived = DerivedOutputs(self.transaction, self._all)
 
     @classmethod
     @asynccontextmanager

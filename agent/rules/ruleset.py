@@ -7,12 +7,14 @@ error naming the file and the key, and the agent refuses to start until the rule
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -57,6 +59,11 @@ class Rule:
         if self.spec.dataset_type:
             return self.spec.dataset_type
         return re.sub(r"[^a-z0-9._-]+", "-", self.name.lower()).strip("-._") or "unnamed"
+
+    @cached_property
+    def transform_json(self) -> dict[str, Any] | None:
+        """The rule's [transform] as the extraction workers get it."""
+        return self.spec.transform.model_dump(mode="json") if self.spec.transform else None
 
     @cached_property
     def _regex(self) -> re.Pattern[str]:
@@ -246,7 +253,29 @@ def _rule_checks(rule: Rule, extractor_names: set[str]) -> list[str]:
             )
     if spec.session and spec.session.pattern and spec.fallback:
         problems.append(f"{rule.source}: session: the fallback rule groups sessions by default only")
+    if spec.transform is not None:
+        problems += _transform_checks(rule)
     return problems
+
+
+def _transform_checks(rule: Rule) -> list[str]:
+    spec, problems = rule.spec, []
+    if spec.extractor != "tabular":
+        problems.append(
+            f"{rule.source}: transform: derived tables are made from tables; the rule must say "
+            f'extractor = "tabular" (it says {spec.extractor!r})'
+        )
+    if spec.transform is not None and spec.transform.format == "parquet" and not parquet_available():
+        problems.append(
+            f"{rule.source}: transform.format: writing Parquet needs pyarrow, which is not installed: "
+            "install the extra (pip install 'fair-agent[transform]') or write format = \"csv\""
+        )
+    return problems
+
+
+def parquet_available() -> bool:
+    """Whether pyarrow is installed (found, not imported: that takes a while)."""
+    return importlib.util.find_spec("pyarrow") is not None
 
 
 def _type_definition(rule: Rule) -> tuple[object, ...]:

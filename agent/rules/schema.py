@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from ..core.config import CompletionPolicy, known_timezone
 from ..core.enrichment import Enrichment
 from ..core.strict import Strict
+from ..core.transform import TransformSpec
 from .globs import glob_problem
 
 DATASET_TYPE_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
@@ -166,6 +167,8 @@ class RuleFile(Strict):
     enrich: Enrichment = Enrichment()
     validation: dict[str, FieldSpec] = Field(default_factory=dict)
     drift: DriftSettings = DriftSettings()
+    #: The analysis-ready table derived from each file (see core.transform); None: none.
+    transform: TransformSpec | None = None
 
     @model_validator(mode="after")
     def _claims_files(self) -> RuleFile:
