@@ -23,8 +23,7 @@ from agent.core.config import AgentConfig
 from agent.core.naming import is_own_output
 from agent.core.transform import TransformSpec
 from agent.core.units import UnitError, conversion, parse_unit
-from agent.extractors import derive as derive_module
-from agent.extractors import tabular
+from agent.extractors import gaps, tabular
 from agent.extractors.base import Budget, Source
 from agent.extractors.derive import derive
 from agent.rules import RuleError, load_rules
@@ -115,6 +114,7 @@ def test_an_impossible_conversion_names_both_units(source: str, target: str) -> 
 def test_derived_names_are_the_agents_and_a_persons_tidy_file_is_data() -> None:
     assert is_own_output("OD600_kinetics.csv.tidy.parquet")
     assert is_own_output("run.txt.tidy.csv")
+    assert is_own_output("run.export.tidy.csv"), "any extension before .tidy"
     assert not is_own_output("results.tidy.csv")
     assert not is_own_output("OD600_kinetics.csv")
 
@@ -312,6 +312,51 @@ async def test_coercion_and_gap_methods_are_reported_and_applied(
     assert sidecar["derived"]["rows"] == 4
 
 
+async def test_hostile_values_are_reported_and_the_rest_of_the_table_is_made(
+    tmp_path: Path, drop: Path, config: AgentConfig
+) -> None:
+    write(
+        drop / "EXP-000001_x" / "run.csv",
+        "id,when,flag,big,Time [s],level,level_imputed\n"
+        "007,2026-03-14T09:41:00+01:00,1,5,60,1.5,x\n"
+        "008,2026-03-14T09:42:00Z,,1e20,120,,y\n"
+        "009,not a date,0,7,180,2.5,z\n",
+    )
+    write(drop / "EXP-000001_x" / "plate", "a,b\n1,2\n")
+    folder = tmp_path / "rules"
+    write(
+        folder / "plate.toml",
+        'match = ["EXP-*/*"]\nextractor = "tabular"\n[transform]\nformat = "csv"\n'
+        '[transform.columns."id"]\ntype = "string"\n'
+        '[transform.columns."when"]\ntype = "datetime"\n'
+        '[transform.columns."flag"]\ntype = "boolean"\n'
+        '[transform.columns."big"]\ntype = "integer"\n'
+        '[transform.columns."Time [s]"]\nunit = "min"\n'
+        '[transform.columns."level"]\nmissing = "n/a"\n',
+    )
+    report = await run_scan(drop, with_rules(config, folder))
+    assert report.files_ingested == 2
+    text = (drop / "EXP-000001_x" / "run.csv.tidy.csv").read_text(encoding="utf-8")
+    assert text.splitlines() == [
+        "id,when,flag,big,Time [min],level,level_imputed",
+        "007,2026-03-14 08:41:00,True,5,1,1.5,x",
+        "008,2026-03-14 09:42:00,,,2,,y",
+        "009,,False,7,3,2.5,z",
+    ], "zones to UTC, the digits of a string kept, a converted column named by its new unit"
+    sidecar = read_sidecar(drop / "EXP-000001_x" / "run.csv")
+    columns = {c["name"]: c for c in sidecar["derived"]["columns"]}
+    assert columns["when"]["notCoerced"] == {"count": 1, "examples": ["not a date"]}
+    assert columns["big"]["notCoerced"]["count"] == 1
+    assert "imputed" not in columns["level"]
+    assert any(
+        "constant 'n/a' for the gaps of column 'level' is not a number" in w for w in sidecar["warnings"]
+    )
+    # A file without an extension gets no derived table: its name would look like a person's.
+    plain = read_sidecar(drop / "EXP-000001_x" / "plate")
+    assert "derived" not in plain and any("has no extension" in w for w in plain["warnings"])
+    assert not list(drop.rglob("*.fair-tmp"))
+
+
 def test_chunks_give_the_table_one_read_gives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Gaps that straddle chunk boundaries are interpolated as in one read: the rows wait for the
     # value after the gap.
@@ -324,21 +369,33 @@ def test_chunks_give_the_table_one_read_gives(tmp_path: Path, monkeypatch: pytes
         {"format": "csv", "columns": {"y": {"type": "number", "missing": "interpolate"}}}
     )
 
+    reports: dict[str, dict[str, object]] = {}
+
     def run(name: str) -> bytes:
         out = tmp_path / name
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         try:
-            derive(Source(path, path.name, tmp_path), spec, fd, Budget(30), detected={}, provenance={})
+            source = Source(path, path.name, tmp_path)
+            reports[name] = derive(source, spec, fd, Budget(30), detected={}, provenance={})
         finally:
             os.close(fd)
         return out.read_bytes()
 
     whole = run("whole.csv")
-    monkeypatch.setattr(tabular, "_chunk_rows", lambda layout: 16)
-    monkeypatch.setattr(derive_module, "MAX_HELD_ROWS", 1000)
+    monkeypatch.setattr(tabular, "_chunk_rows", lambda layout, cells=0: 16)
     assert run("chunked.csv") == whole
     rows = [line.split(",") for line in whole.decode().splitlines()[1:]]
     assert all(float(y) == pytest.approx(int(x) * 0.5) for x, y, _ in rows)
+
+    # A gap longer than the rows that may be held is left empty whole, and counted; the gaps after
+    # it are interpolated again.
+    monkeypatch.setattr(gaps, "MAX_HELD_CELLS", 3 * 40)
+    capped = [line.split(",") for line in run("capped.csv").decode().splitlines()[1:]]
+    empty = [int(x) for x, y, _ in capped if not y]
+    assert empty == list(range(100, 180))
+    (column,) = [c for c in reports["capped.csv"]["columns"] if c["name"] == "y"]  # type: ignore[attr-defined]
+    assert column["gapsLeftEmpty"] == 80
+    assert all(float(y) == pytest.approx(int(x) * 0.5) for x, y, _ in capped if y)
 
 
 # --- kill -9 -------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from rich.table import Table
 from ..core.config import AgentConfig, CompletionPolicy, RootSettings
 from ..core.errors import ConfigError
 from ..core.naming import CRATE_NAME, error_name, is_derived_name, is_own_output, sidecar_name
-from ..extractors.derive import read_head
+from ..extractors.tablewriters import read_head
 from ..fs.statelock import StateLock
 from ..ledger import Ledger
 from ..service.daemon import Service

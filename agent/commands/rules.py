@@ -24,7 +24,7 @@ from ..core.errors import AgentError, ConfigError
 from ..core.naming import IgnoreRules
 from ..core.records import EXTRACTION_FAILURE
 from ..core.transform import TransformSpec
-from ..extractors.base import Budget, ExtractionError, Source
+from ..extractors.base import Budget, Source
 from ..extractors.derive import derive_head
 from ..extractors.runner import MetadataReader
 from ..ingest.curate import load_rule_set
@@ -131,7 +131,7 @@ async def _check_transform(
         report, head = await asyncio.to_thread(
             derive_head, source, spec, Budget(seconds), detected=detected, rows=HEAD_ROWS
         )
-    except ExtractionError as exc:
+    except Exception as exc:  # what the agent would say in the sidecar's warnings
         check.problems.append(f"transform: no derived table: {exc}")
         return
     check.problems += [f"transform: {p}" for p in report.get("problems", [])]

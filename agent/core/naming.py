@@ -30,8 +30,9 @@ _OWN_SUFFIX = re.compile(
     rf"(?:{re.escape(SIDECAR_SUFFIX)}|{re.escape(ERROR_SUFFIX)}|{re.escape(TEMP_SUFFIX)})$"
 )
 #: A derived table's name: the raw file's name, which has an extension, then ``.tidy.<format>``.
-#: ``results.tidy.csv`` (no extension before ``.tidy``) is a person's file, and data.
-_DERIVED = re.compile(r"^.+\.[A-Za-z0-9]{1,5}\.tidy\.(?:parquet|csv)$", re.S)
+#: ``results.tidy.csv`` (no extension before ``.tidy``) is a person's file, and data; the agent
+#: derives no table from a file without an extension, whose table's name would look like that.
+_DERIVED = re.compile(r"^.+\.[^.]+\.tidy\.(?:parquet|csv)$", re.S)
 
 
 def is_own_output(name: str) -> bool:

@@ -110,7 +110,10 @@ _UCUM_ATOM = re.compile(
 )
 #: A unit that is one UCUM atom, perhaps prefixed, written as pint writes it too: known without pint
 #: (which takes 0.3 s to import, on the first file of every process).
-_SIMPLE = re.compile(rf"(?:{_UCUM_PREFIXES})?(?:{_UCUM_METRIC})|min|h|d|wk|deg|atm")
+_SIMPLE = re.compile(
+    rf"(?:{_UCUM_PREFIXES})?(?:m|g|s|A|K|mol|cd|Hz|N|Pa|J|W|C|V|F|S|T|H|Wb|L|eV|bar|rad|sr|lm|lx|Bq|Gy|Sv)"
+    r"|min|h|d|deg|atm"
+)
 _SUPERSCRIPTS = str.maketrans("⁻¹²³⁴⁵⁶⁷⁸⁹⁰", "-1234567890")
 _POWER = re.compile(r"(?<=[A-Za-zµμΩ°])\^?(-?\d+)(?![\d.])")
 
@@ -170,7 +173,15 @@ def conversion(source: str, target: str) -> tuple[float, float]:
         dimensions = _dimensions(found.pint), _dimensions(wanted.pint)
         why = f"{dimensions[0]} is not {dimensions[1]}" if dimensions[0] != dimensions[1] else str(exc)
         raise UnitError(f"cannot convert from {source!r} to {target!r}: {why}") from None
-    return float(one - zero), float(zero)
+    return _snapped(one - zero), _snapped(zero)
+
+
+def _snapped(factor: float) -> float:
+    """A factor without the noise pint's arithmetic leaves (µM to nM: 999.9999999999999; °C to °F:
+    1.7999999999999972): the nearest number of 12 significant digits where that is within 1e-12
+    of it. 1/60 (s to min) is not near one, and stays as it is."""
+    short = float(f"{factor:.12g}")
+    return short if abs(short - factor) <= 1e-12 * abs(factor) else factor
 
 
 def _dimensions(expression: str) -> str:

@@ -144,8 +144,14 @@ class _Worker:
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
-                # numpy (under h5py) would reserve address space for a thread per core.
-                env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+                # numpy (under h5py) would reserve address space for a thread per core; pyarrow's
+                # default allocator (mimalloc) keeps what a derived table's chunks freed.
+                env={
+                    **os.environ,
+                    "OPENBLAS_NUM_THREADS": "1",
+                    "OMP_NUM_THREADS": "1",
+                    "ARROW_DEFAULT_MEMORY_POOL": "system",
+                },
             )
         finally:
             theirs.close()

@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -135,16 +136,24 @@ class MetadataReader:
         self, root: Path, files: list[tuple[Extractor, Wanted]]
     ) -> list[Metadata | Exception]:
         loop = asyncio.get_running_loop()
+        # Each file is read once for its metadata, and once more for a derived table.
+        passes = sum(2 if wanted.derive is not None else 1 for _, wanted in files)
         async with self._slots:
             work = loop.run_in_executor(self._executor, self._extract_group, root, files)
             try:
                 # The worker is stopped at each file's limit; this is the backstop should that fail.
-                return await asyncio.wait_for(work, (self.seconds + 5) * len(files))
-            except TimeoutError:
-                what = repr(files[0][1].relpath) if len(files) == 1 else f"{len(files)} files"
-                limit = f"{self.seconds:.0f} s" + (" each" if len(files) > 1 else "")
-                error = ExtractionTimeout(f"reading the metadata of {what} took longer than {limit}")
-                return [failure(extractor.name, error) for extractor, _ in files]
+                done, _ = await asyncio.wait({work}, timeout=(self.seconds + 5) * passes)
+            except asyncio.CancelledError:
+                work.add_done_callback(partial(_discard_uncollected, root, files))
+                raise
+            if done:
+                return work.result()
+            # Left to finish on its own: the derived tables it makes are not placed.
+            work.add_done_callback(partial(_discard_uncollected, root, files))
+            what = repr(files[0][1].relpath) if len(files) == 1 else f"{len(files)} files"
+            limit = f"{self.seconds:.0f} s" + (" each" if len(files) > 1 else "")
+            error = ExtractionTimeout(f"reading the metadata of {what} took longer than {limit}")
+            return [failure(extractor.name, error) for extractor, _ in files]
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -194,6 +203,18 @@ class MetadataReader:
             for i, temp in temps.items():  # derived tables that will not be placed
                 discard_derived_temp(root, files[i][1].relpath, temp)
         return [r if r is not None else {} for r in results]
+
+
+def _discard_uncollected(
+    root: Path, files: list[tuple[Extractor, Wanted]], work: asyncio.Future[list[Metadata | Exception]]
+) -> None:
+    """Remove the temp files of derived tables in a group's results nobody will read."""
+    if work.cancelled() or work.exception() is not None:
+        return
+    for (_, wanted), result in zip(files, work.result(), strict=True):
+        report = result.get(DERIVED_TABLE) if isinstance(result, dict) else None
+        if isinstance(report, dict) and "temp" in report:
+            discard_derived_temp(root, wanted.relpath, str(report["temp"]))
 
 
 def _as_result(extractor: Extractor, error: Exception) -> Metadata | Exception:

@@ -20,7 +20,7 @@ import codecs
 import io
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -335,9 +335,12 @@ def _bounded(
         yield (io.BufferedReader(lines) if lines else stream), block, lines
 
 
-def table_chunks(source: Source, plan: TablePlan, budget: Budget) -> Iterator[Any]:
-    """The first table of a column-wise file, in DataFrames of at most CHUNK_ROWS rows (fewer for
-    wide tables), labelled as the header writes them (``column N`` for a table without one)."""
+def table_chunks(
+    source: Source, plan: TablePlan, budget: Budget, *, cells: int = CHUNK_CELLS, text: Iterable[str] = ()
+) -> Iterator[Any]:
+    """The first table of a column-wise file, in DataFrames of at most CHUNK_ROWS rows and about
+    ``cells`` values, labelled as the header writes them (``column N`` for a table without one).
+    The columns named in ``text`` are read as the file writes them, not as numbers."""
     import pandas as pd
 
     layout = plan.layout
@@ -353,6 +356,8 @@ def table_chunks(source: Source, plan: TablePlan, budget: Budget) -> Iterator[An
                 skiprows=layout.skip,
                 header=header,
                 names=layout.names,
+                chunk_rows=_chunk_rows(layout, cells),
+                dtype=dict.fromkeys(text, str) or None,
             )
             for chunk in _chunks(reader, budget):
                 if not (layout.has_header or layout.names):
@@ -365,7 +370,13 @@ def table_chunks(source: Source, plan: TablePlan, budget: Budget) -> Iterator[An
 
 
 def _reader(
-    handle: BinaryIO, encoding: str, layout: Layout, decimal: str, nrows: int | None, **options: Any
+    handle: BinaryIO,
+    encoding: str,
+    layout: Layout,
+    decimal: str,
+    nrows: int | None,
+    chunk_rows: int | None = None,
+    **options: Any,
 ) -> Any:
     import pandas as pd  # imported here: the agent only pays for pandas when a table turns up
 
@@ -377,7 +388,7 @@ def _reader(
         encoding=encoding,
         encoding_errors="replace",
         skipinitialspace=not whitespace,
-        chunksize=_chunk_rows(layout),
+        chunksize=chunk_rows or _chunk_rows(layout),
         on_bad_lines="skip",
         nrows=nrows,
         skip_blank_lines=True,
@@ -386,8 +397,8 @@ def _reader(
     )
 
 
-def _chunk_rows(layout: Layout) -> int:
-    return max(100, min(CHUNK_ROWS, CHUNK_CELLS // max(layout.width, 1)))
+def _chunk_rows(layout: Layout, cells: int = CHUNK_CELLS) -> int:
+    return max(100, min(CHUNK_ROWS, cells // max(layout.width, 1)))
 
 
 def _profile(

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..core.naming import derived_name, fits, temp_name
+from ..core.naming import derived_name, fits, is_derived_name, temp_name
 from .outputs import open_regular
 from .safepath import open_dir_beneath, split
 
 _rng = random.Random()
-Placement = Literal["written", "already-there", "conflict"]
+Placement = Literal["written", "already-there", "conflict", "unverified"]
 
 
 def open_derived_temp(root: Path, relpath: str, fmt: str) -> tuple[int, str]:
@@ -34,6 +34,11 @@ def open_derived_temp(root: Path, relpath: str, fmt: str) -> tuple[int, str]:
     final = derived_name(name, fmt)
     if not fits(final):
         raise OSError(errno.ENAMETOOLONG, f"the name {final!r} would be too long for a file name")
+    if not is_derived_name(final):
+        raise OSError(
+            errno.EINVAL,
+            f"{name!r} has no extension, so the name {final!r} would not tell the table from a person's file",
+        )
     dir_fd = open_dir_beneath(root, parent)
     try:
         temp = temp_name(final, f"{_rng.getrandbits(48):012x}", derived=True)
@@ -92,11 +97,15 @@ def existing_sha256(root: Path, target: str) -> str | None:
 
 
 def place_derived(root: Path, table: DerivedPlacement, ours: Callable[[str], bool]) -> Placement:
-    """Rename the temp file over the target unless a file the agent did not write is there.
+    """Put the temp file at the target unless a file the agent did not write is there.
     ``ours(sha256)``: whether the agent wrote a file with these bytes at the target. Blocking; the
     temp file is gone afterwards whatever happened."""
     parent, _ = split(table.relpath)
+    target = split(table.target)[1]
     try:
+        if existing_sha256(root, f"{parent}/{table.temp}" if parent else table.temp) != table.sha256:
+            # What the worker reported is not what it wrote: nothing it wrote is placed.
+            return "unverified"
         try:
             found = existing_sha256(root, table.target)
         except FileExistsError:
@@ -107,7 +116,14 @@ def place_derived(root: Path, table: DerivedPlacement, ours: Callable[[str], boo
             return "conflict"
         dir_fd = open_dir_beneath(root, parent)
         try:
-            os.replace(table.temp, split(table.target)[1], src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            if found is None:
+                # A link fails if a file appeared there since the look above: never replaced.
+                try:
+                    os.link(table.temp, target, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+                except FileExistsError:
+                    return "conflict"
+            else:
+                os.replace(table.temp, target, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)

@@ -52,13 +52,12 @@ class Curator:
         self.types = DatasetTypes(rules.all, site_timezone)
         self.drift = DriftCheck(ledger)
 
-    def extractor_for(self, root_name: str, relpath: str) -> str:
-        return self.rules.rule_for(root_name, relpath).spec.extractor
-
-    def transform_for(self, root_name: str, relpath: str) -> tuple[str, dict[str, Any]] | None:
-        """The derived table the file's rule asks for: (rule name, its [transform] as JSON)."""
+    def reading_for(self, root_name: str, relpath: str) -> tuple[str, tuple[str, dict[str, Any]] | None]:
+        """What the file's rule says about reading it: the extractor ("auto", "none" or a name),
+        and the derived table it asks for (the rule's name and its [transform] as JSON), if any."""
         rule = self.rules.rule_for(root_name, relpath)
-        return (rule.name, rule.transform_json) if rule.transform_json is not None else None
+        transform = rule.transform_json
+        return rule.spec.extractor, ((rule.name, transform) if transform is not None else None)
 
     async def review(self, batch: Batch, records: list[FileRecord]) -> Review:
         review = Review()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..core.batch import Root
 from ..core.records import FileRecord
-from ..fs.derived import DerivedPlacement, discard_derived_temp, place_derived
+from ..fs.derived import DerivedPlacement, Placement, discard_derived_temp, place_derived
 from ..ledger import Ledger
 from .outcome import Outcome
 
@@ -25,10 +25,12 @@ class DerivedTables:
         self.ledger = ledger
 
     async def place(self, root: Root, outcome: Outcome) -> None:
-        """Every derived table of the batch's records in place; each record says where its is."""
+        """Every derived table of the batch's records in place; each record says where its is.
+        A temp file leaves ``outcome.derived_temps`` once placed (or refused): what is left there
+        on a failure is removed by the pipeline."""
         tables = {
             r.relpath: DerivedPlacement(
-                r.relpath, outcome.derived_temps.pop(r.relpath), r.derived["format"], r.derived["sha256"]
+                r.relpath, outcome.derived_temps[r.relpath], r.derived["format"], r.derived["sha256"]
             )
             for r in outcome.records
             if r.relpath in outcome.derived_temps
@@ -36,12 +38,11 @@ class DerivedTables:
         if not tables:
             return
         await self.ledger.derived.record(root.id, [(t.target, t.sha256) for t in tables.values()])
-        ours = {t.target: await self.ledger.derived.written(root.id, t.target) for t in tables.values()}
-        placed = await asyncio.to_thread(
-            lambda: {
-                path: place_derived(root.path, t, ours[t.target].__contains__) for path, t in tables.items()
-            }
-        )
+        placed: dict[str, Placement] = {}
+        for path, table in tables.items():
+            ours = await self.ledger.derived.written(root.id, table.target)
+            placed[path] = await asyncio.to_thread(place_derived, root.path, table, ours.__contains__)
+            del outcome.derived_temps[path]
         outcome.records = [
             _described(r, tables[r.relpath], placed[r.relpath]) if r.relpath in tables else r
             for r in outcome.records
@@ -50,12 +51,16 @@ class DerivedTables:
 
 def _described(record: FileRecord, table: DerivedPlacement, placement: str) -> FileRecord:
     name = table.target.rsplit("/", 1)[-1]
-    if placement == "conflict":
-        warning = (
-            f"no derived table was written: a file named {name!r} that fair-agent did not write is in "
-            "its place (move it away, and the table is written when the file is next ingested)"
+    if placement in ("conflict", "unverified"):
+        why = (
+            f"a file named {name!r} that fair-agent did not write is in its place (move it away, and the "
+            "table is written when the file is next ingested)"
+            if placement == "conflict"
+            else "the bytes its extraction worker wrote are not those it reported"
         )
-        return replace(record, derived={}, warnings=(*record.warnings, warning))
+        return replace(
+            record, derived={}, warnings=(*record.warnings, f"no derived table was written: {why}")
+        )
     return replace(record, derived={"name": name, **record.derived})
 
 

@@ -98,11 +98,10 @@ class Pipeline:
         self.reader = BatchReader(
             hasher,
             self.extraction,
-            self.curator.extractor_for,
+            self.curator.reading_for,
             config.retry,
             self.tally,
             progress or (lambda files, size: None),
-            self.curator.transform_for,
         )
         self.derived = DerivedTables(ledger)
         #: Told each batch's duration in seconds (metrics).

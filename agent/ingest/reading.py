@@ -26,10 +26,9 @@ from .outcome import Outcome, Tally
 
 #: Called as (files, bytes) whenever files are finished with, for progress bars.
 ProgressCallback = Callable[[int, int], None]
-#: The extractor a file's rule names: (root name, path) -> "auto", "none" or an extractor's name.
-ExtractorChoice = Callable[[str, str], str]
-#: The derived table a file's rule asks for: (root name, path) -> (rule name, [transform] as JSON).
-TransformChoice = Callable[[str, str], tuple[str, dict[str, Any]] | None]
+#: What a file's rule says about reading it: (root name, path) -> (the extractor: "auto", "none" or
+#: an extractor's name; the derived table it asks for: (rule name, [transform] as JSON) or None).
+ReadingChoice = Callable[[str, str], tuple[str, tuple[str, dict[str, Any]] | None]]
 
 
 class BatchReader:
@@ -37,16 +36,14 @@ class BatchReader:
         self,
         hasher: Hasher,
         extraction: MetadataReader,
-        extractor_for: ExtractorChoice,
+        reading_for: ReadingChoice,
         retry_settings: RetrySettings,
         tally: Tally,
         progress: ProgressCallback,
-        transform_for: TransformChoice = lambda root_name, relpath: None,
     ) -> None:
         self.hasher = hasher
         self.extraction = extraction
-        self._extractor_for = extractor_for
-        self._transform_for = transform_for
+        self._reading_for = reading_for
         self._retry_settings = retry_settings
         self._tally = tally
         self._progress = progress
@@ -117,8 +114,7 @@ class BatchReader:
         ]
 
     def _wanted(self, batch: Batch, outcome: Outcome, record: FileRecord) -> Wanted:
-        choice = self._extractor_for(batch.root.name, record.relpath)
-        transform = self._transform_for(batch.root.name, record.relpath)
+        choice, transform = self._reading_for(batch.root.name, record.relpath)
         derive = None
         if transform is not None:
             rule, spec = transform
