@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from agent.extractors import Budget, Source, sampletable
-from agent.extractors import tabular as tabular_module
+from agent.extractors import tablereading as tablereading_module
 from agent.extractors.base import ExtractionError
 from agent.extractors.sampletable import NA_VALUES
 from agent.extractors.tabular import TabularExtractor
@@ -63,7 +63,7 @@ class SamplePaths:
 def paths() -> Iterator[SamplePaths]:
     spy = SamplePaths()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tabular_module, "profile_sample", spy)
+        patch.setattr(tablereading_module, "profile_sample", spy)
         yield spy
 
 

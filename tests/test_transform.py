@@ -23,7 +23,7 @@ from agent.core.config import AgentConfig
 from agent.core.naming import is_own_output
 from agent.core.transform import TransformSpec
 from agent.core.units import UnitError, conversion, parse_unit
-from agent.extractors import gaps, tabular
+from agent.extractors import gaps, tablereading
 from agent.extractors.base import Budget, Source
 from agent.extractors.derive import derive
 from agent.rules import RuleError, load_rules
@@ -382,7 +382,7 @@ def test_chunks_give_the_table_one_read_gives(tmp_path: Path, monkeypatch: pytes
         return out.read_bytes()
 
     whole = run("whole.csv")
-    monkeypatch.setattr(tabular, "_chunk_rows", lambda layout, cells=0: 16)
+    monkeypatch.setattr(tablereading, "_chunk_rows", lambda layout, cells=0: 16)
     assert run("chunked.csv") == whole
     rows = [line.split(",") for line in whole.decode().splitlines()[1:]]
     assert all(float(y) == pytest.approx(int(x) * 0.5) for x, y, _ in rows)

@@ -28,8 +28,9 @@ from ..core.units import UnitError, conversion, ucum_code
 from .base import Budget, ExtractionError, Metadata, Source
 from .columns import split_unit
 from .gaps import GapState, fill_gaps
+from .tablereading import CHUNK_CELLS, table_chunks
 from .tablewriters import MEDIA_TYPES, HashingSink, csv_head, table_writer
-from .tabular import CHUNK_CELLS, plan_table, table_chunks
+from .tabular import plan_table
 
 #: Examples of values that could not be coerced, per column.
 EXAMPLES = 3
