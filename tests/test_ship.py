@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -146,6 +147,25 @@ def test_two_sessions_with_the_same_bytes_make_one_object(
     docs = objects(s3_server, s3_bucket, "sessions/")
     assert "sessions/pc-1/drop/run-a/trace.bin.fair.json" in docs
     assert "sessions/pc-1/drop/run-b/trace.bin.fair.json" in docs
+
+
+def test_derived_tables_are_stored_and_the_sessions_documents_follow(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str
+) -> None:
+    drop = tmp_path / "drop"
+    for session in ("EXP-000123_alice", "EXP-000124_bob"):
+        shutil.copytree(REPO / "sample_data" / session, drop / session)
+    cfg = store_config(tmp_path, s3_server, s3_bucket)
+    done = agent_cli("scan", str(drop), "--config", str(cfg), "--rules", "rules", "--json-logs", timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for session in ("EXP-000123_alice", "EXP-000124_bob"):
+        table = drop / session / "OD600_kinetics.csv.tidy.parquet"
+        key = f"sha256/{sha256_of(table)}"
+        assert read_object(s3_server, s3_bucket, key) == table.read_bytes()
+        crate = json.loads(read_object(s3_server, s3_bucket, f"sessions/pc-1/drop/{session}/{CRATE_NAME}"))
+        listed = {e["@id"]: e for e in crate["@graph"]}
+        assert listed[table.name]["sha256"] == sha256_of(table)
+    assert ledger_rows(cfg, "SELECT count(*) FROM shipments WHERE state != 'stored'") == [(0,)]
 
 
 def test_kill_9_of_the_agent_mid_upload_resends_at_most_the_parts_in_flight(

@@ -57,6 +57,15 @@ class FileRecord:
         # Not PurePosixPath(...).name: this runs several times per file on the hot path.
         return self.stat.relpath.rsplit("/", 1)[-1]
 
+    @property
+    def derived_relpath(self) -> str | None:
+        """Where its derived table lies (beside it), if one was written."""
+        name = self.derived.get("name")
+        if not name:
+            return None
+        parent = self.stat.relpath.rpartition("/")[0]
+        return f"{parent}/{name}" if parent else str(name)
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:

@@ -110,6 +110,13 @@ async def enqueue(db: aiosqlite.Connection, commit: BatchCommit, stamp: str) -> 
         [
             (root_id, session, to_db(r.relpath), r.version, r.sha256, r.stat.size, stamp)
             for r in commit.records
+        ]
+        # A derived table goes too, under its own sha256: the crate lists it, so the session's
+        # documents wait for it as for the data.
+        + [
+            (root_id, session, to_db(path), r.version, r.derived["sha256"], r.derived["contentSize"], stamp)
+            for r in commit.records
+            if (path := r.derived_relpath) is not None
         ],
     )
     # Versions found again with the same bytes (a share back, a file copied over with itself)
