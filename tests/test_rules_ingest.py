@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.core.config import AgentConfig
-from agent.core.naming import CRATE_NAME, SESSION_DOCUMENTS, error_name, sidecar_name
+from agent.core.naming import CRATE_NAME, SESSION_DOCUMENTS, error_name, is_own_output, sidecar_name
 from agent.ledger import Ledger
 from agent.service.daemon import Service
 
@@ -281,7 +281,7 @@ async def test_the_corpus_passes_the_shipped_rules(tmp_path: Path, config: Agent
         assert report.ok, (report, dead_letters(config))
     for folder, dataset_type in EXPECTED_TYPES.items():
         for path in (drop / "instruments" / folder).iterdir():
-            if path.name.endswith(".fair.json") or path.name in SESSION_DOCUMENTS:
+            if is_own_output(path.name) or path.name in SESSION_DOCUMENTS:
                 continue
             meta = read_sidecar(path)
             assert meta["datasetType"] == dataset_type, path

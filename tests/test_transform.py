@@ -30,6 +30,7 @@ from agent.rules import RuleError, load_rules
 from agent.rules import ruleset as ruleset_module
 
 from .conftest import (
+    CORPUS,
     REPO,
     agent_cli,
     read_crate,
@@ -243,6 +244,29 @@ async def test_the_sample_lab_gets_its_derived_tables_with_the_hand_computed_val
 
     again = await run_scan(drop, config)
     assert again.files_ingested == 0 and again.dead_lettered == 0, "the derived tables are not data"
+
+
+async def test_a_real_tecan_export_written_a_variable_per_line_is_turned_into_columns(
+    drop: Path, config: AgentConfig
+) -> None:
+    source = CORPUS / "instruments" / "plate_reader" / "200228_example_data.csv"
+    if not source.is_file():
+        pytest.skip(f"corpus not found at {CORPUS}")
+    export = drop / "plate_reader" / source.name
+    write(export, source.read_bytes())
+    report = await run_scan(drop, with_rules(config, REPO / "rules"))
+    assert report.files_ingested == 1 and report.dead_lettered == 0
+    table = pq.read_table(export.with_name(export.name + ".tidy.parquet")).to_pydict()
+    lines: dict[str, list[str]] = {}
+    for line in source.read_text(encoding="utf-8-sig").splitlines():  # the first table's lines
+        lines.setdefault(line.split(",", 1)[0], line.split(",")[1:])
+    assert table["cycle"] == list(range(1, 49))
+    assert table["time"] == pytest.approx([float(v) / 60 for v in lines["Time [s]"][:48]])
+    assert table["temperature"] == pytest.approx([float(v) + 273.15 for v in lines["Temp. [°C]"][:48]])
+    assert table["E5"][:3] == pytest.approx([0.1008, 0.1019, 0.1049])
+    assert set(table["A1"]) == {None}, "a well never read stays empty: nothing to interpolate from"
+    derived = read_sidecar(export)["derived"]
+    assert derived["rows"] == 48 and derived["rule"] == "plate-reader-tecan"
 
 
 async def test_a_persons_file_in_the_derived_tables_place_is_never_overwritten(

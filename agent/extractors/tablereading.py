@@ -148,6 +148,49 @@ def table_chunks(
         raise ExtractionError(f"{source.name!r} could not be read as a table: {exc}") from None
 
 
+def table_transposed(source: Source, plan: TablePlan, budget: Budget, *, max_cells: int) -> Any:
+    """A table with one variable per line (``Time [s],0,600,...``), as one DataFrame with a column
+    per variable, labelled by its line's first field, and a row per observation. It is turned in
+    memory, so a table of more than ``max_cells`` values is refused (ExtractionError)."""
+    import pandas as pd
+
+    layout, frames, cells = plan.layout, [], 0
+    try:
+        with _bounded(source, plan.block_after, plan.max_line) as (handle, _, _):
+            reader = _reader(
+                handle,
+                plan.encoding,
+                layout,
+                plan.decimal,
+                None if plan.rows is None else plan.rows + 1,
+                skiprows=range(layout.start),
+                header=None,
+                index_col=0,  # the variable's name
+                dtype={0: str},
+            )
+            for chunk in _chunks(reader, budget):
+                cells += chunk.size
+                if cells > max_cells:
+                    raise ExtractionError(
+                        f"{source.name!r} writes one variable per line, and its table has more than "
+                        f"{max_cells:,} values: too many to turn into columns"
+                    )
+                frames.append(chunk)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise ExtractionError(f"{source.name!r} could not be read as a table: {exc}") from None
+    if not frames:
+        return pd.DataFrame()
+    table = pd.concat(frames)
+    labels: list[str] = []
+    for i, name in enumerate(table.index):
+        label = name.strip() if isinstance(name, str) and name.strip() else f"row {i + 1}"
+        labels.append(label if label not in labels else f"{label} ({labels.count(label) + 1})")
+    turned = table.T
+    turned.columns = labels
+    # Padding at the end of the lines (",,,,") is no observation.
+    return turned.dropna(how="all").reset_index(drop=True)
+
+
 def _reader(
     handle: BinaryIO,
     encoding: str,
