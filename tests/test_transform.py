@@ -472,3 +472,33 @@ def test_a_redo_after_kill_9_writes_byte_identical_derived_tables(tmp_path: Path
             read_sidecar(twin.with_name(PLATE))["derived"] == read_sidecar(table.with_name(PLATE))["derived"]
         )
     assert not list(killed.rglob("*.fair-tmp")), "no temp file is left behind"
+
+
+def test_a_chunk_whose_rows_are_all_dropped_is_passed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = ["x,y,keep"]
+    for i in range(64):
+        lines.append(f"{i},{'' if i in (10, 11, 40) else i},{'' if 16 <= i < 32 else 'k'}")
+    path = write(tmp_path / "t.csv", "\n".join(lines) + "\n")
+    spec = TransformSpec.model_validate(
+        {
+            "format": "csv",
+            "columns": {
+                "keep": {"type": "string", "missing": "drop"},
+                "y": {"type": "number", "missing": "interpolate"},
+            },
+        }
+    )
+    monkeypatch.setattr(tablereading, "_chunk_rows", lambda layout, cells=0: 16)
+    out = tmp_path / "out.csv"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        report = derive(Source(path, path.name, tmp_path), spec, fd, Budget(30), detected={}, provenance={})
+    finally:
+        os.close(fd)
+    rows = [line.split(",") for line in out.read_text().splitlines()[1:]]
+    assert [int(x) for x, _, _, _ in rows] == [*range(16), *range(32, 64)]
+    assert all(float(y) == int(x) for x, y, _, _ in rows)  # 10, 11 and 40 filled on the line
+    assert [x for x, _, imputed, _ in rows if imputed == "True"] == ["10", "11", "40"]
+    assert report["rows"] == 48
