@@ -167,6 +167,17 @@ def test_derived_tables_are_stored_and_the_sessions_documents_follow(
         assert listed[table.name]["sha256"] == sha256_of(table)
     assert ledger_rows(cfg, "SELECT count(*) FROM shipments WHERE state != 'stored'") == [(0,)]
 
+    # Tables made before the store was set are not queued: the session's documents go all the same.
+    later = tmp_path / "later"
+    shutil.copytree(REPO / "sample_data" / "EXP-000123_alice", later / "EXP-000123_alice")
+    state = tmp_path / "later-state"
+    assert agent_cli("scan", str(later), "--rules", "rules", "--state-dir", str(state)).returncode == 0
+    done = agent_cli(
+        "scan", str(later), "--config", str(cfg), "--rules", "rules", "--state-dir", str(state), timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"sessions/pc-1/later/EXP-000123_alice/{CRATE_NAME}" in objects(s3_server, s3_bucket, "sessions/")
+
 
 def test_kill_9_of_the_agent_mid_upload_resends_at_most_the_parts_in_flight(
     tmp_path: Path, s3_server: S3Server, s3_bucket: str

@@ -502,3 +502,30 @@ def test_a_chunk_whose_rows_are_all_dropped_is_passed_over(
     assert all(float(y) == int(x) for x, y, _, _ in rows)  # 10, 11 and 40 filled on the line
     assert [x for x, _, imputed, _ in rows if imputed == "True"] == ["10", "11", "40"]
     assert report["rows"] == 48
+
+
+def test_a_table_a_variable_per_line_with_a_decimal_comma_text_and_repeated_labels(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "plate.csv",
+        "Device: Spark\n\n"
+        "Cycle Nr.;1;2;3;4\n"
+        "Time [s];0;60;120;180\n"
+        "A1;0,101;0,102;OVER;0,104\n"
+        "A1;0,201;0,202;0,203;0,204\n"
+        "A1;0,301;0,302;0,303;0,304\n",
+    )
+    spec = TransformSpec.model_validate(
+        {"format": "csv", "columns": {"re:A1.*": {"type": "number", "missing": "interpolate"}}}
+    )
+    out = tmp_path / "out.csv"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        report = derive(Source(path, path.name, tmp_path), spec, fd, Budget(30), detected={}, provenance={})
+    finally:
+        os.close(fd)
+    lines = out.read_text().splitlines()
+    assert lines[0] == "Cycle Nr.,Time [s],A1,A1_imputed,A1 (2),A1 (2)_imputed,A1 (3),A1 (3)_imputed"
+    # The text cell is the only value lost (and interpolated); its neighbours keep their commas' worth.
+    assert lines[3].split(",")[2:] == ["0.103", "True", "0.203", "False", "0.303", "False"]
+    (a1,) = [c for c in report["columns"] if c["name"] == "A1"]
+    assert a1["notCoerced"] == {"count": 1, "examples": ["OVER"]}

@@ -60,6 +60,8 @@ class _Column:
     failed: int = 0
     examples: list[str] = field(default_factory=list)
     gaps: GapState | None = None
+    #: The file's decimal mark: a column holding text too ("OVER") keeps its numbers as written.
+    decimal: str = "."
 
     @property
     def drops(self) -> bool:
@@ -118,7 +120,7 @@ def derive(
         chunks = table_chunks(source, plan, budget, cells=CHUNK_CELLS // 2, text=text)
         first = next(chunks, None)
     headers = [str(c) for c in first.columns] if first is not None else []
-    columns, problems, warnings = _columns(headers, spec, detected)
+    columns, problems, warnings = _columns(headers, spec, detected, plan.decimal)
     warnings += [
         f"the rule's [transform] names column {h!r}, which this file does not have"
         for h in spec.named_headers
@@ -190,7 +192,7 @@ def _kind(transform: ColumnTransform | None, profiled: str | None) -> DerivedTyp
 
 
 def _columns(
-    headers: list[str], spec: TransformSpec, detected: dict[str, str]
+    headers: list[str], spec: TransformSpec, detected: dict[str, str], decimal: str
 ) -> tuple[list[_Column], list[str], list[str]]:
     columns: list[_Column] = []
     problems: list[str] = []
@@ -199,7 +201,7 @@ def _columns(
         transform = spec.rule_for(header)
         if transform is None and spec.drop_unnamed:
             continue
-        column = _Column(header, header, _kind(transform, detected.get(header)), transform)
+        column = _Column(header, header, _kind(transform, detected.get(header)), transform, decimal=decimal)
         problem = _units(column)
         if problem:
             problems.append(problem)
@@ -294,7 +296,10 @@ def _coerce(raw: Any, column: _Column, *, count: bool = True) -> Any:
 
     kind = column.kind
     if kind in ("number", "integer"):
-        values = pd.to_numeric(raw, errors="coerce").astype("float64")
+        numbers = raw
+        if column.decimal != "." and not pd.api.types.is_numeric_dtype(raw):
+            numbers = raw.astype("string").str.replace(column.decimal, ".", regex=False)
+        values = pd.to_numeric(numbers, errors="coerce").astype("float64")
         if column.scale != 1.0 or column.offset != 0.0:
             values = values * column.scale + column.offset
         if kind == "integer":

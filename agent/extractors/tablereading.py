@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -181,10 +182,11 @@ def table_transposed(source: Source, plan: TablePlan, budget: Budget, *, max_cel
     if not frames:
         return pd.DataFrame()
     table = pd.concat(frames)
-    labels: list[str] = []
+    labels, seen = [], Counter[str]()
     for i, name in enumerate(table.index):
         label = name.strip() if isinstance(name, str) and name.strip() else f"row {i + 1}"
-        labels.append(label if label not in labels else f"{label} ({labels.count(label) + 1})")
+        seen[label] += 1  # a label repeated: "A1", "A1 (2)", "A1 (3)"
+        labels.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
     turned = table.T
     turned.columns = labels
     # Padding at the end of the lines (",,,,") is no observation.

@@ -123,13 +123,16 @@ class Announcements:
             return max(cur.rowcount, 0)
 
     async def stored_unannounced(self, root_id: int, session: str) -> list[tuple[str, int, str, str, str]]:
-        """(relpath, version, sha256, object key, verified at) of the session's stored versions that
-        no 'stored' event announced yet."""
+        """(relpath, version, sha256, object key, verified at) of the session's stored versions of
+        ingested files that no 'stored' event announced yet (derived tables are shipped too, but
+        the hub catalogues the files; the crate tells it where the tables are)."""
         rows = await self._all(
             "SELECT s.relpath, s.version, s.sha256, s.object_key, s.verified_at FROM shipments s "
             "WHERE s.root_id = ? AND s.session = ? AND s.state = 'stored' AND NOT EXISTS ("
             "SELECT 1 FROM announced_files a WHERE a.root_id = s.root_id AND a.relpath = s.relpath "
-            "AND a.version = s.version AND a.kind = 'stored') ORDER BY s.id",
+            "AND a.version = s.version AND a.kind = 'stored') AND EXISTS (SELECT 1 FROM files f "
+            "WHERE f.root_id = s.root_id AND f.relpath = s.relpath AND f.version = s.version) "
+            "ORDER BY s.id",
             (root_id, to_db(session)),
         )
         return [(from_db(r[0]), r[1], r[2], r[3], r[4]) for r in rows]

@@ -48,12 +48,20 @@ def read_documents(prefix: str, agent_name: str, docs: SessionDocuments) -> list
 
 
 def named_hashes(documents: list[Document]) -> set[str]:
-    """The sha256 of every File entity in the session's crate (none without a crate)."""
+    """The sha256 of every data File entity in the session's crate (none without a crate).
+
+    A table derived from a file (``isBasedOn`` it) is shipped too, but the documents do not wait
+    for it: one made before the store was set, or deleted before it was shipped, is never stored,
+    and is made again from the raw file and the rule."""
     crate = next((d for d in documents if d.key.endswith("/" + CRATE_NAME)), None)
     if crate is None:
         return set()
     graph = orjson.loads(crate.body).get("@graph", [])
-    return {e["sha256"] for e in graph if isinstance(e, dict) and isinstance(e.get("sha256"), str)}
+    return {
+        e["sha256"]
+        for e in graph
+        if isinstance(e, dict) and isinstance(e.get("sha256"), str) and "isBasedOn" not in e
+    }
 
 
 def put_documents(store: ObjectStore, documents: list[Document]) -> None:

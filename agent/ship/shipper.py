@@ -23,7 +23,6 @@ from typing import TypeVar
 from ..core.config import AgentConfig, RetryPolicy, StoreSettings
 from ..core.errors import AgentError
 from ..core.events import OutgoingEvent, stored_events
-from ..core.naming import is_derived_name
 from ..core.retry import backoff_delay
 from ..ledger import Ledger
 from ..ledger.outbox import Backlog, SessionDocuments, Shipment
@@ -319,9 +318,6 @@ class Shipper:
         if not self._announce:
             return []
         stored = await self.announcements.stored_unannounced(docs.root_id, docs.session)
-        # Derived tables are the agent's outputs, not files the hub catalogues: the crate it gets
-        # with the batch tells where they are.
-        stored = [row for row in stored if not is_derived_name(row[0].rsplit("/", 1)[-1])]
         if not stored:
             return []
         files = [
