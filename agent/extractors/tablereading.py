@@ -121,32 +121,21 @@ def table_chunks(
     """The first table of a column-wise file, in DataFrames of at most CHUNK_ROWS rows and about
     ``cells`` values, labelled as the header writes them (``column N`` for a table without one).
     The columns named in ``text`` are read as the file writes them, not as numbers."""
-    import pandas as pd
-
-    layout = plan.layout
-    header: Any = 0 if layout.has_header else None
-    try:
-        with _bounded(source, plan.block_after, plan.max_line) as (handle, _, _):
-            reader = _reader(
-                handle,
-                plan.encoding,
-                layout,
-                plan.decimal,
-                plan.rows,
-                skiprows=layout.skip,
-                header=header,
-                names=layout.names,
-                chunk_rows=_chunk_rows(layout, cells),
-                dtype=dict.fromkeys(text, str) or None,
-            )
-            for chunk in _chunks(reader, budget):
-                if not (layout.has_header or layout.names):
-                    chunk.columns = [f"column {i + 1}" for i in range(len(chunk.columns))]
-                else:
-                    chunk.columns = [str(name).strip() for name in chunk.columns]
-                yield chunk
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise ExtractionError(f"{source.name!r} could not be read as a table: {exc}") from None
+    with _read_as_table(source), _bounded(source, plan.block_after, plan.max_line) as (handle, _, _):
+        dtype = dict.fromkeys(text, str) or None
+        rows = _chunk_rows(plan.layout, cells)
+        for chunk, labels in _column_chunks(
+            handle,
+            plan.encoding,
+            plan.layout,
+            plan.decimal,
+            plan.rows,
+            budget,
+            chunk_rows=rows,
+            dtype=dtype,
+        ):
+            chunk.columns = labels
+            yield chunk
 
 
 def table_transposed(source: Source, plan: TablePlan, budget: Budget, *, max_cells: int) -> Any:
@@ -155,30 +144,16 @@ def table_transposed(source: Source, plan: TablePlan, budget: Budget, *, max_cel
     memory, so a table of more than ``max_cells`` values is refused (ExtractionError)."""
     import pandas as pd
 
-    layout, frames, cells = plan.layout, [], 0
-    try:
-        with _bounded(source, plan.block_after, plan.max_line) as (handle, _, _):
-            reader = _reader(
-                handle,
-                plan.encoding,
-                layout,
-                plan.decimal,
-                None if plan.rows is None else plan.rows + 1,
-                skiprows=range(layout.start),
-                header=None,
-                index_col=0,  # the variable's name
-                dtype={0: str},
-            )
-            for chunk in _chunks(reader, budget):
-                cells += chunk.size
-                if cells > max_cells:
-                    raise ExtractionError(
-                        f"{source.name!r} writes one variable per line, and its table has more than "
-                        f"{max_cells:,} values: too many to turn into columns"
-                    )
-                frames.append(chunk)
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise ExtractionError(f"{source.name!r} could not be read as a table: {exc}") from None
+    frames, cells = [], 0
+    with _read_as_table(source), _bounded(source, plan.block_after, plan.max_line) as (handle, _, _):
+        for chunk in _line_chunks(handle, plan.encoding, plan.layout, plan.decimal, plan.rows, budget):
+            cells += chunk.size
+            if cells > max_cells:
+                raise ExtractionError(
+                    f"{source.name!r} writes one variable per line, and its table has more than "
+                    f"{max_cells:,} values: too many to turn into columns"
+                )
+            frames.append(chunk)
     if not frames:
         return pd.DataFrame()
     table = pd.concat(frames)
@@ -191,6 +166,70 @@ def table_transposed(source: Source, plan: TablePlan, budget: Budget, *, max_cel
     turned.columns = labels
     # Padding at the end of the lines (",,,,") is no observation.
     return turned.dropna(how="all").reset_index(drop=True)
+
+
+def _column_chunks(
+    handle: BinaryIO,
+    encoding: str,
+    layout: Layout,
+    decimal: str,
+    nrows: int | None,
+    budget: Budget,
+    **options: Any,
+) -> Iterator[tuple[Any, list[str]]]:
+    """A column-wise table's chunks, each with its columns' labels: the header's text (stripped),
+    or ``column N`` for a table without one."""
+    header: Any = 0 if layout.has_header else None
+    named = layout.has_header or layout.names
+    reader = _reader(
+        handle,
+        encoding,
+        layout,
+        decimal,
+        nrows,
+        skiprows=layout.skip,
+        header=header,
+        names=layout.names,
+        **options,
+    )
+    for chunk in _chunks(reader, budget):
+        labels = [str(name).strip() if named else f"column {i + 1}" for i, name in enumerate(chunk.columns)]
+        yield chunk, labels
+
+
+def _line_chunks(
+    handle: BinaryIO,
+    encoding: str,
+    layout: Layout,
+    decimal: str,
+    nrows: int | None,
+    budget: Budget,
+) -> Iterator[Any]:
+    """A table with one variable per line, in chunks of lines indexed by the variable's name (the
+    first field); ``nrows`` counts the data lines, the first line being a variable too."""
+    reader = _reader(
+        handle,
+        encoding,
+        layout,
+        decimal,
+        None if nrows is None else nrows + 1,
+        skiprows=range(layout.start),
+        header=None,
+        index_col=0,  # the variable's name
+        dtype={0: str},
+    )
+    yield from _chunks(reader, budget)
+
+
+@contextmanager
+def _read_as_table(source: Source) -> Iterator[None]:
+    """pandas' errors while a table is read and its chunks used, as the file's ExtractionError."""
+    import pandas as pd
+
+    try:
+        yield
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise ExtractionError(f"{source.name!r} could not be read as a table: {exc}") from None
 
 
 def _reader(
@@ -234,24 +273,14 @@ def _profile(
     nrows: int | None,
     budget: Budget,
 ) -> dict[str, Any]:
-    import pandas as pd
-
     profiles = Profiles()
     rows = 0
-    header: Any = 0 if layout.has_header else None
-    try:
-        reader = _reader(
-            handle, encoding, layout, decimal, nrows, skiprows=layout.skip, header=header, names=layout.names
-        )
-        for chunk in _chunks(reader, budget):
+    with _read_as_table(source):
+        for chunk, labels in _column_chunks(handle, encoding, layout, decimal, nrows, budget):
             rows += len(chunk)
-            for position, name in enumerate(chunk.columns):
-                named = layout.has_header or layout.names
-                label = str(name).strip() if named else f"column {position + 1}"
+            for position, label in enumerate(labels):
                 unit = layout.units[position] if layout.units and position < len(layout.units) else None
-                profiles.merge(label, chunk[name], unit)
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise ExtractionError(f"{source.name!r} could not be read as a table: {exc}") from None
+                profiles.merge(label, chunk.iloc[:, position], unit)
     return {"orientation": "columns", "columns": profiles.finish(), "rowCount": rows}
 
 
@@ -266,28 +295,13 @@ def _profile_rows(
 ) -> dict[str, Any]:
     """A table with one variable per line: its name first, then its values (a plate reader's
     ``Time [s],0,600,...`` and ``A1,0.11,0.12,...``). Its first line is a variable too."""
-    import pandas as pd
-
     profiles = Profiles()
     rows = 0
-    try:
-        reader = _reader(
-            handle,
-            encoding,
-            layout,
-            decimal,
-            None if nrows is None else nrows + 1,
-            skiprows=range(layout.start),
-            header=None,
-            index_col=0,  # the variable's name
-            dtype={0: str},
-        )
-        for chunk in _chunks(reader, budget):
+    with _read_as_table(source):
+        for chunk in _line_chunks(handle, encoding, layout, decimal, nrows, budget):
             for label, values in line_values(chunk, rows, decimal):
                 profiles.merge(label, values, None)
             rows += len(chunk)
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise ExtractionError(f"{source.name!r} could not be read as a table: {exc}") from None
     columns = profiles.finish()
     observations = max((c["nonNull"] for c in columns), default=0)
     return {
