@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -71,6 +72,15 @@ def numbers(path: Path, column: str) -> list[float]:
     header = lines[start].split(",")
     rows = [line.split(",") for line in lines[start + 1 :] if line.strip()]
     return [float(row[header.index(column)]) for row in rows]
+
+
+def derive_into(path: Path, spec: TransformSpec, out: Path) -> dict[str, Any]:
+    """The derived table of ``path`` written to ``out`` in this process (no agent, no worker)."""
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        return derive(Source(path, path.name, path.parent), spec, fd, Budget(30), detected={}, provenance={})
+    finally:
+        os.close(fd)
 
 
 # --- units ---------------------------------------------------------------------------------------
@@ -396,14 +406,8 @@ def test_chunks_give_the_table_one_read_gives(tmp_path: Path, monkeypatch: pytes
     reports: dict[str, dict[str, object]] = {}
 
     def run(name: str) -> bytes:
-        out = tmp_path / name
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        try:
-            source = Source(path, path.name, tmp_path)
-            reports[name] = derive(source, spec, fd, Budget(30), detected={}, provenance={})
-        finally:
-            os.close(fd)
-        return out.read_bytes()
+        reports[name] = derive_into(path, spec, tmp_path / name)
+        return (tmp_path / name).read_bytes()
 
     whole = run("whole.csv")
     monkeypatch.setattr(tablereading, "_chunk_rows", lambda layout, cells=0: 16)
@@ -492,11 +496,7 @@ def test_a_chunk_whose_rows_are_all_dropped_is_passed_over(
     )
     monkeypatch.setattr(tablereading, "_chunk_rows", lambda layout, cells=0: 16)
     out = tmp_path / "out.csv"
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        report = derive(Source(path, path.name, tmp_path), spec, fd, Budget(30), detected={}, provenance={})
-    finally:
-        os.close(fd)
+    report = derive_into(path, spec, out)
     rows = [line.split(",") for line in out.read_text().splitlines()[1:]]
     assert [int(x) for x, _, _, _ in rows] == [*range(16), *range(32, 64)]
     assert all(float(y) == int(x) for x, y, _, _ in rows)  # 10, 11 and 40 filled on the line
@@ -518,11 +518,7 @@ def test_a_table_a_variable_per_line_with_a_decimal_comma_text_and_repeated_labe
         {"format": "csv", "columns": {"re:A1.*": {"type": "number", "missing": "interpolate"}}}
     )
     out = tmp_path / "out.csv"
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        report = derive(Source(path, path.name, tmp_path), spec, fd, Budget(30), detected={}, provenance={})
-    finally:
-        os.close(fd)
+    report = derive_into(path, spec, out)
     lines = out.read_text().splitlines()
     assert lines[0] == "Cycle Nr.,Time [s],A1,A1_imputed,A1 (2),A1 (2)_imputed,A1 (3),A1 (3)_imputed"
     # The text cell is the only value lost (and interpolated); its neighbours keep their commas' worth.
