@@ -335,6 +335,16 @@ def ensure_outside(state_dir: Path, watched: Path) -> None:
         raise ValueError(f"state_dir {state} lies inside the watched folder {root}; move it outside")
 
 
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A TOML configuration file's tables (the agent's or the hub's). Raises ConfigError."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+
+
 def load_config(
     path: Path | None = None,
     *,
@@ -347,12 +357,7 @@ def load_config(
         path = Path(env[CONFIG_PATH_ENV])
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        data = read_config_file(path)
     _merge(data, _from_env(env))
     _merge(data, dict(overrides or {}))
     if "state_dir" not in data:

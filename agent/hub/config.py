@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import Field, ValidationError, model_validator
 
-from ..core.config import explain_validation
+from ..core.config import explain_validation, read_config_file
 from ..core.errors import ConfigError
 from ..core.strict import Strict
 
@@ -98,12 +97,7 @@ def load_hub_config(path: Path | None, env: Mapping[str, str] | None = None) -> 
         path = Path(env["FAIR_HUB_CONFIG"])
     if path is None:
         raise ConfigError("the hub needs its configuration: --config hub.toml (see README, Running the hub)")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    data = read_config_file(path)
     try:
         return HubConfig.model_validate(data)
     except ValidationError as exc:
