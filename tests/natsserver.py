@@ -34,7 +34,7 @@ import pytest
 
 from tests.s3server import free_loopback_ports
 
-from .serverkit import ServerLog, die_with_parent, report_server_log
+from .serverkit import ServerLog, die_with_parent, report_server_log, startup_times, stop_gracefully
 
 __all__ = [
     "ADMIN_USER",
@@ -203,14 +203,7 @@ class NatsServer(ServerLog):
     def stop(self) -> None:
         """Shut down gracefully (SIGTERM: JetStream writes out its state), or SIGKILL when that hangs."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_gracefully(process, _STOP_TIMEOUT_S)
 
     def kill(self) -> None:
         """kill -9, a crash: nothing is flushed; what the server wrote to the kernel survives."""
@@ -319,5 +312,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     server = config.stash.get(_SERVER_KEY, None)
     if server is not None and server.startup_seconds:
-        took = ", ".join(f"{seconds:.2f}" for seconds in server.startup_seconds)
+        took = startup_times(server.startup_seconds)
         terminalreporter.write_line(f"NATS server: ready after {took} s ({server.url})")

@@ -42,7 +42,7 @@ import pytest
 
 from tests.s3server import free_loopback_ports
 
-from .serverkit import ServerLog, die_with_parent, report_server_log
+from .serverkit import ServerLog, die_with_parent, report_server_log, startup_times
 
 __all__ = ["PostgresServer", "PostgresServerError", "postgres_bindir"]
 
@@ -400,7 +400,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     server = config.stash.get(_SERVER_KEY, None)
     if server is not None and server.startup_seconds:
-        took = ", ".join(f"{seconds:.2f}" for seconds in server.startup_seconds)
+        took = startup_times(server.startup_seconds)
         initdb = f"initdb {server.initdb_seconds:.2f} s, " if server.initdb_seconds is not None else ""
         terminalreporter.write_line(
             f"PostgreSQL server: {initdb}ready after {took} s (127.0.0.1:{server.port})"

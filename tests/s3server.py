@@ -33,7 +33,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from .serverkit import ServerLog, die_with_parent, report_server_log
+from .serverkit import ServerLog, die_with_parent, report_server_log, startup_times, stop_gracefully
 
 __all__ = ["S3Server", "S3ServerError"]
 
@@ -186,14 +186,7 @@ class S3Server(ServerLog):
     def stop(self) -> None:
         """Shut down gracefully (SIGTERM), or with SIGKILL when that takes too long."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_gracefully(process, _STOP_TIMEOUT_S)
         self._remove_grpc_sockets()
 
     def _remove_grpc_sockets(self) -> None:
@@ -329,5 +322,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     server = config.stash.get(_SERVER_KEY, None)
     if server is not None and server.startup_seconds:
-        took = ", ".join(f"{seconds:.2f}" for seconds in server.startup_seconds)
+        took = startup_times(server.startup_seconds)
         terminalreporter.write_line(f"SeaweedFS S3 server: ready after {took} s ({server.endpoint_url})")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,23 @@ def die_with_parent() -> None:
     """A subprocess's preexec_fn: SIGKILL when the process that started it dies."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def stop_gracefully(process: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL if the server has not ended within ``timeout_s``."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def startup_times(seconds: list[float]) -> str:
+    """A server's start-up times for the terminal summary: ``0.80, 0.58``."""
+    return ", ".join(f"{s:.2f}" for s in seconds)
 
 
 class ServerLog:
