@@ -162,7 +162,7 @@ def bench_fleet(args: argparse.Namespace) -> list[tuple[str, bool]]:
     nats, pg = _Servers.get(args)
     names = [f"pc-{n:02d}" for n in range(1, args.agents + 1)]
     nats.set_users({name: agent_permissions(name) for name in names})
-    asyncio.run(_delete_streams(nats))
+    asyncio.run(nats.delete_streams())
     home = _fresh(args.dir / "fleet")
     agents = [agent_config(home, name, nats) for name in names]
     # Made beside the drop folders, on the same filesystem: each session appears by a rename.
@@ -284,7 +284,7 @@ def _hub_on_backlog(
     """The hub started on a stream that already holds every event: file records per second from
     its readiness to the last row, and its own figures."""
     home.mkdir(parents=True)
-    asyncio.run(_delete_streams(nats))
+    asyncio.run(nats.delete_streams())
     dsn = pg.create_database(f"backlog_{uuid.uuid4().hex[:8]}")
     (metrics_port,) = free_loopback_ports(1)
     config = hub_toml(home, hub_settings(home, nats, pg, dsn, metrics_port=metrics_port))
@@ -306,7 +306,7 @@ def bench_offline(args: argparse.Namespace) -> list[tuple[str, bool]]:
     nats, pg = _Servers.get(args)
     name = "pc-offline"
     nats.set_users({name: agent_permissions(name)})
-    asyncio.run(_delete_streams(nats))
+    asyncio.run(nats.delete_streams())
     home = _fresh(args.dir / "offline")
     config, drop = agent_config(home, name, nats)
     for n in range(args.events):
@@ -441,24 +441,6 @@ def _rss_profile(samples: list[tuple[float, float, float]]) -> str:
 # -- raw JetStream --------------------------------------------------------------------------------
 
 
-async def _admin(server: NatsServer) -> Any:
-    import nats
-
-    user, password = server.credentials("admin")
-    return await nats.connect(server.url, user=user, password=password)
-
-
-async def _delete_streams(server: NatsServer) -> None:
-    client = await _admin(server)
-    try:
-        js = client.jetstream()
-        for stream in await js.streams_info():
-            if stream.config.name:
-                await js.delete_stream(stream.config.name)
-    finally:
-        await client.close()
-
-
 class _Tap:
     """A plain subscriber beside the stream, in a thread of its own: every event the agents
     publish, as they publish it (the stream is a work queue: what the hub acked is gone from it),
@@ -490,7 +472,7 @@ class _Tap:
 
     async def _listen(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        client = await _admin(self.server)
+        client = await self.server.connect_admin()
         try:
             await client.subscribe("fair.v1.*.batch", cb=self._take)
             await client.subscribe("fair.v1.*.status", cb=self._status)
@@ -513,7 +495,7 @@ class _Tap:
 
 async def _publish(server: NatsServer, messages: list[Message], prefix: str = "") -> None:
     """One after the other, each ack awaited, with its message id: as an announcer publishes."""
-    client = await _admin(server)
+    client = await server.connect_admin()
     try:
         js = client.jetstream()
         for m in messages:
@@ -529,7 +511,7 @@ async def _raw_jetstream(
     consumer's fetch and ack of the same messages, in a stream of their own."""
     from nats.js.api import AckPolicy, ConsumerConfig, DiscardPolicy, RetentionPolicy, StreamConfig
 
-    client = await _admin(server)
+    client = await server.connect_admin()
     try:
         js = client.jetstream()
         # As the hub makes its stream: a work queue that refuses when full, with deduplication.

@@ -143,6 +143,24 @@ class NatsServer(ServerLog):
             raise KeyError(f"no NATS user {user!r}; configured: {sorted(self.users)}")
         return user, self._password(user)
 
+    async def connect_admin(self) -> Any:
+        """A nats-py client connected as the server's admin (every permission)."""
+        import nats
+
+        user, password = self.credentials("admin")
+        return await nats.connect(self.url, user=user, password=password)
+
+    async def delete_streams(self) -> None:
+        """Remove every JetStream stream: a test or benchmark starts from an empty server."""
+        client = await self.connect_admin()
+        try:
+            js = client.jetstream()
+            for stream in await js.streams_info():
+                if stream.config.name:
+                    await js.delete_stream(stream.config.name)
+        finally:
+            await client.close()
+
     def set_users(self, users: Mapping[str, Permissions | None]) -> None:
         """Replace the users other than `hub` and `admin`, and reload the server if it runs.
 

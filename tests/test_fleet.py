@@ -35,25 +35,11 @@ AGENTS = ("pc-1", "pc-2", "pc-3")
 async def bus(nats_server: NatsServer) -> AsyncIterator[NatsServer]:
     """The session's NATS with this test's agents as users; no stream before or after the test."""
     nats_server.set_users({name: agent_permissions(name) for name in AGENTS})
-    await _delete_streams(nats_server)
+    await nats_server.delete_streams()
     yield nats_server
     if nats_server.running:
-        await _delete_streams(nats_server)
+        await nats_server.delete_streams()
     nats_server.set_users({})
-
-
-async def _delete_streams(server: NatsServer) -> None:
-    import nats
-
-    user, password = server.credentials("admin")
-    client = await nats.connect(server.url, user=user, password=password)
-    try:
-        js = client.jetstream()
-        for stream in await js.streams_info():
-            if stream.config.name:
-                await js.delete_stream(stream.config.name)
-    finally:
-        await client.close()
 
 
 def secret_file(path: Path, text: str) -> Path:
