@@ -75,6 +75,30 @@ def test_unchanged_documents_are_not_rewritten(tmp_path: Path) -> None:
     assert write_documents([(tmp_path, "a.fair.json", {"x": 2, "generatedBy": OURS})]).written == 1
 
 
+def test_a_document_in_many_pieces_is_written_whole_in_few_system_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A crate arrives as a few small pieces per file it lists; a write per piece made a crate of
+    # 10,000 files cost 50,000 system calls (each a hand-off of the GIL between threads).
+    pieces = ['{\n  "generatedBy": {"name": "fair-agent"},\n  "@graph": [\n']
+    pieces += [f'    {{"@id": "f{i}.csv", "name": "µ{i}"}},\n' for i in range(10_000)]
+    pieces += ['    {"@id": "./"}\n  ]\n}\n']
+    writes = 0
+    real_write = os.write
+
+    def counting_write(fd: int, data: bytes) -> int:
+        nonlocal writes
+        writes += 1
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", counting_write)
+    assert write_documents([(tmp_path, "ro-crate-metadata.json", pieces)]).written == 1
+    text = "".join(pieces)
+    assert (tmp_path / "ro-crate-metadata.json").read_text(encoding="utf-8") == text
+    assert writes <= len(text) // (1 << 16) + 1
+    assert write_documents([(tmp_path, "ro-crate-metadata.json", pieces)]).already_there == 1
+
+
 def test_a_file_that_is_not_ours_is_never_overwritten(tmp_path: Path) -> None:
     (tmp_path / "theirs.fair.json").write_text('{"their": "data"}')
     os.mkfifo(tmp_path / "pipe.fair.json")  # opening it for reading would block

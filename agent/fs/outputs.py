@@ -53,6 +53,9 @@ SyncStrategy = Literal["filesystem", "per-file"]
 SMALL_DOCUMENT_BYTES = 8 << 20
 #: Anything bigger in the place of one of our documents is someone else's.
 MAX_DOCUMENT_BYTES = 4 << 30
+#: A document in pieces is written (and hashed) this many characters at a time: a crate is made of
+#: a few small pieces per file it lists, and a system call per piece was a dozen per file.
+WRITE_CHARS = 1 << 16
 #: This agent's entity as the crates it writes print it.
 _AGENT_MARK = (
     f'"@id": "{AGENT_ENTITY_ID}",\n      "@type": "SoftwareApplication",\n      "name": "{AGENT_NAME}",'
@@ -177,11 +180,20 @@ def _encoded(content: Content) -> bytes | list[str]:
 
 
 def _pieces(data: bytes | list[str]) -> Iterator[bytes]:
+    """The document's bytes, a large one in pieces of about WRITE_CHARS characters."""
     if isinstance(data, bytes):
         yield data
-    else:
-        for piece in data:
-            yield piece.encode("utf-8")
+        return
+    joined: list[str] = []
+    size = 0
+    for piece in data:
+        joined.append(piece)
+        size += len(piece)
+        if size >= WRITE_CHARS:
+            yield "".join(joined).encode("utf-8")
+            joined, size = [], 0
+    if joined:
+        yield "".join(joined).encode("utf-8")
 
 
 def _same(existing: bytes | str, new: bytes | list[str]) -> bool:
