@@ -47,12 +47,16 @@ async def _scan(args: argparse.Namespace, config: AgentConfig) -> int:
     delivery: Delivery | None = None
     with StateLock(config.state_dir, "scan"):
         async with Ledger.open(config.ledger_path) as ledger:
-            with _ScanBar(Console(stderr=True)) as bar:
-                report = await scan(args.path, config, ledger, progress=bar, retry_dead=args.retry_dead)
+            console = Console(stderr=True)
+            if console.is_terminal:
+                with _ScanBar(console) as bar:
+                    report = await scan(args.path, config, ledger, progress=bar, retry_dead=args.retry_dead)
+            else:  # no one to show a bar to (a service, a pipe): no per-file updates to pay for
+                report = await scan(args.path, config, ledger, retry_dead=args.retry_dead)
             if config.store is not None or config.bus is not None:
                 from .shipping import deliver
 
-                delivery = await deliver(config, ledger, Console(stderr=True), wait=False)
+                delivery = await deliver(config, ledger, console, wait=False)
     Console().print(summary_table(report, delivery))
     if delivery is not None and not delivery.complete:
         return Exit.TEMPFAIL
@@ -71,7 +75,6 @@ class _ScanBar:
             TransferSpeedColumn(),
             TimeElapsedColumn(),
             console=console,
-            disable=not console.is_terminal,
         )
         self._task: TaskID | None = None
         self._files = self._total_files = 0
