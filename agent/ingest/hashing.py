@@ -106,7 +106,7 @@ def _hash_one(
         before = os.fstat(fd)
         if not stat_mod.S_ISREG(before.st_mode):
             raise NotRegularFileError(f"{relpath!r} is not a regular file")
-        digest, count, head = _digest(fd, chunk_bytes, abort)
+        digest, count, head = _digest(fd, chunk_bytes, abort, before.st_size)
         after = os.fstat(fd)
     except OSError as exc:
         raise FileReadError(f"I/O error while reading {relpath!r}: {exc.strerror or exc}") from None
@@ -135,13 +135,18 @@ def _changed(before: os.stat_result, after: os.stat_result) -> bool:
     )
 
 
-def _digest(fd: int, chunk_bytes: int, abort: threading.Event | None) -> tuple[str, int, bytes]:
+def _digest(
+    fd: int, chunk_bytes: int, abort: threading.Event | None, expected: int
+) -> tuple[str, int, bytes]:
+    """The file's SHA-256, its length and its first bytes. ``expected``: its size when opened."""
     buffer = _buffer(chunk_bytes)
     view = memoryview(buffer)
     digest = hashlib.sha256()
     total = 0
     head = b""
-    if hasattr(os, "posix_fadvise"):
+    # Small files skip the read-ahead hint and the read that finds the end: each system call
+    # releases the GIL, and under load every release is a hand-off between threads.
+    if expected > chunk_bytes and hasattr(os, "posix_fadvise"):
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
     # os.readv reads straight into the buffer: no file object, no extra fstat/lseek per file.
     while n := os.readv(fd, [buffer]):
@@ -151,6 +156,10 @@ def _digest(fd: int, chunk_bytes: int, abort: threading.Event | None) -> tuple[s
         total += n
         if abort is not None and abort.is_set():
             raise AbortedError("hashing stopped: the agent is shutting down")
+        # A short read that reaches the size the file had when opened is its end. Growth since
+        # then is not missed: the caller compares the count with the size after reading.
+        if n < chunk_bytes and total == expected:
+            break
     return digest.hexdigest(), total, head
 
 
