@@ -166,11 +166,12 @@ class MetadataReader:
         opened: list[tuple[int, OpenFile]] = []
         temps: dict[int, str] = {}  # the derived tables' temp files, by file
         unmade: dict[int, str] = {}  # why a derived table could not even be started
+        folders: dict[str, int] = {}  # each folder opened once per group, as the hasher does
         try:
             for i, (extractor, wanted) in enumerate(files):
                 parent, name = split(wanted.relpath)
                 try:
-                    fd = _open_hashed(root, wanted.relpath, wanted.inode)
+                    fd = _open_hashed(root, wanted.relpath, wanted.inode, folders)
                 except Exception as exc:  # vanished, replaced, unreachable
                     results[i] = _as_result(extractor, exc)
                     continue
@@ -196,6 +197,8 @@ class MetadataReader:
         except Exception as exc:  # the pool shut down under the group: every file, again later
             results = [r if r is not None else exc for r in results]
         finally:
+            for fd in folders.values():
+                os.close(fd)
             for _, f in opened:
                 os.close(f.fd)
                 if f.out_fd is not None:
@@ -232,11 +235,14 @@ def failure(extractor: str, error: ExtractionError) -> Metadata:
     }
 
 
-def _open_hashed(root: Path, relpath: str, inode: int) -> int:
-    """The file at ``relpath``, opened without following links, if it is still the one hashed."""
+def _open_hashed(root: Path, relpath: str, inode: int, folders: dict[str, int]) -> int:
+    """The file at ``relpath``, opened without following links, if it is still the one hashed.
+    ``folders``: the folders opened so far (by path below the root), kept open for the next file."""
     parent, name = split(relpath)
     try:
-        dir_fd = open_dir_beneath(root, parent)
+        if parent not in folders:
+            folders[parent] = open_dir_beneath(root, parent)
+        dir_fd = folders[parent]
     except OSError as exc:
         _raise_if_out_of_descriptors(exc, relpath)
         raise ExtractionError(f"cannot reach {relpath!r} to read its metadata: {exc.strerror}") from None
@@ -247,8 +253,6 @@ def _open_hashed(root: Path, relpath: str, inode: int) -> int:
     except OSError as exc:
         _raise_if_out_of_descriptors(exc, relpath)
         raise ExtractionError(f"cannot open {relpath!r} to read its metadata: {exc.strerror}") from None
-    finally:
-        os.close(dir_fd)
     try:
         if os.fstat(fd).st_ino != inode:
             raise FileChangedError(f"{relpath!r} was replaced after it was hashed")
