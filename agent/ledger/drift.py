@@ -83,13 +83,12 @@ async def apply_updates(
 async def _learn(
     db: aiosqlite.Connection, update: DriftUpdate, root_id: int, session: str | bytes, stamp: str
 ) -> None:
-    async with db.execute(
+    rows = await db.execute_fetchall(
         f"SELECT {BASELINE_COLUMNS} FROM drift_baselines WHERE dataset_type = ?", (update.dataset_type,)
-    ) as cur:
-        row = await cur.fetchone()
+    )
     baseline = (
-        baseline_from_row(row)
-        if row
+        baseline_from_row(next(iter(rows)))
+        if rows
         else Baseline(update.dataset_type, sessions_needed=update.sessions_needed)
     )
     if not baseline.learning:

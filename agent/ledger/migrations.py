@@ -270,9 +270,8 @@ async def current_version(db: aiosqlite.Connection) -> int:
         "CREATE TABLE IF NOT EXISTS schema_migrations "
         "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
     )
-    async with db.execute("SELECT coalesce(max(version), 0) FROM schema_migrations") as cur:
-        row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    rows = list(await db.execute_fetchall("SELECT coalesce(max(version), 0) FROM schema_migrations"))
+    return int(rows[0][0]) if rows else 0
 
 
 def pending_migrations(current: int) -> Iterator[Migration]:

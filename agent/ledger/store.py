@@ -114,8 +114,8 @@ class Ledger:
             await self._db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             # Before anything is changed (the journal mode is written into the file): a database
             # that is not ours stays exactly as it was.
-            async with self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cur:
-                tables = {row[0] for row in await cur.fetchall()}
+            rows = await self._db.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
+            tables = {row[0] for row in rows}
             if tables and "schema_migrations" not in tables:
                 raise LedgerError(
                     f"{self.path} is an SQLite database but not a fair-agent ledger; not touching it"
@@ -421,8 +421,9 @@ class Ledger:
 
     async def _all(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         try:
-            async with self._db.execute(sql, params) as cur:
-                return list(await cur.fetchall())
+            # One round trip to the ledger's thread, not three (execute, fetch, close the cursor):
+            # every hop is a thread hand-off, and batches make several reads each.
+            return list(await self._db.execute_fetchall(sql, params))
         except sqlite3.DatabaseError as exc:
             raise self.damaged(exc) from exc
 
