@@ -175,8 +175,7 @@ def machine(tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> Iterator[Mac
     # The facility's object store joins the configuration, its credentials a root-only file.
     config = root / "etc" / "fair-agent" / "agent.toml"
     config.write_text(
-        config.read_text()
-        + f'\n[store]\nendpoint = "{s3_server.endpoint_url}"\nbucket = "{s3_bucket}"\n'
+        config.read_text() + f'\n[store]\nendpoint = "{s3_server.endpoint_url}"\nbucket = "{s3_bucket}"\n'
     )
     keys = f"aws_access_key_id = {s3_server.access_key}\naws_secret_access_key = {s3_server.secret_key}\n"
     (root / "etc" / "fair-agent" / "s3.credentials").write_text("[default]\n" + keys)

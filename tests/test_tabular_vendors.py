@@ -18,7 +18,8 @@ from agent.extractors import lines as lines_module
 from agent.extractors.base import ExtractionError
 from agent.extractors.columns import split_unit
 from agent.extractors.lines import BlockEnd
-from agent.extractors.tabular import SAMPLE_BYTES, TabularExtractor
+from agent.extractors.tablereading import SAMPLE_BYTES
+from agent.extractors.tabular import TabularExtractor
 from agent.extractors.vendorheader import excel_date, parse_vendor_date
 
 from .conftest import CORPUS, REPO, write
