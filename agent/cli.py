@@ -88,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(load=() if named is None else (named,)).parse_args(argv)
     command = next(listed for listed in COMMANDS if listed.name == args.command).load()
     # Imported once a command runs: both bring modules (pydantic, asyncio) that --help does without.
+    from .core import collector
     from .core.config import load_config
     from .service.logs import setup_logging
 
@@ -101,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["state_dir"] = args.state_dir
     elif command.state_dir is not None:
         overrides["state_dir"] = command.state_dir(args)
+    # What the command needs is imported: left out of the garbage collector's work from here on.
+    collector.settle()
     try:
         if command.config_loader is not None:
             return command.run(args, command.config_loader(args))

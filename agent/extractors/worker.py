@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..core import collector
 from . import run_derive, run_extractor
 from .base import ExtractionError, Extractor, Source
 from .isolation import MAX_FILES_PER_REQUEST, receive_message, send_message
@@ -31,6 +32,7 @@ def _load(spec: str, loaded: dict[str, Extractor]) -> Extractor:
     if spec not in loaded:
         module, _, name = spec.partition(":")
         loaded[spec] = getattr(importlib.import_module(module), name)()
+        collector.settle()  # the extractor's modules (pandas, h5py) are here for good
     return loaded[spec]
 
 
@@ -106,6 +108,7 @@ def main(argv: list[str]) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     # A crash must not leave core files of instrument data behind.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    collector.settle()
     serve(socket.socket(fileno=sock_fd))
 
 
