@@ -11,6 +11,7 @@ import aiosqlite
 
 from ..core.records import DeadLetter
 from .announcements import record_events
+from .bulk import execute_for_each, insert_rows
 from .drift import apply_updates
 from .encoding import to_db
 from .outbox import enqueue
@@ -33,9 +34,11 @@ async def write_batch(db: aiosqlite.Connection, commit: BatchCommit, stamp: str)
         )
     await _write_files(db, commit, stamp)
     done = [r.relpath for r in commit.records] + [f.relpath for f in commit.touched] + commit.cleared_dead
-    await db.executemany(
-        "DELETE FROM dead_letters WHERE root_id = ? AND relpath = ?",
-        [(root_id, to_db(p)) for p in done],
+    await execute_for_each(
+        db,
+        "DELETE FROM dead_letters WHERE root_id = ? AND relpath IN ({marks})",
+        (root_id,),
+        [to_db(p) for p in done],
     )
     for dead in commit.dead:
         await _upsert_dead_letter(db, root_id, dead, stamp)
@@ -53,21 +56,27 @@ async def write_batch(db: aiosqlite.Connection, commit: BatchCommit, stamp: str)
 
 async def _write_files(db: aiosqlite.Connection, commit: BatchCommit, stamp: str) -> None:
     root_id, session = commit.root.id, to_db(commit.session)
-    await db.executemany(
-        "UPDATE files SET status = 'superseded' WHERE root_id = ? AND relpath = ? AND status = 'current'",
-        [(root_id, to_db(r.relpath)) for r in commit.records],
+    await execute_for_each(
+        db,
+        "UPDATE files SET status = 'superseded' "
+        "WHERE root_id = ? AND status = 'current' AND relpath IN ({marks})",
+        (root_id,),
+        [to_db(r.relpath) for r in commit.records],
     )
     # Only this session's row: a file that moved to another session (rules changed) may
     # already have its current version there.
-    await db.executemany(
+    await execute_for_each(
+        db,
         "UPDATE files SET status = 'removed' "
-        "WHERE root_id = ? AND relpath = ? AND session = ? AND status = 'current'",
-        [(root_id, to_db(p), session) for p in commit.removed],
+        "WHERE root_id = ? AND session = ? AND status = 'current' AND relpath IN ({marks})",
+        (root_id, session),
+        [to_db(p) for p in commit.removed],
     )
-    await db.executemany(
+    await insert_rows(
+        db,
         "INSERT INTO files (root_id, relpath, session, version, size, mtime_ns, ctime_ns, inode, "
-        "sha256, batch_id, sequence, status, entity, sidecar_written_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'current', ?, ?)",
+        "sha256, batch_id, sequence, status, entity, sidecar_written_at)",
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'current', ?, ?)",
         [
             (
                 root_id,
