@@ -64,11 +64,12 @@ async def _write_files(db: aiosqlite.Connection, commit: BatchCommit, stamp: str
         [to_db(r.relpath) for r in commit.records],
     )
     # Only this session's row: a file that moved to another session (rules changed) may
-    # already have its current version there.
+    # already have its current version there. "+session": found by path (files_one_current), not
+    # by scanning the session (SQLite prefers the session's index once the list is ten long).
     await execute_for_each(
         db,
         "UPDATE files SET status = 'removed' "
-        "WHERE root_id = ? AND session = ? AND status = 'current' AND relpath IN ({marks})",
+        "WHERE root_id = ? AND +session = ? AND status = 'current' AND relpath IN ({marks})",
         (root_id, session),
         [to_db(p) for p in commit.removed],
     )
