@@ -25,7 +25,8 @@ OLDER_THRESHOLD = 20
 def settle() -> None:
     """Freeze what is alive now and space collections out (see the module's text). Idempotent.
 
-    No collection first: the little garbage start-up leaves stays frozen with the rest, where a
-    full collection would cost 10 ms of every start."""
+    Only at start-up, before any file is read: frozen garbage is never freed (a cycle a file's
+    reading left would stay for the process's life). No collection first: the little garbage the
+    imports leave stays frozen with them, where a full collection would cost 10 ms of every start."""
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, OLDER_THRESHOLD, OLDER_THRESHOLD)

@@ -32,7 +32,6 @@ def _load(spec: str, loaded: dict[str, Extractor]) -> Extractor:
     if spec not in loaded:
         module, _, name = spec.partition(":")
         loaded[spec] = getattr(importlib.import_module(module), name)()
-        collector.settle()  # the extractor's modules (pandas, h5py) are here for good
     return loaded[spec]
 
 
