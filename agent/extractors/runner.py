@@ -166,23 +166,27 @@ class MetadataReader:
         opened: list[tuple[int, OpenFile]] = []
         temps: dict[int, str] = {}  # the derived tables' temp files, by file
         unmade: dict[int, str] = {}  # why a derived table could not even be started
-        folders: dict[str, int] = {}  # each folder opened once per group, as the hasher does
         try:
-            for i, (extractor, wanted) in enumerate(files):
-                parent, name = split(wanted.relpath)
-                try:
-                    fd = _open_hashed(root, wanted.relpath, wanted.inode, folders)
-                except Exception as exc:  # vanished, replaced, unreachable
-                    results[i] = _as_result(extractor, exc)
-                    continue
-                derive, out_fd = None, None
-                if wanted.derive is not None:
+            folders: dict[str, int] = {}  # each folder opened once per group, as the hasher does
+            try:
+                for i, (extractor, wanted) in enumerate(files):
+                    parent, name = split(wanted.relpath)
                     try:
-                        out_fd, temps[i] = open_derived_temp(root, wanted.relpath, wanted.derive.format)
-                        derive = {"spec": wanted.derive.spec, "provenance": wanted.derive.provenance}
-                    except OSError as exc:
-                        unmade[i] = f"its temp file cannot be made: {exc.strerror}"
-                opened.append((i, OpenFile(extractor, fd, name, root / parent, derive, out_fd)))
+                        fd = _open_hashed(root, wanted.relpath, wanted.inode, folders)
+                    except Exception as exc:  # vanished, replaced, unreachable
+                        results[i] = _as_result(extractor, exc)
+                        continue
+                    derive, out_fd = None, None
+                    if wanted.derive is not None:
+                        try:
+                            out_fd, temps[i] = open_derived_temp(root, wanted.relpath, wanted.derive.format)
+                            derive = {"spec": wanted.derive.spec, "provenance": wanted.derive.provenance}
+                        except OSError as exc:
+                            unmade[i] = f"its temp file cannot be made: {exc.strerror}"
+                    opened.append((i, OpenFile(extractor, fd, name, root / parent, derive, out_fd)))
+            finally:  # the files are open: their folders are not needed any more
+                for fd in folders.values():
+                    os.close(fd)
             read = self.workers.extract_group([f for _, f in opened], self.seconds)
             for (i, f), result in zip(opened, read, strict=True):
                 if isinstance(result, Exception):
@@ -197,8 +201,6 @@ class MetadataReader:
         except Exception as exc:  # the pool shut down under the group: every file, again later
             results = [r if r is not None else exc for r in results]
         finally:
-            for fd in folders.values():
-                os.close(fd)
             for _, f in opened:
                 os.close(f.fd)
                 if f.out_fd is not None:
