@@ -185,7 +185,7 @@ def _small_files(args: argparse.Namespace, kind: str, target: float) -> list[tup
     creating = file_creation_files_per_s(root / "created", n, args.sessions)
     seconds, cpu = agent_scan_seconds(root / "drop", root / "state", args)
     rate = n / seconds
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0))
     what = "instrument CSVs" if kind == "csv" else "binary files no extractor claims"
     print(f"\n{n} x 4 KiB {what} in {args.sessions} sessions, warm cache, default settings")
     print(f"  sha256sum over the tree (read and hash only)       {hashing:8.0f} files/s")

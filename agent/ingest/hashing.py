@@ -157,7 +157,9 @@ def _digest(
         if abort is not None and abort.is_set():
             raise AbortedError("hashing stopped: the agent is shutting down")
         # A short read that reaches the size the file had when opened is its end. Growth since
-        # then is not missed: the caller compares the count with the size after reading.
+        # then is not missed: the caller compares the count with the size after reading. (A
+        # filesystem whose size lags its content, FUSE with direct_io, stops here as it would
+        # at the empty read that follows.)
         if n < chunk_bytes and total == expected:
             break
     return digest.hexdigest(), total, head
