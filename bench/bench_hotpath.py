@@ -18,7 +18,9 @@ For csv and binary, two baselines: ``sha256sum`` over the tree (reading and hash
 written), and the least any durable sidecar writer must do on this filesystem: create as many
 files of a sidecar's size, each through a temp file and a rename, with one ``syncfs`` per 100.
 Creating files is the filesystem's work, and on a busy ext4 it alone can cost more than 100 µs
-a file; the agent cannot be faster than that baseline.
+a file; the agent cannot be faster than that baseline. Beside them, the scan's CPU time per file
+(the agent and its extraction workers, user and system) and the rate it would allow on every core
+without a gap: whether a miss is the work each file costs or how it is spread over the cores.
 
     python bench/bench_hotpath.py                 # every scenario, the sizes
     python bench/bench_hotpath.py csv binary --files 5000
