@@ -3,8 +3,8 @@
 Python collects its youngest generation every 700 container allocations, and every collection
 stops every thread, holding the GIL. A small file's sidecar, crate entity and records make
 hundreds of short-lived dicts that reference counting frees anyway; with the default thresholds a
-scan of 20,000 small CSVs ran about 1,400 collections, 0.5 s of the agent's time, a quarter of
-it in full collections walking every module, class and schema imported at start-up.
+scan of 20,000 small CSVs ran about 1,400 collections, 0.66 s of the agent's time, half of it in
+full collections walking every module, class and schema imported at start-up.
 
 ``settle`` is called once what a process needs is imported: those objects are frozen (left out of
 every later collection; they live as long as the process does anyway), and the young generation
