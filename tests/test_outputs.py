@@ -183,3 +183,26 @@ async def test_writer_uses_threads_and_reports_changes(tmp_path: Path) -> None:
         assert (await writer.write([])).written == 0
     finally:
         writer.close()
+
+
+async def test_a_batch_cancelled_while_its_documents_are_placed_leaves_them_whole(tmp_path: Path) -> None:
+    # On a local filesystem the temp files are written on the loop's thread, then made durable and
+    # renamed in a thread: a cancellation in between must neither strand temp files nor half-place.
+    import asyncio
+
+    (tmp_path / "s").mkdir()
+    docs = [(tmp_path, f"s/{i}.fair.json", {"n": i, "generatedBy": OURS}) for i in range(50)]
+    writer = OutputWriter(1, "filesystem")
+    try:
+        # A first write finds the root's strategy, so the next one stages before it awaits anything.
+        await writer.write([(tmp_path, "first.fair.json", {"generatedBy": OURS})])
+        task = asyncio.create_task(writer.write(docs))  # type: ignore[arg-type]
+        await asyncio.sleep(0)  # staged, now waiting for its thread
+        assert any(p.name.endswith(".fair-tmp") for p in (tmp_path / "s").iterdir())
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        writer.close()  # waits for the thread that places them
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == sorted(f"{i}.fair.json" for i in range(50))
+    assert json.loads((tmp_path / "s" / "7.fair.json").read_text()) == {"n": 7, "generatedBy": OURS}
