@@ -206,3 +206,40 @@ async def test_a_batch_cancelled_while_its_documents_are_placed_leaves_them_whol
         writer.close()  # waits for the thread that places them
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == sorted(f"{i}.fair.json" for i in range(50))
     assert json.loads((tmp_path / "s" / "7.fair.json").read_text()) == {"n": 7, "generatedBy": OURS}
+
+
+async def test_large_documents_and_files_in_their_places_wait_for_the_writers_thread(tmp_path: Path) -> None:
+    # The loop's thread writes only small documents and reads only small files in their places;
+    # the rest is staged by the thread that places them, with the same checks.
+    import threading
+
+    from agent.fs import outputs
+
+    (tmp_path / "theirs.fair.json").write_bytes(b"x" * (outputs.ON_LOOP_BYTES + 1))
+    docs = [
+        (tmp_path, "small.fair.json", {"generatedBy": OURS}),
+        (tmp_path, "large.fair.json", {"blob": "y" * outputs.ON_LOOP_BYTES, "generatedBy": OURS}),
+        (tmp_path, "crate.json", ['{"generatedBy": ', '{"name": "fair-agent"}}\n']),
+        (tmp_path, "theirs.fair.json", {"generatedBy": OURS}),
+    ]
+    staged_in: dict[str, str] = {}
+    real_stage = outputs._stage
+
+    def recording_stage(staged: outputs.Staged, document: outputs.Document, limit: int | None) -> None:
+        real_stage(staged, document, limit)
+        staged_in[document[1]] = threading.current_thread().name
+
+    writer = OutputWriter(1, "filesystem")
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(outputs, "_stage", recording_stage)
+            result = await writer.write(docs)  # type: ignore[arg-type]
+    finally:
+        writer.close()
+    assert (result.written, result.conflicts) == (3, ["theirs.fair.json"])
+    loop_thread = threading.current_thread().name
+    assert staged_in["small.fair.json"] == loop_thread
+    assert loop_thread not in {staged_in[n] for n in ("large.fair.json", "crate.json", "theirs.fair.json")}
+    assert (tmp_path / "theirs.fair.json").stat().st_size == outputs.ON_LOOP_BYTES + 1
+    assert json.loads((tmp_path / "large.fair.json").read_text())["blob"] == "y" * outputs.ON_LOOP_BYTES
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".fair-tmp")]

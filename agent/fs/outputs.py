@@ -53,6 +53,9 @@ SyncStrategy = Literal["filesystem", "per-file"]
 SMALL_DOCUMENT_BYTES = 8 << 20
 #: Anything bigger in the place of one of our documents is someone else's.
 MAX_DOCUMENT_BYTES = 4 << 30
+#: Documents written on the event loop's thread (see OutputWriter.write) are at most this large,
+#: and so are the files found in their places: larger ones wait for the batch's thread.
+ON_LOOP_BYTES = 1 << 20
 #: A document in pieces is written (and hashed) this many characters at a time: a crate is made of
 #: a few small pieces per file it lists, and a system call per piece was a dozen per file.
 WRITE_CHARS = 1 << 16
@@ -137,18 +140,20 @@ def open_regular(dir_fd: int, name: str) -> tuple[int, os.stat_result] | None:
     return fd, st
 
 
-def own_document(dir_fd: int, name: str) -> bytes | str | None:
+def own_document(dir_fd: int, name: str, *, read_limit: int | None = None) -> bytes | str | None:
     """What is at ``name``, if it is one of the agent's documents: its bytes (its SHA-256 in hex
     for a large one); None if nothing is there.
 
     Raises FileExistsError when something that is not ours is there (never read if not a regular
-    file: opening a FIFO could block).
+    file: opening a FIFO could block), and _TooLargeHere when it is larger than ``read_limit``.
     """
     opened = open_regular(dir_fd, name)
     if opened is None:
         return None
     fd, st = opened
     try:
+        if read_limit is not None and st.st_size > read_limit:
+            raise _TooLargeHere(name)
         if st.st_size > MAX_DOCUMENT_BYTES:
             raise FileExistsError(name)
         if st.st_size > SMALL_DOCUMENT_BYTES:
@@ -219,14 +224,20 @@ def write_documents(documents: Iterable[Document], strategy: SyncStrategy = "per
     return place_staged(stage_documents(documents, strategy))
 
 
+class _TooLargeHere(Exception):
+    """A document, or the file in its place, too large to write or read on the event loop's thread."""
+
+
 @dataclass(slots=True)
 class Staged:
-    """Documents written to temp files beside their places, not yet durable nor in place."""
+    """Documents written to temp files beside their places, not yet durable nor in place; and those
+    left for the thread that places them (``deferred``)."""
 
     strategy: SyncStrategy
     result: WriteResult = field(default_factory=WriteResult)
     folders: dict[tuple[Path, str], int] = field(default_factory=dict)
     pending: list[tuple[int, str, str]] = field(default_factory=list)  # (folder fd, name, temp name)
+    deferred: list[Document] = field(default_factory=list)
 
     def discard(self) -> None:
         """Remove the temp files not placed, and close the folders."""
@@ -234,46 +245,67 @@ class Staged:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dir_fd)
         self.pending.clear()
-        self.close()
-
-    def close(self) -> None:
         for dir_fd in self.folders.values():
             os.close(dir_fd)
         self.folders.clear()
 
 
-def stage_documents(documents: Iterable[Document], strategy: SyncStrategy) -> Staged:
+def stage_documents(
+    documents: Iterable[Document], strategy: SyncStrategy, *, on_loop: bool = False
+) -> Staged:
     """Each changed document in a temp file beside its place; unchanged ones and places held by
-    someone else's file are counted. Blocking; ``place_staged`` finishes (or ``discard``)."""
+    someone else's file are counted. ``place_staged`` finishes (or ``discard``). Blocking.
+
+    ``on_loop``: only what is quick to do on the event loop's thread: documents and files in their
+    places up to ON_LOOP_BYTES; crates and previews (documents in pieces) and larger ones are left
+    to ``place_staged``.
+    """
     staged = Staged(strategy)
     try:
-        for root, relpath, document in documents:
-            parent, name = split(relpath)
-            dir_fd = staged.folders.get((root, parent))
-            if dir_fd is None:
-                dir_fd = staged.folders[(root, parent)] = _open_folder(root, parent, relpath)
-            data = _encoded(document)
-            try:
-                existing = own_document(dir_fd, name)
-                if existing is not None and _same(existing, data):
-                    staged.result.already_there += 1
-                    continue
-            except FileExistsError:
-                staged.result.conflicts.append(relpath)
+        for document in documents:
+            if on_loop and not isinstance(document[2], dict):
+                staged.deferred.append(document)
                 continue
-            except OSError as exc:
-                raise _write_error(relpath, exc) from exc
-            temp = _write_temp(dir_fd, name, data, relpath, fsync=strategy == "per-file")
-            staged.pending.append((dir_fd, name, temp))
+            try:
+                _stage(staged, document, ON_LOOP_BYTES if on_loop else None)
+            except _TooLargeHere:
+                staged.deferred.append(document)
     except BaseException:
         staged.discard()
         raise
     return staged
 
 
-def place_staged(staged: Staged) -> WriteResult:
-    """The staged documents made durable and renamed into place, their folders synced. Blocking."""
+def _stage(staged: Staged, document: Document, limit: int | None) -> None:
+    root, relpath, content = document
+    parent, name = split(relpath)
+    dir_fd = staged.folders.get((root, parent))
+    if dir_fd is None:
+        dir_fd = staged.folders[(root, parent)] = _open_folder(root, parent, relpath)
+    data = _encoded(content)
+    if limit is not None and isinstance(data, bytes) and len(data) > limit:
+        raise _TooLargeHere(relpath)
     try:
+        existing = own_document(dir_fd, name, read_limit=limit)
+        if existing is not None and _same(existing, data):
+            staged.result.already_there += 1
+            return
+    except FileExistsError:
+        staged.result.conflicts.append(relpath)
+        return
+    except OSError as exc:
+        raise _write_error(relpath, exc) from exc
+    temp = _write_temp(dir_fd, name, data, relpath, fsync=staged.strategy == "per-file")
+    staged.pending.append((dir_fd, name, temp))
+
+
+def place_staged(staged: Staged) -> WriteResult:
+    """The deferred documents staged too, all made durable and renamed into place, their folders
+    synced. Blocking."""
+    try:
+        for document in staged.deferred:
+            _stage(staged, document, None)
+        staged.deferred.clear()
         if staged.pending and staged.strategy == "filesystem":
             _sync_filesystems({fd for fd, _, _ in staged.pending})
         while staged.pending:
@@ -386,14 +418,19 @@ class OutputWriter:
         self._strategies[root] = strategy
         if strategy == "per-file":  # an fsync per file (network filesystems): all of it in a thread
             return await loop.run_in_executor(self._executor, write_documents, list(documents), strategy)
-        # On a local filesystem the temp files are page-cache work, a few milliseconds for a batch:
-        # written here, on the loop's thread, their system calls hand the GIL to no one. From a
-        # thread, each call was a hand-off with the loop running another batch's Python, and the
-        # agent spent a quarter of its CPU switching. What waits for the disk runs in a thread,
+        # On a local filesystem the sidecars' temp files are page-cache work, a few milliseconds
+        # for a batch: written here, on the loop's thread, their system calls hand the GIL to no
+        # one. From a thread, each call was a hand-off with the loop running another batch's
+        # Python, and the agent spent a quarter of its CPU switching. What waits for the disk, and
+        # what is large (crates, previews, anything over ON_LOOP_BYTES), runs in a thread,
         # shielded: once staged, the documents are placed (or their temp files removed) even if
         # the batch is cancelled meanwhile.
-        staged = stage_documents(documents, strategy)
-        placing = loop.run_in_executor(self._executor, place_staged, staged)
+        staged = stage_documents(documents, strategy, on_loop=True)
+        try:
+            placing = loop.run_in_executor(self._executor, place_staged, staged)
+        except BaseException:  # the writer was closed meanwhile
+            staged.discard()
+            raise
         placing.add_done_callback(_retrieve)
         return await asyncio.shield(placing)
 
