@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,7 @@ from agent.core.naming import temp_name
 from agent.fs.fsinfo import filesystem_type, is_network_filesystem
 from agent.fs.outputs import (
     PREVIEW_HEAD,
+    Document,
     OutputWriter,
     remove_orphan_temps,
     remove_own_documents,
@@ -185,33 +190,66 @@ async def test_writer_uses_threads_and_reports_changes(tmp_path: Path) -> None:
         writer.close()
 
 
+@contextlib.contextmanager
+def held(writer: OutputWriter) -> Iterator[threading.Event]:
+    """The writer's one thread kept busy until the event is set (or the block ends)."""
+    release = threading.Event()
+    writer._executor.submit(release.wait)
+    try:
+        yield release
+    finally:
+        release.set()
+
+
 async def test_a_batch_cancelled_while_its_documents_are_placed_leaves_them_whole(tmp_path: Path) -> None:
     # On a local filesystem the temp files are written on the loop's thread, then made durable and
     # renamed in a thread: a cancellation in between must neither strand temp files nor half-place.
-    import asyncio
-
-    (tmp_path / "s").mkdir()
-    docs = [(tmp_path, f"s/{i}.fair.json", {"n": i, "generatedBy": OURS}) for i in range(50)]
+    docs: list[Document] = [(tmp_path, f"{i}.fair.json", {"n": i, "generatedBy": OURS}) for i in range(50)]
     writer = OutputWriter(1, "filesystem")
     try:
-        # A first write finds the root's strategy, so the next one stages before it awaits anything.
         await writer.write([(tmp_path, "first.fair.json", {"generatedBy": OURS})])
-        task = asyncio.create_task(writer.write(docs))  # type: ignore[arg-type]
-        await asyncio.sleep(0)  # staged, now waiting for its thread
-        assert any(p.name.endswith(".fair-tmp") for p in (tmp_path / "s").iterdir())
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        with held(writer):
+            task = asyncio.create_task(writer.write(docs))
+            await asyncio.sleep(0)  # staged; its placing waits behind the held thread
+            assert any(p.name.endswith(".fair-tmp") for p in tmp_path.iterdir())
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
     finally:
         writer.close()  # waits for the thread that places them
-    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == sorted(f"{i}.fair.json" for i in range(50))
-    assert json.loads((tmp_path / "s" / "7.fair.json").read_text()) == {"n": 7, "generatedBy": OURS}
+    expected = {f"{i}.fair.json" for i in range(50)} | {"first.fair.json"}
+    assert {p.name for p in tmp_path.iterdir()} == expected
+    assert json.loads((tmp_path / "7.fair.json").read_text()) == {"n": 7, "generatedBy": OURS}
+
+
+async def test_a_persons_file_saved_while_a_document_waits_to_be_placed_is_kept(tmp_path: Path) -> None:
+    writer = OutputWriter(1, "filesystem")
+    try:
+        await writer.write([(tmp_path, "first.fair.json", {"generatedBy": OURS})])
+        with held(writer):
+            task = asyncio.create_task(writer.write([(tmp_path, "a.csv.fair.json", {"generatedBy": OURS})]))
+            await asyncio.sleep(0)  # staged: the place was empty
+            (tmp_path / "a.csv.fair.json").write_text("my notes")
+        result = await task
+    finally:
+        writer.close()
+    assert (result.written, result.conflicts) == (0, ["a.csv.fair.json"])
+    assert (tmp_path / "a.csv.fair.json").read_text() == "my notes"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".fair-tmp")]
+
+
+async def test_a_closed_writer_leaves_nothing_staged(tmp_path: Path) -> None:
+    writer = OutputWriter(1, "filesystem")
+    await writer.write([(tmp_path, "first.fair.json", {"generatedBy": OURS})])
+    writer.close()
+    with pytest.raises(RuntimeError):
+        await writer.write([(tmp_path, "a.fair.json", {"generatedBy": OURS})])
+    assert [p.name for p in tmp_path.iterdir()] == ["first.fair.json"]
 
 
 async def test_large_documents_and_files_in_their_places_wait_for_the_writers_thread(tmp_path: Path) -> None:
     # The loop's thread writes only small documents and reads only small files in their places;
     # the rest is staged by the thread that places them, with the same checks.
-    import threading
 
     from agent.fs import outputs
 

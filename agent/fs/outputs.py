@@ -28,11 +28,12 @@ import json
 import os
 import random
 import stat as stat_mod
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .. import AGENT_ENTITY_ID, AGENT_NAME
 from ..core.errors import OutputWriteError
@@ -54,8 +55,10 @@ SMALL_DOCUMENT_BYTES = 8 << 20
 #: Anything bigger in the place of one of our documents is someone else's.
 MAX_DOCUMENT_BYTES = 4 << 30
 #: Documents written on the event loop's thread (see OutputWriter.write) are at most this large,
-#: and so are the files found in their places: larger ones wait for the batch's thread.
+#: and so are the files found in their places: larger ones wait for the batch's thread; so does
+#: the rest of a batch once this many seconds were spent on it there.
 ON_LOOP_BYTES = 1 << 20
+ON_LOOP_SECONDS = 0.02
 #: A document in pieces is written (and hashed) this many characters at a time: a crate is made of
 #: a few small pieces per file it lists, and a system call per piece was a dozen per file.
 WRITE_CHARS = 1 << 16
@@ -74,6 +77,9 @@ _HTML_MARK = PREVIEW_HEAD.encode()
 _rng = random.Random()
 _libc = ctypes.CDLL(None, use_errno=True)
 _syncfs = getattr(_libc, "syncfs", None)
+#: renameat2 (glibc 2.28+) with RENAME_NOREPLACE: a rename that fails rather than replace a file.
+_renameat2 = getattr(_libc, "renameat2", None)
+_RENAME_NOREPLACE = 1
 
 _REASONS = {
     errno.ENOSPC: "the disk is full",
@@ -224,6 +230,16 @@ def write_documents(documents: Iterable[Document], strategy: SyncStrategy = "per
     return place_staged(stage_documents(documents, strategy))
 
 
+class _Temp(NamedTuple):
+    """A staged document: its temp file's name, its place's name and path, in the folder ``dir_fd``."""
+
+    dir_fd: int
+    name: str
+    place: str
+    relpath: str
+    place_was_empty: bool
+
+
 class _TooLargeHere(Exception):
     """A document, or the file in its place, too large to write or read on the event loop's thread."""
 
@@ -236,18 +252,17 @@ class Staged:
     strategy: SyncStrategy
     result: WriteResult = field(default_factory=WriteResult)
     folders: dict[tuple[Path, str], int] = field(default_factory=dict)
-    pending: list[tuple[int, str, str]] = field(default_factory=list)  # (folder fd, name, temp name)
+    pending: list[_Temp] = field(default_factory=list)
     deferred: list[Document] = field(default_factory=list)
 
     def discard(self) -> None:
-        """Remove the temp files not placed, and close the folders."""
-        for dir_fd, _, tmp in self.pending:
+        """Remove the temp files not placed, and close the folders (each once, whatever calls it)."""
+        while self.pending:
+            temp = self.pending.pop()
             with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dir_fd)
-        self.pending.clear()
-        for dir_fd in self.folders.values():
-            os.close(dir_fd)
-        self.folders.clear()
+                os.unlink(temp.name, dir_fd=temp.dir_fd)
+        while self.folders:
+            os.close(self.folders.popitem()[1])
 
 
 def stage_documents(
@@ -261,9 +276,14 @@ def stage_documents(
     to ``place_staged``.
     """
     staged = Staged(strategy)
+    started = time.monotonic()
     try:
         for document in documents:
-            if on_loop and not isinstance(document[2], dict):
+            # On the loop: documents in pieces, and everything once ON_LOOP_SECONDS are spent (a
+            # cold cache, a disk throttling writes), wait for the thread.
+            if on_loop and (
+                not isinstance(document[2], dict) or time.monotonic() - started > ON_LOOP_SECONDS
+            ):
                 staged.deferred.append(document)
                 continue
             try:
@@ -296,7 +316,7 @@ def _stage(staged: Staged, document: Document, limit: int | None) -> None:
     except OSError as exc:
         raise _write_error(relpath, exc) from exc
     temp = _write_temp(dir_fd, name, data, relpath, fsync=staged.strategy == "per-file")
-    staged.pending.append((dir_fd, name, temp))
+    staged.pending.append(_Temp(dir_fd, temp, name, relpath, existing is None))
 
 
 def place_staged(staged: Staged) -> WriteResult:
@@ -307,15 +327,20 @@ def place_staged(staged: Staged) -> WriteResult:
             _stage(staged, document, None)
         staged.deferred.clear()
         if staged.pending and staged.strategy == "filesystem":
-            _sync_filesystems({fd for fd, _, _ in staged.pending})
+            _sync_filesystems({temp.dir_fd for temp in staged.pending})
         while staged.pending:
-            dir_fd, name, tmp = staged.pending[0]
+            temp = staged.pending[0]
             try:
-                os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                placed = _place(temp)
             except OSError as exc:
-                raise _write_error(name, exc) from exc
+                raise _write_error(temp.relpath, exc) from exc
             staged.pending.pop(0)
-            staged.result.written += 1
+            if placed:
+                staged.result.written += 1
+            else:  # someone else's file arrived in its place since it was staged
+                staged.result.conflicts.append(temp.relpath)
+                with contextlib.suppress(OSError):
+                    os.unlink(temp.name, dir_fd=temp.dir_fd)
         # Every folder, changed or not: a redo after a crash between rename and folder fsync finds
         # its documents in place, and must still make those renames durable.
         for dir_fd in staged.folders.values():
@@ -427,15 +452,39 @@ class OutputWriter:
         # the batch is cancelled meanwhile.
         staged = stage_documents(documents, strategy, on_loop=True)
         try:
-            placing = loop.run_in_executor(self._executor, place_staged, staged)
-        except BaseException:  # the writer was closed meanwhile
+            submitted = self._executor.submit(place_staged, staged)
+        except RuntimeError:  # the writer was closed meanwhile
             staged.discard()
             raise
+        placing = asyncio.wrap_future(submitted, loop=loop)
         placing.add_done_callback(_retrieve)
         return await asyncio.shield(placing)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+
+
+def _place(temp: _Temp) -> bool:
+    """Rename the temp file to its place; False if a file that is not ours took the place since it
+    was staged (nothing is replaced then).
+
+    A place that was empty is taken only if it still is (renameat2 RENAME_NOREPLACE, where the
+    filesystem has it): a person's file saved there meanwhile is never replaced. A place that
+    held our document is replaced, as before."""
+    if temp.place_was_empty and _renameat2 is not None:
+        source, target = os.fsencode(temp.name), os.fsencode(temp.place)
+        if _renameat2(temp.dir_fd, source, temp.dir_fd, target, _RENAME_NOREPLACE) == 0:
+            return True
+        code = ctypes.get_errno()
+        if code == errno.EEXIST:
+            try:
+                own_document(temp.dir_fd, temp.place)  # ours (a cancelled run placed it): replaced
+            except FileExistsError:
+                return False
+        elif code not in (errno.EINVAL, errno.ENOSYS):  # no such rename on this filesystem
+            raise OSError(code, os.strerror(code))
+    os.replace(temp.name, temp.place, src_dir_fd=temp.dir_fd, dst_dir_fd=temp.dir_fd)
+    return True
 
 
 def _retrieve(done: asyncio.Future[WriteResult]) -> None:
