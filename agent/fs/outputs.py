@@ -456,9 +456,9 @@ class OutputWriter:
         except RuntimeError:  # the writer was closed meanwhile
             staged.discard()
             raise
-        placing = asyncio.wrap_future(submitted, loop=loop)
-        placing.add_done_callback(_retrieve)
-        return await asyncio.shield(placing)
+        # shield: a cancelled batch stops waiting, the placing goes on (its outcome is then
+        # retrieved by shield itself, so an error is not reported as "never retrieved").
+        return await asyncio.shield(asyncio.wrap_future(submitted, loop=loop))
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -485,13 +485,6 @@ def _place(temp: _Temp) -> bool:
             raise OSError(code, os.strerror(code))
     os.replace(temp.name, temp.place, src_dir_fd=temp.dir_fd, dst_dir_fd=temp.dir_fd)
     return True
-
-
-def _retrieve(done: asyncio.Future[WriteResult]) -> None:
-    # A batch cancelled while its documents were placed does not read the outcome; retrieved here,
-    # its error is not reported again as "never retrieved".
-    if not done.cancelled():
-        done.exception()
 
 
 def _open_folder(root: Path, parent: str, relpath: str) -> int:
