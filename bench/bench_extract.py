@@ -29,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-from benchkit import run_scenarios  # noqa: E402  (bench/ is the script folder, on sys.path)
+from benchkit import run_scenarios, write_repeated  # noqa: E402  (bench/ is the script folder, on sys.path)
 
 CORPUS = REPO.parent / "shared" / "corpus"
 sys.path.insert(0, str(REPO))
@@ -77,13 +77,7 @@ def make_csv(path: Path, size: int) -> int:
         + "\n"
         for i in range(20_000)
     ).encode()
-    with path.open("wb") as f:
-        f.write(header.encode())
-        written = len(header)
-        while written < size:
-            f.write(rows)
-            written += len(rows)
-    return written
+    return write_repeated(path, header, rows, size)
 
 
 def run_child(mode: str, path: Path) -> tuple[int, float, float]:

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchkit import REPO, run_scenarios
+from benchkit import REPO, run_scenarios, write_repeated
 
 WELLS = [f"{row}{col}" for row in "AB" for col in range(1, 13)]
 RULE = """
@@ -87,14 +87,7 @@ def make_plate_csv(path: Path, size: int) -> int:
         wells = [f"{rng.uniform(0, 2):.4f}" if rng.randrange(997) else "" for _ in WELLS]
         block.append(f"{i + 1},{i * 60},{37 + rng.uniform(-0.1, 0.1):.2f}," + ",".join(wells) + "\n")
     rows = "".join(block).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as f:
-        f.write(header.encode())
-        written = len(header)
-        while written < size:
-            f.write(rows)
-            written += len(rows)
-    return written
+    return write_repeated(path, header, rows, size)
 
 
 def bench_table(args: argparse.Namespace) -> list[tuple[str, bool]]:

@@ -56,3 +56,16 @@ def peak_rss_mb(cmd: list[str], env: dict[str, str] | None = None) -> float:
         env={**os.environ, **(env or {})},
     )
     return int(out.stdout.strip()) / 1024
+
+
+def write_repeated(path: Path, header: str, rows: bytes, size: int) -> int:
+    """``header``, then ``rows`` again and again until the file holds at least ``size`` bytes;
+    the bytes written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        f.write(header.encode())
+        written = len(header)
+        while written < size:
+            f.write(rows)
+            written += len(rows)
+    return written
