@@ -89,6 +89,21 @@ def test_an_empty_scan_imports_no_table_or_hdf5_library(tmp_path: Path) -> None:
     assert {"pydantic", "aiosqlite", "rich"} <= packages(imported)
 
 
+def test_an_extraction_worker_starts_without_the_heavy_libraries() -> None:
+    # Workers start with the agent's first extraction, and again after a parser crashes; each
+    # pays its imports (pydantic alone was 80 ms). Tables and HDF5 bring theirs when a file needs them.
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys, agent.extractors.worker; print(*sorted(sys.modules))"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    heavy = packages(set(result.stdout.split())) & set(HEAVY)
+    assert not heavy, f"the extraction worker imported {sorted(heavy)}"
+
+
 def test_every_command_module_is_in_the_table_of_commands() -> None:
     names = {m.name for m in pkgutil.iter_modules(agent.commands.__path__)}
     modules = {name: importlib.import_module(f"agent.commands.{name}") for name in names}

@@ -7,11 +7,15 @@ crate entity, and recorded in the ledger. A DeadLetter is what failed, why, and 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .batch import FileStat
-from .enrichment import Enrichment
 from .errors import AgentError
+
+if TYPE_CHECKING:
+    # Only named here: the extraction workers import this module, and need no pydantic (80 ms
+    # at each worker's start).
+    from .enrichment import Enrichment
 
 GENERIC_DATASET_TYPE = "generic"
 NOT_VALIDATED: dict[str, Any] = {"status": "not-validated"}

@@ -9,7 +9,6 @@ asked first.
 from __future__ import annotations
 
 import logging
-from importlib.metadata import entry_points
 from typing import Any
 
 from ..core.records import EXTRACTION_FAILURE
@@ -78,6 +77,9 @@ def builtin_extractors() -> list[Extractor]:
 def load_extractors() -> list[Extractor]:
     """Site extractors registered by entry point first, then the built-in ones."""
     site: list[Extractor] = []
+    # Imported here: the extraction workers load extractors by name and never ask (20 ms).
+    from importlib.metadata import entry_points
+
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         try:
             site.append(entry.load()())
