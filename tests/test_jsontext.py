@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.core.jsontext import compact, indented
+from agent.ingest import crate
 
 scalars = (
     st.none()
@@ -40,6 +41,19 @@ def test_indented_is_what_json_dumps_writes(document: Any) -> None:
 @given(documents)
 def test_compact_reads_back_as_the_document(document: Any) -> None:
     assert json.loads(compact(document)) == document
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(st.text(max_size=8), documents, max_size=4), max_size=7), st.integers(1, 4))
+def test_crate_entities_serialised_together_are_each_as_serialised_alone(
+    entities: list[dict[str, Any]], at_once: int
+) -> None:
+    # The crate splits one text of many entities where each starts; strings holding "\n  {",
+    # nested lists and the floats that take the standard library's path must not move a split.
+    entities += [{"s": ",\n  {", "n": [{"x": 1e-05}]}]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(crate, "ENTITIES_AT_ONCE", at_once)
+        assert crate._indented_each(entities) == [crate._indented(e) for e in entities]
 
 
 def test_keys_that_are_not_strings_are_written_as_json_dumps_writes_them() -> None:
