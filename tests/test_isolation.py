@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,6 +196,76 @@ def test_in_a_group_the_file_that_ends_its_worker_fails_alone(
     assert isinstance(stuck, ExtractionTimeout | ParserCrashedError)
     assert isinstance(hog, ExtractionError) and "memory" in str(hog)
     assert isinstance(last, dict) and last["rowCount"] == 2 and last["columns"][1]["name"] == "y"
+
+
+class Crasher:
+    """An extractor that ends its process as a native parser's crash does (SIGSEGV), and leaves a
+    mark in the folder each time it runs."""
+
+    name = "crasher"
+
+    def accepts(self, name: str, head: bytes) -> bool:
+        return name.endswith(".crash")
+
+    def extract(self, source: Source, budget: Budget) -> Metadata:
+        with open(source.folder / "crashes", "a") as marks:
+            marks.write("x")
+        os.kill(os.getpid(), signal.SIGSEGV)
+        return {}
+
+
+class CrashFreeCrasher(Crasher):
+    """One that says it cannot end its worker, and does (an extractor's bug)."""
+
+    crash_free = True
+
+
+class CrashFreeGilHolder(GilHolder):
+    crash_free = True
+
+
+def quick_tables(folder: Path, count: int) -> list[tuple[Extractor, Path]]:
+    return [(TabularExtractor(), write(folder / f"q{n}.csv", f"t,x\n0,{n}\n")) for n in range(count)]
+
+
+@pytest.mark.parametrize("bad", [CrashFreeCrasher, CrashFreeGilHolder], ids=["crash", "hang"])
+def test_replies_held_back_are_not_lost_with_a_worker_that_ends_after_them(
+    parsers: IsolatedParsers, tmp_path: Path, bad: type
+) -> None:
+    """Quick files' replies wait while a crash-free extractor reads; one that ends its worker all
+    the same fails alone, and the files before it keep their metadata."""
+    path = write(tmp_path / ("b.crash" if bad is CrashFreeCrasher else "b.stuck"), b"x")
+    after = (TabularExtractor(), write(tmp_path / "z.csv", "t,y\n0,2\n1,3\n"))
+    results = extract_each(parsers, [*quick_tables(tmp_path, 6), (bad(), path), after], seconds=1)
+    assert [r["columns"][1]["max"] for r in results[:6] if isinstance(r, dict)] == list(range(6))
+    if bad is CrashFreeCrasher:
+        assert isinstance(results[6], ParserCrashedError) and "SIGSEGV" in str(results[6])
+        # Read again one at a time to pin the crash on it: it crashed twice.
+        assert (tmp_path / "crashes").read_text() == "xx"
+    else:
+        assert isinstance(results[6], ExtractionTimeout | ParserCrashedError)
+    assert isinstance(results[7], dict) and results[7]["rowCount"] == 2
+
+
+def test_replies_are_sent_before_an_extractor_that_may_crash_reads(
+    parsers: IsolatedParsers, tmp_path: Path
+) -> None:
+    path = write(tmp_path / "b.crash", b"x")
+    results = extract_each(parsers, [*quick_tables(tmp_path, 6), (Crasher(), path)], seconds=5)
+    assert [r["columns"][1]["max"] for r in results[:6] if isinstance(r, dict)] == list(range(6))
+    assert isinstance(results[6], ParserCrashedError)
+    assert (tmp_path / "crashes").read_text() == "x"  # nothing was held back: one crash, pinned
+
+
+def test_a_group_read_together_gives_what_each_file_gives_alone(
+    parsers: IsolatedParsers, tmp_path: Path
+) -> None:
+    files: list[tuple[Extractor, Path]] = [
+        (TabularExtractor(), write(tmp_path / f"t{n}.csv", f"a,b\n{n},{n * 0.5}\n{n + 1},x\n"))
+        for n in range(40)
+    ]
+    together = extract_each(parsers, files, seconds=5)
+    assert together == [extract(parsers, e, path) for e, path in files]
 
 
 class Chatter:

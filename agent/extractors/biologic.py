@@ -81,6 +81,7 @@ class BiologicExtractor:
     """EC-Lab settings (.mps): device, techniques and their parameters, the cell."""
 
     name = "biologic"
+    crash_free = True
 
     def accepts(self, name: str, head: bytes) -> bool:
         if suffix(name) != ".mps":

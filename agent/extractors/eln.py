@@ -44,6 +44,7 @@ FILE_TYPES = frozenset({"File", "MediaObject"})
 
 class ElnExtractor:
     name = "eln"
+    crash_free = True
 
     def accepts(self, name: str, head: bytes) -> bool:
         return name.lower().endswith(".eln")

@@ -76,6 +76,7 @@ _NAMED = {
 
 class FcsExtractor:
     name = "fcs"
+    crash_free = True
 
     def accepts(self, name: str, head: bytes) -> bool:
         return suffix(name) == ".fcs" or _MAGIC.match(head) is not None

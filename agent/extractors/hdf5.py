@@ -183,6 +183,8 @@ class Hdf5Extractor:
     #: libhdf5 is C: a damaged file can crash it or make it loop holding the GIL; extractors run
     #: in worker processes with hard limits for that reason among others (see isolation).
     name = "hdf5"
+    #: libhdf5 can crash (SIGSEGV) or loop holding the GIL on a damaged file.
+    crash_free = False
 
     def accepts(self, name: str, head: bytes) -> bool:
         return head.startswith(b"\x89HDF\r\n\x1a\n") or suffix(name) in _SUFFIXES

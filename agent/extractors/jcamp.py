@@ -52,6 +52,7 @@ def label(key: str) -> str:
 
 class JcampExtractor:
     name = "jcamp"
+    crash_free = True
 
     def accepts(self, name: str, head: bytes) -> bool:
         return suffix(name) in (".jdx", ".dx", ".jcamp")

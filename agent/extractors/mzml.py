@@ -279,6 +279,7 @@ class _Reader:
 
 class MzmlExtractor:
     name = "mzml"
+    crash_free = True
 
     def accepts(self, name: str, head: bytes) -> bool:
         return suffix(name) == ".mzml"

@@ -41,6 +41,7 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 class TabularExtractor:
     name = "tabular"
+    crash_free = True
 
     def __init__(self, *, from_sample: bool = True) -> None:
         #: Whether a table wholly in the sample is profiled without pandas (False: always pandas;

@@ -15,13 +15,14 @@ import resource
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from ..core import collector
 from . import run_derive, run_extractor
 from .base import ExtractionError, Extractor, Source
-from .isolation import MAX_FILES_PER_REQUEST, receive_message, send_message
+from .isolation import MAX_FILES_PER_REQUEST, TOGETHER_S, encode_message, receive_message
 
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -59,15 +60,34 @@ def serve(sock: socket.socket) -> None:
         _limit_cpu(float(request["cpu_seconds"]) * max(1, len(files)))
         # The descriptors of the derived tables to write follow those of the files to read.
         outputs = iter(fds[len(files) :])
+        # A reply per file, as soon as it is read: the agent times each file on its own. Asked
+        # to send them together, quick files' replies wait until TOGETHER_S were spent on them,
+        # but only across files the agent says may hold them ("hold_across": not files that may
+        # end this process, with whose end they would be lost, nor files read twice).
+        together = bool(request.get("together"))
+        held: list[dict[str, Any]] = []
+        held_since = 0.0
         try:
             for number, file in enumerate(files):
-                # A reply per file, as soon as it is read: the agent times each file on its own.
                 fd = fds[number] if number < len(fds) else None
                 out_fd = next(outputs, None) if file.get("derive") else None
-                send_message(sock, {"index": number, **_read(file, fd, out_fd, request, loaded)})
+                if not file.get("hold_across"):
+                    _send_all(sock, held)
+                if not held:
+                    held_since = time.monotonic()
+                held.append({"index": number, **_read(file, fd, out_fd, request, loaded)})
+                if not together or time.monotonic() - held_since >= TOGETHER_S:
+                    _send_all(sock, held)
+            _send_all(sock, held)
         finally:
             for fd in fds:
                 os.close(fd)
+
+
+def _send_all(sock: socket.socket, replies: list[dict[str, Any]]) -> None:
+    if replies:
+        sock.sendall(b"".join(map(encode_message, replies)))
+        replies.clear()
 
 
 def _read(

@@ -89,6 +89,7 @@ def local_name(tag: str) -> tuple[str | None, str]:
 
 class XmlExtractor:
     name = "xml"
+    crash_free = True
 
     def accepts(self, name: str, head: bytes) -> bool:
         return suffix(name) in _SUFFIXES or head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<?xml")

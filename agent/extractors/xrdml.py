@@ -250,6 +250,7 @@ def _amount(quantity: dict[str, Any] | None, template: str, after: str = "") -> 
 
 class XrdmlExtractor:
     name = "xrdml"
+    crash_free = True
 
     def accepts(self, name: str, head: bytes) -> bool:
         return suffix(name) == ".xrdml"
