@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +17,17 @@ from pathlib import Path
 import pytest
 
 from agent.core.config import AgentConfig
+from agent.extractors import worker
 from agent.extractors.base import Budget, ExtractionError, ExtractionTimeout, Extractor, Metadata, Source
-from agent.extractors.isolation import IsolatedParsers, OpenFile, ParserCrashedError
+from agent.extractors.isolation import (
+    IsolatedParsers,
+    OpenFile,
+    ParserCrashedError,
+    most_reads,
+    read_message,
+    send_message,
+    travels_together,
+)
 from agent.extractors.runner import MetadataReader, Wanted
 from agent.extractors.tabular import TabularExtractor
 from agent.ledger import Ledger
@@ -198,9 +209,14 @@ def test_in_a_group_the_file_that_ends_its_worker_fails_alone(
     assert isinstance(last, dict) and last["rowCount"] == 2 and last["columns"][1]["name"] == "y"
 
 
+def leave_mark(source: Source) -> None:
+    """A mark in the file's folder each time an extractor starts reading it."""
+    with open(source.folder / "reads", "a") as marks:
+        marks.write("x")
+
+
 class Crasher:
-    """An extractor that ends its process as a native parser's crash does (SIGSEGV), and leaves a
-    mark in the folder each time it runs."""
+    """An extractor that ends its process as a native parser's crash does (SIGSEGV)."""
 
     name = "crasher"
 
@@ -208,10 +224,15 @@ class Crasher:
         return name.endswith(".crash")
 
     def extract(self, source: Source, budget: Budget) -> Metadata:
-        with open(source.folder / "crashes", "a") as marks:
-            marks.write("x")
+        leave_mark(source)
         os.kill(os.getpid(), signal.SIGSEGV)
         return {}
+
+
+class MarkingGilHolder(GilHolder):
+    def extract(self, source: Source, budget: Budget) -> Metadata:
+        leave_mark(source)
+        return super().extract(source, budget)
 
 
 class CrashFreeCrasher(Crasher):
@@ -220,12 +241,17 @@ class CrashFreeCrasher(Crasher):
     crash_free = True
 
 
-class CrashFreeGilHolder(GilHolder):
+class CrashFreeGilHolder(MarkingGilHolder):
     crash_free = True
 
 
-def quick_tables(folder: Path, count: int) -> list[tuple[Extractor, Path]]:
-    return [(TabularExtractor(), write(folder / f"q{n}.csv", f"t,x\n0,{n}\n")) for n in range(count)]
+def quick_tables(folder: Path, count: int, first: int = 0) -> list[tuple[Extractor, Path]]:
+    numbers = range(first, first + count)
+    return [(TabularExtractor(), write(folder / f"q{n}.csv", f"t,x\n0,{n}\n")) for n in numbers]
+
+
+def maxima(results: list[Metadata | Exception]) -> list[object]:
+    return [r["columns"][1]["max"] if isinstance(r, dict) else r for r in results]
 
 
 @pytest.mark.parametrize("bad", [CrashFreeCrasher, CrashFreeGilHolder], ids=["crash", "hang"])
@@ -235,26 +261,98 @@ def test_replies_held_back_are_not_lost_with_a_worker_that_ends_after_them(
     """Quick files' replies wait while a crash-free extractor reads; one that ends its worker all
     the same fails alone, and the files before it keep their metadata."""
     path = write(tmp_path / ("b.crash" if bad is CrashFreeCrasher else "b.stuck"), b"x")
-    after = (TabularExtractor(), write(tmp_path / "z.csv", "t,y\n0,2\n1,3\n"))
-    results = extract_each(parsers, [*quick_tables(tmp_path, 6), (bad(), path), after], seconds=1)
-    assert [r["columns"][1]["max"] for r in results[:6] if isinstance(r, dict)] == list(range(6))
+    results = extract_each(
+        parsers, [*quick_tables(tmp_path, 6), (bad(), path), *quick_tables(tmp_path, 3, first=6)], seconds=1
+    )
+    assert maxima(results[:6]) == list(range(6)) and maxima(results[7:]) == [6, 7, 8]
     if bad is CrashFreeCrasher:
         assert isinstance(results[6], ParserCrashedError) and "SIGSEGV" in str(results[6])
-        # Read again one at a time to pin the crash on it: it crashed twice.
-        assert (tmp_path / "crashes").read_text() == "xx"
     else:
         assert isinstance(results[6], ExtractionTimeout | ParserCrashedError)
-    assert isinstance(results[7], dict) and results[7]["rowCount"] == 2
+    # Read again alone to pin the failure on it: the price of that extractor's bug.
+    assert (tmp_path / "reads").read_text() == "xx"
 
 
-def test_replies_are_sent_before_an_extractor_that_may_crash_reads(
-    parsers: IsolatedParsers, tmp_path: Path
+@pytest.mark.parametrize("bad", [Crasher, MarkingGilHolder], ids=["crash", "hang"])
+def test_an_extractor_that_may_end_its_worker_fails_alone_at_the_first_try(
+    parsers: IsolatedParsers, tmp_path: Path, bad: type
 ) -> None:
-    path = write(tmp_path / "b.crash", b"x")
-    results = extract_each(parsers, [*quick_tables(tmp_path, 6), (Crasher(), path)], seconds=5)
-    assert [r["columns"][1]["max"] for r in results[:6] if isinstance(r, dict)] == list(range(6))
-    assert isinstance(results[6], ParserCrashedError)
-    assert (tmp_path / "crashes").read_text() == "x"  # nothing was held back: one crash, pinned
+    """Between quick files: no reply is held while it reads, nor is its own, so its failure is
+    pinned on it at once and it is read once (a hang costs one time limit, a crash happens once)."""
+    path = write(tmp_path / ("b.crash" if bad is Crasher else "b.stuck"), b"x")
+    results = extract_each(
+        parsers, [*quick_tables(tmp_path, 6), (bad(), path), *quick_tables(tmp_path, 3, first=6)], seconds=1
+    )
+    assert maxima(results[:6]) == list(range(6)) and maxima(results[7:]) == [6, 7, 8]
+    assert isinstance(results[6], ParserCrashedError if bad is Crasher else ExtractionTimeout)
+    assert (tmp_path / "reads").read_text() == "x"
+
+
+def test_only_an_extractor_class_that_promises_it_travels_together() -> None:
+    assert travels_together(TabularExtractor(), None)
+    assert not travels_together(TabularExtractor(), {"format": "parquet"})  # read twice
+    assert not travels_together(Crasher(), None)  # no promise
+    assert not travels_together(Picky(), None)  # a subclass may call native code of its own
+    assert travels_together(CrashFreeCrasher(), None)
+    # What the agent's backstop allows: a file that travels together may be read again alone.
+    assert [most_reads(TabularExtractor(), None), most_reads(Crasher(), None)] == [2, 1]
+    assert most_reads(Crasher(), {"format": "parquet"}) == 2
+
+
+class CountingSocket(socket.socket):
+    """The worker's end of its channel, counting the writes of its replies."""
+
+    writes: list[bytes]
+
+    def sendall(self, data: bytes, flags: int = 0) -> None:  # type: ignore[override]
+        self.writes.append(bytes(data))
+        super().sendall(data, flags)
+
+
+def test_the_worker_sends_quick_replies_together_and_others_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """worker.serve in this process: three quick files' replies go in one write, sent before a
+    file that may end the worker is read; its reply goes at once; the last two at the end."""
+    monkeypatch.setattr(worker, "TOGETHER_S", 60.0)  # nothing is sent for time spent
+    monkeypatch.setattr(worker, "_limit_cpu", lambda seconds: None)  # not this test process's CPU
+    agent_end, worker_end = socket.socketpair()
+    counting = CountingSocket(fileno=os.dup(worker_end.fileno()))
+    worker_end.close()
+    counting.writes = []
+    files = [*quick_tables(tmp_path, 3), (Picky(), write(tmp_path / "p.csv", "t,x\n0,9\n"))]
+    files += quick_tables(tmp_path, 2, first=3)
+    fds = [os.open(path, os.O_RDONLY) for _, path in files]
+    request = {
+        "files": [
+            {
+                "extractor": f"{type(e).__module__}:{type(e).__qualname__}",
+                "name": path.name,
+                "folder": str(path.parent),
+                "derive": None,
+                "together": travels_together(e, None),
+            }
+            for e, path in files
+        ],
+        "seconds": 5,
+        "cpu_seconds": 5,
+    }
+    serving = threading.Thread(target=worker.serve, args=(counting,))
+    serving.start()
+    try:
+        send_message(agent_end, request, fds)
+        replies = agent_end.makefile("rb")
+        received = [read_message(replies) for _ in files]
+    finally:
+        agent_end.shutdown(socket.SHUT_RDWR)
+        serving.join(10)
+        agent_end.close()
+        counting.close()
+        for fd in fds:
+            os.close(fd)
+    assert [r["index"] for r in received] == list(range(6))
+    assert [r["metadata"]["columns"][1]["max"] for r in received] == [0, 1, 2, 9, 3, 4]
+    assert [w.count(b'"index"') for w in counting.writes] == [3, 1, 2]
 
 
 def test_a_group_read_together_gives_what_each_file_gives_alone(

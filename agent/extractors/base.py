@@ -139,7 +139,8 @@ class Extractor(Protocol):
     name: str
     # Optional: ``crash_free = True`` says its reading cannot end its worker process (Python, or a
     # C library that does not crash on bad input, checking its budget). Other files' answers may
-    # then wait in the worker while it reads (see isolation). Without it, they are sent first.
+    # then wait in the worker while it reads (see isolation). Without it, they are sent first. Set
+    # on the class itself: a subclass does not inherit the promise.
 
     def accepts(self, name: str, head: bytes) -> bool:
         """Whether this extractor reads a file of this name whose first bytes are ``head``."""

@@ -13,17 +13,20 @@ reused from file to file, each worker with
 
 A request carries a group of files (their descriptors travel with it, SCM_RIGHTS, so the worker
 reads the very files the agent hashed and needs no permission of its own); the worker answers each
-as soon as it is read. A crash, a limit or a hang ends that worker only: the file it was reading
+in order. A crash, a limit or a hang ends that worker only: the file it was reading
 gets an ExtractionError that says what happened (the file keeps its generic description), and the
 files after it go to a fresh worker.
 
 Replies of quick files travel together, a few milliseconds' worth at a time: one for each 4 KiB
 table woke the agent's thread, which then took the GIL from the event loop, a quarter of the
-context switches of a scan of small tables and 30 µs of CPU a file. They wait only while an
-extractor that says it is ``crash_free`` reads (the built-in ones but HDF5's); before any other
-reads, they are sent. Should a worker end all the same while replies are held back, which file
-ended it is not known: the files not answered are asked again one at a time, each reply sent at
-once, on a fresh worker, where the file that fails fails alone.
+context switches of a scan of small tables and 30 µs of CPU a file. Only files read by an
+extractor whose class says it is ``crash_free`` (the built-in ones but HDF5's) travel together:
+their replies wait only while another such file is read; before any other file is read, they are
+sent, and its own reply goes at once. So a crash of a parser that may crash is pinned on its file
+as before. Should a crash-free extractor end its worker all the same (its bug) while replies are
+held back, which file ended it is not known: the files not answered are asked again one at a
+time on a fresh worker, where the file that fails fails alone (a second time limit, counted in
+``most_reads``).
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ MAX_MESSAGE_BYTES = 64 << 20
 #: Files per request: their descriptors travel in one message (the kernel allows 253).
 MAX_FILES_PER_REQUEST = 64
 #: A worker holds the replies of quick files until it has spent this long on them, then sends them
-#: together (see worker.serve and IsolatedParsers._group).
+#: together (see worker.serve and IsolatedParsers._ask).
 TOGETHER_S = 0.005
 _ERRORS: dict[str, type[ExtractionError]] = {
     cls.__name__: cls for cls in (ExtractionError, UnsafeInputError, UnsafeArchiveError, ExtractionTimeout)
@@ -201,11 +204,18 @@ class OpenFile:
         return 2 if self.derive is not None else 1
 
 
-def _may_hold_across(f: OpenFile) -> bool:
-    """Whether replies may wait in the worker while it reads this file: its extractor cannot end the
-    worker (``crash_free``), and the file is read once (no derived table: a reply is allowed one
-    file's time)."""
-    return f.derive is None and getattr(f.extractor, "crash_free", False) is True
+def travels_together(extractor: Extractor, derive: object | None) -> bool:
+    """Whether a file's reply may wait in the worker with others, and others' while it is read: its
+    extractor's own class promises that reading cannot end the worker (``crash_free``: a subclass,
+    which may call native code of its own, does not inherit the promise), and the file is read once
+    (a derived table's file may take two time limits, and a reply waits for one)."""
+    return derive is None and vars(type(extractor)).get("crash_free") is True
+
+
+def most_reads(extractor: Extractor, derive: object | None) -> int:
+    """How many time limits a file may take at most: a derived table's file is read twice; a file
+    that travels together may be asked again alone (see _AskAgainOneByOne)."""
+    return 2 if derive is not None or travels_together(extractor, derive) else 1
 
 
 class _AskAgainOneByOne(Exception):
@@ -235,7 +245,7 @@ class IsolatedParsers:
 
     def extract_group(self, files: Sequence[OpenFile], seconds: float) -> list[Metadata | Exception]:
         """Each file's metadata, or the ExtractionError saying why there is none, read by one worker
-        (one request for the group; a reply per file).
+        (one request for the group; replies in order, quick files' several at a time).
 
         Each file has its own limits. A file that crashes or outlasts its worker ends that worker:
         it gets its error, and the files after it go to a fresh worker.
@@ -305,10 +315,10 @@ class IsolatedParsers:
         self, worker: _Worker, files: list[OpenFile], seconds: float, *, together: bool
     ) -> list[Metadata | Exception]:
         """Each file's result, up to and including the first file that ended the worker. With
-        ``together``, replies may be held back while a file that may hold them is read, and sent
-        several at once: a worker that ends then is killed and _AskAgainOneByOne raised instead,
-        with the results before it."""
-        holds = [together and _may_hold_across(f) for f in files]
+        ``together``, files that travel together may have their replies held back and sent several
+        at once: a worker that ends while one is held is killed and _AskAgainOneByOne raised
+        instead, with the results before it."""
+        holds = [together and travels_together(f.extractor, f.derive) for f in files]
         request = {
             "files": [
                 {
@@ -316,22 +326,21 @@ class IsolatedParsers:
                     "name": f.name,
                     "folder": str(f.folder),
                     "derive": f.derive,
-                    "hold_across": hold,
+                    "together": hold,
                 }
                 for f, hold in zip(files, holds, strict=True)
             ],
             "seconds": seconds,
             # The worker's CPU limit is set once for the group: each file's passes count.
             "cpu_seconds": seconds * sum(f.passes for f in files) / len(files),
-            "together": together,
         }
         outputs = [f.out_fd for f in files if f.derive is not None and f.out_fd is not None]
         send_message(worker.sock, request, [f.fd for f in files] + outputs)
 
         def unsure_after(index: int) -> bool:
             # Whether the worker may have gone on to the next file with this one's reply held
-            # back: then a failure cannot be pinned on this file.
-            return index + 1 < len(files) and holds[index + 1]
+            # back: then a failure cannot be pinned on this file. (The worker's rule, in serve.)
+            return holds[index] and index + 1 < len(files) and holds[index + 1]
 
         results: list[Metadata | Exception] = []
         for index, f in enumerate(files):
@@ -367,22 +376,18 @@ class IsolatedParsers:
         return results
 
     def _failed(self, worker: _Worker, f: OpenFile, exc: Exception, seconds: float) -> ExtractionError:
-        """What the file that ended its worker (now ended) gets, by how its reply failed to come."""
+        """What the file that ended its worker gets, by how its reply failed to come; the worker is
+        ended here (if it has not ended itself)."""
+        status = worker.kill()
         if isinstance(exc, TimeoutError):
-            worker.kill()
             return ExtractionTimeout(
                 f"reading the metadata of {f.name!r} took longer than {seconds:.0f} s; the "
                 f"{f.extractor.name} parser was stopped"
             )
         if isinstance(exc, ValueError):
-            worker.kill()
             return ExtractionError(
                 f"the {f.extractor.name} parser gave no usable answer for {f.name!r}: {exc}"
             )
-        return self._ended(worker, f.extractor, f.name)
-
-    def _ended(self, worker: _Worker, extractor: Extractor, name: str) -> ParserCrashedError:
-        status = worker.kill()
         if status == -signal.SIGXCPU:
             why = "used more CPU time than it may"
         elif status < 0:
@@ -391,7 +396,7 @@ class IsolatedParsers:
             why = f"stopped with exit status {status}"
         limit = f"{self.memory_bytes / 2**20:.0f} MiB"
         return ParserCrashedError(
-            f"the {extractor.name} parser {why} while reading {name!r} (its memory limit is {limit})"
+            f"the {f.extractor.name} parser {why} while reading {f.name!r} (its memory limit is {limit})"
         )
 
 

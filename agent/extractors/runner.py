@@ -37,7 +37,7 @@ from . import (
     load_extractors,
 )
 from .generic import Detected
-from .isolation import IsolatedParsers, OpenFile
+from .isolation import IsolatedParsers, OpenFile, most_reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,13 +136,14 @@ class MetadataReader:
         self, root: Path, files: list[tuple[Extractor, Wanted]]
     ) -> list[Metadata | Exception]:
         loop = asyncio.get_running_loop()
-        # Each file is read once for its metadata, and once more for a derived table.
-        passes = sum(2 if wanted.derive is not None else 1 for _, wanted in files)
+        # Each file is read once for its metadata, and once more for a derived table (or when it
+        # is asked again alone).
+        reads = sum(most_reads(extractor, wanted.derive) for extractor, wanted in files)
         async with self._slots:
             work = loop.run_in_executor(self._executor, self._extract_group, root, files)
             try:
                 # The worker is stopped at each file's limit; this is the backstop should that fail.
-                done, _ = await asyncio.wait({work}, timeout=(self.seconds + 5) * passes)
+                done, _ = await asyncio.wait({work}, timeout=(self.seconds + 5) * reads)
             except asyncio.CancelledError:
                 work.add_done_callback(partial(_discard_uncollected, root, files))
                 raise

@@ -60,31 +60,32 @@ def serve(sock: socket.socket) -> None:
         _limit_cpu(float(request["cpu_seconds"]) * max(1, len(files)))
         # The descriptors of the derived tables to write follow those of the files to read.
         outputs = iter(fds[len(files) :])
-        # A reply per file, as soon as it is read: the agent times each file on its own. Asked
-        # to send them together, quick files' replies wait until TOGETHER_S were spent on them,
-        # but only across files the agent says may hold them ("hold_across": not files that may
-        # end this process, with whose end they would be lost, nor files read twice).
-        together = bool(request.get("together"))
+        # A reply per file: the agent times each file on its own. The replies of files marked
+        # "together" (quick, and read by an extractor that cannot end this process) may wait until
+        # TOGETHER_S were spent on them and go in one write; before any other file is read, and
+        # with its own reply, they are sent. So a reply waits only while a file that cannot lose
+        # it is read, and a file that may end this process is always the one not answered.
         held: list[dict[str, Any]] = []
         held_since = 0.0
         try:
             for number, file in enumerate(files):
                 fd = fds[number] if number < len(fds) else None
                 out_fd = next(outputs, None) if file.get("derive") else None
-                if not file.get("hold_across"):
-                    _send_all(sock, held)
+                together = bool(file.get("together"))
+                if not together:
+                    _flush(sock, held)
                 if not held:
                     held_since = time.monotonic()
                 held.append({"index": number, **_read(file, fd, out_fd, request, loaded)})
                 if not together or time.monotonic() - held_since >= TOGETHER_S:
-                    _send_all(sock, held)
-            _send_all(sock, held)
+                    _flush(sock, held)
+            _flush(sock, held)
         finally:
             for fd in fds:
                 os.close(fd)
 
 
-def _send_all(sock: socket.socket, replies: list[dict[str, Any]]) -> None:
+def _flush(sock: socket.socket, replies: list[dict[str, Any]]) -> None:
     if replies:
         sock.sendall(b"".join(map(encode_message, replies)))
         replies.clear()
