@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
 
 from agent.core.errors import FileChangedError, FileVanishedError, NotRegularFileError
-from agent.ingest.hashing import Hasher, hash_file
+from agent.fs.fsinfo import filesystem_type
+from agent.ingest.hashing import Hashed, Hasher, hash_file, hash_in_memory, in_memory_read_flags
 
 from .conftest import appending, sha256sum, write
 
@@ -45,8 +47,6 @@ def test_symlink_is_not_followed(tmp_path: Path) -> None:
 
 
 def test_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
-    import os
-
     os.mkfifo(tmp_path / "pipe")
     with pytest.raises(NotRegularFileError):
         hash_file(tmp_path, "pipe")
@@ -64,3 +64,75 @@ async def test_hasher_hashes_in_threads(tmp_path: Path) -> None:
         hasher.close()
     assert [r.sha256 for r in results] == [hashlib.sha256(bytes([i]) * 100_000).hexdigest() for i in range(8)]
     assert hasher.bytes_hashed == 800_000 and hasher.files_hashed == 8
+
+
+def evict(path: Path) -> None:
+    """Drop the file's bytes from the page cache (they are on disk: synced first)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def read_flags_here(tmp_path: Path) -> int:
+    """The test's folder on a disk's filesystem, which can tell what is in memory (RWF_NOWAIT)."""
+    if filesystem_type(tmp_path) not in ("ext4", "xfs", "btrfs"):
+        pytest.skip(f"the tests' folder is on {filesystem_type(tmp_path)}, not on a disk's filesystem")
+    return os.RWF_NOWAIT
+
+
+def test_files_in_memory_are_hashed_until_one_would_wait_for_the_disk(tmp_path: Path) -> None:
+    flags = read_flags_here(tmp_path)
+    paths = [write(tmp_path / f"{i}.bin", bytes([i]) * 5000) for i in range(4)]
+    evict(paths[2])
+    names = [p.name for p in paths]
+    done, unsupported = hash_in_memory(tmp_path, names, CHUNK, 1 << 20, flags)
+    assert not unsupported
+    assert done == [hash_file(tmp_path, name, CHUNK) for name in names[:2]]
+
+
+def test_what_the_loop_may_read_is_bounded(tmp_path: Path) -> None:
+    for i in range(4):
+        write(tmp_path / f"{i}.bin", bytes([i]) * 5000)
+    names = [f"{i}.bin" for i in range(4)]
+    done, _ = hash_in_memory(tmp_path, names, CHUNK, 12_000, 0)
+    assert [r.stat.relpath for r in done if isinstance(r, Hashed)] == names[:2]
+    # A file's error is its result, as in a thread; the files after it go on.
+    (tmp_path / "1.bin").unlink()
+    done, _ = hash_in_memory(tmp_path, names, CHUNK, 1 << 20, 0)
+    assert isinstance(done[1], FileVanishedError) and [type(r) for r in done[2:]] == [Hashed, Hashed]
+
+
+@pytest.mark.parametrize(
+    ("fs_type", "flags"),
+    [
+        ("ext4", os.RWF_NOWAIT),
+        ("xfs", os.RWF_NOWAIT),
+        ("tmpfs", 0),  # nothing there waits for a disk
+        ("nfs4", None),
+        ("fuse.sshfs", None),
+        ("unknown", None),
+    ],
+)
+def test_network_filesystems_are_read_in_threads_only(fs_type: str, flags: int | None) -> None:
+    """Where opening a file may wait for a server, nothing is read on the loop's thread."""
+    assert in_memory_read_flags(fs_type) == flags
+
+
+async def test_the_hasher_hands_the_thread_only_what_would_wait(tmp_path: Path) -> None:
+    read_flags_here(tmp_path)
+    paths = [write(tmp_path / f"{i}.bin", bytes([i]) * 5000) for i in range(6)]
+    waits: list[float] = []  # told each time a group goes to a thread
+    hasher = Hasher(threads=2, chunk_bytes=CHUNK, on_wait=waits.append)
+    try:
+        first = await hasher.hash_group(tmp_path, [p.name for p in paths[:3]])
+        assert waits == []  # all three were in memory: hashed on the loop's thread
+        evict(paths[4])
+        second = await hasher.hash_group(tmp_path, [p.name for p in paths[3:]])
+        assert len(waits) == 1
+    finally:
+        hasher.close()
+    assert [r.sha256 for r in first + second if isinstance(r, Hashed)] == [sha256sum(p) for p in paths]
+    assert hasher.files_hashed == 6 and hasher.bytes_hashed == 30_000
