@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from fnmatch import fnmatchcase
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.core.batch import batch_id
 from agent.core.config import DEFAULT_IGNORE
@@ -65,6 +68,23 @@ def test_own_outputs(relpath: str, ours: bool) -> None:
 )
 def test_default_ignores(name: str, ignored: bool) -> None:
     assert IgnoreRules(DEFAULT_IGNORE).ignores(name) is ignored
+
+
+GLOB_PIECES = st.sampled_from(["*", "?", "[a-c]", "[!x]", ".", "a", "b", "x", "~$", "|", "(", "\\", "\n"])
+
+
+NAME_PIECES = st.sampled_from(["a", "b", "c", "x", ".", "~", "$", "|", "(", "\\", "\n", "é"])
+
+
+@given(
+    patterns=st.lists(st.lists(GLOB_PIECES, max_size=5).map("".join), max_size=4),
+    name=st.lists(NAME_PIECES, max_size=6).map("".join),
+)
+def test_the_globs_read_together_as_each_alone(patterns: list[str], name: str) -> None:
+    """IgnoreRules matches all its globs in one expression: the same as fnmatchcase one by one."""
+    if is_own_output(name):
+        return
+    assert IgnoreRules(patterns).ignores(name) is any(fnmatchcase(name, p) for p in patterns)
 
 
 @pytest.mark.parametrize(

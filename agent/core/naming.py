@@ -10,7 +10,7 @@ import hashlib
 import os
 import re
 from collections.abc import Iterable
-from fnmatch import fnmatchcase
+from fnmatch import translate
 from pathlib import PurePosixPath
 from urllib.parse import quote
 
@@ -95,10 +95,13 @@ class IgnoreRules:
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = tuple(patterns)
+        # One expression for every glob, each as fnmatchcase reads it: every event a watcher
+        # reports is checked, and a glob at a time cost 5 µs a name for the default fourteen.
+        self._globs = re.compile("|".join(map(translate, self.patterns))) if self.patterns else None
 
     def ignores(self, name: str) -> bool:
         """A name that is never data: ours (by suffix) or matching an ignore glob."""
-        return is_own_output(name) or any(fnmatchcase(name, pattern) for pattern in self.patterns)
+        return is_own_output(name) or (self._globs is not None and self._globs.match(name) is not None)
 
     def ignores_path(self, relpath: str) -> bool:
         """As ``ignores``, for a path below the root: also the session crates."""
