@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from pathlib import Path
 
 import pytest
 
+from agent.core.batch import FileStat
 from agent.core.errors import FileChangedError, FileVanishedError, NotRegularFileError
 from agent.fs.fsinfo import filesystem_type
-from agent.ingest.hashing import Hashed, Hasher, hash_file, hash_in_memory, in_memory_read_flags
+from agent.ingest import hashing
+from agent.ingest.hashing import (
+    DISK_FILESYSTEMS,
+    Hashed,
+    Hasher,
+    InMemory,
+    Stop,
+    _digest,
+    hash_file,
+    hash_in_memory,
+    in_memory_read_flags,
+)
 
 from .conftest import appending, sha256sum, write
 
@@ -57,8 +70,6 @@ async def test_hasher_hashes_in_threads(tmp_path: Path) -> None:
         write(tmp_path / f"{i}.bin", bytes([i]) * 100_000)
     hasher = Hasher(threads=2, chunk_bytes=CHUNK)
     try:
-        import asyncio
-
         results = await asyncio.gather(*(hasher.hash(tmp_path, f"{i}.bin") for i in range(8)))
     finally:
         hasher.close()
@@ -76,33 +87,61 @@ def evict(path: Path) -> None:
         os.close(fd)
 
 
-def read_flags_here(tmp_path: Path) -> int:
-    """The test's folder on a disk's filesystem, which can tell what is in memory (RWF_NOWAIT)."""
-    if filesystem_type(tmp_path) not in ("ext4", "xfs", "btrfs"):
-        pytest.skip(f"the tests' folder is on {filesystem_type(tmp_path)}, not on a disk's filesystem")
-    return os.RWF_NOWAIT
+def in_memory_here(tmp_path: Path, flags: int | None = None) -> InMemory:
+    """How the loop reads the test's folder, which must be on a disk's filesystem (one that can
+    tell what is in memory: RWF_NOWAIT) unless ``flags`` are given."""
+    if flags is None:
+        if filesystem_type(tmp_path) not in DISK_FILESYSTEMS:
+            pytest.skip(f"the tests' folder is on {filesystem_type(tmp_path)}, not on a disk's filesystem")
+        flags = os.RWF_NOWAIT
+    return InMemory(flags, os.stat(tmp_path).st_dev)
+
+
+def listed(*paths: Path) -> list[FileStat]:
+    return [FileStat.from_stat(p.name, p.stat()) for p in paths]
 
 
 def test_files_in_memory_are_hashed_until_one_would_wait_for_the_disk(tmp_path: Path) -> None:
-    flags = read_flags_here(tmp_path)
+    reading = in_memory_here(tmp_path)
     paths = [write(tmp_path / f"{i}.bin", bytes([i]) * 5000) for i in range(4)]
     evict(paths[2])
     names = [p.name for p in paths]
-    done, unsupported = hash_in_memory(tmp_path, names, CHUNK, 1 << 20, flags)
-    assert not unsupported
+    done, stop = hash_in_memory(tmp_path, names, CHUNK, 1 << 20, reading)
+    assert stop is Stop.NOT_IN_MEMORY
     assert done == [hash_file(tmp_path, name, CHUNK) for name in names[:2]]
 
 
 def test_what_the_loop_may_read_is_bounded(tmp_path: Path) -> None:
+    reading = in_memory_here(tmp_path, flags=0)
     for i in range(4):
         write(tmp_path / f"{i}.bin", bytes([i]) * 5000)
     names = [f"{i}.bin" for i in range(4)]
-    done, _ = hash_in_memory(tmp_path, names, CHUNK, 12_000, 0)
-    assert [r.stat.relpath for r in done if isinstance(r, Hashed)] == names[:2]
+    done, stop = hash_in_memory(tmp_path, names, CHUNK, 12_000, reading)
+    assert [r.stat.relpath for r in done if isinstance(r, Hashed)] == names[:2] and stop is Stop.SHARE_USED
     # A file's error is its result, as in a thread; the files after it go on.
     (tmp_path / "1.bin").unlink()
-    done, _ = hash_in_memory(tmp_path, names, CHUNK, 1 << 20, 0)
+    done, stop = hash_in_memory(tmp_path, names, CHUNK, 1 << 20, reading)
     assert isinstance(done[1], FileVanishedError) and [type(r) for r in done[2:]] == [Hashed, Hashed]
+    assert stop is None
+
+
+def test_a_folder_on_another_device_is_left_to_the_threads(tmp_path: Path) -> None:
+    """A share mounted below the root (or the root remounted): not one file is opened there."""
+    write(tmp_path / "a.bin", b"x")
+    elsewhere = InMemory(0, os.stat(tmp_path).st_dev + 1)
+    assert hash_in_memory(tmp_path, ["a.bin"], CHUNK, 1 << 20, elsewhere) == ([], Stop.ELSEWHERE)
+
+
+def test_a_file_that_grows_is_not_read_to_its_new_end(tmp_path: Path) -> None:
+    """Opened at 4 KiB, it has grown to 64 MiB: the read stops past what it was (it is refused
+    as changed), on the loop's thread as in a thread."""
+    path = write(tmp_path / "growing.bin", b"\0" * (64 << 20))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        _, count, _ = _digest(fd, CHUNK, None, 4096)
+    finally:
+        os.close(fd)
+    assert 4096 < count <= 4096 + CHUNK
 
 
 @pytest.mark.parametrize(
@@ -113,26 +152,51 @@ def test_what_the_loop_may_read_is_bounded(tmp_path: Path) -> None:
         ("tmpfs", 0),  # nothing there waits for a disk
         ("nfs4", None),
         ("fuse.sshfs", None),
+        ("overlay", None),  # its lower layer may be anything
+        ("autofs", None),  # an automount point: mounting waits
+        ("gpfs", None),
+        ("zfs", None),  # its cache is not the page cache
         ("unknown", None),
     ],
 )
-def test_network_filesystems_are_read_in_threads_only(fs_type: str, flags: int | None) -> None:
+def test_only_local_disk_and_memory_filesystems_are_read_on_the_loop(fs_type: str, flags: int | None) -> None:
     """Where opening a file may wait for a server, nothing is read on the loop's thread."""
     assert in_memory_read_flags(fs_type) == flags
 
 
 async def test_the_hasher_hands_the_thread_only_what_would_wait(tmp_path: Path) -> None:
-    read_flags_here(tmp_path)
+    in_memory_here(tmp_path)
     paths = [write(tmp_path / f"{i}.bin", bytes([i]) * 5000) for i in range(6)]
     waits: list[float] = []  # told each time a group goes to a thread
     hasher = Hasher(threads=2, chunk_bytes=CHUNK, on_wait=waits.append)
     try:
-        first = await hasher.hash_group(tmp_path, [p.name for p in paths[:3]])
+        first = await hasher.hash_group(tmp_path, listed(*paths[:3]))
         assert waits == []  # all three were in memory: hashed on the loop's thread
         evict(paths[4])
-        second = await hasher.hash_group(tmp_path, [p.name for p in paths[3:]])
+        second = await hasher.hash_group(tmp_path, listed(*paths[3:]))
         assert len(waits) == 1
     finally:
         hasher.close()
     assert [r.sha256 for r in first + second if isinstance(r, Hashed)] == [sha256sum(p) for p in paths]
     assert hasher.files_hashed == 6 and hasher.bytes_hashed == 30_000
+
+
+async def test_groups_started_together_share_the_loops_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's groups start at once: the loop reads ON_LOOP_BYTES in all, the rest go to threads."""
+    if hashing.in_memory_reading(tmp_path) is None:
+        pytest.skip(f"the tests' folder is on {filesystem_type(tmp_path)}: read in threads only")
+    monkeypatch.setattr(hashing, "ON_LOOP_BYTES", 10_000)
+    monkeypatch.setattr(hashing, "LOOP_SLICE_S", 60.0)  # one slice for the whole test
+    paths = [write(tmp_path / f"{i}.bin", bytes([i]) * 4000) for i in range(6)]
+    waits: list[float] = []
+    hasher = Hasher(threads=2, chunk_bytes=CHUNK, on_wait=waits.append)
+    try:
+        groups = [listed(*paths[i : i + 2]) for i in range(0, 6, 2)]
+        results = await asyncio.gather(*(hasher.hash_group(tmp_path, g) for g in groups))
+    finally:
+        hasher.close()
+    # The first group (8,000 bytes) fits; the second's first file would pass 10,000: threads.
+    assert len(waits) == 2
+    assert [r.sha256 for g in results for r in g if isinstance(r, Hashed)] == [sha256sum(p) for p in paths]

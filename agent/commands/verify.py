@@ -106,7 +106,7 @@ async def verify(
 async def _check_group(
     hasher: Hasher, root: Path, group: list[FileVersion], advance: ProgressCallback
 ) -> list[Finding]:
-    results = await hasher.hash_group(root, [v.relpath for v in group])
+    results = await hasher.hash_group(root, group)
     findings = []
     for version, result in zip(group, results, strict=True):
         advance(1, version.size)

@@ -8,22 +8,26 @@ magnitude slower on this hot path (see bench/).
 Small files are another matter: a 4 KiB file costs six system calls and a digest, each releasing
 the GIL, and from a thread each release was a hand-off with the loop running another batch's
 Python (seven context switches a file; a quarter of the CPU of a scan of small files). So a group's
-files are first hashed on the loop's thread, up to ON_LOOP_BYTES, as long as their bytes are in
-the page cache: each read asks the kernel not to wait for a disk (RWF_NOWAIT), and the first file
-that would wait, and the files after it, go to the thread. On a network or FUSE filesystem, where
-even opening a file may wait for a server, every file goes to the thread.
+files are first hashed on the loop's thread, as long as their bytes are in the page cache: each
+read asks the kernel not to wait for a disk (RWF_NOWAIT), and the first file that would wait, and
+the files after it, go to the thread. The loop reads at most ON_LOOP_BYTES in each LOOP_SLICE_S,
+for all groups together (a batch's groups start at once). Only local disk and memory filesystems
+are read there (DISK_FILESYSTEMS, MEMORY_FILESYSTEMS), and only in folders on the root's own
+device: elsewhere (NFS, SMB, FUSE, cluster filesystems, a share mounted below the root) even
+opening a file may wait for a server, and every file goes to the thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import errno
 import hashlib
 import os
 import stat as stat_mod
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -39,14 +43,19 @@ from ..core.errors import (
     FileVanishedError,
     NotRegularFileError,
 )
-from ..fs.fsinfo import filesystem_type, is_network_filesystem
+from ..fs.fsinfo import filesystem_type
 from ..fs.safepath import open_dir_beneath, split
 
 HEAD_BYTES = 8192
-#: What a group may read and hash on the event loop's thread (about 2.5 ms; a 4 KiB file: 15 µs).
+#: What the event loop's thread may read and hash in one LOOP_SLICE_S (about 2.5 ms of it; a 4 KiB
+#: file: 15 µs); beyond that, files go to the hashing threads.
 ON_LOOP_BYTES = 1 << 20
+LOOP_SLICE_S = 0.01
 #: Filesystems with no disk behind them: their files are in memory (and RWF_NOWAIT is refused).
 MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+#: Local disk filesystems whose page cache RWF_NOWAIT asks about. Any other (network, cluster,
+#: FUSE, stacked like overlay, automount points, ZFS with its own cache) is read in threads only.
+DISK_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs"})
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _local = threading.local()
 
@@ -97,39 +106,65 @@ def hash_group(
     return results
 
 
-class _LeftToThread(Exception):
-    """A file not hashed on the loop's thread: too large for what is left of the group's share,
-    or its bytes are not in memory (``unsupported``: the filesystem cannot say so)."""
+class Stop(enum.Enum):
+    """Why the loop's thread stopped hashing a group (the rest goes to a thread)."""
 
-    def __init__(self, *, unsupported: bool = False) -> None:
-        super().__init__()
-        self.unsupported = unsupported
+    SHARE_USED = "a file larger than what is left of the loop's share"
+    NOT_IN_MEMORY = "a file whose bytes are not all in the page cache"
+    REFUSED = "the filesystem refuses RWF_NOWAIT"
+    ELSEWHERE = "a folder on another device than the root's (a mount below it, or the root remounted)"
+
+
+class _LeftToThread(Exception):
+    def __init__(self, why: Stop) -> None:
+        super().__init__(why.value)
+        self.why = why
+
+
+@dataclass(frozen=True, slots=True)
+class InMemory:
+    """How files of one root are read on the loop's thread: the flags of a read that takes only
+    what is in memory (0: everything there is), and the device whose folders may be read."""
+
+    flags: int
+    device: int
 
 
 def in_memory_read_flags(fs_type: str) -> int | None:
     """The flags of a read that takes only what is in memory on this filesystem (0: everything
-    is); None where files are hashed in threads only (network, FUSE, unknown)."""
+    is); None where files are hashed in threads only."""
     if fs_type in MEMORY_FILESYSTEMS:
         return 0
-    if fs_type == "unknown" or is_network_filesystem(fs_type) or not hasattr(os, "RWF_NOWAIT"):
-        return None
-    return int(os.RWF_NOWAIT)
+    if fs_type in DISK_FILESYSTEMS and hasattr(os, "RWF_NOWAIT"):
+        return int(os.RWF_NOWAIT)
+    return None
+
+
+def in_memory_reading(root: Path) -> InMemory | None:
+    """How the loop's thread may read the root's files; None: only threads may. Blocking."""
+    flags = in_memory_read_flags(filesystem_type(root))
+    try:
+        return None if flags is None else InMemory(flags, os.stat(root).st_dev)
+    except OSError:
+        return None  # the thread that reads it says what is wrong
 
 
 def hash_in_memory(
-    root: Path, relpaths: list[str], chunk_bytes: int, most_bytes: int, flags: int
-) -> tuple[list[Hashed | Exception], bool]:
+    root: Path, relpaths: list[str], chunk_bytes: int, most_bytes: int, reading: InMemory
+) -> tuple[list[Hashed | Exception], Stop | None]:
     """Hash files, in order, while their bytes are in memory and ``most_bytes`` are not used up.
-    Blocking only for what is not a disk's work (``flags``: see in_memory_read_flags). The results
-    of the files hashed (a prefix of ``relpaths``), and whether the filesystem refused the flags."""
+    Blocking only for what is not a disk's work. The results of the files hashed (a prefix of
+    ``relpaths``), and why it stopped before the end (None: it did not)."""
     results: list[Hashed | Exception] = []
     folders: dict[str, int] = {}
     try:
         for relpath in relpaths:
             try:
-                hashed = _hash_one(root, relpath, folders, chunk_bytes, None, up_to=most_bytes, flags=flags)
+                hashed = _hash_one(
+                    root, relpath, folders, chunk_bytes, None, up_to=most_bytes, reading=reading
+                )
             except _LeftToThread as left:
-                return results, left.unsupported
+                return results, left.why
             except Exception as exc:
                 results.append(exc)
                 continue
@@ -138,7 +173,7 @@ def hash_in_memory(
     finally:
         for fd in folders.values():
             os.close(fd)
-    return results, False
+    return results, None
 
 
 def _hash_one(
@@ -149,15 +184,17 @@ def _hash_one(
     abort: threading.Event | None,
     *,
     up_to: int | None = None,
-    flags: int = 0,
+    reading: InMemory | None = None,
 ) -> Hashed:
-    """``up_to`` and ``flags``: see hash_in_memory (raises _LeftToThread)."""
+    """``up_to`` and ``reading``: see hash_in_memory (raises _LeftToThread)."""
     # Every folder on the way is opened without following links (safepath), so a folder swapped
     # for a symlink after listing cannot lead the read outside the watch root.
     parent, name = split(relpath)
     try:
         if parent not in folders:
             folders[parent] = open_dir_beneath(root, parent)
+            if reading is not None and os.fstat(folders[parent]).st_dev != reading.device:
+                raise _LeftToThread(Stop.ELSEWHERE)
         dir_fd = folders[parent]
         fd = os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
@@ -173,7 +210,8 @@ def _hash_one(
         if not stat_mod.S_ISREG(before.st_mode):
             raise NotRegularFileError(f"{relpath!r} is not a regular file")
         if up_to is not None and before.st_size > up_to:
-            raise _LeftToThread()
+            raise _LeftToThread(Stop.SHARE_USED)
+        flags = reading.flags if reading is not None else 0
         digest, count, head = _digest(fd, chunk_bytes, abort, before.st_size, flags)
         after = os.fstat(fd)
     except OSError as exc:
@@ -231,6 +269,8 @@ def _digest(
         # at the empty read that follows.)
         if n < chunk_bytes and total == expected:
             break
+        if total > expected:  # it grew since it was opened: refused (FileChangedError), read no more
+            break
     return digest.hexdigest(), total, head
 
 
@@ -240,10 +280,10 @@ def _read(fd: int, buffer: bytearray, offset: int, flags: int) -> int:
     try:
         return os.preadv(fd, [buffer], offset, flags)
     except BlockingIOError:  # not in the page cache: a disk would be waited for
-        raise _LeftToThread() from None
+        raise _LeftToThread(Stop.NOT_IN_MEMORY) from None
     except OSError as exc:
         if exc.errno == errno.EOPNOTSUPP:
-            raise _LeftToThread(unsupported=True) from None
+            raise _LeftToThread(Stop.REFUSED) from None
         raise
 
 
@@ -266,6 +306,11 @@ class _Sized(Protocol):
     def size(self) -> int: ...
 
 
+class _Listed(_Sized, Protocol):
+    @property
+    def relpath(self) -> str: ...
+
+
 SizedT = TypeVar("SizedT", bound=_Sized)
 
 
@@ -284,8 +329,8 @@ def hash_groups(files: Iterable[SizedT]) -> Iterator[list[SizedT]]:
 
 
 class Hasher:
-    """Hashes files in a dedicated thread pool, at most ``threads`` files in flight; small files in
-    memory on the loop's thread (see the module's docstring)."""
+    """Hashes files in a dedicated thread pool, at most ``threads`` groups in flight there; small
+    files in memory on the loop's thread (see the module's docstring)."""
 
     def __init__(
         self, threads: int, chunk_bytes: int, *, on_wait: Callable[[float], None] | None = None
@@ -295,8 +340,11 @@ class Hasher:
         #: Told how long each request waited for a thread (metrics: is hashing the bottleneck?).
         self._on_wait = on_wait or (lambda seconds: None)
         self._chunk = chunk_bytes
-        #: By watch root: in_memory_read_flags of its filesystem.
-        self._in_memory_flags: dict[Path, int | None] = {}
+        #: By watch root: how its files are read on the loop's thread (looked up once, in a thread).
+        self._in_memory: dict[Path, asyncio.Future[InMemory | None]] = {}
+        #: What the loop's thread may still read in the current slice, and when that slice began.
+        self._share_left = 0
+        self._slice_began = -LOOP_SLICE_S
         self._abort = threading.Event()
         self.bytes_hashed = 0
         self.files_hashed = 0
@@ -310,16 +358,10 @@ class Hasher:
         self._count(result)
         return result
 
-    async def hash_group(self, root: Path, relpaths: list[str]) -> list[Hashed | Exception]:
-        results: list[Hashed | Exception] = []
-        if root not in self._in_memory_flags:
-            fs_type = await asyncio.to_thread(filesystem_type, root)
-            self._in_memory_flags[root] = in_memory_read_flags(fs_type)
-        flags = self._in_memory_flags[root]
-        if flags is not None:
-            results, unsupported = hash_in_memory(root, relpaths, self._chunk, ON_LOOP_BYTES, flags)
-            if unsupported:
-                self._in_memory_flags[root] = None
+    async def hash_group(self, root: Path, files: Sequence[_Listed]) -> list[Hashed | Exception]:
+        """Each file's hash, or the error that stopped it, in order."""
+        relpaths = [f.relpath for f in files]
+        results = await self._hash_on_loop(root, files)
         if len(results) < len(relpaths):
             async with self._slot():
                 loop = asyncio.get_running_loop()
@@ -329,6 +371,35 @@ class Hasher:
         for result in results:
             if isinstance(result, Hashed):
                 self._count(result)
+        return results
+
+    async def _hash_on_loop(self, root: Path, files: Sequence[_Listed]) -> list[Hashed | Exception]:
+        """The results of the first files, hashed here while they are in memory and in the share."""
+        if root not in self._in_memory:
+            self._in_memory[root] = asyncio.ensure_future(asyncio.to_thread(in_memory_reading, root))
+        reading = await self._in_memory[root]
+        if reading is None or self._abort.is_set():
+            return []
+        now = time.monotonic()
+        if now - self._slice_began >= LOOP_SLICE_S:
+            self._slice_began, self._share_left = now, ON_LOOP_BYTES
+        # The sizes listed pick the files worth opening here; their sizes when opened decide.
+        listed = 0
+        count = 0
+        for f in files:
+            listed += f.size
+            if listed > self._share_left:
+                break
+            count += 1
+        if not count:
+            return []
+        relpaths = [f.relpath for f in files[:count]]
+        results, stop = hash_in_memory(root, relpaths, self._chunk, self._share_left, reading)
+        self._share_left -= sum(r.stat.size for r in results if isinstance(r, Hashed))
+        if stop is Stop.REFUSED:
+            self._in_memory[root] = _done(None)
+        elif stop is Stop.ELSEWHERE:
+            del self._in_memory[root]  # looked up again: the root itself may have been remounted
         return results
 
     @asynccontextmanager
@@ -346,3 +417,9 @@ class Hasher:
         """Stop: reads in progress end at their next chunk, queued ones never start."""
         self._abort.set()
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _done(value: InMemory | None) -> asyncio.Future[InMemory | None]:
+    future: asyncio.Future[InMemory | None] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
