@@ -21,6 +21,7 @@ from agent.ingest.hashing import (
     Stop,
     _digest,
     hash_file,
+    hash_group,
     hash_in_memory,
     in_memory_read_flags,
 )
@@ -164,17 +165,32 @@ def test_only_local_disk_and_memory_filesystems_are_read_on_the_loop(fs_type: st
     assert in_memory_read_flags(fs_type) == flags
 
 
-async def test_the_hasher_hands_the_thread_only_what_would_wait(tmp_path: Path) -> None:
+@pytest.fixture
+def in_threads(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The files of each group the hasher hands its threads (the real function, watched)."""
+    handed: list[list[str]] = []
+
+    def watched(root: Path, relpaths: list[str], *args: object) -> list[Hashed | Exception]:
+        handed.append(relpaths)
+        return hash_group(root, relpaths, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hashing, "hash_group", watched)
+    return handed
+
+
+async def test_the_hasher_hands_the_thread_only_what_would_wait(
+    tmp_path: Path, in_threads: list[list[str]]
+) -> None:
     in_memory_here(tmp_path)
     paths = [write(tmp_path / f"{i}.bin", bytes([i]) * 5000) for i in range(6)]
-    waits: list[float] = []  # told each time a group goes to a thread
+    waits: list[float] = []  # how long each group waited to be hashed
     hasher = Hasher(threads=2, chunk_bytes=CHUNK, on_wait=waits.append)
     try:
         first = await hasher.hash_group(tmp_path, listed(*paths[:3]))
-        assert waits == []  # all three were in memory: hashed on the loop's thread
+        assert in_threads == [] and waits == [0.0]  # all in memory: hashed on the loop's thread
         evict(paths[4])
         second = await hasher.hash_group(tmp_path, listed(*paths[3:]))
-        assert len(waits) == 1
+        assert in_threads == [["4.bin", "5.bin"]] and len(waits) == 2
     finally:
         hasher.close()
     assert [r.sha256 for r in first + second if isinstance(r, Hashed)] == [sha256sum(p) for p in paths]
@@ -182,7 +198,7 @@ async def test_the_hasher_hands_the_thread_only_what_would_wait(tmp_path: Path) 
 
 
 async def test_groups_started_together_share_the_loops_bytes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_threads: list[list[str]]
 ) -> None:
     """A batch's groups start at once: the loop reads ON_LOOP_BYTES in all, the rest go to threads."""
     if hashing.in_memory_reading(tmp_path) is None:
@@ -190,13 +206,12 @@ async def test_groups_started_together_share_the_loops_bytes(
     monkeypatch.setattr(hashing, "ON_LOOP_BYTES", 10_000)
     monkeypatch.setattr(hashing, "LOOP_SLICE_S", 60.0)  # one slice for the whole test
     paths = [write(tmp_path / f"{i}.bin", bytes([i]) * 4000) for i in range(6)]
-    waits: list[float] = []
-    hasher = Hasher(threads=2, chunk_bytes=CHUNK, on_wait=waits.append)
+    hasher = Hasher(threads=2, chunk_bytes=CHUNK)
     try:
         groups = [listed(*paths[i : i + 2]) for i in range(0, 6, 2)]
         results = await asyncio.gather(*(hasher.hash_group(tmp_path, g) for g in groups))
     finally:
         hasher.close()
     # The first group (8,000 bytes) fits; the second's first file would pass 10,000: threads.
-    assert len(waits) == 2
+    assert sorted(in_threads) == [["2.bin", "3.bin"], ["4.bin", "5.bin"]]
     assert [r.sha256 for g in results for r in g if isinstance(r, Hashed)] == [sha256sum(p) for p in paths]

@@ -337,7 +337,8 @@ class Hasher:
     ) -> None:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fair-hash")
         self._slots = asyncio.Semaphore(threads)
-        #: Told how long each request waited for a thread (metrics: is hashing the bottleneck?).
+        #: Told how long each group waited to be hashed (metrics: is hashing the bottleneck?): for a
+        #: thread, or not at all (0) where the loop's thread hashed all of it.
         self._on_wait = on_wait or (lambda seconds: None)
         self._chunk = chunk_bytes
         #: By watch root: how its files are read on the loop's thread (looked up once, in a thread).
@@ -362,7 +363,9 @@ class Hasher:
         """Each file's hash, or the error that stopped it, in order."""
         relpaths = [f.relpath for f in files]
         results = await self._hash_on_loop(root, files)
-        if len(results) < len(relpaths):
+        if len(results) == len(relpaths):
+            self._on_wait(0.0)
+        else:
             async with self._slot():
                 loop = asyncio.get_running_loop()
                 results += await loop.run_in_executor(

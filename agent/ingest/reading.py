@@ -56,9 +56,7 @@ class BatchReader:
 
     async def _hash_all(self, batch: Batch, current: dict[str, CurrentFile]) -> Outcome:
         groups = list(hash_groups(batch.files))
-        results = await asyncio.gather(
-            *(self.hasher.hash_group(batch.root.path, group) for group in groups)
-        )
+        results = await asyncio.gather(*(self.hasher.hash_group(batch.root.path, group) for group in groups))
         outcome = Outcome(batch, self._retry_settings, self._tally)
         for listed, result in zip(batch.files, (r for group in results for r in group), strict=True):
             self._progress(1, listed.size)

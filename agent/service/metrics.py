@@ -62,7 +62,8 @@ class Metrics:
         )
         self.slot_wait_seconds = Histogram(
             "fair_agent_hash_slot_wait_seconds",
-            "Time a group of files waited for a hashing thread (the hashing semaphore)",
+            "Time a group of files waited to be hashed: for a hashing thread (the hashing semaphore), "
+            "or 0 where the event loop's thread hashed it (small files in memory)",
             buckets=WAIT_BUCKETS,
             registry=self.registry,
         )
