@@ -402,7 +402,7 @@ class Hasher:
         if stop is Stop.REFUSED:
             self._in_memory[root] = _done(None)
         elif stop is Stop.ELSEWHERE:
-            del self._in_memory[root]  # looked up again: the root itself may have been remounted
+            self._in_memory.pop(root, None)  # looked up again: the root itself may have been remounted
         return results
 
     @asynccontextmanager
