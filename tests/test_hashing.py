@@ -215,3 +215,29 @@ async def test_groups_started_together_share_the_loops_bytes(
     # The first group (8,000 bytes) fits; the second's first file would pass 10,000: threads.
     assert sorted(in_threads) == [["2.bin", "3.bin"], ["4.bin", "5.bin"]]
     assert [r.sha256 for g in results for r in g if isinstance(r, Hashed)] == [sha256sum(p) for p in paths]
+
+
+async def test_groups_that_find_the_root_elsewhere_go_to_threads_and_look_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_threads: list[list[str]]
+) -> None:
+    """The root remounted since it was looked up (played by a device it does not have): every
+    group that meets it hands its files to a thread, and the root is looked up again."""
+    lookups: list[Path] = []
+
+    def moved(root: Path) -> InMemory:
+        lookups.append(root)
+        return InMemory(0, os.stat(root).st_dev + 1)
+
+    monkeypatch.setattr(hashing, "in_memory_reading", moved)
+    paths = [write(tmp_path / f"{i}.bin", bytes([i]) * 100) for i in range(4)]
+    hasher = Hasher(threads=2, chunk_bytes=CHUNK)
+    try:
+        together = await asyncio.gather(*(hasher.hash_group(tmp_path, listed(p)) for p in paths[:2]))
+        later = await hasher.hash_group(tmp_path, listed(*paths[2:]))
+    finally:
+        hasher.close()
+    assert sorted(in_threads) == [["0.bin"], ["1.bin"], ["2.bin", "3.bin"]]
+    assert len(lookups) == 2  # once for the groups that started together, once again after them
+    assert [r.sha256 for g in [*together, later] for r in g if isinstance(r, Hashed)] == [
+        sha256sum(p) for p in paths
+    ]
