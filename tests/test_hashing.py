@@ -11,10 +11,9 @@ import pytest
 
 from agent.core.batch import FileStat
 from agent.core.errors import FileChangedError, FileVanishedError, NotRegularFileError
-from agent.fs.fsinfo import filesystem_type
+from agent.fs.fsinfo import DISK_FILESYSTEMS, filesystem_type
 from agent.ingest import hashing
 from agent.ingest.hashing import (
-    DISK_FILESYSTEMS,
     Hashed,
     Hasher,
     InMemory,

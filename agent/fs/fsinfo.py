@@ -16,6 +16,12 @@ NETWORK_FILESYSTEMS = frozenset(
 )
 
 
+#: Local disk filesystems: small files there are page-cache work.
+DISK_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs"})
+#: Filesystems with no disk behind them: their files are in memory.
+MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+
+
 def filesystem_type(path: Path, mountinfo: str | None = None) -> str:
     """The type of the filesystem that holds ``path`` (e.g. ``ext4``, ``nfs4``, ``fuse.sshfs``).
 
@@ -42,6 +48,14 @@ def filesystem_type(path: Path, mountinfo: str | None = None) -> str:
 
 def is_network_filesystem(fs_type: str) -> bool:
     return fs_type in NETWORK_FILESYSTEMS or fs_type.startswith("fuse")
+
+
+def is_loop_safe(fs_type: str) -> bool:
+    """Whether the event loop's thread may open, read and write small files on this filesystem:
+    a local disk's or memory's, where that is page-cache work. An allowlist: on any other (network,
+    cluster, FUSE, stacked like overlay, automount points, ZFS with its own cache) even opening a
+    file may wait for a server or a disk, and only threads do it."""
+    return fs_type in DISK_FILESYSTEMS or fs_type in MEMORY_FILESYSTEMS
 
 
 def _is_within(path: str, mount_point: str) -> bool:

@@ -12,7 +12,7 @@ files are first hashed on the loop's thread, as long as their bytes are in the p
 read asks the kernel not to wait for a disk (RWF_NOWAIT), and the first file that would wait, and
 the files after it, go to the thread. The loop reads at most ON_LOOP_BYTES in each LOOP_SLICE_S,
 for all groups together (a batch's groups start at once). Only local disk and memory filesystems
-are read there (DISK_FILESYSTEMS, MEMORY_FILESYSTEMS), and only in folders on the root's own
+are read there (fsinfo.is_loop_safe), and only in folders on the root's own
 device: elsewhere (NFS, SMB, FUSE, cluster filesystems, a share mounted below the root) even
 opening a file may wait for a server, and every file goes to the thread.
 """
@@ -43,7 +43,7 @@ from ..core.errors import (
     FileVanishedError,
     NotRegularFileError,
 )
-from ..fs.fsinfo import filesystem_type
+from ..fs.fsinfo import MEMORY_FILESYSTEMS, filesystem_type, is_loop_safe
 from ..fs.safepath import open_dir_beneath, split
 
 HEAD_BYTES = 8192
@@ -51,11 +51,6 @@ HEAD_BYTES = 8192
 #: file: 15 µs); beyond that, files go to the hashing threads.
 ON_LOOP_BYTES = 1 << 20
 LOOP_SLICE_S = 0.01
-#: Filesystems with no disk behind them: their files are in memory (and RWF_NOWAIT is refused).
-MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
-#: Local disk filesystems whose page cache RWF_NOWAIT asks about. Any other (network, cluster,
-#: FUSE, stacked like overlay, automount points, ZFS with its own cache) is read in threads only.
-DISK_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs"})
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _local = threading.local()
 
@@ -92,17 +87,7 @@ def hash_group(
     Small files cost more in thread hand-offs than in hashing; grouping them makes one hand-off
     per group instead of one per file, and each folder is opened once per group.
     """
-    results: list[Hashed | Exception] = []
-    folders: dict[str, int] = {}
-    try:
-        for relpath in relpaths:
-            try:
-                results.append(_hash_one(root, relpath, folders, chunk_bytes, abort))
-            except Exception as exc:
-                results.append(exc)
-    finally:
-        for fd in folders.values():
-            os.close(fd)
+    results, _ = _hash_in_order(root, relpaths, chunk_bytes, abort)
     return results
 
 
@@ -131,11 +116,11 @@ class InMemory:
 
 
 def in_memory_read_flags(fs_type: str) -> int | None:
-    """The flags of a read that takes only what is in memory on this filesystem (0: everything
-    is); None where files are hashed in threads only."""
+    """The flags of a read that takes only what is in memory on this filesystem (0: everything is,
+    and RWF_NOWAIT is refused there); None where files are hashed in threads only."""
     if fs_type in MEMORY_FILESYSTEMS:
         return 0
-    if fs_type in DISK_FILESYSTEMS and hasattr(os, "RWF_NOWAIT"):
+    if is_loop_safe(fs_type) and hasattr(os, "RWF_NOWAIT"):
         return int(os.RWF_NOWAIT)
     return None
 
@@ -155,20 +140,35 @@ def hash_in_memory(
     """Hash files, in order, while their bytes are in memory and ``most_bytes`` are not used up.
     Blocking only for what is not a disk's work. The results of the files hashed (a prefix of
     ``relpaths``), and why it stopped before the end (None: it did not)."""
+    return _hash_in_order(root, relpaths, chunk_bytes, None, most_bytes=most_bytes, reading=reading)
+
+
+def _hash_in_order(
+    root: Path,
+    relpaths: list[str],
+    chunk_bytes: int,
+    abort: threading.Event | None,
+    *,
+    most_bytes: int | None = None,
+    reading: InMemory | None = None,
+) -> tuple[list[Hashed | Exception], Stop | None]:
+    """Each file's result or its error, each folder opened once; with ``most_bytes`` and
+    ``reading``, only the prefix hash_in_memory may hash."""
     results: list[Hashed | Exception] = []
     folders: dict[str, int] = {}
     try:
         for relpath in relpaths:
             try:
                 hashed = _hash_one(
-                    root, relpath, folders, chunk_bytes, None, up_to=most_bytes, reading=reading
+                    root, relpath, folders, chunk_bytes, abort, up_to=most_bytes, reading=reading
                 )
             except _LeftToThread as left:
                 return results, left.why
             except Exception as exc:
                 results.append(exc)
                 continue
-            most_bytes -= hashed.stat.size
+            if most_bytes is not None:
+                most_bytes -= hashed.stat.size
             results.append(hashed)
     finally:
         for fd in folders.values():
@@ -362,7 +362,7 @@ class Hasher:
     async def hash_group(self, root: Path, files: Sequence[_Listed]) -> list[Hashed | Exception]:
         """Each file's hash, or the error that stopped it, in order."""
         relpaths = [f.relpath for f in files]
-        results = await self._hash_on_loop(root, files)
+        results = await self._hash_on_loop(root, files, relpaths)
         if len(results) == len(relpaths):
             self._on_wait(0.0)
         else:
@@ -376,7 +376,9 @@ class Hasher:
                 self._count(result)
         return results
 
-    async def _hash_on_loop(self, root: Path, files: Sequence[_Listed]) -> list[Hashed | Exception]:
+    async def _hash_on_loop(
+        self, root: Path, files: Sequence[_Listed], relpaths: list[str]
+    ) -> list[Hashed | Exception]:
         """The results of the first files, hashed here while they are in memory and in the share."""
         if root not in self._in_memory:
             self._in_memory[root] = asyncio.ensure_future(asyncio.to_thread(in_memory_reading, root))
@@ -396,8 +398,7 @@ class Hasher:
             count += 1
         if not count:
             return []
-        relpaths = [f.relpath for f in files[:count]]
-        results, stop = hash_in_memory(root, relpaths, self._chunk, self._share_left, reading)
+        results, stop = hash_in_memory(root, relpaths[:count], self._chunk, self._share_left, reading)
         self._share_left -= sum(r.stat.size for r in results if isinstance(r, Hashed))
         if stop is Stop.REFUSED:
             self._in_memory[root] = _done(None)
