@@ -24,6 +24,7 @@ from agent.fs.outputs import (
     strategy_for,
     to_json_bytes,
     write_documents,
+    writes_on_loop,
 )
 
 OURS = {"name": "fair-agent"}
@@ -54,6 +55,23 @@ MOUNTINFO = "\n".join(
 def test_filesystem_type_from_mountinfo(path: str, fs_type: str, network: bool) -> None:
     found = filesystem_type(Path(path), MOUNTINFO)
     assert found == fs_type and is_network_filesystem(found) is network
+
+
+@pytest.mark.parametrize(
+    ("strategy", "fs_type", "on_loop"),
+    [
+        ("filesystem", "ext4", True),
+        ("filesystem", "tmpfs", True),
+        ("per-file", "ext4", False),  # fsynced one by one: waits for the disk
+        ("filesystem", "overlay", False),  # forced to syncfs, but its layers may be anything
+        ("filesystem", "gpfs", False),  # a cluster filesystem not known as a network one
+        ("filesystem", "zfs", False),
+    ],
+)
+def test_small_documents_are_staged_on_the_loop_only_on_local_disks(
+    strategy: str, fs_type: str, on_loop: bool
+) -> None:
+    assert writes_on_loop(strategy, fs_type) is on_loop  # type: ignore[arg-type]
 
 
 def test_filesystem_type_of_this_machine(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ from .. import AGENT_ENTITY_ID, AGENT_NAME
 from ..core.errors import OutputWriteError
 from ..core.jsontext import indented
 from ..core.naming import is_derived_temp_name, is_our_temp_name, temp_name
-from .fsinfo import filesystem_type, is_network_filesystem
+from .fsinfo import filesystem_type, is_loop_safe, is_network_filesystem
 from .safepath import open_dir_beneath, split
 
 #: A document's content: a JSON object (a sidecar, an error file), or its JSON text in pieces (a
@@ -217,12 +217,26 @@ def _same(existing: bytes | str, new: bytes | list[str]) -> bool:
     return before == after.hexdigest()
 
 
-def strategy_for(folder: Path, configured: str = "auto") -> SyncStrategy:
+def strategy_for(folder: Path, configured: str = "auto", *, fs_type: str | None = None) -> SyncStrategy:
     if configured in ("filesystem", "per-file"):
         return configured  # type: ignore[return-value]
-    if _syncfs is None or is_network_filesystem(filesystem_type(folder)):
+    if _syncfs is None or is_network_filesystem(fs_type or filesystem_type(folder)):
         return "per-file"
     return "filesystem"
+
+
+def writes_on_loop(strategy: SyncStrategy, fs_type: str) -> bool:
+    """Whether a batch's small documents are staged on the event loop's thread (OutputWriter):
+    synced once for the filesystem, on one whose files are page-cache work (fsinfo.is_loop_safe);
+    elsewhere opening a file may wait for a server, and everything is written in a thread."""
+    return strategy == "filesystem" and is_loop_safe(fs_type)
+
+
+def _writing_for(folder: Path, configured: str) -> tuple[SyncStrategy, bool]:
+    """How documents under ``folder`` are written: their sync strategy, and whether on the loop."""
+    fs_type = filesystem_type(folder)
+    strategy = strategy_for(folder, configured, fs_type=fs_type)
+    return strategy, writes_on_loop(strategy, fs_type)
 
 
 def write_documents(documents: Iterable[Document], strategy: SyncStrategy = "per-file") -> WriteResult:
@@ -427,21 +441,20 @@ class OutputWriter:
     def __init__(self, threads: int, strategy: str = "auto") -> None:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fair-write")
         self._strategy = strategy
-        self._strategies: dict[Path, SyncStrategy] = {}
+        #: By root: its sync strategy, and whether small documents are staged on the loop's thread.
+        self._writing: dict[Path, tuple[SyncStrategy, bool]] = {}
 
     async def write(self, documents: list[Document]) -> WriteResult:
         if not documents:
             return WriteResult()
         loop = asyncio.get_running_loop()
         root = documents[0][0]
-        known = self._strategies.get(root)
-        strategy: SyncStrategy = (
-            known
-            if known is not None
-            else await loop.run_in_executor(self._executor, strategy_for, root, self._strategy)
-        )
-        self._strategies[root] = strategy
-        if strategy == "per-file":  # an fsync per file (network filesystems): all of it in a thread
+        if root not in self._writing:
+            self._writing[root] = await loop.run_in_executor(
+                self._executor, _writing_for, root, self._strategy
+            )
+        strategy, on_loop = self._writing[root]
+        if not on_loop:  # an fsync per file (network filesystems), or no page cache to count on
             return await loop.run_in_executor(self._executor, write_documents, list(documents), strategy)
         # On a local filesystem the sidecars' temp files are page-cache work, a few milliseconds
         # for a batch: written here, on the loop's thread, their system calls hand the GIL to no
