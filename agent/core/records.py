@@ -6,7 +6,7 @@ crate entity, and recorded in the ledger. A DeadLetter is what failed, why, and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from .batch import FileStat
@@ -69,6 +69,26 @@ class FileRecord:
             return None
         parent = self.stat.relpath.rpartition("/")[0]
         return f"{parent}/{name}" if parent else str(name)
+
+    def changed(self, **changes: Any) -> FileRecord:
+        """``dataclasses.replace(self, **changes)`` at half its cost (2 µs instead of 4.5): a
+        record is copied three or four times a file on the hot path, and replace looks up the
+        class's fields at every call. The class has no __post_init__ and no init=False field,
+        which replace would honour and this does not."""
+        if not _RECORD_FIELD_SET.issuperset(changes):
+            raise TypeError(f"FileRecord has no field {sorted(set(changes) - _RECORD_FIELD_SET)}")
+        copy = _new_object(FileRecord)
+        for name in _RECORD_FIELDS:
+            _set_attribute(copy, name, getattr(self, name))
+        for name, value in changes.items():
+            _set_attribute(copy, name, value)
+        return copy
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(FileRecord))
+_RECORD_FIELD_SET = frozenset(_RECORD_FIELDS)
+# A frozen dataclass's own __init__ sets its fields this way too.
+_new_object, _set_attribute = object.__new__, object.__setattr__
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ fields, its rule's enrichment and a drift block, and the ledger learns from the 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.batch import Batch
@@ -87,8 +87,7 @@ class Curator:
         self, record: FileRecord, rule: Rule, validated: Validated, drift: dict[str, Any]
     ) -> FileRecord:
         acquired = self.types.acquisition(rule, record.metadata, validated.values)
-        return replace(
-            record,
+        return record.changed(
             dataset_type=validated.dataset_type,
             dataset=validated.values,
             validation=validated.report(),

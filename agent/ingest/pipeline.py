@@ -222,7 +222,7 @@ class Pipeline:
         bid = batch_id(root.name, session, [(r.relpath, r.sha256) for r in outcome.records])
         outcome.dead = [d if d.batch_id else replace(d, batch_id=bid) for d in outcome.dead]
         outcome.records = [
-            replace(r, batch_id=bid, sequence=seq, version=latest.get(r.relpath, 0) + 1)
+            r.changed(batch_id=bid, sequence=seq, version=latest.get(r.relpath, 0) + 1)
             for seq, r in enumerate(outcome.records, start=1)
         ]
         return bid

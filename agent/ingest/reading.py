@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from .. import AGENT_NAME, __version__
@@ -144,7 +143,7 @@ def with_extracted(
             warnings += tuple(str(w) for w in report.pop("warnings", ()))
             if "temp" in report and derived_temps is not None:
                 derived_temps[record.relpath] = str(report.pop("temp"))
-    return replace(record, metadata={**record.metadata, **extracted}, warnings=warnings, derived=report)
+    return record.changed(metadata={**record.metadata, **extracted}, warnings=warnings, derived=report)
 
 
 def new_record(batch: Batch, hashed: Hashed, detected: Detected) -> FileRecord:
