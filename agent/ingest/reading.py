@@ -102,10 +102,11 @@ class BatchReader:
             elif isinstance(result, Exception):
                 outcome.defer([record.stat], result, None)
                 failed.add(record.relpath)
-            elif isinstance(result, dict):
+            elif isinstance(result, dict) and result:
                 extracted[record.relpath] = result
+        # A file no extractor read (most binary files: {}) keeps its record as it is.
         outcome.records = [
-            with_extracted(r, extracted.get(r.relpath, {}), outcome.derived_temps)
+            with_extracted(r, extracted[r.relpath], outcome.derived_temps) if r.relpath in extracted else r
             for r in outcome.records
             if r.relpath not in failed
         ]
