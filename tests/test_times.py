@@ -4,13 +4,17 @@ CreateAction spans those times; the copy time is only ever dateModified."""
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from agent.core.config import AgentConfig, SiteSettings
 from agent.extractors.jcamp import acquisition
+from agent.ingest.metadata import iso_time
 
 from .conftest import CORPUS, read_crate, read_sidecar, run_scan, write
 
@@ -140,3 +144,14 @@ async def test_a_time_without_zone_and_no_zone_configured_is_a_warning(
         "time zone, and neither the rule nor the site names one (set 'timezone' in the rule, or "
         "site.timezone in the configuration)"
     )
+
+
+@given(st.integers(min_value=-(10**18), max_value=4_102_444_800 * 10**9))  # 1938 to 2100
+@example(1_700_000_000_000_000_000)
+@example(1_700_000_000_999_989_999)
+@example(1_700_000_000_999_999_999)
+@example(-1)
+def test_date_modified_is_the_second_datetime_gives(mtime_ns: int) -> None:
+    # iso_time keeps the text of each second it made; it must be what it always was.
+    expected = datetime.fromtimestamp(mtime_ns / 1e9, tz=UTC).isoformat(timespec="seconds")
+    assert iso_time(mtime_ns) == expected
