@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.core.jsontext import compact, indented
+from agent.core.jsontext import compact, indented, indented_file
 from agent.ingest import crate
 
 scalars = (
@@ -35,6 +35,18 @@ documents = st.recursive(
 @given(documents)
 def test_indented_is_what_json_dumps_writes(document: Any) -> None:
     assert indented(document) == json.dumps(document, indent=2, ensure_ascii=False)
+
+
+@settings(max_examples=500, deadline=None)
+@given(documents)
+def test_a_file_holds_the_indented_text_and_a_line_break(document: Any) -> None:
+    try:
+        expected = (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, which UTF-8 cannot hold: refused alike
+        with pytest.raises(UnicodeEncodeError):
+            indented_file(document)
+        return
+    assert indented_file(document) == expected
 
 
 @settings(max_examples=200, deadline=None)

@@ -34,13 +34,28 @@ _SHORT_EXPONENT = re.compile(rb"e-\d(?!\d)")
 
 def indented(document: Any) -> str:
     """``json.dumps(document, indent=2, ensure_ascii=False)``, non-finite floats as null."""
-    try:
-        text = orjson.dumps(document, option=orjson.OPT_INDENT_2 | _STRICT)
-    except TypeError:
-        return json.dumps(_finite(document), indent=2, ensure_ascii=False)
-    if _float_text_may_differ(text):
+    text = _orjson_indented(document, 0)
+    if text is None:
         return json.dumps(_finite(document), indent=2, ensure_ascii=False)
     return text.decode("utf-8")
+
+
+def indented_file(document: Any) -> bytes:
+    """What a JSON file of ours holds: ``indented(document)`` and a line break, in UTF-8 (made
+    as bytes: decoding orjson's text and encoding it again cost more than writing it)."""
+    text = _orjson_indented(document, orjson.OPT_APPEND_NEWLINE)
+    if text is None:
+        return (json.dumps(_finite(document), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    return text
+
+
+def _orjson_indented(document: Any, option: int) -> bytes | None:
+    # None: json.dumps must write it (a key that is not a string, or a float orjson writes otherwise).
+    try:
+        text = orjson.dumps(document, option=orjson.OPT_INDENT_2 | _STRICT | option)
+    except TypeError:
+        return None
+    return None if _float_text_may_differ(text) else text
 
 
 def _float_text_may_differ(text: bytes) -> bool:

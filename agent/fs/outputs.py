@@ -37,7 +37,7 @@ from typing import Any, Literal, NamedTuple
 
 from .. import AGENT_ENTITY_ID, AGENT_NAME
 from ..core.errors import OutputWriteError
-from ..core.jsontext import indented
+from ..core.jsontext import indented_file
 from ..core.naming import is_derived_temp_name, is_our_temp_name, temp_name
 from .fsinfo import filesystem_type, is_loop_safe, is_network_filesystem
 from .safepath import open_dir_beneath, split
@@ -104,7 +104,7 @@ class WriteResult:
 
 def to_json_bytes(document: dict[str, Any]) -> bytes:
     """Stable serialisation: the same document always gives the same bytes."""
-    return (indented(document) + "\n").encode("utf-8")
+    return indented_file(document)
 
 
 def is_agent_document(raw: bytes) -> bool:
