@@ -12,6 +12,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from agent.core.batch import NS_MAX, NS_MIN
 from agent.core.config import AgentConfig, SiteSettings
 from agent.extractors.jcamp import acquisition
 from agent.ingest.metadata import iso_time
@@ -146,11 +147,17 @@ async def test_a_time_without_zone_and_no_zone_configured_is_a_warning(
     )
 
 
-@given(st.integers(min_value=-(10**18), max_value=4_102_444_800 * 10**9))  # 1938 to 2100
+@given(
+    st.integers(min_value=NS_MIN, max_value=NS_MAX)
+    | st.integers(min_value=-(2**33), max_value=2**33).map(lambda s: s * 10**9)  # whole seconds
+)
 @example(1_700_000_000_000_000_000)
 @example(1_700_000_000_999_989_999)
 @example(1_700_000_000_999_999_999)
+@example(6_207_890_733_000_000_000)  # 2166: the float division gives the second before
+@example(-8_355_950_087_000_000_000)  # 1705: likewise
 @example(-1)
+@example(-1_500_000_000)
 def test_date_modified_is_the_second_datetime_gives(mtime_ns: int) -> None:
     # iso_time keeps the text of each second it made; it must be what it always was.
     expected = datetime.fromtimestamp(mtime_ns / 1e9, tz=UTC).isoformat(timespec="seconds")

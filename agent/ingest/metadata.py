@@ -46,13 +46,18 @@ PRONOM_URL = "https://www.nationalarchives.gov.uk/PRONOM/"
 STATUS_KEY = "_status"
 
 
+#: Within this many seconds of 1970 (1833 to 2106), ``mtime_ns / 1e9`` lands in the right second.
+_FLOAT_SECOND_EXACT = 2**32
+
+
 def iso_time(mtime_ns: int) -> str:
     seconds, rest = divmod(mtime_ns, 1_000_000_000)
-    if rest < 999_990_000:
+    if rest < 999_990_000 and -_FLOAT_SECOND_EXACT < seconds < _FLOAT_SECOND_EXACT:
         # The files of a burst share their second: its text is made once (1.6 µs a file).
         return _iso_second(seconds)
-    # Within 10 µs of the next second, the float below may round up to it (datetime rounds to
-    # microseconds): left to it, as it always was.
+    # Within 10 µs of the next second the float below may round up to it (datetime rounds to
+    # microseconds), and further from 1970 it may miss a whole second by a microsecond: there
+    # the text stays what it always was.
     return datetime.fromtimestamp(mtime_ns / 1e9, tz=UTC).isoformat(timespec="seconds")
 
 
