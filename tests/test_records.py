@@ -7,7 +7,7 @@ from dataclasses import fields, replace
 import pytest
 
 from agent.core.batch import FileStat
-from agent.core.records import FileRecord
+from agent.core.records import FileRecord, RecordChanges
 
 
 def _record() -> FileRecord:
@@ -55,3 +55,9 @@ def test_changed_may_skip_what_replace_would_run() -> None:
     # it would have to run them as replace does.
     assert all(f.init for f in fields(FileRecord))
     assert not hasattr(FileRecord, "__post_init__")
+
+
+def test_changed_names_every_field_with_its_type() -> None:
+    # What a type checker checks changed's callers against must be the class's fields.
+    declared = {name: ref.__forward_arg__ for name, ref in RecordChanges.__annotations__.items()}
+    assert declared == {f.name: f.type for f in fields(FileRecord)}

@@ -7,7 +7,7 @@ crate entity, and recorded in the ledger. A DeadLetter is what failed, why, and 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from .batch import FileStat
 from .errors import AgentError
@@ -70,7 +70,7 @@ class FileRecord:
         parent = self.stat.relpath.rpartition("/")[0]
         return f"{parent}/{name}" if parent else str(name)
 
-    def changed(self, **changes: Any) -> FileRecord:
+    def changed(self, **changes: Unpack[RecordChanges]) -> FileRecord:
         """``dataclasses.replace(self, **changes)`` at half its cost (2 µs instead of 4.5): a
         record is copied three or four times a file on the hot path, and replace looks up the
         class's fields at every call. The class has no __post_init__ and no init=False field,
@@ -83,6 +83,28 @@ class FileRecord:
         for name, value in changes.items():
             _set_attribute(copy, name, value)
         return copy
+
+
+class RecordChanges(TypedDict, total=False):
+    """FileRecord's fields, for FileRecord.changed: type checkers check its callers as they check
+    dataclasses.replace's (tests/test_records.py holds the two lists together)."""
+
+    stat: FileStat
+    session: str
+    sha256: str
+    encoding_format: str
+    batch_id: str
+    sequence: int
+    version: int
+    dataset_type: str
+    metadata: dict[str, Any]
+    warnings: tuple[str, ...]
+    dataset: dict[str, Any]
+    validation: dict[str, Any]
+    drift: dict[str, Any]
+    enrichment: Enrichment | None
+    acquisition: dict[str, str]
+    derived: dict[str, Any]
 
 
 _RECORD_FIELDS = tuple(f.name for f in fields(FileRecord))
