@@ -349,7 +349,11 @@ class IsolatedParsers:
                 raise AbortedError("the agent is shutting down")
             try:
                 # Each file's time counts from the reply before it: the worker reads them in order.
-                worker.sock.settimeout(seconds * f.passes + GRACE_S)
+                # Set only when it changes: setting it is a system call (ioctl), which hands the
+                # GIL over to the event loop and back, for every file.
+                timeout = seconds * f.passes + GRACE_S
+                if worker.sock.gettimeout() != timeout:
+                    worker.sock.settimeout(timeout)
                 reply = read_message(worker.replies)
             except (TimeoutError, EOFError, OSError, ValueError) as exc:
                 if unsure_after(index):
