@@ -264,12 +264,21 @@ def _skipped_line_ends(line: str, delimiter: str) -> bool:
 def _profile(tokens: list[str], decimal: str) -> tuple[str, int, Any, Any] | None:
     """One chunk of a column as pandas types it: (kind, values present, min, max), as
     Profiles.merge would fold it; None where pandas might read its numbers otherwise."""
-    values = tokens if NA_VALUES.isdisjoint(tokens) else [t for t in tokens if t not in NA_VALUES]
-    missing = len(values) < len(tokens)
-    if not values:
-        return "empty", 0, None, None
-    joined = "\n".join(values)
-    plain = _plain_span(values, joined, decimal)
+    joined = "\n".join(tokens)
+    plain_text = _PLAIN[decimal].fullmatch(joined) is not None
+    if plain_text and joined[:1] not in ("", "\n") and joined[-1] != "\n" and "\n\n" not in joined:
+        # Digits and decimal marks in every field (a column of numbers, most columns): none is
+        # one of pandas' missing values, which the look-up of each field in them would ask.
+        values, missing = tokens, False
+    else:
+        values = tokens if NA_VALUES.isdisjoint(tokens) else [t for t in tokens if t not in NA_VALUES]
+        missing = len(values) < len(tokens)
+        if not values:
+            return "empty", 0, None, None
+        if missing:
+            joined = "\n".join(values)
+            plain_text = _PLAIN[decimal].fullmatch(joined) is not None
+    plain = _plain_span(values, joined, decimal) if plain_text else None
     if plain is not None:
         integral, least, most = plain
         if integral and not missing:
@@ -303,9 +312,8 @@ def _plain_span(values: list[str], joined: str, decimal: str) -> tuple[bool, str
     """(integral, lowest, highest) of a column of numbers written plainly: digits, and with a
     decimal mark the same number of decimals in each; None for any other column. Such numbers
     are in the order of (length, text) (of their text alone where all are as long): only two
-    are parsed."""
-    if not _PLAIN[decimal].fullmatch(joined):
-        return None
+    are parsed. ``joined``: the values between line breaks, nothing but digits and decimal marks
+    (_PLAIN)."""
     count, size = len(values), len(values[0])
     mark = values[0].find(decimal)
     if len(joined) == count * (size + 1) - 1 and joined[size :: size + 1] == "\n" * (count - 1):

@@ -66,27 +66,28 @@ def _any_numeric(line: str, delimiter: str) -> bool:
     return any(numeric(f) for f in split_fields(line, delimiter))
 
 
-def _widths(lines: list[str], delimiter: str, special: list[int]) -> list[int]:
-    # Each line's number of fields; comment lines are the vendor's header, never rows. Only the
-    # lines in ``special`` (a quote, a NUL or a "#") need more than counting delimiters.
+def _separators(lines: list[str], delimiter: str, special: list[int]) -> list[int]:
+    # Each line's number of fields less one, counted in C over the whole sample (a Python loop
+    # over its lines cost twice as much); comment lines are the vendor's header, never rows. A
+    # blank line counts as one of a single field: neither can be a table's row. Only the lines in
+    # ``special`` (a quote, a NUL or a "#") need more than counting delimiters.
     if delimiter == WHITESPACE:
-        return [0 if is_comment(line, delimiter) else len(line.split()) for line in lines]
+        return [0 if is_comment(line, delimiter) else max(0, len(line.split()) - 1) for line in lines]
     # Blank fields at the end do not count (padding: "Date:,,,,28/02/2020,,,,").
-    kept = map(str.rstrip, lines, repeat(delimiter + BLANKS))
-    widths = [line.count(delimiter) + 1 if line else 0 for line in kept]
+    separators = list(map(str.count, map(str.rstrip, lines, repeat(delimiter + BLANKS)), repeat(delimiter)))
     for i in special:
         line = lines[i]
-        widths[i] = 0 if is_comment(line, delimiter) else field_count(line, delimiter)
-    return widths
+        separators[i] = 0 if is_comment(line, delimiter) else max(0, field_count(line, delimiter) - 1)
+    return separators
 
 
 def _runs(lines: list[str], delimiter: str, special: list[int]) -> list[tuple[int, int, int]]:
     # (width, first line, length) of runs of three or more lines with one width.
     found, i = [], 0
-    for width, run in groupby(_widths(lines, delimiter, special)):
+    for separators, run in groupby(_separators(lines, delimiter, special)):
         length = len(list(run))
-        if width >= 2 and length >= min(3, len(lines) - i):
-            found.append((width, i, length))
+        if separators and length >= min(3, len(lines) - i):
+            found.append((separators + 1, i, length))
         i += length
     return found
 
