@@ -185,7 +185,8 @@ def _named_link(entity: Entity) -> str:
 
 def _link(target: str, label: str) -> str:
     """A link where the target is http(s), mailto or a relative path; otherwise the label alone."""
-    scheme = urlsplit(target).scheme.lower()
+    # No colon, no scheme: a file's own relative link (every row has one) needs no parsing.
+    scheme = urlsplit(target).scheme.lower() if ":" in target else ""
     if scheme in ("http", "https", "mailto") or (not scheme and not target.startswith("#")):
         return f'<a href="{html.escape(target, quote=True)}">{label}</a>'
     return label
