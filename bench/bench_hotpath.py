@@ -138,17 +138,20 @@ def file_creation_files_per_s(root: Path, files: int, sessions: int) -> float:
     return per * sessions / (time.perf_counter() - start)
 
 
-def agent_scan_seconds(drop: Path, state: Path, args: argparse.Namespace) -> tuple[float, float]:
+def agent_scan_seconds(
+    drop: Path, state: Path, args: argparse.Namespace, tree: Path = REPO
+) -> tuple[float, float]:
     """``fair-agent scan`` as a user runs it, start-up included (its modules' bytecode cached, as
     pip leaves an installed package, unless --compile-every-start): its wall-clock seconds, and
-    the CPU seconds (user and system) of the agent and its extraction workers together."""
-    environment = bytecode_environment(args)
+    the CPU seconds (user and system) of the agent and its extraction workers together. ``tree``:
+    the checkout whose agent runs (bench_compare runs another revision's)."""
+    environment = {**bytecode_environment(args), "PYTHONPATH": str(tree)}
     # A scan of nothing first, so that what the timed scan imports is compiled already.
     (state.parent / "empty").mkdir(exist_ok=True)
     warm_up = [sys.executable, "-m", "agent.cli", "scan", str(state.parent / "empty")]
     subprocess.run(
         [*warm_up, "--state-dir", str(state.parent / "empty-state")],
-        cwd=REPO,
+        cwd=tree,
         check=True,
         env=environment,
         capture_output=True,
@@ -157,7 +160,7 @@ def agent_scan_seconds(drop: Path, state: Path, args: argparse.Namespace) -> tup
     start = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "agent.cli", "scan", str(drop), "--state-dir", str(state)],
-        cwd=REPO,
+        cwd=tree,
         check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
