@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields, replace
+from typing import cast
 
 import pytest
 
@@ -17,7 +18,7 @@ def _record() -> FileRecord:
 
 def test_changed_gives_what_replace_gives_for_every_field() -> None:
     record = _record()
-    values = {
+    values: RecordChanges = {
         "stat": FileStat("s1/b.csv", 1, 2, 3, 4),
         "session": "s2",
         "sha256": "cd" * 32,
@@ -37,7 +38,8 @@ def test_changed_gives_what_replace_gives_for_every_field() -> None:
     }
     assert set(values) == {f.name for f in fields(FileRecord)}, "a new field: add it here"
     for name, value in values.items():
-        assert record.changed(**{name: value}) == replace(record, **{name: value})
+        one = cast(RecordChanges, {name: value})
+        assert record.changed(**one) == replace(record, **one)
     assert record.changed(**values) == replace(record, **values)
     assert record.changed() == record and record.changed() is not record
 
@@ -47,7 +49,7 @@ def test_changed_leaves_the_record_alone_and_refuses_unknown_fields() -> None:
     record.changed(version=9, warnings=())
     assert record.version == 0 and record.warnings == ("w",)
     with pytest.raises(TypeError, match="no field"):
-        record.changed(verison=9)
+        record.changed(verison=9)  # type: ignore[call-arg]
 
 
 def test_changed_may_skip_what_replace_would_run() -> None:
