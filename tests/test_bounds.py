@@ -1,5 +1,5 @@
-"""bound(): metadata within its limits, the small common case copied by a shortcut that must give
-exactly what the full walk gives."""
+"""bound(): metadata within its limits; the small common case given as it is by a shortcut, which
+must give exactly what the full walk gives."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from agent.extractors.bounds import (
     SMALL_JSON_BYTES,
     _bound,
     _Budget,
-    _small_copy,
+    _small_and_plain,
     bound,
 )
 
@@ -54,19 +54,18 @@ ODD_SCALARS = (
 )
 
 
-def values(scalars: st.SearchStrategy[Any], keys: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.recursive(
-        scalars,
-        lambda inner: (
-            st.lists(inner, max_size=6)
-            | st.lists(inner, max_size=4).map(tuple)
-            | st.dictionaries(keys, inner, max_size=6)
-        ),
-        max_leaves=60,
-    )
+def values(
+    scalars: st.SearchStrategy[Any], keys: st.SearchStrategy[Any], *, tuples: bool = True
+) -> st.SearchStrategy[Any]:
+    def containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        found = st.lists(inner, max_size=6) | st.dictionaries(keys, inner, max_size=6)
+        return found | st.lists(inner, max_size=4).map(tuple) if tuples else found
+
+    return st.recursive(scalars, containers, max_leaves=60)
 
 
-PLAIN = values(PLAIN_SCALARS, st.text(max_size=12))
+#: Plain JSON: what the shortcut takes (a tuple, which the walk makes a list, it leaves to the walk).
+PLAIN = values(PLAIN_SCALARS, st.text(max_size=12), tuples=False)
 ANY = values(PLAIN_SCALARS | ODD_SCALARS, st.text(max_size=12) | st.integers(0, 3) | st.just("\udcff"))
 
 
@@ -91,9 +90,9 @@ def same(a: Any, b: Any) -> bool:
 def test_plain_small_metadata_takes_the_shortcut_and_gets_what_the_walk_gives(
     metadata: dict[str, Any],
 ) -> None:
-    copy = _small_copy(metadata)
-    assert copy is not None
-    assert same(copy, walked(metadata))
+    assert _small_and_plain(metadata)
+    assert bound(metadata) is metadata
+    assert same(metadata, walked(metadata))
 
 
 @settings(max_examples=300, deadline=None)
@@ -112,7 +111,8 @@ def nested(depth: int) -> dict[str, Any]:
 def test_small_but_deep_metadata_is_still_cut() -> None:
     # A few bytes of JSON, too deep: the shortcut must not take it. The deepest kept is one less.
     assert "depth" in bound(nested(MAX_DEPTH))["metadataTruncated"]["cut"]
-    assert _small_copy(nested(MAX_DEPTH - 1)) == nested(MAX_DEPTH - 1) == bound(nested(MAX_DEPTH - 1))
+    assert _small_and_plain(nested(MAX_DEPTH - 1))
+    assert not _small_and_plain(nested(MAX_DEPTH))
 
 
 def test_what_json_would_change_is_kept_as_the_walk_keeps_it() -> None:
@@ -128,8 +128,11 @@ def test_metadata_at_the_shortcut_limit_is_bounded_the_same_either_way() -> None
     assert "string" in bound({"s": "y" * (MAX_STRING + 1)})["metadataTruncated"]["cut"]
 
 
-def test_a_copy_is_returned() -> None:
+def test_small_plain_metadata_is_given_as_it_is_and_cut_metadata_as_a_copy() -> None:
+    # The worker sends the metadata on as JSON at once: copying what needs no cut would be waste,
+    # and what is cut must not change the extractor's own objects.
     metadata = {"columns": [{"name": "a"}]}
-    copy = bound(metadata)
-    copy["columns"][0]["name"] = "b"
-    assert metadata["columns"][0]["name"] == "a"
+    assert bound(metadata) is metadata
+    long = {"s": "y" * (MAX_STRING + 1)}
+    assert bound(long)["s"] == "y" * MAX_STRING
+    assert long == {"s": "y" * (MAX_STRING + 1)}
