@@ -129,8 +129,8 @@ def test_metadata_at_the_shortcut_limit_is_bounded_the_same_either_way() -> None
 
 
 def test_small_plain_metadata_is_given_as_it_is_and_cut_metadata_as_a_copy() -> None:
-    # The worker sends the metadata on as JSON at once: copying what needs no cut would be waste,
-    # and what is cut must not change the extractor's own objects.
+    # The worker encodes the metadata as JSON straight away: copying what needs no cut would be
+    # waste, and what is cut must not change the extractor's own objects.
     metadata = {"columns": [{"name": "a"}]}
     assert bound(metadata) is metadata
     long = {"s": "y" * (MAX_STRING + 1)}

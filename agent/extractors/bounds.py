@@ -60,8 +60,8 @@ def _small_and_plain(metadata: dict[str, Any]) -> bool:
     """Whether ``bound`` may give the metadata as it is, the common case at a small part of the
     walk's cost (a small table's metadata: 8 µs instead of 31): plain JSON values, short and
     shallow, which the walk would copy unchanged. For anything else the full walk bounds it.
-    Not copied: the worker sends the metadata on as JSON at once, and a copy (a round trip
-    through orjson) was 40% of this check's cost."""
+    Not copied: the worker encodes it as JSON straight away (worker.serve), and a copy (a round
+    trip through orjson) was 40% of this check's cost."""
     try:
         text = orjson.dumps(metadata, option=_PLAIN_JSON)
     except TypeError:  # orjson.JSONEncodeError included

@@ -64,8 +64,10 @@ def serve(sock: socket.socket) -> None:
         # "together" (quick, and read by an extractor that cannot end this process) may wait until
         # TOGETHER_S were spent on them and go in one write; before any other file is read, and
         # with its own reply, they are sent. So a reply waits only while a file that cannot lose
-        # it is read, and a file that may end this process is always the one not answered.
-        held: list[dict[str, Any]] = []
+        # it is read, and a file that may end this process is always the one not answered. A
+        # reply waits encoded: the extractor's metadata is not copied (bounds.bound), and what an
+        # extractor changes while it reads the next file must not change a reply already made.
+        held: list[bytes] = []
         held_since = 0.0
         try:
             for number, file in enumerate(files):
@@ -76,7 +78,7 @@ def serve(sock: socket.socket) -> None:
                     _flush(sock, held)
                 if not held:
                     held_since = time.monotonic()
-                held.append({"index": number, **_read(file, fd, out_fd, request, loaded)})
+                held.append(encode_message({"index": number, **_read(file, fd, out_fd, request, loaded)}))
                 if not together or time.monotonic() - held_since >= TOGETHER_S:
                     _flush(sock, held)
             _flush(sock, held)
@@ -85,9 +87,9 @@ def serve(sock: socket.socket) -> None:
                 os.close(fd)
 
 
-def _flush(sock: socket.socket, replies: list[dict[str, Any]]) -> None:
+def _flush(sock: socket.socket, replies: list[bytes]) -> None:
     if replies:
-        sock.sendall(b"".join(map(encode_message, replies)))
+        sock.sendall(b"".join(replies))
         replies.clear()
 
 
