@@ -3,6 +3,7 @@ names and contents (checked in a real headless Chromium), never written over som
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 
 from agent.core.config import AgentConfig
 from agent.core.naming import CRATE_NAME, PREVIEW_NAME
-from agent.ingest.preview import MAX_ROWS, FileRow, render_preview
+from agent.ingest.preview import MAX_ROWS, FileRow, _link, render_preview
 
 from .conftest import REPO, read_sidecar, run_scan, sha256sum, validate_crate, write
 
@@ -102,3 +103,18 @@ def test_only_web_mail_and_relative_links_become_links() -> None:
     page = "".join(render_preview(root, [(entity, None, {})], 1, {}))
     assert 'href="javascript' not in page
     assert '<a href="a%20b.csv">a b.csv</a>' in page
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", " //evil.example/x", "\\\\share\\x", "/\\host/x"])
+def test_a_path_to_another_host_is_no_link(target: str) -> None:
+    assert _link(target, "label") == "label"
+
+
+@pytest.mark.parametrize("target", ["http://[x", "//[x", "https://[::1"])
+def test_what_is_not_a_url_is_its_label_alone(target: str) -> None:
+    assert _link(target, "label") == "label"
+
+
+def test_links_within_the_crate_and_to_the_web_stay_links() -> None:
+    for target in ("s1/a.csv", "a%20b.csv", "./", "https://example.org/x", "mailto:a@example.org"):
+        assert _link(target, "l") == f'<a href="{html.escape(target, quote=True)}">l</a>'

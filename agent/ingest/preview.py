@@ -9,6 +9,7 @@ http(s), mailto and relative links become links. Large sessions list their first
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +37,10 @@ code { font-size: .85em; word-break: break-all; }
 footer { margin-top: 2em; color: #666; font-size: .85em; }
 """
 
+
+#: Where a browser leaves the page's own folder without a scheme: two slashes, either way round
+#: (``//host/x``, ``\\host``: a file: page makes that a network share), after what it strips.
+_OTHER_HOST = re.compile(r"[\x00-\x20]*[/\\]{2}")
 
 #: A File entity (without its license), its own license, and what the pipeline said of it.
 FileRow = tuple[Entity, str | None, dict[str, Any]]
@@ -184,10 +189,15 @@ def _named_link(entity: Entity) -> str:
 
 
 def _link(target: str, label: str) -> str:
-    """A link where the target is http(s), mailto or a relative path; otherwise the label alone."""
-    # No colon, no scheme: a file's own relative link (every row has one) needs no parsing.
-    scheme = urlsplit(target).scheme.lower() if ":" in target else ""
-    if scheme in ("http", "https", "mailto") or (not scheme and not target.startswith("#")):
+    """A link where the target is http(s), mailto or a path on the page's own host; otherwise
+    (another scheme, another host, what is not a URL at all) the label alone."""
+    try:
+        # No colon, no scheme: a file's own relative link (every row has one) needs no parsing.
+        scheme = urlsplit(target).scheme.lower() if ":" in target else ""
+    except ValueError:  # "http://[x": not a URL
+        return label
+    within = not scheme and not target.startswith("#") and not _OTHER_HOST.match(target)
+    if scheme in ("http", "https", "mailto") or within:
         return f'<a href="{html.escape(target, quote=True)}">{label}</a>'
     return label
 
