@@ -1,14 +1,14 @@
 """The hot path's scans, this working tree against another revision, interleaved on the same data.
 
-On a shared machine the speed of the CPU drifts by tens of percent from one minute to the next:
-two runs of the same code a minute apart differed by 25% here. A figure from one run, set beside
-one taken earlier, cannot tell a change of a few percent from the weather. This runs the
-``fair-agent scan`` of bench_hotpath (20,000 small files, default settings, start-up included)
-alternately with this working tree (uncommitted changes included) and with REV, a git revision
-checked out in a temporary worktree: N pairs, each side first in every other pair. For each run
-it prints the wall-clock time and the CPU time per file (the agent and its extraction workers,
-user and system), and at the end the median of the pairs' ratios, this tree over REV: below 1 is
-faster. Each run scans a fresh copy of the tree into a new ledger.
+On a shared machine the speed of the CPU drifts: two runs of the same scan a minute apart differed
+by a quarter here. A figure from one run, set beside one taken earlier, cannot tell a change of a
+few percent from the weather. This runs the ``fair-agent scan`` of bench_hotpath (20,000 small
+files, default settings, start-up included) alternately with this working tree (uncommitted
+changes included) and with REV, a git revision checked out in a temporary worktree: N pairs, each
+side first in every other pair. For each run it prints the wall-clock time and the CPU time per
+file (the agent and its extraction workers, user and system), and at the end the median of the
+pairs' ratios, this tree over REV: below 1 is faster. Each run scans a fresh copy of the tree into
+a new ledger.
 
     python bench/bench_compare.py HEAD~3                  # csv and binary, 5 pairs each
     python bench/bench_compare.py 4bd74f5 csv --pairs 9 --dir /dev/shm/fair-bench
@@ -52,17 +52,19 @@ def main() -> int:
     kinds = args.kinds or list(KINDS)
     if unknown := set(kinds) - set(KINDS):
         parser.error(f"unknown kind(s): {', '.join(sorted(unknown))}")
+    if args.pairs < 1:
+        parser.error("--pairs must be at least 1")
     args.dir.mkdir(parents=True, exist_ok=True)
     other = Path(tempfile.mkdtemp(prefix="rev-", dir=args.dir))
-    subprocess.run(
-        ["git", "-C", str(REPO), "worktree", "add", "--quiet", "--detach", str(other), args.rev], check=True
-    )
+    git = ["git", "-C", str(REPO), "worktree"]
     try:
+        subprocess.run([*git, "add", "--quiet", "--detach", str(other), args.rev], check=True)
         sides = {"this tree": REPO, args.rev: other}
         for kind in kinds:
             compare(kind, sides, args)
     finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(other)], check=False)
+        shutil.rmtree(other, ignore_errors=True)
+        subprocess.run([*git, "prune"], check=False)
         if not args.keep:
             shutil.rmtree(args.dir, ignore_errors=True)
     return 0

@@ -145,7 +145,8 @@ def agent_scan_seconds(
     pip leaves an installed package, unless --compile-every-start): its wall-clock seconds, and
     the CPU seconds (user and system) of the agent and its extraction workers together. ``tree``:
     the checkout whose agent runs (bench_compare runs another revision's)."""
-    environment = {**bytecode_environment(args), "PYTHONPATH": str(tree)}
+    environment = bytecode_environment(args)
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), environment.get("PYTHONPATH")]))
     # A scan of nothing first, so that what the timed scan imports is compiled already.
     (state.parent / "empty").mkdir(exist_ok=True)
     warm_up = [sys.executable, "-m", "agent.cli", "scan", str(state.parent / "empty")]
