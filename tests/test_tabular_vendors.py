@@ -4,6 +4,7 @@ AvaSoft, Shimadzu, HORIBA LabSpec-style comment headers, units in column names, 
 from __future__ import annotations
 
 import io
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from agent.extractors import Budget, Source, run_extractor
 from agent.extractors import lines as lines_module
-from agent.extractors.base import ExtractionError
+from agent.extractors.base import ExtractionError, read_at
 from agent.extractors.columns import split_unit
 from agent.extractors.lines import BlockEnd
 from agent.extractors.tablereading import SAMPLE_BYTES
@@ -139,6 +140,34 @@ def test_a_long_kinetics_is_cut_at_its_first_table_and_its_trailer_found(tmp_pat
     assert meta["acquisition"]["end"] == "2020-02-28T09:11:00"  # from the file's last lines
     assert "what follows it is not profiled" in meta["note"]
     assert meta["description"] == "Tecan Spark plate-reader kinetics (OD600): 24 wells, 1,500 cycles"
+
+
+def test_the_open_file_a_worker_is_given_reads_as_its_path_does(tmp_path: Path) -> None:
+    # In a worker the file is the agent's open descriptor (Source.fd), read at offsets rather
+    # than opened again by its path; the metadata must not differ. The long export takes the
+    # sample, the tail and pandas; the corpus's text exports the rest.
+    files = [write(tmp_path / "long.csv", tecan_export(1500))]
+    files += sorted(p for p in (CORPUS / "instruments").rglob("*") if p.suffix.lower() in (".csv", ".txt"))
+    for path in files:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.lseek(fd, 123, os.SEEK_SET)  # where someone else left the shared position
+            source = Source(Path(f"/proc/self/fd/{fd}"), path.name, path.parent, fd)
+            by_descriptor = run_extractor(TabularExtractor(), source, 60)
+        finally:
+            os.close(fd)
+        assert by_descriptor == extract(path), path.name
+
+
+def test_read_at_reads_up_to_the_end_and_no_further(tmp_path: Path) -> None:
+    path = tmp_path / "ten"
+    path.write_bytes(b"0123456789")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert (read_at(fd, 2, 3), read_at(fd, 7, 10), read_at(fd, 10, 4)) == (b"234", b"789", b"")
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 0
+    finally:
+        os.close(fd)
 
 
 def test_wells_as_columns_and_rows_without_a_cycle_line(tmp_path: Path) -> None:

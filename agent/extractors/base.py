@@ -21,6 +21,7 @@ format, and the agent reads them:
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -122,12 +123,27 @@ class Source:
 
     ``path`` opens the very file that was hashed (the agent hands over an already opened file as
     /proc/self/fd/N, so nothing can be swapped in between); ``name`` is for messages; ``folder``
-    is where relative references inside the file (HDF5 external links) point.
+    is where relative references inside the file (HDF5 external links) point. ``fd``, where there
+    is one (in a worker), is that open file itself, to read with ``read_at`` without opening it
+    again: opening the path under /proc cost 20 of the 285 µs a small CSV's extraction takes.
     """
 
     path: Path
     name: str
     folder: Path
+    fd: int | None = None
+
+
+def read_at(fd: int, offset: int, size: int) -> bytes:
+    """Up to ``size`` bytes of the open file ``fd`` from ``offset``, fewer only at its end. A read
+    at an offset moves no position that another reader of the same open file would share."""
+    data = os.pread(fd, size, offset)
+    while 0 < len(data) < size:  # a short read before the end (some network filesystems)
+        more = os.pread(fd, size - len(data), offset + len(data))
+        if not more:
+            break
+        data += more
+    return data
 
 
 class Extractor(Protocol):

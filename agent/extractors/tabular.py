@@ -20,9 +20,8 @@ import codecs
 import os
 import re
 from dataclasses import dataclass
-from typing import BinaryIO
 
-from .base import Budget, ExtractionError, Metadata, Source, suffix
+from .base import Budget, ExtractionError, Metadata, Source, read_at, suffix
 from .columns import plate_summary, split_unit
 from .sampletable import WholeFile
 from .tablelayout import Block, Layout, detect_decimal, find_table, first_block, trailer_lines
@@ -87,10 +86,11 @@ class _Survey:
 
 def _survey(source: Source) -> _Survey | Metadata:
     """The file's sample, read; metadata in place of it for a file with no text."""
-    with source.path.open("rb") as f:
-        sample = f.read(SAMPLE_BYTES)
-        size = os.fstat(f.fileno()).st_size
-        tail = _tail(f, size) if size > len(sample) else None
+    if source.fd is not None:  # the agent's open file, in a worker: not opened again
+        sample, tail = _sample_and_tail(source.fd)
+    else:
+        with source.path.open("rb", buffering=0) as f:
+            sample, tail = _sample_and_tail(f.fileno())
     if not sample.strip():
         return {
             "columns": [],
@@ -141,9 +141,11 @@ def detect_encoding(sample: bytes) -> str:
     return "cp1252"
 
 
-def _tail(f: BinaryIO, size: int) -> bytes:
-    f.seek(max(0, size - TAIL_BYTES))
-    return f.read(TAIL_BYTES)
+def _sample_and_tail(fd: int) -> tuple[bytes, bytes | None]:
+    """The file's first SAMPLE_BYTES, and its last TAIL_BYTES unless the sample holds it all."""
+    sample = read_at(fd, 0, SAMPLE_BYTES)
+    size = os.fstat(fd).st_size
+    return sample, read_at(fd, max(0, size - TAIL_BYTES), TAIL_BYTES) if size > len(sample) else None
 
 
 def _split_lines(text: str, *, cut: bool) -> list[str]:

@@ -107,7 +107,7 @@ def _read(
             extractor = _load(file["extractor"], loaded)
         except Exception as exc:  # a site's plug-in that does not import here
             raise ExtractionError(f"the extractor {file['extractor']} could not be loaded: {exc}") from None
-        source = Source(Path(f"/proc/self/fd/{fd}"), file["name"], Path(file["folder"]))
+        source = Source(Path(f"/proc/self/fd/{fd}"), file["name"], Path(file["folder"]), fd)
         metadata = run_extractor(extractor, source, float(request["seconds"]))
     except ExtractionError as exc:
         return {"error": type(exc).__name__, "message": str(exc)}
