@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.core.errors import OutputWriteError
+from agent.core.jsontext import indented_file
 from agent.core.naming import temp_name
 from agent.fs.fsinfo import filesystem_type, is_network_filesystem
 from agent.fs.outputs import (
@@ -22,7 +23,6 @@ from agent.fs.outputs import (
     remove_orphan_temps,
     remove_own_documents,
     strategy_for,
-    to_json_bytes,
     write_documents,
     writes_on_loop,
 )
@@ -148,8 +148,8 @@ def test_a_folder_swapped_for_a_symlink_is_not_followed(tmp_path: Path) -> None:
 
 def test_serialisation_is_stable() -> None:
     doc = {"b": [1, {"c": "µ"}], "a": None}
-    assert to_json_bytes(doc) == to_json_bytes(json.loads(to_json_bytes(doc)))
-    assert "µ".encode() in to_json_bytes(doc)
+    assert indented_file(doc) == indented_file(json.loads(indented_file(doc)))
+    assert "µ".encode() in indented_file(doc)
 
 
 def test_orphan_temp_files_are_removed_only_when_older_than_the_cutoff(tmp_path: Path) -> None:

@@ -102,11 +102,6 @@ class WriteResult:
     conflicts: list[str] = field(default_factory=list)
 
 
-def to_json_bytes(document: dict[str, Any]) -> bytes:
-    """Stable serialisation: the same document always gives the same bytes."""
-    return indented_file(document)
-
-
 def is_agent_document(raw: bytes) -> bool:
     """Whether bytes are a sidecar, error file, crate or crate preview written by this agent."""
     if raw.startswith(_HTML_MARK):
@@ -187,7 +182,7 @@ def _own_large_document(fd: int, name: str) -> str:
 def _encoded(content: Content) -> bytes | list[str]:
     """A small document's bytes; a large one stays text in pieces, encoded a piece at a time as it
     is hashed or written (a crate of 100,000 files would otherwise be in memory twice)."""
-    return to_json_bytes(content) if isinstance(content, dict) else content
+    return indented_file(content) if isinstance(content, dict) else content
 
 
 def _pieces(data: bytes | list[str]) -> Iterator[bytes]:
