@@ -35,18 +35,19 @@ _SHORT_EXPONENT = re.compile(rb"e-\d(?!\d)")
 def indented(document: Any) -> str:
     """``json.dumps(document, indent=2, ensure_ascii=False)``, non-finite floats as null."""
     text = _orjson_indented(document, 0)
-    if text is None:
-        return json.dumps(_finite(document), indent=2, ensure_ascii=False)
-    return text.decode("utf-8")
+    return _standard_indented(document) if text is None else text.decode("utf-8")
 
 
 def indented_file(document: Any) -> bytes:
     """What a JSON file of ours holds: ``indented(document)`` and a line break, in UTF-8 (made
     as bytes: decoding orjson's text and encoding it again cost more than writing it)."""
     text = _orjson_indented(document, orjson.OPT_APPEND_NEWLINE)
-    if text is None:
-        return (json.dumps(_finite(document), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-    return text
+    return (_standard_indented(document) + "\n").encode("utf-8") if text is None else text
+
+
+def _standard_indented(document: Any) -> str:
+    # What orjson cannot write as json.dumps does (see the module's text), the standard library's.
+    return json.dumps(_finite(document), indent=2, ensure_ascii=False)
 
 
 def _orjson_indented(document: Any, option: int) -> bytes | None:
