@@ -15,6 +15,7 @@ import pytest
 from agent.core.errors import OutputWriteError
 from agent.core.jsontext import indented_file
 from agent.core.naming import temp_name
+from agent.fs import outputs
 from agent.fs.fsinfo import filesystem_type, is_network_filesystem
 from agent.fs.outputs import (
     PREVIEW_HEAD,
@@ -23,6 +24,7 @@ from agent.fs.outputs import (
     remove_orphan_temps,
     remove_own_documents,
     strategy_for,
+    unwritten_bytes,
     write_documents,
     writes_on_loop,
 )
@@ -87,6 +89,100 @@ def test_documents_are_written_whole_and_leave_no_temp_files(tmp_path: Path, str
     for _, relpath, doc in docs:
         assert json.loads((tmp_path / relpath).read_text(encoding="utf-8")) == doc
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == sorted(r.split("/")[1] for _, r, _ in docs)
+
+
+def test_unwritten_bytes_are_the_dirty_and_writeback_pages() -> None:
+    meminfo = b"MemTotal: 24683584 kB\nDirty:    1220 kB\nWriteback:  80 kB\nWritebackTmp:  7 kB\n"
+    assert unwritten_bytes(meminfo) == 1300 * 1024  # WritebackTmp (FUSE's buffers) is not counted
+    found = unwritten_bytes()  # this machine's
+    assert found is not None and found >= 0
+
+
+class SyncCalls:
+    """Counts the system's syncfs() and fdatasync() calls a batch makes; each still does its work."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, unwritten: int) -> None:
+        self.syncfs = self.fdatasync = 0
+        real_syncfs, real_fdatasync = outputs._syncfs, os.fdatasync
+        assert real_syncfs is not None
+
+        def syncfs(fd: int) -> int:
+            self.syncfs += 1
+            return int(real_syncfs(fd))
+
+        def fdatasync(fd: int) -> None:
+            self.fdatasync += 1
+            real_fdatasync(fd)
+
+        monkeypatch.setattr(outputs, "_syncfs", syncfs)
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        monkeypatch.setattr(outputs, "unwritten_bytes", lambda: unwritten)
+        monkeypatch.setattr(outputs, "_syncfs_waits", False)  # and restored afterwards
+
+
+def _batch(root: Path, name: str, count: int = 70) -> list[Document]:
+    (root / name).mkdir()
+    return [(root, f"{name}/{i}.fair.json", {"n": i, "generatedBy": OURS}) for i in range(count)]
+
+
+def _written_whole(root: Path, docs: list[Document]) -> bool:
+    folders = {root / relpath.split("/")[0] for _, relpath, _ in docs}
+    return all(json.loads((root / r).read_text(encoding="utf-8")) == d for _, r, d in docs) and sorted(
+        p.name for folder in folders for p in folder.iterdir()
+    ) == sorted(r.split("/")[1] for _, r, _ in docs)
+
+
+def test_a_batch_is_made_durable_by_one_syncfs_when_little_is_unwritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = SyncCalls(monkeypatch, unwritten=outputs.FOREIGN_DIRTY_BYTES)
+    monkeypatch.setattr(outputs, "_syncfs_waits", True)  # an earlier load, drained since
+    docs = _batch(tmp_path, "s")
+    assert write_documents(docs, "filesystem").written == 70
+    assert (calls.syncfs, calls.fdatasync) == (1, 0) and _written_whole(tmp_path, docs)
+    assert outputs._syncfs_waits is False
+
+
+def test_once_syncfs_waited_for_others_data_a_batch_flushes_its_own_files_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An instrument acquiring onto the same disk: much unwritten data, and a syncfs that waited.
+    calls = SyncCalls(monkeypatch, unwritten=outputs.FOREIGN_DIRTY_BYTES + 1)
+    monkeypatch.setattr(outputs, "SLOW_SYNCFS_S", -1.0)  # every syncfs counts as one that waited
+    first = _batch(tmp_path, "first")
+    assert write_documents(first, "filesystem").written == 70
+    assert (calls.syncfs, calls.fdatasync) == (1, 0) and outputs._syncfs_waits is True
+    # The next batches: each of their temp files flushed (more than one chunk of them), no syncfs.
+    second = _batch(tmp_path, "second")
+    assert write_documents(second, "filesystem").written == 70
+    assert (calls.syncfs, calls.fdatasync) == (1, 70) and _written_whole(tmp_path, first + second)
+
+
+def test_much_unwritten_data_alone_does_not_stop_syncfs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A burst of files copied in: the first syncfs writes them out, and was quick enough.
+    calls = SyncCalls(monkeypatch, unwritten=outputs.FOREIGN_DIRTY_BYTES + 1)
+    monkeypatch.setattr(outputs, "SLOW_SYNCFS_S", 3600.0)
+    for name in ("a", "b"):
+        assert write_documents(_batch(tmp_path, name), "filesystem").written == 70
+    assert (calls.syncfs, calls.fdatasync) == (2, 0) and outputs._syncfs_waits is False
+
+
+def test_a_temp_file_that_cannot_be_flushed_fails_the_batch_with_its_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    SyncCalls(monkeypatch, unwritten=outputs.FOREIGN_DIRTY_BYTES + 1)
+    monkeypatch.setattr(outputs, "_syncfs_waits", True)
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    docs = _batch(tmp_path, "s", 3)
+    with pytest.raises(OutputWriteError, match=r"s/0\.fair\.json.*I/O error"):
+        write_documents(docs, "filesystem")
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == []  # no temp file left, none placed
 
 
 def test_unchanged_documents_are_not_rewritten(tmp_path: Path) -> None:

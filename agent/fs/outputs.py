@@ -12,7 +12,12 @@ Durability comes in two strategies with the same guarantee:
 - ``filesystem`` (local disks): write every temp file of the batch, then one ``syncfs()`` per
   filesystem, then the renames. One flush per batch instead of one per sidecar: measured here, a
   batch of 100 sidecars is ~6x faster than with an fsync each, and the data files the sidecars
-  describe reach the disk too.
+  describe reach the disk too. But syncfs() waits for every file's unwritten data on the
+  filesystem, the lab's too: while an instrument acquires onto the same disk, the machine holds
+  gigabytes of it, and every batch waited for it. So once a syncfs was slow (SLOW_SYNCFS_S) with
+  much unwritten (FOREIGN_DIRTY_BYTES), the batches after it flush their own temp files, each
+  alone but all at once (``_sync_each``), until the unwritten data is down again; the
+  instrument's writing is left to the kernel's pace.
 - ``per-file`` (network and FUSE filesystems, where syncfs() does not reach the server, or a libc
   without syncfs): an fsync per temp file.
 """
@@ -74,9 +79,27 @@ PREVIEW_HEAD = (
 _HTML_MARK = PREVIEW_HEAD.encode()
 
 
+#: Unwritten page cache (Dirty and Writeback, the whole machine's) above which syncfs() may wait
+#: for others' data. Measured here, 100 sidecars on a journaled ext4: syncfs 5 ms against 18 ms one
+#: by one on a quiet disk; with an instrument writing 100 MB/s beside them, syncfs 24-104 ms (a
+#: tenth of the batches 0.5-1.2 s) against 25-26 ms one by one. A batch's own sidecars are far below.
+FOREIGN_DIRTY_BYTES = 32 << 20
+#: A syncfs slower than this, with more than FOREIGN_DIRTY_BYTES unwritten, waited for others' data
+#: (a quiet disk's takes a few ms): the batches after it flush their own files (``_make_durable``).
+SLOW_SYNCFS_S = 0.05
+#: Temp files open at once while flushed one by one: their writeback is started together.
+SYNC_EACH_CHUNK = 64
+
 _rng = random.Random()
 _libc = ctypes.CDLL(None, use_errno=True)
 _syncfs = getattr(_libc, "syncfs", None)
+_sync_file_range = getattr(_libc, "sync_file_range", None)
+if _sync_file_range is not None:
+    _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+_SYNC_FILE_RANGE_WRITE = 2
+#: Set when a syncfs waited for others' data (SLOW_SYNCFS_S); the machine's state, not a batch's,
+#: so one for the process. Set and read from the writer threads: a race costs one syncfs at most.
+_syncfs_waits = False
 #: renameat2 (glibc 2.28+) with RENAME_NOREPLACE: a rename that fails rather than replace a file.
 _renameat2 = getattr(_libc, "renameat2", None)
 _RENAME_NOREPLACE = 1
@@ -336,7 +359,7 @@ def place_staged(staged: Staged) -> WriteResult:
             _stage(staged, document, None)
         staged.deferred.clear()
         if staged.pending and staged.strategy == "filesystem":
-            _sync_filesystems({temp.dir_fd for temp in staged.pending})
+            _make_durable(staged.pending)
         while staged.pending:
             temp = staged.pending[0]
             try:
@@ -542,6 +565,72 @@ def _sync_filesystems(dir_fds: set[int]) -> None:
         if _syncfs(dir_fd) != 0:
             code = ctypes.get_errno()
             raise _write_error("the batch's files", OSError(code, os.strerror(code)))
+
+
+def _make_durable(temps: list[_Temp]) -> None:
+    """The temp files on their disks: by one syncfs per filesystem, unless syncfs was seen to wait
+    for much else's unwritten data and there still is much (see the module's text).
+
+    Much unwritten data alone does not decide: after a burst of files copied in, it is the data
+    about to be ingested, and the first syncfs writes it all at once, after which syncfs is quick
+    again; under an instrument acquiring, it is never done, and every syncfs waits."""
+    global _syncfs_waits
+    unwritten = unwritten_bytes()
+    crowded = unwritten is not None and unwritten > FOREIGN_DIRTY_BYTES
+    if not crowded:
+        _syncfs_waits = False
+    elif _syncfs_waits:
+        _sync_each(temps)
+        return
+    started = time.monotonic()
+    _sync_filesystems({temp.dir_fd for temp in temps})
+    if crowded and time.monotonic() - started > SLOW_SYNCFS_S:
+        _syncfs_waits = True
+
+
+def _sync_each(temps: list[_Temp]) -> None:
+    """Each temp file flushed alone, SYNC_EACH_CHUNK at a time: the writeback of all of them is
+    started first (sync_file_range), so that their data and the journal's commit go to the disk
+    together, not file after file (18 ms for 100 sidecars here, against 81 with an fsync each)."""
+    for start in range(0, len(temps), SYNC_EACH_CHUNK):
+        opened: list[tuple[int, _Temp]] = []
+        try:
+            for temp in temps[start : start + SYNC_EACH_CHUNK]:
+                try:
+                    fd = os.open(
+                        temp.name,
+                        os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                        dir_fd=temp.dir_fd,
+                    )
+                except OSError as exc:
+                    raise _write_error(temp.relpath, exc) from exc
+                opened.append((fd, temp))
+                if _sync_file_range is not None:  # advisory: an error shows in fdatasync
+                    _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+            for fd, temp in opened:
+                try:
+                    os.fdatasync(fd)  # the contents and the size; not the times
+                except OSError as exc:
+                    raise _write_error(temp.relpath, exc) from exc
+        finally:
+            for fd, _ in opened:
+                os.close(fd)
+
+
+def unwritten_bytes(meminfo: bytes | None = None) -> int | None:
+    """The page cache not yet on disk, the whole machine's: Dirty and Writeback in /proc/meminfo
+    (or ``meminfo``, its text). None when /proc is not there to ask."""
+    if meminfo is None:
+        try:
+            with open("/proc/meminfo", "rb") as f:
+                meminfo = f.read()
+        except OSError:
+            return None
+    total = 0
+    for line in meminfo.splitlines():
+        if line.startswith((b"Dirty:", b"Writeback:")):
+            total += int(line.split()[1]) << 10  # in kB
+    return total
 
 
 def _fsync(fd: int, what: str) -> None:
