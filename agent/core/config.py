@@ -271,8 +271,9 @@ class AgentConfig(Strict):
     batch_max_files: int = Field(default=1000, ge=1)
     #: Files hashed at once (threads); hashlib releases the GIL, so one per core is the ceiling.
     hash_threads: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1, le=256)
-    #: How sidecars are made durable: "auto" (one syncfs per batch on local disks, an fsync per
-    #: file on network and FUSE filesystems), or force "filesystem" or "per-file".
+    #: How sidecars are made durable: "auto" (one syncfs per batch on local disks, or each file
+    #: alone while others' unwritten data slows syncfs down; an fsync per file on network and FUSE
+    #: filesystems), or force "filesystem" (the same as auto's on local disks) or "per-file".
     sync_strategy: Literal["auto", "filesystem", "per-file"] = "auto"
     #: Batches waiting between discovery and the workers; a full queue makes discovery wait.
     queue_size: int = Field(default=64, ge=1)

@@ -14,10 +14,11 @@ Durability comes in two strategies with the same guarantee:
   batch of 100 sidecars is ~6x faster than with an fsync each, and the data files the sidecars
   describe reach the disk too. But syncfs() waits for every file's unwritten data on the
   filesystem, the lab's too: while an instrument acquires onto the same disk, the machine holds
-  gigabytes of it, and every batch waited for it. So once a syncfs was slow (SLOW_SYNCFS_S) with
-  much unwritten (FOREIGN_DIRTY_BYTES), the batches after it flush their own temp files, each
-  alone but all at once (``_sync_each``), until the unwritten data is down again; the
-  instrument's writing is left to the kernel's pace.
+  gigabytes of it, and every batch waited for it. So once a filesystem's syncfs was slow
+  (SLOW_SYNCFS_S) with much unwritten (FOREIGN_DIRTY_BYTES), the batches after it flush their own
+  temp files there, each alone but many at once (``_sync_each``), until the unwritten data is
+  down again. The instrument's writing is left to the kernel's pace, and so, meanwhile, are the
+  data files the sidecars describe.
 - ``per-file`` (network and FUSE filesystems, where syncfs() does not reach the server, or a libc
   without syncfs): an fsync per temp file.
 """
@@ -97,9 +98,10 @@ _sync_file_range = getattr(_libc, "sync_file_range", None)
 if _sync_file_range is not None:
     _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
 _SYNC_FILE_RANGE_WRITE = 2
-#: Set when a syncfs waited for others' data (SLOW_SYNCFS_S); the machine's state, not a batch's,
-#: so one for the process. Set and read from the writer threads: a race costs one syncfs at most.
-_syncfs_waits = False
+#: The filesystems (st_dev) whose last syncfs waited for others' data (SLOW_SYNCFS_S), emptied when
+#: little is unwritten. The machine's state, not a batch's, so one for the process, shared by the
+#: writer threads: batches that meet before the first slow syncfs ends each wait for one too.
+_syncfs_waits: set[int] = set()
 #: renameat2 (glibc 2.28+) with RENAME_NOREPLACE: a rename that fails rather than replace a file.
 _renameat2 = getattr(_libc, "renameat2", None)
 _RENAME_NOREPLACE = 1
@@ -553,39 +555,40 @@ def _write_temp(dir_fd: int, name: str, data: bytes | list[str], relpath: str, *
     return tmp
 
 
-def _sync_filesystems(dir_fds: set[int]) -> None:
-    assert _syncfs is not None
-    seen: set[int] = set()
-    for dir_fd in dir_fds:
-        device = os.fstat(dir_fd).st_dev
-        if device in seen:
-            continue
-        seen.add(device)
-        # Since Linux 5.8 syncfs() reports the filesystem's writeback errors (ENOSPC, EIO).
-        if _syncfs(dir_fd) != 0:
-            code = ctypes.get_errno()
-            raise _write_error("the batch's files", OSError(code, os.strerror(code)))
-
-
 def _make_durable(temps: list[_Temp]) -> None:
-    """The temp files on their disks: by one syncfs per filesystem, unless syncfs was seen to wait
-    for much else's unwritten data and there still is much (see the module's text).
+    """The temp files on their disks: by one syncfs per filesystem, or, on a filesystem where syncfs
+    was seen to wait for much else's unwritten data while there still is much, each file alone
+    (see the module's text).
 
     Much unwritten data alone does not decide: after a burst of files copied in, it is the data
     about to be ingested, and the first syncfs writes it all at once, after which syncfs is quick
     again; under an instrument acquiring, it is never done, and every syncfs waits."""
-    global _syncfs_waits
     unwritten = unwritten_bytes()
     crowded = unwritten is not None and unwritten > FOREIGN_DIRTY_BYTES
     if not crowded:
-        _syncfs_waits = False
-    elif _syncfs_waits:
-        _sync_each(temps)
-        return
-    started = time.monotonic()
-    _sync_filesystems({temp.dir_fd for temp in temps})
-    if crowded and time.monotonic() - started > SLOW_SYNCFS_S:
-        _syncfs_waits = True
+        _syncfs_waits.clear()
+    devices: dict[int, int] = {}  # folder -> its filesystem, each folder asked once
+    by_filesystem: dict[int, list[_Temp]] = {}
+    for temp in temps:
+        if temp.dir_fd not in devices:
+            devices[temp.dir_fd] = os.fstat(temp.dir_fd).st_dev
+        by_filesystem.setdefault(devices[temp.dir_fd], []).append(temp)
+    for device, on_it in by_filesystem.items():
+        if crowded and device in _syncfs_waits:
+            _sync_each(on_it)
+            continue
+        started = time.monotonic()
+        _syncfs_of(on_it[0].dir_fd)
+        if crowded and time.monotonic() - started > SLOW_SYNCFS_S:
+            _syncfs_waits.add(device)
+
+
+def _syncfs_of(dir_fd: int) -> None:
+    assert _syncfs is not None
+    # Since Linux 5.8 syncfs() reports the filesystem's writeback errors (ENOSPC, EIO).
+    if _syncfs(dir_fd) != 0:
+        code = ctypes.get_errno()
+        raise _write_error("the batch's files", OSError(code, os.strerror(code)))
 
 
 def _sync_each(temps: list[_Temp]) -> None:
