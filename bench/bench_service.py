@@ -11,11 +11,11 @@ Scenarios (data generated under --dir, default bench/.data, removed afterwards u
            write to each of its sidecars, less the quiet period. Default settings but the quiet
            period; one session is ingested first, untimed (the first table after start imports
            pandas). Target: p95 at most 500 ms.
-  acquiring  single drops (as in latency, one every 1.5 s) while an instrument writes a large file
-           on the same filesystem at --acquire-mb-s and never syncs it, as acquisition software
-           does: the machine then holds hundreds of megabytes of unwritten data, which a syncfs()
-           waits for. Baseline: the same drops with the disk quiet. Target: p95 at most quiet
-           period + 250 ms, as for latency.
+  acquiring  single drops (as in latency, one every --acquire-every s) while an instrument writes
+           large files on the same filesystem at --acquire-mib-s and never syncs them, as
+           acquisition software does: the machine then holds hundreds of megabytes of unwritten
+           data, which a syncfs() waits for. Baseline: the same drops with the disk quiet.
+           Target: p95 at most quiet period + 250 ms, as for latency.
   burst    50,000 small files in 500 sessions written as fast as possible into the watched folder:
            all ingested, peak RSS of the service at most 300 MB, files/s reported beside a one-shot
            `fair-agent scan` of the same tree.
@@ -29,6 +29,7 @@ Scenarios (data generated under --dir, default bench/.data, removed afterwards u
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -52,7 +53,8 @@ def main() -> int:
     )
     parser.add_argument("--quiet", type=float, default=1.0, help="quiet period for the latency run, seconds")
     parser.add_argument("--drops", type=int, default=200)
-    parser.add_argument("--acquire-mb-s", type=float, default=100, help="the instrument's MB/s (acquiring)")
+    parser.add_argument("--acquire-mib-s", type=float, default=100, help="the instrument's MiB/s (acquiring)")
+    parser.add_argument("--acquire-every", type=float, default=1.5, help="seconds between drops (acquiring)")
     parser.add_argument("--writers", type=int, default=12, help="sessions written at once (writers)")
     parser.add_argument("--writer-files", type=int, default=3, help="files per session (writers)")
     parser.add_argument("--writer-rows", type=int, default=20_000, help="CSV rows per file (writers)")
@@ -213,25 +215,22 @@ def bench_acquiring(args: argparse.Namespace) -> list[tuple[str, bool]]:
     (root / "drop").mkdir(parents=True)
     (root / "instrument").mkdir()
     service = Service(root / "drop", root / "state", completion__quiet_period_s=str(args.quiet))
+    every = args.acquire_every
     try:
         service.wait_for_event("watching 1 folder")
-        quiet = _spaced_drops(root / "drop", "quiet", 8, args.quiet)
-        stop = threading.Event()
-        instrument = threading.Thread(
-            target=_acquire, args=(root / "instrument", args.acquire_mb_s, stop), daemon=True
-        )
-        instrument.start()
+        quiet = _spaced_drops(root / "drop", "quiet", 8, args.quiet, every)
+        instrument = Instrument(root / "instrument", args.acquire_mib_s)
         try:
             time.sleep(2)  # the acquisition under way: unwritten data piles up
-            acquiring = _spaced_drops(root / "drop", "acquiring", 16, args.quiet)
+            acquiring = _spaced_drops(root / "drop", "acquiring", 16, args.quiet, every)
         finally:
-            stop.set()
-            instrument.join()
+            instrument.stop()
     finally:
         service.stop()
     print(
-        f"\nSingle drops, one every 1.5 s, while an instrument writes {args.acquire_mb_s:.0f} MB/s "
-        f"beside them; beyond the quiet period ({args.quiet:.1f} s)"
+        f"\nSingle drops, one every {every:.1f} s, while an instrument writes {args.acquire_mib_s:.0f} "
+        f"MiB/s beside them (unwritten meanwhile: {instrument.unwritten_mib} MiB, median of samples); "
+        f"beyond the quiet period ({args.quiet:.1f} s)"
     )
     for label, figures in (("baseline: the disk quiet", quiet), ("the instrument writing", acquiring)):
         p50, p95 = statistics.median(figures), figures[int(0.95 * (len(figures) - 1))]
@@ -243,7 +242,7 @@ def bench_acquiring(args: argparse.Namespace) -> list[tuple[str, bool]]:
     return [(f"acquiring: p95 quiet period + {p95 * 1000:.0f} ms <= quiet period + 250 ms", p95 <= 0.25)]
 
 
-def _spaced_drops(drop: Path, name: str, count: int, quiet: float, spacing: float = 1.5) -> list[float]:
+def _spaced_drops(drop: Path, name: str, count: int, quiet: float, every: float) -> list[float]:
     """Each drop's time from its last write to its sidecar on disk, less the quiet period, sorted."""
     beyond = []
     for i in range(count):
@@ -253,25 +252,60 @@ def _spaced_drops(drop: Path, name: str, count: int, quiet: float, spacing: floa
         written = time.monotonic()
         _wait_for(Path(f"{target}.fair.json"), 60)
         beyond.append(time.monotonic() - written - quiet)
-        time.sleep(max(0.0, spacing - (time.monotonic() - written)))
+        time.sleep(max(0.0, every - (time.monotonic() - written)))
     return sorted(beyond)
 
 
-def _acquire(folder: Path, mb_per_s: float, stop: threading.Event) -> None:
-    """Write at ``mb_per_s`` into two 1 GiB files in turn, never syncing, until ``stop``."""
-    chunk = bytes(1 << 20)
-    start, written, n = time.monotonic(), 0, 0
-    while not stop.is_set():
-        with (folder / f"acquisition-{n % 2}.raw").open("wb") as f:
-            for _ in range(1024):
-                if stop.is_set():
-                    return
-                f.write(chunk)
-                written += 1
-                ahead = written / mb_per_s - (time.monotonic() - start)
-                if ahead > 0:
-                    time.sleep(ahead)
-        n += 1
+class Instrument:
+    """Acquisition software in a thread: 1 GiB files, each new, written at ``mib_per_s`` and never
+    synced; the one before the last is deleted, as a lab's data moves off the PC. ``stop`` raises
+    what stopped it early (a full disk), so that drops are never timed on a quiet disk unawares."""
+
+    def __init__(self, folder: Path, mib_per_s: float) -> None:
+        self.folder, self.mib_per_s = folder, mib_per_s
+        self.samples: list[int] = []  # the machine's unwritten MiB, once a second
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @property
+    def unwritten_mib(self) -> int:
+        return int(statistics.median(self.samples)) if self.samples else 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self._error is not None:
+            raise RuntimeError("the instrument stopped writing") from self._error
+
+    def _run(self) -> None:
+        try:
+            self._write()
+        except BaseException as exc:
+            self._error = exc
+
+    def _write(self) -> None:
+        chunk = bytes(1 << 20)
+        start, written = time.monotonic(), 0
+        for n in itertools.count():
+            (self.folder / f"acquisition-{n - 2}.raw").unlink(missing_ok=True)
+            with (self.folder / f"acquisition-{n}.raw").open("wb") as f:
+                for _ in range(1024):
+                    if self._stop.is_set():
+                        return
+                    f.write(chunk)
+                    written += 1
+                    if written % max(1, int(self.mib_per_s)) == 0:
+                        self.samples.append(_unwritten_mib())
+                    ahead = written / self.mib_per_s - (time.monotonic() - start)
+                    if ahead > 0:
+                        time.sleep(ahead)
+
+
+def _unwritten_mib() -> int:
+    with open("/proc/meminfo") as f:
+        return sum(int(line.split()[1]) for line in f if line.startswith(("Dirty:", "Writeback:"))) >> 10
 
 
 # --- writers -----------------------------------------------------------------------------------
