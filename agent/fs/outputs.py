@@ -82,7 +82,7 @@ _HTML_MARK = PREVIEW_HEAD.encode()
 
 #: Unwritten page cache (Dirty and Writeback, the whole machine's) above which syncfs() may wait
 #: for others' data. Measured here, 100 sidecars on a journaled ext4: syncfs 5 ms against 18 ms one
-#: by one on a quiet disk; with an instrument writing 100 MB/s beside them, syncfs 24-104 ms (a
+#: by one on a quiet disk; with an instrument writing 100 MiB/s beside them, syncfs 24-104 ms (a
 #: tenth of the batches 0.5-1.2 s) against 25-26 ms one by one. A batch's own sidecars are far below.
 FOREIGN_DIRTY_BYTES = 32 << 20
 #: A syncfs slower than this, with more than FOREIGN_DIRTY_BYTES unwritten, waited for others' data
