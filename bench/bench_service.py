@@ -286,6 +286,8 @@ class Instrument:
             self._error = exc
 
     def _write(self) -> None:
+        from agent.fs.outputs import unwritten_bytes  # what the agent itself looks at
+
         chunk = bytes(1 << 20)
         start, written = time.monotonic(), 0
         for n in itertools.count():
@@ -297,15 +299,10 @@ class Instrument:
                     f.write(chunk)
                     written += 1
                     if written % max(1, int(self.mib_per_s)) == 0:
-                        self.samples.append(_unwritten_mib())
+                        self.samples.append((unwritten_bytes() or 0) >> 20)
                     ahead = written / self.mib_per_s - (time.monotonic() - start)
                     if ahead > 0:
                         time.sleep(ahead)
-
-
-def _unwritten_mib() -> int:
-    with open("/proc/meminfo") as f:
-        return sum(int(line.split()[1]) for line in f if line.startswith(("Dirty:", "Writeback:"))) >> 10
 
 
 # --- writers -----------------------------------------------------------------------------------
