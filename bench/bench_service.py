@@ -326,8 +326,6 @@ def bench_writers(args: argparse.Namespace) -> list[tuple[str, bool]]:
         # are profiled without pandas, so warming up takes a round of tables as large as the timed
         # ones, untimed, and is checked: every worker started holds pandas before the rounds.
         for r in range(-1, args.rounds):
-            if r == 0:
-                warmed, workers = _holding_pandas(service.worker_pids())
             folders = [drop / f"round-{r}-session-{w:02d}" for w in range(args.writers)]
             last_writes: dict[Path, float] = {}
             writers = [
@@ -355,6 +353,8 @@ def bench_writers(args: argparse.Namespace) -> list[tuple[str, bool]]:
                 time.sleep(0.002)
             for writer in writers:
                 writer.join()
+            if r < 0:
+                warmed, workers = _holding_pandas(service.worker_pids())
     finally:
         service.stop()
     extra.sort()
