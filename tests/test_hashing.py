@@ -77,6 +77,14 @@ async def test_hasher_hashes_in_threads(tmp_path: Path) -> None:
     assert hasher.bytes_hashed == 800_000 and hasher.files_hashed == 8
 
 
+#: Tries of a test that needs a read to find a file out of memory. Evicted, it is, but the probe
+#: (a read with RWF_NOWAIT) starts the kernel's readahead, and a virtual disk backed by its host's
+#: cache may answer before the probe looks: then the file reads as in memory (59 of 300
+#: evicted files here, none of their pages resident by mincore; kernel 6.18). The agent loses
+#: nothing by that: it reads such a file as fast as one in memory. The test tries again.
+DISK_TRIES = 12
+
+
 def evict(path: Path) -> None:
     """Drop the file's bytes from the page cache (they are on disk: synced first)."""
     fd = os.open(path, os.O_RDONLY)
@@ -103,12 +111,19 @@ def listed(*paths: Path) -> list[FileStat]:
 
 def test_files_in_memory_are_hashed_until_one_would_wait_for_the_disk(tmp_path: Path) -> None:
     reading = in_memory_here(tmp_path)
-    paths = [write(tmp_path / f"{i}.bin", bytes([i]) * 5000) for i in range(4)]
-    evict(paths[2])
-    names = [p.name for p in paths]
-    done, stop = hash_in_memory(tmp_path, names, CHUNK, 1 << 20, reading)
-    assert stop is Stop.NOT_IN_MEMORY
-    assert done == [hash_file(tmp_path, name, CHUNK) for name in names[:2]]
+    for attempt in range(DISK_TRIES):
+        folder = tmp_path / str(attempt)
+        folder.mkdir()
+        paths = [write(folder / f"{i}.bin", bytes([i]) * 5000) for i in range(4)]
+        evict(paths[2])
+        names = [p.name for p in paths]
+        done, stop = hash_in_memory(folder, names, CHUNK, 1 << 20, reading)
+        expected = [hash_file(folder, name, CHUNK) for name in names]
+        if stop is Stop.NOT_IN_MEMORY:
+            assert done == expected[:2]
+            return
+        assert stop is None and done == expected  # the disk answered the probe (DISK_TRIES)
+    pytest.fail(f"in {DISK_TRIES} tries an evicted file always read as in memory")
 
 
 def test_what_the_loop_may_read_is_bounded(tmp_path: Path) -> None:
@@ -181,19 +196,27 @@ async def test_the_hasher_hands_the_thread_only_what_would_wait(
     tmp_path: Path, in_threads: list[list[str]]
 ) -> None:
     in_memory_here(tmp_path)
-    paths = [write(tmp_path / f"{i}.bin", bytes([i]) * 5000) for i in range(6)]
-    waits: list[float] = []  # how long each group waited to be hashed
-    hasher = Hasher(threads=2, chunk_bytes=CHUNK, on_wait=waits.append)
-    try:
-        first = await hasher.hash_group(tmp_path, listed(*paths[:3]))
-        assert in_threads == [] and waits == [0.0]  # all in memory: hashed on the loop's thread
-        evict(paths[4])
-        second = await hasher.hash_group(tmp_path, listed(*paths[3:]))
-        assert in_threads == [["4.bin", "5.bin"]] and len(waits) == 2
-    finally:
-        hasher.close()
-    assert [r.sha256 for r in first + second if isinstance(r, Hashed)] == [sha256sum(p) for p in paths]
-    assert hasher.files_hashed == 6 and hasher.bytes_hashed == 30_000
+    for attempt in range(DISK_TRIES):
+        in_threads.clear()
+        folder = tmp_path / str(attempt)
+        folder.mkdir()
+        paths = [write(folder / f"{i}.bin", bytes([i]) * 5000) for i in range(6)]
+        waits: list[float] = []  # how long each group waited to be hashed
+        hasher = Hasher(threads=2, chunk_bytes=CHUNK, on_wait=waits.append)
+        try:
+            first = await hasher.hash_group(folder, listed(*paths[:3]))
+            assert in_threads == [] and waits == [0.0]  # all in memory: hashed on the loop's thread
+            evict(paths[4])
+            second = await hasher.hash_group(folder, listed(*paths[3:]))
+        finally:
+            hasher.close()
+        assert [r.sha256 for r in first + second if isinstance(r, Hashed)] == [sha256sum(p) for p in paths]
+        assert hasher.files_hashed == 6 and hasher.bytes_hashed == 30_000
+        if in_threads:
+            assert in_threads == [["4.bin", "5.bin"]] and len(waits) == 2
+            return
+        assert waits == [0.0, 0.0]  # the disk answered the probe (DISK_TRIES): all on the loop
+    pytest.fail(f"in {DISK_TRIES} tries an evicted file always read as in memory")
 
 
 async def test_groups_started_together_share_the_loops_bytes(
