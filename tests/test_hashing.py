@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,15 @@ async def test_hasher_hashes_in_threads(tmp_path: Path) -> None:
 DISK_TRIES = 12
 
 
+def tries(tmp_path: Path) -> Iterator[Path]:
+    """A fresh folder for each of DISK_TRIES tries; the test fails when they are spent."""
+    for attempt in range(DISK_TRIES):
+        folder = tmp_path / str(attempt)
+        folder.mkdir()
+        yield folder
+    pytest.fail(f"in {DISK_TRIES} tries an evicted file always read as in memory")
+
+
 def evict(path: Path) -> None:
     """Drop the file's bytes from the page cache (they are on disk: synced first)."""
     fd = os.open(path, os.O_RDONLY)
@@ -111,9 +121,7 @@ def listed(*paths: Path) -> list[FileStat]:
 
 def test_files_in_memory_are_hashed_until_one_would_wait_for_the_disk(tmp_path: Path) -> None:
     reading = in_memory_here(tmp_path)
-    for attempt in range(DISK_TRIES):
-        folder = tmp_path / str(attempt)
-        folder.mkdir()
+    for folder in tries(tmp_path):
         paths = [write(folder / f"{i}.bin", bytes([i]) * 5000) for i in range(4)]
         evict(paths[2])
         names = [p.name for p in paths]
@@ -123,7 +131,6 @@ def test_files_in_memory_are_hashed_until_one_would_wait_for_the_disk(tmp_path: 
             assert done == expected[:2]
             return
         assert stop is None and done == expected  # the disk answered the probe (DISK_TRIES)
-    pytest.fail(f"in {DISK_TRIES} tries an evicted file always read as in memory")
 
 
 def test_what_the_loop_may_read_is_bounded(tmp_path: Path) -> None:
@@ -196,10 +203,8 @@ async def test_the_hasher_hands_the_thread_only_what_would_wait(
     tmp_path: Path, in_threads: list[list[str]]
 ) -> None:
     in_memory_here(tmp_path)
-    for attempt in range(DISK_TRIES):
+    for folder in tries(tmp_path):
         in_threads.clear()
-        folder = tmp_path / str(attempt)
-        folder.mkdir()
         paths = [write(folder / f"{i}.bin", bytes([i]) * 5000) for i in range(6)]
         waits: list[float] = []  # how long each group waited to be hashed
         hasher = Hasher(threads=2, chunk_bytes=CHUNK, on_wait=waits.append)
@@ -216,7 +221,6 @@ async def test_the_hasher_hands_the_thread_only_what_would_wait(
             assert in_threads == [["4.bin", "5.bin"]] and len(waits) == 2
             return
         assert waits == [0.0, 0.0]  # the disk answered the probe (DISK_TRIES): all on the loop
-    pytest.fail(f"in {DISK_TRIES} tries an evicted file always read as in memory")
 
 
 async def test_groups_started_together_share_the_loops_bytes(

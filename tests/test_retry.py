@@ -94,9 +94,13 @@ async def test_retries_do_not_hold_up_other_sessions(tmp_path: Path, drop: Path,
     # One worker only. A session whose file keeps failing waits out its backoff outside the worker,
     # so the other sessions are ingested meanwhile, long before the retries are over: a worker
     # that waited would add two backoffs (uniform in 0-1.5 s each) and two more reads.
-    target = write(drop / "a-slow" / "growing.bin", b"\0" * (8 << 20))
-    for i in range(5):
-        write(drop / f"b-{i}" / "x.csv", f"{i}\n")
+    def sessions(folder: Path) -> Path:
+        """Five small sessions and, first in order, one whose file is returned (to keep growing)."""
+        for i in range(5):
+            write(folder / f"b-{i}" / "x.csv", f"{i}\n")
+        return write(folder / "a-slow" / "growing.bin", b"\0" * (8 << 20))
+
+    target = sessions(drop)
     cfg = config.model_copy(
         update={
             "workers": 1,
@@ -107,9 +111,7 @@ async def test_retries_do_not_hold_up_other_sessions(tmp_path: Path, drop: Path,
     # The machine's own pace: the same five sessions alone, with the slow file still (a fixed
     # bound from the start failed on a machine whose Python is twice as slow: 0.504 s).
     alone = tmp_path / "alone"
-    for i in range(5):
-        write(alone / f"b-{i}" / "x.csv", f"{i}\n")
-    write(alone / "a-slow" / "growing.bin", b"\0" * (8 << 20))
+    sessions(alone)
     started = time.monotonic()
     await run_scan(alone, cfg.model_copy(update={"state_dir": tmp_path / "alone-state"}))
     pace = time.monotonic() - started
