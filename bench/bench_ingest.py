@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 
 from agent.commands.verify import Finding, verify  # noqa: E402
 from agent.core.config import AgentConfig, load_config  # noqa: E402
-from agent.fs.buffers import aligned_buffer  # noqa: E402
+from agent.fs.buffers import read_buffer  # noqa: E402
 from agent.ledger import Ledger  # noqa: E402
 from agent.service.scan import ScanReport, scan  # noqa: E402
 
@@ -135,9 +135,9 @@ def clean_outputs(root: Path) -> None:
 def hashlib_ceiling(paths: list[Path], threads: int) -> float:
     def one(path: Path) -> str:
         h = hashlib.sha256()
-        # Page-aligned, as the agent's (see agent.fs.buffers): where malloc put a bytearray decided
+        # Placed as the agent's (see agent.fs.buffers): where malloc put a bytearray decided
         # whether the ceiling read fast or a third slower, from one run to the next.
-        buf = aligned_buffer(MiB)
+        buf = read_buffer(MiB)
         view = memoryview(buf)
         with path.open("rb", buffering=0) as f:
             while n := f.readinto(buf):

@@ -25,7 +25,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from ..core.errors import FileReadError
-from ..fs.buffers import aligned_buffer
+from ..fs.buffers import read_buffer
 from ..fs.safepath import open_file_beneath
 from ..ledger.outbox import LostState, Outbox, Shipment, UploadedPart
 from .errors import ObjectRejectedError, StoreUnavailableError
@@ -312,7 +312,7 @@ def _hash_part(shipment: Shipment, offset: int, length: int, whole: Any) -> byte
 def _hash_range(fd: int, offset: int, length: int, whole: Any) -> bytes:
     """The SHA-256 of a range, feeding ``whole`` (the file's running hash) with the same bytes."""
     digest = hashlib.sha256()
-    buffer = aligned_buffer(min(_READ_CHUNK, max(length, 1)))
+    buffer = read_buffer(min(_READ_CHUNK, max(length, 1)))
     view = memoryview(buffer)
     position, end = offset, offset + length
     while position < end:
