@@ -28,7 +28,7 @@ from ..ingest.pipeline import Pipeline
 from ..ledger import Ledger
 from ..ship.announcer import Announcer
 from ..ship.shipper import Shipper
-from .discover import SessionListing, list_sessions, look_session, split_sessions
+from .discover import SessionLister, SessionListing, list_sessions, split_sessions
 from .inotify import WatchBudget, WatchLimitExceeded
 from .livestatus import publish_live_status, remove_live_status
 from .metrics import Metrics, MetricsEndpoint
@@ -81,6 +81,8 @@ class Service:
             self._ingest, workers=config.workers, queue_size=config.queue_size
         )
         self.roots: dict[int, WatchedRoot] = {}
+        #: Each root's lister of sessions for the looks (it knows whether the loop may list there).
+        self._listers: dict[int, SessionLister] = {}
         #: inotify watches of all roots together: a share of the system's, never all of them.
         self.watch_budget = WatchBudget.share_of_system(config.inotify_watch_share)
         self.ready = asyncio.Event()
@@ -340,7 +342,10 @@ class Service:
         watched = self.roots[key[0]]
         # Dated before the listing: a change reported while it is taken makes it stale.
         looked_at = self._clock()
-        listing = await asyncio.to_thread(look_session, watched.root.path, key[1], self.ignore)
+        lister = self._listers.get(key[0])
+        if lister is None:
+            lister = self._listers[key[0]] = SessionLister(watched.root.path, self.ignore)
+        listing = await lister.look(key[1])
         if key not in self.tracker:
             return
         # Events may not have named every file yet: the files seen now decide the policy.

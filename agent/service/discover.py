@@ -1,5 +1,14 @@
-"""Listing a watch root, grouped into sessions. Blocking, but for ``list_sessions``, which runs the
-listing of each folder in a worker thread.
+"""Listing a watch root, grouped into sessions. Blocking, but for ``list_sessions`` and
+``SessionLister``, which list a session on the event loop's thread while that is quick, else in a
+worker thread.
+
+Why on the loop: a listing stats every file, and each stat releases the GIL. From a thread, while
+the loop runs another batch's Python, every release is a hand-off (the thread waits for the loop's
+switch interval to get the GIL back): a burst of small sessions cost the service a tenth more CPU
+listed from threads than here. So a session is listed on the loop's thread where metadata is
+page-cache work (fsinfo.is_loop_safe), only on the root's own device, and for at most
+ON_LOOP_SECONDS; a listing that takes longer (a large session, a cold disk) or reaches another
+device (a share mounted below the root) is given up and taken again in a thread.
 
 Never follows a symlink, never opens anything but a regular file (a FIFO would block on open), and
 never reports the agent's own outputs or ignored names as data.
@@ -11,14 +20,22 @@ import asyncio
 import errno
 import os
 import stat as stat_mod
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from ..core.batch import FileStat, Skip, kind_of
 from ..core.errors import AgentError, FileUnreadableError
 from ..core.naming import CRATE_NAME, SESSION_DOCUMENTS, IgnoreRules, is_temp_file, unit_of
+from ..fs.fsinfo import filesystem_type, is_loop_safe
 from ..fs.outputs import own_document
+
+_Listed = TypeVar("_Listed")
+
+#: The longest one listing holds the event loop's thread before it is left to a worker thread.
+ON_LOOP_SECONDS = 0.02
 
 
 @dataclass(slots=True)
@@ -65,7 +82,22 @@ def list_top_level(root: Path, ignore: IgnoreRules) -> TopLevel:
     return top
 
 
-def list_session(root: Path, folder: str, ignore: IgnoreRules) -> SessionListing:
+@dataclass(frozen=True, slots=True)
+class LoopBudget:
+    """Where a listing on the loop's thread stops (raising LeftToThread): past ``deadline``
+    (time.monotonic), or at a folder on another device than ``device``, the root's."""
+
+    deadline: float
+    device: int
+
+
+class LeftToThread(Exception):
+    """A listing on the loop's thread went over its LoopBudget: take it again in a thread."""
+
+
+def list_session(
+    root: Path, folder: str, ignore: IgnoreRules, budget: LoopBudget | None = None
+) -> SessionListing:
     """Every file below one session folder, depth first, in sorted order."""
     listing = SessionListing(session=folder, is_folder=True)
     root_real = os.path.realpath(root)
@@ -73,7 +105,7 @@ def list_session(root: Path, folder: str, ignore: IgnoreRules) -> SessionListing
     while stack:
         rel_dir = stack.pop()
         try:
-            entries = _scan(root / rel_dir, rel_dir, root_real, ignore)
+            entries = _scan(root / rel_dir, rel_dir, root_real, ignore, budget)
         except FileNotFoundError:
             continue  # removed while we walked; nothing left to ingest
         except OSError as exc:
@@ -158,6 +190,8 @@ async def list_sessions(
     the agent's temp files found on the way (those of the root, then those of each folder).
     """
     units = None if only is None else {unit_of(s) for s in only}
+    lister = SessionLister(root, ignore)
+    # The root's own level in a thread: it may hold any number of entries.
     top = await asyncio.to_thread(list_top_level, root, ignore)
     if on_temp_files is not None and top.temp_files:
         await on_temp_files(top.temp_files)
@@ -167,14 +201,65 @@ async def list_sessions(
     for folder in top.folders:
         if units is not None and folder not in units:
             continue
-        listing = await asyncio.to_thread(list_session, root, folder, ignore)
+        listing = await lister.session(folder)
         if on_temp_files is not None and listing.temp_files:
             await on_temp_files(listing.temp_files)
         for part in split_sessions(listing, session_of) if session_of else [listing]:
             yield part
 
 
-def look_session(root: Path, session: str, ignore: IgnoreRules) -> SessionListing | None:
+class SessionLister:
+    """Listings of one root's sessions, taken on the event loop's thread while that is quick (see
+    the module's docstring), else in a worker thread."""
+
+    def __init__(self, root: Path, ignore: IgnoreRules) -> None:
+        self.root = root
+        self.ignore = ignore
+        self._device: asyncio.Future[int | None] | None = None
+
+    async def session(self, folder: str) -> SessionListing:
+        """``list_session`` of one folder."""
+        return await self._list(list_session, folder)
+
+    async def look(self, session: str) -> SessionListing | None:
+        """``look_session``: a fresh listing of one session, None if it is gone."""
+        return await self._list(look_session, session)
+
+    async def _list(self, list_one: Callable[..., _Listed], session: str) -> _Listed:
+        if self._device is None:
+            # Asked once: a root remounted since (another device) is listed in threads from then
+            # on, slower but the same.
+            self._device = asyncio.ensure_future(asyncio.to_thread(loop_listing_device, self.root))
+        device = await self._device
+        if device is not None:
+            try:
+                listed = list_one(
+                    self.root, session, self.ignore, LoopBudget(time.monotonic() + ON_LOOP_SECONDS, device)
+                )
+            except LeftToThread:
+                pass
+            else:
+                # Let what else is ready run between listings: sessions due together are listed
+                # one after another.
+                await asyncio.sleep(0)
+                return listed
+        return await asyncio.to_thread(list_one, self.root, session, self.ignore)
+
+
+def loop_listing_device(root: Path) -> int | None:
+    """The device whose folders the loop's thread may list (the root's, on a filesystem whose
+    metadata is page-cache work); None: only threads list the root. Blocking."""
+    if not is_loop_safe(filesystem_type(root)):
+        return None
+    try:
+        return os.stat(root).st_dev
+    except OSError:
+        return None  # the thread that lists it says what is wrong
+
+
+def look_session(
+    root: Path, session: str, ignore: IgnoreRules, budget: LoopBudget | None = None
+) -> SessionListing | None:
     """A fresh listing of one session (a folder, or a loose file), or None if it is gone."""
     path = root / session
     try:
@@ -182,7 +267,7 @@ def look_session(root: Path, session: str, ignore: IgnoreRules) -> SessionListin
     except FileNotFoundError:
         return None
     if stat_mod.S_ISDIR(st.st_mode):
-        return list_session(root, session, ignore)
+        return list_session(root, session, ignore, budget)
     listing = SessionListing(session=session, is_folder=False)
     if stat_mod.S_ISLNK(st.st_mode):
         _record(listing, Skip(session, _symlink_reason(str(path), os.path.realpath(root))))
@@ -211,16 +296,23 @@ Outcome = FileStat | Skip | tuple[str, AgentError] | str | None
 TEMP = "temp"
 
 
-def _scan(path: Path, rel_dir: str, root_real: str, ignore: IgnoreRules) -> list[tuple[str, Outcome]]:
+def _scan(
+    path: Path, rel_dir: str, root_real: str, ignore: IgnoreRules, budget: LoopBudget | None = None
+) -> list[tuple[str, Outcome]]:
     """Each entry of a folder, looked at as it is read, then sorted by name; ignored names left out
-    (not even stat'ed), the agent's temp files marked TEMP.
+    (not even stat'ed), the agent's temp files marked TEMP. With a ``budget``, LeftToThread when
+    it is spent or the folder is on another device.
 
     The DirEntry objects go as soon as they are looked at: held and sorted, 100,000 of them cost
     more than the listing they make.
     """
     found: list[tuple[str, Outcome]] = []
+    if budget is not None and os.lstat(path).st_dev != budget.device:
+        raise LeftToThread(f"{path} is on another device than the root")
     with os.scandir(path) as it:
         for entry in it:
+            if budget is not None and time.monotonic() > budget.deadline:
+                raise LeftToThread(f"listing {path} took over {ON_LOOP_SECONDS} s")
             name = entry.name
             if is_temp_file(name):
                 found.append((name, TEMP))

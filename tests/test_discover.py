@@ -1,0 +1,85 @@
+"""Listing sessions on the event loop's thread while it is quick, else in a thread: the same listing."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from agent.core.naming import IgnoreRules
+from agent.fs.fsinfo import filesystem_type
+from agent.service import discover
+from agent.service.discover import LeftToThread, LoopBudget, SessionLister, list_session, look_session
+
+from .conftest import write
+
+IGNORE = IgnoreRules(["*.tmp"])
+
+
+@pytest.fixture
+def session(drop: Path) -> Path:
+    if discover.loop_listing_device(drop) is None:
+        pytest.skip(f"the tests' folder is on {filesystem_type(drop)}: listed in threads only")
+    write(drop / "s" / "a.csv", "1\n")
+    write(drop / "s" / "deeper" / "b.raw", b"\0" * 100)
+    write(drop / "s" / "skipped.tmp", "x")
+    (drop / "s" / "link.csv").symlink_to(drop / "s" / "a.csv")
+    os.mkfifo(drop / "s" / "pipe")
+    return drop
+
+
+@pytest.fixture
+def listed_in(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The threads list_session ran in, in order ("loop" for the test's own, the loop's)."""
+    threads: list[str] = []
+    loop_thread = threading.get_ident()
+    original = discover.list_session
+
+    def recorded(*args: object) -> discover.SessionListing:
+        threads.append("loop" if threading.get_ident() == loop_thread else "thread")
+        return original(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(discover, "list_session", recorded)
+    return threads
+
+
+async def test_a_quick_listing_is_taken_on_the_loop(session: Path, listed_in: list[str]) -> None:
+    listing = await SessionLister(session, IGNORE).session("s")
+    assert listed_in == ["loop"]
+    assert listing == list_session(session, "s", IGNORE)
+    assert [f.relpath for f in listing.files] == ["s/a.csv", "s/deeper/b.raw"]
+    assert {s.relpath for s in listing.skips} == {"s/link.csv", "s/pipe"}
+
+
+async def test_a_listing_over_its_time_is_taken_again_in_a_thread(
+    session: Path, listed_in: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(discover, "ON_LOOP_SECONDS", -1.0)  # spent before the first entry
+    lister = SessionLister(session, IGNORE)
+    listing = await lister.session("s")
+    assert listed_in == ["loop", "thread"]
+    assert listing == list_session(session, "s", IGNORE)
+    assert await lister.look("s") == listing
+    assert await lister.look("gone") is None
+
+
+def test_a_budget_stops_at_its_deadline_and_at_another_device(session: Path) -> None:
+    device = os.stat(session).st_dev
+    with pytest.raises(LeftToThread, match="took over"):
+        list_session(session, "s", IGNORE, LoopBudget(-math.inf, device))
+    with pytest.raises(LeftToThread, match="another device"):
+        look_session(session, "s", IGNORE, LoopBudget(math.inf, device + 1))
+    within = list_session(session, "s", IGNORE, LoopBudget(math.inf, device))
+    assert within == list_session(session, "s", IGNORE)
+
+
+async def test_a_filesystem_the_loop_may_not_list_is_listed_in_threads(
+    session: Path, listed_in: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(discover, "is_loop_safe", lambda fs_type: False)  # as on NFS, SMB, FUSE
+    listing = await SessionLister(session, IGNORE).session("s")
+    assert listed_in == ["thread"]
+    assert listing == list_session(session, "s", IGNORE)
