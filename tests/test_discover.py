@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.core.naming import IgnoreRules
+from agent.core.naming import CRATE_NAME, IgnoreRules
 from agent.fs.fsinfo import filesystem_type
 from agent.service import discover
 from agent.service.discover import LeftToThread, LoopBudget, SessionLister, list_session, look_session
@@ -83,3 +83,13 @@ async def test_a_filesystem_the_loop_may_not_list_is_listed_in_threads(
     listing = await SessionLister(session, IGNORE).session("s")
     assert listed_in == ["thread"]
     assert listing == list_session(session, "s", IGNORE)
+
+
+def test_a_large_crate_is_read_in_a_thread(session: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether a crate is the agent's is read from it: on the loop's thread only if it is small."""
+    write(session / "s" / CRATE_NAME, "{}" * 100)
+    device = os.stat(session).st_dev
+    assert list_session(session, "s", IGNORE, LoopBudget(math.inf, device)).has_crate
+    monkeypatch.setattr(discover, "ON_LOOP_BYTES", 100)
+    with pytest.raises(LeftToThread, match="too large"):
+        list_session(session, "s", IGNORE, LoopBudget(math.inf, device))

@@ -7,8 +7,9 @@ the loop runs another batch's Python, every release is a hand-off (the thread wa
 switch interval to get the GIL back): a burst of small sessions cost the service a tenth more CPU
 listed from threads than here. So a session is listed on the loop's thread where metadata is
 page-cache work (fsinfo.is_loop_safe), only on the root's own device, and for at most
-ON_LOOP_SECONDS; a listing that takes longer (a large session, a cold disk) or reaches another
-device (a share mounted below the root) is given up and taken again in a thread.
+ON_LOOP_SECONDS; a listing that takes longer (a large session, a cold disk), would read a crate
+over ON_LOOP_BYTES to tell whether it is the agent's, or reaches another device (a share mounted
+below the root) is given up and taken again in a thread.
 
 Never follows a symlink, never opens anything but a regular file (a FIFO would block on open), and
 never reports the agent's own outputs or ignored names as data.
@@ -30,7 +31,7 @@ from ..core.batch import FileStat, Skip, kind_of
 from ..core.errors import AgentError, FileUnreadableError
 from ..core.naming import CRATE_NAME, SESSION_DOCUMENTS, IgnoreRules, is_temp_file, unit_of
 from ..fs.fsinfo import filesystem_type, is_loop_safe
-from ..fs.outputs import own_document
+from ..fs.outputs import ON_LOOP_BYTES, own_document
 
 _Listed = TypeVar("_Listed")
 
@@ -124,6 +125,9 @@ def list_session(
                 if rel_dir == folder:
                     listing.has_crate = listing.has_crate or is_crate
                     listing.has_preview = listing.has_preview or not is_crate
+                # Whether it is ours is read from it: on the loop's thread only if it is small.
+                if budget is not None and isinstance(outcome, FileStat) and outcome.size > ON_LOOP_BYTES:
+                    raise LeftToThread(f"{relpath} is too large to read on the loop's thread")
                 if _is_own_document(root / rel_dir, name):
                     (listing.own_crates if is_crate else listing.own_previews).add(rel_dir)
                     continue
