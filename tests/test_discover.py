@@ -9,23 +9,32 @@ from pathlib import Path
 
 import pytest
 
-from agent.core.naming import CRATE_NAME, IgnoreRules
+from agent.core.config import AgentConfig
+from agent.core.naming import CRATE_NAME, IgnoreRules, temp_name
 from agent.fs.fsinfo import filesystem_type
 from agent.service import discover
-from agent.service.discover import LeftToThread, LoopBudget, SessionLister, list_session, look_session
+from agent.service.discover import (
+    LeftToThread,
+    LoopBudget,
+    LoopListing,
+    SessionLister,
+    list_session,
+    look_session,
+)
 
-from .conftest import write
+from .conftest import run_scan, write
 
 IGNORE = IgnoreRules(["*.tmp"])
 
 
 @pytest.fixture
 def session(drop: Path) -> Path:
-    if discover.loop_listing_device(drop) is None:
+    if discover.loop_listing(drop) is None:
         pytest.skip(f"the tests' folder is on {filesystem_type(drop)}: listed in threads only")
     write(drop / "s" / "a.csv", "1\n")
     write(drop / "s" / "deeper" / "b.raw", b"\0" * 100)
     write(drop / "s" / "skipped.tmp", "x")
+    write(drop / "s" / temp_name("a.csv.fair.json", "0123456789ab"), "{")
     (drop / "s" / "link.csv").symlink_to(drop / "s" / "a.csv")
     os.mkfifo(drop / "s" / "pipe")
     return drop
@@ -46,12 +55,30 @@ def listed_in(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return threads
 
 
-async def test_a_quick_listing_is_taken_on_the_loop(session: Path, listed_in: list[str]) -> None:
-    listing = await SessionLister(session, IGNORE).session("s")
+async def test_a_quick_listing_is_taken_on_the_loop(
+    session: Path, listed_in: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(discover, "ON_LOOP_SECONDS", 60.0)  # whatever else the machine is doing
+    listing = await SessionLister(session, IGNORE).folder("s")
     assert listed_in == ["loop"]
     assert listing == list_session(session, "s", IGNORE)
     assert [f.relpath for f in listing.files] == ["s/a.csv", "s/deeper/b.raw"]
     assert {s.relpath for s in listing.skips} == {"s/link.csv", "s/pipe"}
+    assert len(listing.temp_files) == 1
+
+
+async def test_a_scanned_session_lists_the_same_on_the_loop(
+    session: Path, config: AgentConfig, listed_in: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the agent's sidecars and crate in it, told from data by reading them."""
+    await run_scan(session, config)
+    listed_in.clear()
+    monkeypatch.setattr(discover, "ON_LOOP_SECONDS", 60.0)
+    ignore = IgnoreRules(config.ignore)
+    listing = await SessionLister(session, ignore).folder("s")
+    assert listed_in == ["loop"]
+    assert listing == list_session(session, "s", ignore)
+    assert listing.has_crate and listing.own_crates == {"s"}
 
 
 async def test_a_listing_over_its_time_is_taken_again_in_a_thread(
@@ -59,20 +86,23 @@ async def test_a_listing_over_its_time_is_taken_again_in_a_thread(
 ) -> None:
     monkeypatch.setattr(discover, "ON_LOOP_SECONDS", -1.0)  # spent before the first entry
     lister = SessionLister(session, IGNORE)
-    listing = await lister.session("s")
+    listing = await lister.folder("s")
     assert listed_in == ["loop", "thread"]
     assert listing == list_session(session, "s", IGNORE)
     assert await lister.look("s") == listing
     assert await lister.look("gone") is None
 
 
-def test_a_budget_stops_at_its_deadline_and_at_another_device(session: Path) -> None:
+def test_a_budget_stops_at_its_deadline_at_another_device_and_at_a_mount_point(session: Path) -> None:
     device = os.stat(session).st_dev
     with pytest.raises(LeftToThread, match="took over"):
-        list_session(session, "s", IGNORE, LoopBudget(-math.inf, device))
+        list_session(session, "s", IGNORE, LoopBudget(-math.inf, LoopListing(device)))
     with pytest.raises(LeftToThread, match="another device"):
-        look_session(session, "s", IGNORE, LoopBudget(math.inf, device + 1))
-    within = list_session(session, "s", IGNORE, LoopBudget(math.inf, device))
+        look_session(session, "s", IGNORE, LoopBudget(math.inf, LoopListing(device + 1)))
+    for mount in ("s", "s/deeper"):  # never stat'ed: a stat there may wait for a server
+        with pytest.raises(LeftToThread, match="mount point"):
+            look_session(session, "s", IGNORE, LoopBudget(math.inf, LoopListing(device, frozenset({mount}))))
+    within = list_session(session, "s", IGNORE, LoopBudget(math.inf, LoopListing(device, frozenset({"t"}))))
     assert within == list_session(session, "s", IGNORE)
 
 
@@ -80,7 +110,7 @@ async def test_a_filesystem_the_loop_may_not_list_is_listed_in_threads(
     session: Path, listed_in: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(discover, "is_loop_safe", lambda fs_type: False)  # as on NFS, SMB, FUSE
-    listing = await SessionLister(session, IGNORE).session("s")
+    listing = await SessionLister(session, IGNORE).folder("s")
     assert listed_in == ["thread"]
     assert listing == list_session(session, "s", IGNORE)
 
@@ -89,7 +119,7 @@ def test_a_large_crate_is_read_in_a_thread(session: Path, monkeypatch: pytest.Mo
     """Whether a crate is the agent's is read from it: on the loop's thread only if it is small."""
     write(session / "s" / CRATE_NAME, "{}" * 100)
     device = os.stat(session).st_dev
-    assert list_session(session, "s", IGNORE, LoopBudget(math.inf, device)).has_crate
+    assert list_session(session, "s", IGNORE, LoopBudget(math.inf, LoopListing(device))).has_crate
     monkeypatch.setattr(discover, "ON_LOOP_BYTES", 100)
     with pytest.raises(LeftToThread, match="too large"):
-        list_session(session, "s", IGNORE, LoopBudget(math.inf, device))
+        list_session(session, "s", IGNORE, LoopBudget(math.inf, LoopListing(device)))

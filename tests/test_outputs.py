@@ -16,7 +16,7 @@ from agent.core.errors import OutputWriteError
 from agent.core.jsontext import indented_file
 from agent.core.naming import temp_name
 from agent.fs import outputs
-from agent.fs.fsinfo import filesystem_type, is_network_filesystem
+from agent.fs.fsinfo import filesystem_type, is_network_filesystem, mount_points_below
 from agent.fs.outputs import (
     PREVIEW_HEAD,
     Document,
@@ -57,6 +57,12 @@ MOUNTINFO = "\n".join(
 def test_filesystem_type_from_mountinfo(path: str, fs_type: str, network: bool) -> None:
     found = filesystem_type(Path(path), MOUNTINFO)
     assert found == fs_type and is_network_filesystem(found) is network
+
+
+def test_mount_points_below_a_folder_from_mountinfo() -> None:
+    assert mount_points_below(Path("/mnt"), MOUNTINFO) == frozenset({"lab share", "nfs", "nfs/local"})
+    assert mount_points_below(Path("/mnt/nfs/"), MOUNTINFO) == frozenset({"local"})
+    assert mount_points_below(Path("/data"), MOUNTINFO) == frozenset()
 
 
 @pytest.mark.parametrize(

@@ -27,23 +27,46 @@ def filesystem_type(path: Path, mountinfo: str | None = None) -> str:
 
     ``"unknown"`` when /proc is not there to ask.
     """
-    if mountinfo is None:
-        try:
-            mountinfo = Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="surrogateescape")
-        except OSError:
-            return "unknown"
+    mountinfo = _mountinfo() if mountinfo is None else mountinfo
     target = os.path.realpath(path)
     best, best_type = "", "unknown"
+    for mount_point, fs_type in _mounts(mountinfo or ""):
+        if _is_within(target, mount_point) and len(mount_point) >= len(best):
+            best, best_type = mount_point, fs_type
+    return best_type
+
+
+def mount_points_below(path: Path, mountinfo: str | None = None) -> frozenset[str] | None:
+    """The mount points strictly below ``path``, relative to it (``"a/share"``); None when /proc
+    is not there to ask."""
+    mountinfo = _mountinfo() if mountinfo is None else mountinfo
+    if mountinfo is None:
+        return None
+    top = os.path.realpath(path).rstrip("/")
+    return frozenset(
+        mount_point[len(top) + 1 :]
+        for mount_point, _ in _mounts(mountinfo)
+        if mount_point.startswith(top + "/") and mount_point != top + "/"
+    )
+
+
+def _mountinfo() -> str | None:
+    try:
+        return Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError:
+        return None
+
+
+def _mounts(mountinfo: str) -> list[tuple[str, str]]:
+    """Each mount's point and filesystem type."""
+    mounts = []
     for line in mountinfo.splitlines():
         # "<id> <parent> <maj:min> <root> <mount point> <options> [optional...] - <type> <source> <super>"
         left, sep, right = line.partition(" - ")
         fields = left.split()
-        if not sep or len(fields) < 5 or not right:
-            continue
-        mount_point = _unescape(fields[4])
-        if _is_within(target, mount_point) and len(mount_point) >= len(best):
-            best, best_type = mount_point, right.split()[0]
-    return best_type
+        if sep and len(fields) >= 5 and right:
+            mounts.append((_unescape(fields[4]), right.split()[0]))
+    return mounts
 
 
 def is_network_filesystem(fs_type: str) -> bool:

@@ -171,7 +171,7 @@ def own_document(dir_fd: int, name: str, *, read_limit: int | None = None) -> by
     for a large one); None if nothing is there.
 
     Raises FileExistsError when something that is not ours is there (never read if not a regular
-    file: opening a FIFO could block), and _TooLargeHere when it is larger than ``read_limit``.
+    file: opening a FIFO could block), and TooLargeHere when it is larger than ``read_limit``.
     """
     opened = open_regular(dir_fd, name)
     if opened is None:
@@ -179,7 +179,7 @@ def own_document(dir_fd: int, name: str, *, read_limit: int | None = None) -> by
     fd, st = opened
     try:
         if read_limit is not None and st.st_size > read_limit:
-            raise _TooLargeHere(name)
+            raise TooLargeHere(name)
         if st.st_size > MAX_DOCUMENT_BYTES:
             raise FileExistsError(name)
         if st.st_size > SMALL_DOCUMENT_BYTES:
@@ -274,7 +274,7 @@ class _Temp(NamedTuple):
     place_was_empty: bool
 
 
-class _TooLargeHere(Exception):
+class TooLargeHere(Exception):
     """A document, or the file in its place, too large to write or read on the event loop's thread."""
 
 
@@ -322,7 +322,7 @@ def stage_documents(
                 continue
             try:
                 _stage(staged, document, ON_LOOP_BYTES if on_loop else None)
-            except _TooLargeHere:
+            except TooLargeHere:
                 staged.deferred.append(document)
     except BaseException:
         staged.discard()
@@ -338,7 +338,7 @@ def _stage(staged: Staged, document: Document, limit: int | None) -> None:
         dir_fd = staged.folders[(root, parent)] = _open_folder(root, parent, relpath)
     data = _encoded(content)
     if limit is not None and isinstance(data, bytes) and len(data) > limit:
-        raise _TooLargeHere(relpath)
+        raise TooLargeHere(relpath)
     try:
         existing = own_document(dir_fd, name, read_limit=limit)
         if existing is not None and _same(existing, data):

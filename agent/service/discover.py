@@ -9,7 +9,8 @@ listed from threads than here. So a session is listed on the loop's thread where
 page-cache work (fsinfo.is_loop_safe), only on the root's own device, and for at most
 ON_LOOP_SECONDS; a listing that takes longer (a large session, a cold disk), would read a crate
 over ON_LOOP_BYTES to tell whether it is the agent's, or reaches another device (a share mounted
-below the root) is given up and taken again in a thread.
+below the root: never even stat'ed there, a stat may wait for its server) is given up and taken
+again in a thread.
 
 Never follows a symlink, never opens anything but a regular file (a FIFO would block on open), and
 never reports the agent's own outputs or ignored names as data.
@@ -30,8 +31,8 @@ from typing import TypeVar
 from ..core.batch import FileStat, Skip, kind_of
 from ..core.errors import AgentError, FileUnreadableError
 from ..core.naming import CRATE_NAME, SESSION_DOCUMENTS, IgnoreRules, is_temp_file, unit_of
-from ..fs.fsinfo import filesystem_type, is_loop_safe
-from ..fs.outputs import ON_LOOP_BYTES, own_document
+from ..fs.fsinfo import filesystem_type, is_loop_safe, mount_points_below
+from ..fs.outputs import ON_LOOP_BYTES, TooLargeHere, own_document
 
 _Listed = TypeVar("_Listed")
 
@@ -84,12 +85,28 @@ def list_top_level(root: Path, ignore: IgnoreRules) -> TopLevel:
 
 
 @dataclass(frozen=True, slots=True)
+class LoopListing:
+    """Where the loop's thread may list a root: on its ``device``, never at the ``mounts`` below
+    it (relative paths)."""
+
+    device: int
+    mounts: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class LoopBudget:
     """Where a listing on the loop's thread stops (raising LeftToThread): past ``deadline``
-    (time.monotonic), or at a folder on another device than ``device``, the root's."""
+    (time.monotonic), or where ``place`` does not let it go."""
 
     deadline: float
-    device: int
+    place: LoopListing
+
+    def check(self, relpath: str) -> None:
+        """Before ``relpath`` (below the root) is stat'ed or listed."""
+        if relpath in self.place.mounts:
+            raise LeftToThread(f"{relpath} is a mount point")
+        if time.monotonic() > self.deadline:
+            raise LeftToThread(f"the listing took over {ON_LOOP_SECONDS} s")
 
 
 class LeftToThread(Exception):
@@ -126,9 +143,7 @@ def list_session(
                     listing.has_crate = listing.has_crate or is_crate
                     listing.has_preview = listing.has_preview or not is_crate
                 # Whether it is ours is read from it: on the loop's thread only if it is small.
-                if budget is not None and isinstance(outcome, FileStat) and outcome.size > ON_LOOP_BYTES:
-                    raise LeftToThread(f"{relpath} is too large to read on the loop's thread")
-                if _is_own_document(root / rel_dir, name):
+                if _is_own_document(root / rel_dir, name, ON_LOOP_BYTES if budget else None):
                     (listing.own_crates if is_crate else listing.own_previews).add(rel_dir)
                     continue
             if outcome == "dir":
@@ -187,7 +202,8 @@ async def list_sessions(
     only: Collection[str] | None = None,
     on_temp_files: Callable[[list[str]], Awaitable[None]] | None = None,
 ) -> AsyncIterator[SessionListing]:
-    """Every session of a root (or of the top-level folders that hold ``only`` those), in a thread.
+    """Every session of a root (or of the top-level folders that hold ``only`` those): the root's
+    own level in a thread, each folder as SessionLister lists it.
 
     Memory holds one top-level folder's listing at a time. ``session_of`` names the session of a
     file below a folder when rules group deeper than the first level. ``on_temp_files`` is told
@@ -195,7 +211,7 @@ async def list_sessions(
     """
     units = None if only is None else {unit_of(s) for s in only}
     lister = SessionLister(root, ignore)
-    # The root's own level in a thread: it may hold any number of entries.
+    # The root's own level may hold any number of entries.
     top = await asyncio.to_thread(list_top_level, root, ignore)
     if on_temp_files is not None and top.temp_files:
         await on_temp_files(top.temp_files)
@@ -205,7 +221,7 @@ async def list_sessions(
     for folder in top.folders:
         if units is not None and folder not in units:
             continue
-        listing = await lister.session(folder)
+        listing = await lister.folder(folder)
         if on_temp_files is not None and listing.temp_files:
             await on_temp_files(listing.temp_files)
         for part in split_sessions(listing, session_of) if session_of else [listing]:
@@ -219,9 +235,9 @@ class SessionLister:
     def __init__(self, root: Path, ignore: IgnoreRules) -> None:
         self.root = root
         self.ignore = ignore
-        self._device: asyncio.Future[int | None] | None = None
+        self._place: asyncio.Future[LoopListing | None] | None = None
 
-    async def session(self, folder: str) -> SessionListing:
+    async def folder(self, folder: str) -> SessionListing:
         """``list_session`` of one folder."""
         return await self._list(list_session, folder)
 
@@ -230,15 +246,17 @@ class SessionLister:
         return await self._list(look_session, session)
 
     async def _list(self, list_one: Callable[..., _Listed], session: str) -> _Listed:
-        if self._device is None:
+        if self._place is None:
             # Asked once: a root remounted since (another device) is listed in threads from then
-            # on, slower but the same.
-            self._device = asyncio.ensure_future(asyncio.to_thread(loop_listing_device, self.root))
-        device = await self._device
-        if device is not None:
+            # on, slower but the same; a share mounted below it since is left to threads by its
+            # device, after one stat.
+            self._place = asyncio.ensure_future(asyncio.to_thread(loop_listing, self.root))
+        # Shielded: a look cancelled while it waits must not cancel the answer for the others.
+        place = await asyncio.shield(self._place)
+        if place is not None:
             try:
                 listed = list_one(
-                    self.root, session, self.ignore, LoopBudget(time.monotonic() + ON_LOOP_SECONDS, device)
+                    self.root, session, self.ignore, LoopBudget(time.monotonic() + ON_LOOP_SECONDS, place)
                 )
             except LeftToThread:
                 pass
@@ -250,13 +268,14 @@ class SessionLister:
         return await asyncio.to_thread(list_one, self.root, session, self.ignore)
 
 
-def loop_listing_device(root: Path) -> int | None:
-    """The device whose folders the loop's thread may list (the root's, on a filesystem whose
-    metadata is page-cache work); None: only threads list the root. Blocking."""
-    if not is_loop_safe(filesystem_type(root)):
+def loop_listing(root: Path) -> LoopListing | None:
+    """Where the loop's thread may list the root's folders (on a filesystem whose metadata is
+    page-cache work); None: only threads list them. Blocking."""
+    mounts = mount_points_below(root)
+    if mounts is None or not is_loop_safe(filesystem_type(root)):
         return None
     try:
-        return os.stat(root).st_dev
+        return LoopListing(os.stat(root).st_dev, mounts)
     except OSError:
         return None  # the thread that lists it says what is wrong
 
@@ -266,6 +285,8 @@ def look_session(
 ) -> SessionListing | None:
     """A fresh listing of one session (a folder, or a loose file), or None if it is gone."""
     path = root / session
+    if budget is not None:
+        budget.check(session)
     try:
         st = path.lstat()
     except FileNotFoundError:
@@ -282,13 +303,15 @@ def look_session(
     return listing
 
 
-def _is_own_document(folder: Path, name: str) -> bool:
+def _is_own_document(folder: Path, name: str, read_limit: int | None = None) -> bool:
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return False
     try:
-        return own_document(fd, name) is not None
+        return own_document(fd, name, read_limit=read_limit) is not None
+    except TooLargeHere:
+        raise LeftToThread(f"{folder / name} is too large to read on the loop's thread") from None
     except OSError:  # someone else's file (FileExistsError) or unreadable: data, not ours
         return False
     finally:
@@ -311,13 +334,15 @@ def _scan(
     more than the listing they make.
     """
     found: list[tuple[str, Outcome]] = []
-    if budget is not None and os.lstat(path).st_dev != budget.device:
-        raise LeftToThread(f"{path} is on another device than the root")
+    if budget is not None:
+        budget.check(rel_dir)
+        if os.lstat(path).st_dev != budget.place.device:
+            raise LeftToThread(f"{path} is on another device than the root")
     with os.scandir(path) as it:
         for entry in it:
-            if budget is not None and time.monotonic() > budget.deadline:
-                raise LeftToThread(f"listing {path} took over {ON_LOOP_SECONDS} s")
             name = entry.name
+            if budget is not None:
+                budget.check(f"{rel_dir}/{name}" if rel_dir else name)
             if is_temp_file(name):
                 found.append((name, TEMP))
             # A crate (or preview) inside a session is looked at whatever the ignore globs say:
