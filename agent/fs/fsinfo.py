@@ -27,7 +27,7 @@ def filesystem_type(path: Path, mountinfo: str | None = None) -> str:
 
     ``"unknown"`` when /proc is not there to ask.
     """
-    mountinfo = _mountinfo() if mountinfo is None else mountinfo
+    mountinfo = read_mountinfo() if mountinfo is None else mountinfo
     target = os.path.realpath(path)
     best, best_type = "", "unknown"
     for mount_point, fs_type in _mounts(mountinfo or ""):
@@ -36,12 +36,9 @@ def filesystem_type(path: Path, mountinfo: str | None = None) -> str:
     return best_type
 
 
-def mount_points_below(path: Path, mountinfo: str | None = None) -> frozenset[str] | None:
-    """The mount points strictly below ``path``, relative to it (``"a/share"``); None when /proc
-    is not there to ask."""
-    mountinfo = _mountinfo() if mountinfo is None else mountinfo
-    if mountinfo is None:
-        return None
+def mount_points_below(path: Path, mountinfo: str) -> frozenset[str]:
+    """The mount points strictly below ``path``, relative to it (``"a/share"``), from the text
+    of /proc/self/mountinfo (read_mountinfo)."""
     top = os.path.realpath(path).rstrip("/")
     return frozenset(
         mount_point[len(top) + 1 :]
@@ -50,7 +47,8 @@ def mount_points_below(path: Path, mountinfo: str | None = None) -> frozenset[st
     )
 
 
-def _mountinfo() -> str | None:
+def read_mountinfo() -> str | None:
+    """/proc/self/mountinfo; None when /proc is not there to ask."""
     try:
         return Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="surrogateescape")
     except OSError:

@@ -31,7 +31,7 @@ from typing import TypeVar
 from ..core.batch import FileStat, Skip, kind_of
 from ..core.errors import AgentError, FileUnreadableError
 from ..core.naming import CRATE_NAME, SESSION_DOCUMENTS, IgnoreRules, is_temp_file, unit_of
-from ..fs.fsinfo import filesystem_type, is_loop_safe, mount_points_below
+from ..fs.fsinfo import filesystem_type, is_loop_safe, mount_points_below, read_mountinfo
 from ..fs.outputs import ON_LOOP_BYTES, TooLargeHere, own_document
 
 _Listed = TypeVar("_Listed")
@@ -271,11 +271,11 @@ class SessionLister:
 def loop_listing(root: Path) -> LoopListing | None:
     """Where the loop's thread may list the root's folders (on a filesystem whose metadata is
     page-cache work); None: only threads list them. Blocking."""
-    mounts = mount_points_below(root)
-    if mounts is None or not is_loop_safe(filesystem_type(root)):
+    mountinfo = read_mountinfo()
+    if mountinfo is None or not is_loop_safe(filesystem_type(root, mountinfo)):
         return None
     try:
-        return LoopListing(os.stat(root).st_dev, mounts)
+        return LoopListing(os.stat(root).st_dev, mount_points_below(root, mountinfo))
     except OSError:
         return None  # the thread that lists it says what is wrong
 
@@ -341,14 +341,15 @@ def _scan(
     with os.scandir(path) as it:
         for entry in it:
             name = entry.name
-            if budget is not None:
-                budget.check(f"{rel_dir}/{name}" if rel_dir else name)
             if is_temp_file(name):
                 found.append((name, TEMP))
             # A crate (or preview) inside a session is looked at whatever the ignore globs say:
             # ours is recognised, anyone else's is data.
             elif (name in SESSION_DOCUMENTS and rel_dir) or not ignore.ignores(name):
-                found.append((name, _classify(entry, f"{rel_dir}/{name}" if rel_dir else name, root_real)))
+                relpath = f"{rel_dir}/{name}" if rel_dir else name
+                if budget is not None:
+                    budget.check(relpath)  # before it is stat'ed
+                found.append((name, _classify(entry, relpath, root_real)))
     found.sort(key=lambda pair: pair[0])
     return found
 
