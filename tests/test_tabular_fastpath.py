@@ -115,6 +115,8 @@ def _float(draw: st.DrawFn, style: str, mark: str) -> str:
 
 
 def _int(draw: st.DrawFn, style: str) -> str:
+    if style == "w":  # fixed width, as counters and well numbers are written: "007"
+        return f"{draw(st.integers(0, 999)):03d}"
     text = str(draw(INTEGER_RANGES[int(style)]))
     return draw(st.sampled_from([text] * 6 + [f"+{text}".replace("+-", "-"), f"0{text}".replace("0-", "-0")]))
 
@@ -151,7 +153,7 @@ KINDS = ["int", "float", "float", "float", "bool", "date", "text", "quoted", "mi
 def column(draw: st.DrawFn) -> tuple[str, str]:
     kind = draw(st.sampled_from(KINDS))
     if kind == "int":
-        return kind, draw(st.sampled_from("0011112"))
+        return kind, draw(st.sampled_from("0011112ww"))
     return kind, draw(st.sampled_from(FLOAT_STYLES))
 
 
@@ -283,6 +285,7 @@ EXAMPLES = {
     "quoted fields": 'x,y\n"1,5",2\n"a ""b""",3\n  "4",5\n',
     "spaces after delimiters": "x, y, z\n1, 2, 3\n4, 5,  \n 7, 8, 9\n",
     "short rows": "a,b,c\n1,2,3\n4\n5,6\n",
+    "integers of one width": "Well,Count,Flag\n007,12,0\n010,34,0\n099,56,0\n",
     "integers beyond int64": "a,b\n1,99999999999999999999\n2,3\n",
     "integers beyond uint64 keep missing values": "a,b\n1,NA\n2,18446744073709551616\n3,n.d.\n",
     "long mantissas": "a\n0.1234567890123456789\n2.5\n",
@@ -341,6 +344,21 @@ def test_a_file_beyond_the_sample_is_read_with_pandas(tmp_path: Path, paths: Sam
     meta = outcome(SAMPLE_PATH, path)
     assert paths.answered + paths.declined == calls  # never offered to the sample path
     assert meta["rowCount"] == 9000 and meta["columns"][1]["max"] == pytest.approx(8999 / 7)
+
+
+@pytest.mark.parametrize(
+    ("values", "span"),
+    [
+        (["7"] * 100, (True, "7", "7")),
+        (["12", "34", "56"], (True, "12", "56")),
+        (["010", "007", "099"], (True, "007", "099")),
+        (["25.10", "24.98", "25.00"], (False, "24.98", "25.10")),
+        (["1.5", "35", "2.5"], None),  # one without its decimals: parsed instead
+    ],
+)
+def test_numbers_of_one_width_are_ordered_as_text(values: list[str], span: Any) -> None:
+    # The shortcut that parses only the lowest and the highest, for columns of integers too.
+    assert sampletable._plain_span(values, "\n".join(values), ".") == span
 
 
 def test_the_missing_values_are_pandas_own() -> None:

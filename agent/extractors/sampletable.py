@@ -320,7 +320,9 @@ def _plain_span(values: list[str], joined: str, decimal: str) -> tuple[bool, str
         # As long as each other, with the mark in one place: even leading zeros sort right.
         if size > (_INT64_DIGITS if mark < 0 else _EXACT_DIGITS) or (size == 1 and mark == 0):
             return None  # too long to be exact, or a lone decimal mark
-        if joined.count(decimal) != (0 if mark < 0 else count) or joined[mark :: size + 1] != decimal * count:
+        if joined.count(decimal) != (0 if mark < 0 else count):
+            return None
+        if mark >= 0 and joined[mark :: size + 1] != decimal * count:
             return None
         return mark < 0, min(values), max(values)
     shape = f"\n{joined}\n".translate(_ZERO_OR_DIGIT)
