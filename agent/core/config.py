@@ -104,7 +104,8 @@ class CompletionPolicy(Strict):
 
     def strictest(self, other: CompletionPolicy) -> CompletionPolicy:
         """The policy that waits at least as long as both, for a marker if either wants one."""
-        if other == self:
+        # Most files of a session share the root's policy object: no field-by-field comparison.
+        if other is self or other == self:
             return self
         return CompletionPolicy(
             quiet_period_s=max(self.quiet_period_s, other.quiet_period_s),
