@@ -1,15 +1,21 @@
-"""The ledger: migrations recorded in the database, and refusal to touch what is not ours."""
+"""The ledger: migrations recorded in the database, refusal to touch what is not ours, and a
+batch's commit whole or not at all."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
-from agent.core.errors import LedgerError
+from agent.core.batch import Root
+from agent.core.errors import LedgerBusyError, LedgerError
+from agent.core.records import DeadLetter
 from agent.ledger import Ledger
 from agent.ledger.migrations import LATEST_VERSION
+from agent.ledger.rows import BatchCommit
 
 
 async def test_new_ledger_is_migrated_in_wal_mode(tmp_path: Path) -> None:
@@ -59,3 +65,66 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     with pytest.raises(LedgerError, match="newer than this agent"):
         async with Ledger.open(path):
             pass
+
+
+# --- a batch's commit: one transaction, in one hand-off to the connection's thread -------------
+
+
+class _Refusal(Exception):
+    """A dead letter's error whose text is slow to give, or cannot be given at all."""
+
+    def __init__(self, delay: float = 0.0, fails: bool = False) -> None:
+        super().__init__("refused")
+        self.delay, self.fails = delay, fails
+
+    def __str__(self) -> str:
+        time.sleep(self.delay)  # in the connection's thread, inside the transaction
+        if self.fails:
+            raise RuntimeError("the error cannot be told")
+        return "refused"
+
+
+def _dead_letters_commit(root: Root, *errors: Exception) -> BatchCommit:
+    dead = [DeadLetter(f"s/f{i}.raw", "s", error, attempts=1) for i, error in enumerate(errors)]
+    return BatchCommit(root, "s", None, [], {}, [], dead)
+
+
+async def test_a_commit_that_fails_half_way_leaves_nothing(tmp_path: Path) -> None:
+    async with Ledger.open(tmp_path / "l.sqlite3") as ledger:
+        root = await ledger.ensure_root(tmp_path, "drop")
+        with pytest.raises(RuntimeError, match="cannot be told"):
+            await ledger.commit_batch(_dead_letters_commit(root, _Refusal(), _Refusal(fails=True)))
+        assert await ledger.dead_letters() == []  # the first row went with the second's failure
+        await ledger.commit_batch(_dead_letters_commit(root, _Refusal()))
+        assert [d.relpath for d in await ledger.dead_letters()] == ["s/f0.raw"]
+
+
+async def test_a_commit_behind_another_writer_is_busy_then_lands(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite3"
+    async with Ledger.open(path, busy_timeout_ms=200) as ledger:
+        root = await ledger.ensure_root(tmp_path, "drop")
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(LedgerBusyError, match="locked by another writer"):
+                await ledger.commit_batch(_dead_letters_commit(root, _Refusal()))
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        await ledger.commit_batch(_dead_letters_commit(root, _Refusal()))
+        assert len(await ledger.dead_letters()) == 1
+
+
+async def test_a_cancelled_commit_ends_its_transaction(tmp_path: Path) -> None:
+    async with Ledger.open(tmp_path / "l.sqlite3") as ledger:
+        root = await ledger.ensure_root(tmp_path, "drop")
+        slow = asyncio.create_task(ledger.commit_batch(_dead_letters_commit(root, _Refusal(0.3), _Refusal())))
+        await asyncio.sleep(0.05)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        # Begun in the connection's thread, it ran to its end there: whole, and the next one is
+        # not refused for a transaction left open.
+        await ledger.commit_batch(BatchCommit(root, "t", None, [], {}, [], []))
+        relpaths = sorted(d.relpath for d in await ledger.dead_letters())
+        assert relpaths == ["s/f0.raw", "s/f1.raw"]

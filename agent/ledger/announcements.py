@@ -53,11 +53,12 @@ class CatalogueState:
     stored_catalogued: bool
 
 
-async def record_events(db: aiosqlite.Connection, root_id: int, events: Iterable[OutgoingEvent]) -> None:
-    """Inside the caller's transaction: the events, and the file versions each announces."""
+def record_events(db: sqlite3.Connection, root_id: int, events: Iterable[OutgoingEvent]) -> None:
+    """Inside the caller's transaction, in the connection's thread (see inthread): the events, and
+    the file versions each announces."""
     stamp = now_iso()
     for event in events:
-        cur = await db.execute(
+        cur = db.execute(
             "INSERT INTO events (msg_id, kind, subject, payload, created_at) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (msg_id) DO NOTHING",
             (event.msg_id, event.kind, event.subject, event.payload, stamp),
@@ -65,7 +66,7 @@ async def record_events(db: aiosqlite.Connection, root_id: int, events: Iterable
         if not cur.rowcount:
             continue  # the same event again (a redone commit): already recorded
         event_id = cur.lastrowid
-        await db.executemany(
+        db.executemany(
             "INSERT OR REPLACE INTO announced_files VALUES (?, ?, ?, ?, ?)",
             [(root_id, to_db(path), version, event.kind, event_id) for path, version in event.files],
         )

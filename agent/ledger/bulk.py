@@ -3,22 +3,20 @@
 ``executemany`` steps its statement once per row, and Python's sqlite3 releases the GIL around
 every step: a batch of 100 files made some 300 releases in the ledger's thread, each a hand-off
 with the event loop when it is busy (the agent's threads spent more time switching than working).
-One statement for many rows is one step.
+One statement for many rows is one step. They run in that thread (see inthread), inside a batch's
+transaction.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
-
-import aiosqlite
 
 #: Bound parameters in one statement: SQLite before 3.32 allows at most 999.
 MAX_PARAMETERS = 999
 
 
-async def insert_rows(
-    db: aiosqlite.Connection, head: str, row: str, rows: Sequence[Sequence[object]]
-) -> None:
+def insert_rows(db: sqlite3.Connection, head: str, row: str, rows: Sequence[Sequence[object]]) -> None:
     """``{head} VALUES {row}, {row}, ...`` for every row, as few statements as the parameters allow.
 
     ``row`` is the template of one row's values, e.g. ``(?, ?, 'current')``.
@@ -27,15 +25,15 @@ async def insert_rows(
     per = max(1, MAX_PARAMETERS // max(1, width))
     for start in range(0, len(rows), per):
         chunk = rows[start : start + per]
-        await db.execute(f"{head} VALUES {', '.join([row] * len(chunk))}", [v for r in chunk for v in r])
+        db.execute(f"{head} VALUES {', '.join([row] * len(chunk))}", [v for r in chunk for v in r])
 
 
-async def execute_for_each(
-    db: aiosqlite.Connection, sql: str, params: Sequence[object], values: Sequence[object]
+def execute_for_each(
+    db: sqlite3.Connection, sql: str, params: Sequence[object], values: Sequence[object]
 ) -> None:
     """``sql`` once for all ``values`` at once: its ``{marks}`` is filled with one ``?`` per value
     (``... AND relpath IN ({marks})``), after ``params``; in as few statements as allowed."""
     per = MAX_PARAMETERS - len(params)
     for start in range(0, len(values), per):
         chunk = values[start : start + per]
-        await db.execute(sql.format(marks=", ".join("?" * len(chunk))), [*params, *chunk])
+        db.execute(sql.format(marks=", ".join("?" * len(chunk))), [*params, *chunk])

@@ -2,12 +2,13 @@
 
 New versions supersede the current ones, removed files leave the crate, files that now passed or
 went away leave the dead-letter table, new failures enter it, and drift baselines learn. Nothing of a
-batch is visible until all of it is.
+batch is visible until all of it is. It runs in the ledger connection's thread, in one hand-off
+(see inthread).
 """
 
 from __future__ import annotations
 
-import aiosqlite
+import sqlite3
 
 from ..core.records import DeadLetter
 from .announcements import record_events
@@ -18,10 +19,10 @@ from .outbox import enqueue
 from .rows import BatchCommit
 
 
-async def write_batch(db: aiosqlite.Connection, commit: BatchCommit, stamp: str) -> None:
+def write_batch(db: sqlite3.Connection, commit: BatchCommit, stamp: str) -> None:
     root_id, session = commit.root.id, to_db(commit.session)
     if commit.batch_id is not None and commit.records:
-        await db.execute(
+        db.execute(
             "INSERT OR IGNORE INTO batches VALUES (?, ?, ?, ?, ?, ?)",
             (
                 commit.batch_id,
@@ -32,31 +33,31 @@ async def write_batch(db: aiosqlite.Connection, commit: BatchCommit, stamp: str)
                 stamp,
             ),
         )
-    await _write_files(db, commit, stamp)
+    _write_files(db, commit, stamp)
     done = [r.relpath for r in commit.records] + [f.relpath for f in commit.touched] + commit.cleared_dead
-    await execute_for_each(
+    execute_for_each(
         db,
         "DELETE FROM dead_letters WHERE root_id = ? AND relpath IN ({marks})",
         (root_id,),
         [to_db(p) for p in done],
     )
     for dead in commit.dead:
-        await _upsert_dead_letter(db, root_id, dead, stamp)
-    await apply_updates(db, commit.drift, root_id, session, commit.batch_id, stamp)
+        _upsert_dead_letter(db, root_id, dead, stamp)
+    apply_updates(db, commit.drift, root_id, session, commit.batch_id, stamp)
     if commit.crate == "pending":
-        await db.execute(
+        db.execute(
             "INSERT INTO pending_crates VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (root_id, session, stamp)
         )
     elif commit.crate == "written":
-        await db.execute("DELETE FROM pending_crates WHERE root_id = ? AND session = ?", (root_id, session))
+        db.execute("DELETE FROM pending_crates WHERE root_id = ? AND session = ?", (root_id, session))
     if commit.ship:
-        await enqueue(db, commit, stamp)
-    await record_events(db, root_id, commit.events)
+        enqueue(db, commit, stamp)
+    record_events(db, root_id, commit.events)
 
 
-async def _write_files(db: aiosqlite.Connection, commit: BatchCommit, stamp: str) -> None:
+def _write_files(db: sqlite3.Connection, commit: BatchCommit, stamp: str) -> None:
     root_id, session = commit.root.id, to_db(commit.session)
-    await execute_for_each(
+    execute_for_each(
         db,
         "UPDATE files SET status = 'superseded' "
         "WHERE root_id = ? AND status = 'current' AND relpath IN ({marks})",
@@ -66,14 +67,14 @@ async def _write_files(db: aiosqlite.Connection, commit: BatchCommit, stamp: str
     # Only this session's row: a file that moved to another session (rules changed) may
     # already have its current version there. "+session": found by path (files_one_current), not
     # by scanning the session (SQLite prefers the session's index once the list is ten long).
-    await execute_for_each(
+    execute_for_each(
         db,
         "UPDATE files SET status = 'removed' "
         "WHERE root_id = ? AND +session = ? AND status = 'current' AND relpath IN ({marks})",
         (root_id, session),
         [to_db(p) for p in commit.removed],
     )
-    await insert_rows(
+    insert_rows(
         db,
         "INSERT INTO files (root_id, relpath, session, version, size, mtime_ns, ctime_ns, inode, "
         "sha256, batch_id, sequence, status, entity, sidecar_written_at)",
@@ -97,16 +98,16 @@ async def _write_files(db: aiosqlite.Connection, commit: BatchCommit, stamp: str
             for r in commit.records
         ],
     )
-    await db.executemany(
+    db.executemany(
         "UPDATE files SET size = ?, mtime_ns = ?, ctime_ns = ?, inode = ? "
         "WHERE root_id = ? AND relpath = ? AND status = 'current'",
         [(f.size, f.mtime_ns, f.ctime_ns, f.inode, root_id, to_db(f.relpath)) for f in commit.touched],
     )
 
 
-async def _upsert_dead_letter(db: aiosqlite.Connection, root_id: int, dead: DeadLetter, stamp: str) -> None:
+def _upsert_dead_letter(db: sqlite3.Connection, root_id: int, dead: DeadLetter, stamp: str) -> None:
     st = dead.stat
-    await db.execute(
+    db.execute(
         "INSERT INTO dead_letters (root_id, session, relpath, batch_id, category, error_class, "
         "message, advice, attempts, size, mtime_ns, ctime_ns, inode, first_seen, last_seen) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "

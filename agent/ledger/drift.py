@@ -1,12 +1,14 @@
-"""The ledger's side of drift detection: baselines learnt in the batch's own transaction, reports."""
+"""The ledger's side of drift detection: baselines learnt in the batch's own transaction, reports.
+
+The writes run in the ledger connection's thread, as part of a batch's commit (see inthread).
+"""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
-
-import aiosqlite
 
 from ..core.drift import Baseline, Drift, Shape
 
@@ -51,8 +53,8 @@ def baseline_from_row(row: Any) -> Baseline:
 BASELINE_COLUMNS = "dataset_type, sessions_seen, sessions_needed, files_seen, keys, updated_at"
 
 
-async def apply_updates(
-    db: aiosqlite.Connection,
+def apply_updates(
+    db: sqlite3.Connection,
     updates: list[DriftUpdate],
     root_id: int,
     session: str | bytes,
@@ -62,9 +64,9 @@ async def apply_updates(
     """Inside the batch's transaction: a crash before the commit teaches the baseline nothing."""
     for update in updates:
         if update.learn:
-            await _learn(db, update, root_id, session, stamp)
+            _learn(db, update, root_id, session, stamp)
         if update.report is not None:
-            await db.execute(
+            db.execute(
                 "INSERT INTO drift_reports (dataset_type, root_id, session, batch_id, policy, diff, shape, "
                 "reported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -80,12 +82,12 @@ async def apply_updates(
             )
 
 
-async def _learn(
-    db: aiosqlite.Connection, update: DriftUpdate, root_id: int, session: str | bytes, stamp: str
+def _learn(
+    db: sqlite3.Connection, update: DriftUpdate, root_id: int, session: str | bytes, stamp: str
 ) -> None:
-    rows = await db.execute_fetchall(
+    rows = db.execute(
         f"SELECT {BASELINE_COLUMNS} FROM drift_baselines WHERE dataset_type = ?", (update.dataset_type,)
-    )
+    ).fetchall()
     baseline = (
         baseline_from_row(next(iter(rows)))
         if rows
@@ -93,7 +95,7 @@ async def _learn(
     )
     if not baseline.learning:
         return  # another session completed it while this batch was on its way
-    cursor = await db.execute(
+    cursor = db.execute(
         "INSERT INTO drift_sessions VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         (update.dataset_type, root_id, session),
     )
@@ -101,11 +103,11 @@ async def _learn(
         baseline.sessions_seen += 1
     for shape in update.learn:
         baseline.learn(shape)
-    await save_baseline(db, baseline, stamp)
+    save_baseline(db, baseline, stamp)
 
 
-async def save_baseline(db: aiosqlite.Connection, baseline: Baseline, stamp: str) -> None:
-    await db.execute(
+def save_baseline(db: sqlite3.Connection, baseline: Baseline, stamp: str) -> None:
+    db.execute(
         "INSERT INTO drift_baselines VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dataset_type) DO UPDATE SET "
         "sessions_seen = excluded.sessions_seen, sessions_needed = excluded.sessions_needed, "
         "files_seen = excluded.files_seen, keys = excluded.keys, updated_at = excluded.updated_at",

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +24,7 @@ import aiosqlite
 from ..core.events import OutgoingEvent
 from .announcements import record_events
 from .encoding import from_db, now_iso, to_db
+from .inthread import in_connection_thread
 from .links import LinkState, link_state, record_link_result
 from .rows import BatchCommit
 
@@ -101,10 +103,11 @@ class Location:
     last_error: str | None
 
 
-async def enqueue(db: aiosqlite.Connection, commit: BatchCommit, stamp: str) -> None:
-    """Inside the batch's transaction: its new versions, and its session's documents."""
+def enqueue(db: sqlite3.Connection, commit: BatchCommit, stamp: str) -> None:
+    """Inside the batch's transaction (in the connection's thread): its new versions, and its
+    session's documents."""
     root_id, session = commit.root.id, to_db(commit.session)
-    await db.executemany(
+    db.executemany(
         "INSERT INTO shipments (root_id, session, relpath, version, sha256, size, enqueued_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         [
@@ -121,14 +124,14 @@ async def enqueue(db: aiosqlite.Connection, commit: BatchCommit, stamp: str) -> 
     )
     # Versions found again with the same bytes (a share back, a file copied over with itself)
     # whose shipment had been given up as changed or missing: they are shippable after all.
-    await db.executemany(
+    db.executemany(
         "UPDATE shipments SET state = 'pending', last_error = NULL WHERE root_id = ? AND relpath = ? "
         "AND state IN ('changed', 'missing') AND version = (SELECT version FROM files "
         "WHERE root_id = ? AND relpath = ? AND status = 'current')",
         [(root_id, to_db(f.relpath), root_id, to_db(f.relpath)) for f in commit.touched],
     )
     if commit.records or commit.removed or commit.crate == "written":
-        await db.execute(
+        db.execute(
             "INSERT INTO session_shipments (root_id, session, generation, enqueued_at) VALUES (?, ?, 1, ?) "
             "ON CONFLICT (root_id, session) DO UPDATE SET generation = generation + 1, "
             "enqueued_at = CASE WHEN shipped_generation < generation THEN enqueued_at "
@@ -304,7 +307,7 @@ class Outbox:
         """The session's documents are stored; ``events`` announce its stored objects."""
         stamp = now_iso()
         async with self._transaction() as db:
-            await record_events(db, documents.root_id, events)
+            await in_connection_thread(db, partial(record_events, root_id=documents.root_id, events=events))
             await db.executemany(
                 "UPDATE shipments SET sidecar_stored_at = ? WHERE id = ?",
                 [(stamp, i) for i, _ in documents.sidecars],

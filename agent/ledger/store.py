@@ -11,8 +11,9 @@ import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Collection, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from .commit import write_batch
 from .derived import DerivedOutputs
 from .drift import BASELINE_COLUMNS, DriftReport, baseline_from_row, save_baseline
 from .encoding import below, from_db, now_iso, to_db
+from .inthread import in_connection_thread, in_transaction
 from .migrations import LATEST_VERSION, apply, current_version, pending_migrations
 from .outbox import Outbox
 from .rows import VERSION_COLUMNS, BatchCommit, CurrentFile, DeadLetterRow, FileVersion
@@ -165,21 +167,37 @@ class Ledger:
         read is about one session.
         """
         async with self._write_lock:
-            try:
-                await self._db.execute("BEGIN IMMEDIATE")
-                yield self._db
-                await self._db.execute("COMMIT")
-            except BaseException as exc:
-                # Shielded: a cancelled batch must not leave the shared connection inside a
-                # transaction (every later BEGIN would fail).
-                await asyncio.shield(self._rollback())
-                if _is_busy(exc):
-                    raise LedgerBusyError(
-                        f"the ledger is locked by another writer (waited {self.busy_timeout_ms / 1000:.1f} s)"
-                    ) from exc
-                if isinstance(exc, sqlite3.DatabaseError):
-                    raise self.damaged(exc) from exc
-                raise
+            with self._named_errors():
+                try:
+                    await self._db.execute("BEGIN IMMEDIATE")
+                    yield self._db
+                    await self._db.execute("COMMIT")
+                except BaseException:
+                    # Shielded: a cancelled batch must not leave the shared connection inside a
+                    # transaction (every later BEGIN would fail).
+                    await asyncio.shield(self._rollback())
+                    raise
+
+    async def _in_one_transaction(self, work: Callable[[sqlite3.Connection], None]) -> None:
+        """As ``transaction``, with its statements written as plain sqlite3 calls, and all of it
+        (BEGIN to COMMIT) in one hand-off to the connection's thread (see inthread)."""
+        async with self._write_lock:
+            with self._named_errors():
+                await in_connection_thread(self._db, partial(in_transaction, work=work))
+
+    @contextmanager
+    def _named_errors(self) -> Iterator[None]:
+        """A locked ledger as a (retryable) LedgerBusyError, a broken one as damaged."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            if _is_busy(exc):
+                raise LedgerBusyError(
+                    f"the ledger is locked by another writer (waited {self.busy_timeout_ms / 1000:.1f} s)"
+                ) from exc
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise self.damaged(exc) from exc
+            raise
 
     async def _rollback(self) -> None:
         if self._db.in_transaction:
@@ -299,8 +317,7 @@ class Ledger:
 
     async def commit_batch(self, commit: BatchCommit) -> None:
         """Everything one batch changes, in one transaction."""
-        async with self.transaction() as db:
-            await write_batch(db, commit, now_iso())
+        await self._in_one_transaction(partial(write_batch, commit=commit, stamp=now_iso()))
 
     async def roots(self) -> list[Root]:
         rows = await self._all("SELECT id, name, path FROM roots ORDER BY id")
@@ -400,7 +417,7 @@ class Ledger:
             baseline = Baseline(dataset_type, sessions_seen=learn_sessions, sessions_needed=learn_sessions)
             for shape in reports[0].shapes:
                 baseline.learn(shape)
-            await save_baseline(db, baseline, now_iso())
+            await in_connection_thread(db, partial(save_baseline, baseline=baseline, stamp=now_iso()))
             return baseline
 
     async def record_skips(self, root_id: int, session: str, skips: Iterable[Skip]) -> None:
