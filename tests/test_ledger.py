@@ -14,6 +14,7 @@ from agent.core.batch import Root
 from agent.core.errors import LedgerBusyError, LedgerError
 from agent.core.records import DeadLetter
 from agent.ledger import Ledger
+from agent.ledger.inthread import in_connection_thread
 from agent.ledger.migrations import LATEST_VERSION
 from agent.ledger.rows import BatchCommit
 
@@ -115,16 +116,44 @@ async def test_a_commit_behind_another_writer_is_busy_then_lands(tmp_path: Path)
         assert len(await ledger.dead_letters()) == 1
 
 
-async def test_a_cancelled_commit_ends_its_transaction(tmp_path: Path) -> None:
+async def test_a_cancelled_commit_commits_nothing_and_leaves_no_transaction_open(tmp_path: Path) -> None:
     async with Ledger.open(tmp_path / "l.sqlite3") as ledger:
         root = await ledger.ensure_root(tmp_path, "drop")
-        slow = asyncio.create_task(ledger.commit_batch(_dead_letters_commit(root, _Refusal(0.3), _Refusal())))
+        # Cancelled while its work runs in the connection's thread, and while queued behind it.
+        running = asyncio.create_task(
+            ledger.commit_batch(_dead_letters_commit(root, _Refusal(0.3), _Refusal()))
+        )
         await asyncio.sleep(0.05)
-        slow.cancel()
+        queued = asyncio.create_task(ledger.commit_batch(_dead_letters_commit(root, _Refusal(), _Refusal())))
+        await asyncio.sleep(0.05)
+        for task in (running, queued):
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert await ledger.dead_letters() == []  # rolled back, as an awaited transaction would be
+        # Nothing was left open for the next writers, of either kind.
+        async with ledger.transaction() as db:
+            await db.execute("DELETE FROM dead_letters")
+        await ledger.commit_batch(_dead_letters_commit(root, _Refusal()))
+        assert [d.relpath for d in await ledger.dead_letters()] == ["s/f0.raw"]
+
+
+async def test_a_writer_cancelled_before_its_begin_ran_leaves_no_transaction_open(tmp_path: Path) -> None:
+    async with Ledger.open(tmp_path / "l.sqlite3") as ledger:
+        root = await ledger.ensure_root(tmp_path, "drop")
+        # A slow read holds the connection's thread; a writer's BEGIN queues behind it, and the
+        # writer is cancelled before the BEGIN has run.
+        reading = asyncio.create_task(in_connection_thread(ledger._db, lambda connection: time.sleep(0.3)))
+
+        async def write() -> None:
+            async with ledger.transaction() as db:
+                await db.execute("DELETE FROM dead_letters")
+
+        writer = asyncio.create_task(write())
+        await asyncio.sleep(0.05)
+        writer.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await slow
-        # Begun in the connection's thread, it ran to its end there: whole, and the next one is
-        # not refused for a transaction left open.
-        await ledger.commit_batch(BatchCommit(root, "t", None, [], {}, [], []))
-        relpaths = sorted(d.relpath for d in await ledger.dead_letters())
-        assert relpaths == ["s/f0.raw", "s/f1.raw"]
+            await writer
+        await reading
+        await ledger.commit_batch(_dead_letters_commit(root, _Refusal()))
+        assert len(await ledger.dead_letters()) == 1

@@ -11,8 +11,9 @@ import asyncio
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from .commit import write_batch
 from .derived import DerivedOutputs
 from .drift import BASELINE_COLUMNS, DriftReport, baseline_from_row, save_baseline
 from .encoding import below, from_db, now_iso, to_db
-from .inthread import in_connection_thread, in_transaction
+from .inthread import in_connection_thread, in_transaction, roll_back_if_open
 from .migrations import LATEST_VERSION, apply, current_version, pending_migrations
 from .outbox import Outbox
 from .rows import VERSION_COLUMNS, BatchCommit, CurrentFile, DeadLetterRow, FileVersion
@@ -180,10 +181,23 @@ class Ledger:
 
     async def _in_one_transaction(self, work: Callable[[sqlite3.Connection], None]) -> None:
         """As ``transaction``, with its statements written as plain sqlite3 calls, and all of it
-        (BEGIN to COMMIT) in one hand-off to the connection's thread (see inthread)."""
+        (BEGIN to COMMIT) in one hand-off to the connection's thread (see inthread).
+
+        Cancelled, it commits nothing (unless COMMIT had already run), and keeps the write lock
+        until the thread has finished with it: the next writer never begins inside it."""
+        abandoned = threading.Event()
         async with self._write_lock:
             with self._named_errors():
-                await in_connection_thread(self._db, partial(in_transaction, work=work))
+                done = asyncio.ensure_future(
+                    in_connection_thread(self._db, partial(in_transaction, work=work, abandoned=abandoned))
+                )
+                try:
+                    await asyncio.shield(done)
+                except asyncio.CancelledError:
+                    abandoned.set()
+                    with suppress(Exception):
+                        await done  # rolled back (Abandoned), or committed just before
+                    raise
 
     @contextmanager
     def _named_errors(self) -> Iterator[None]:
@@ -200,8 +214,9 @@ class Ledger:
             raise
 
     async def _rollback(self) -> None:
-        if self._db.in_transaction:
-            await self._db.execute("ROLLBACK")
+        # In the connection's thread: a BEGIN still queued there when the caller was cancelled
+        # has run by then, and is rolled back too.
+        await in_connection_thread(self._db, roll_back_if_open)
 
     async def schema_version(self) -> int:
         return int(await self._scalar("SELECT max(version) FROM schema_migrations"))
@@ -317,7 +332,8 @@ class Ledger:
 
     async def commit_batch(self, commit: BatchCommit) -> None:
         """Everything one batch changes, in one transaction."""
-        await self._in_one_transaction(partial(write_batch, commit=commit, stamp=now_iso()))
+        # Stamped in the transaction, not before its wait for the lock: stamps follow commit order.
+        await self._in_one_transaction(lambda connection: write_batch(connection, commit, now_iso()))
 
     async def roots(self) -> list[Root]:
         rows = await self._all("SELECT id, name, path FROM roots ORDER BY id")
