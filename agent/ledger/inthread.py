@@ -55,8 +55,7 @@ def in_transaction(
             raise Abandoned
         connection.execute("COMMIT")
     except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
+        roll_back_if_open(connection)
         raise
     return result
 
