@@ -9,7 +9,6 @@ fields, its rule's enrichment and a drift block, and the ledger learns from the 
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +17,7 @@ from ..core.config import AgentConfig
 from ..core.errors import SessionRejectedError, ValidationFailedError
 from ..core.records import FileRecord
 from ..extractors import load_extractors
+from ..fs.turns import Releasable
 from ..ledger import DriftUpdate, Ledger
 from ..rules import DatasetTypes, FieldProblem, Rule, RuleSet, Validated, load_rules
 from .drift import DriftCheck
@@ -38,7 +38,7 @@ class Review:
     invalid_types: list[str] = field(default_factory=list)
     drifted_types: list[str] = field(default_factory=list)
     #: Held until the batch is committed: while a baseline learns, its sessions go one at a time.
-    held: list[asyncio.Lock] = field(default_factory=list)
+    held: list[Releasable] = field(default_factory=list)
 
     def release(self) -> None:
         while self.held:

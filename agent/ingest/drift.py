@@ -23,6 +23,7 @@ from ..core.batch import Batch
 from ..core.drift import Baseline, Drift, Shape
 from ..core.errors import DriftQuarantinedError
 from ..core.records import EXTRACTION_FAILURE, FileRecord
+from ..fs.turns import Releasable, Turns
 from ..ledger import DriftUpdate, Ledger
 from ..rules import Rule, Validated
 from ..rules.schema import DriftSettings
@@ -131,7 +132,7 @@ class DriftVerdict:
     #: Set when a rule quarantines drift: the session is rejected with it.
     quarantined: DriftQuarantinedError | None = None
     #: Held until the batch is committed: while a baseline learns, its sessions go one at a time.
-    held: list[asyncio.Lock] = field(default_factory=list)
+    held: list[Releasable] = field(default_factory=list)
 
 
 class DriftCheck:
@@ -139,6 +140,8 @@ class DriftCheck:
         self.ledger = ledger
         # One per dataset type (a handful): a baseline that is learning changes with every commit.
         self._learning: dict[str, asyncio.Lock] = {}
+        # The same turns between processes: a backlog scanned by several (service.shards).
+        self._turns = Turns(ledger.path.parent, "drift-learning")
 
     async def check(self, batch: Batch, checked: list[tuple[FileRecord, Rule, Validated]]) -> DriftVerdict:
         verdict = DriftVerdict()
@@ -149,10 +152,16 @@ class DriftCheck:
                 shape = shape_of(validated.values, record.metadata)
                 by_type.setdefault(rule.dataset_type, (rule, []))[1].append((record, shape))
         quarantine: list[tuple[str, Drift]] = []
-        for dataset_type, (rule, files) in sorted(by_type.items()):
-            drift = await self._check_type(batch, dataset_type, rule, files, verdict)
-            if drift and rule.spec.drift.policy == "quarantine":
-                quarantine.append((dataset_type, drift))
+        try:
+            for dataset_type, (rule, files) in sorted(by_type.items()):
+                drift = await self._check_type(batch, dataset_type, rule, files, verdict)
+                if drift and rule.spec.drift.policy == "quarantine":
+                    quarantine.append((dataset_type, drift))
+        except BaseException:
+            # The verdict never reaches the caller, who would release what it holds after the commit.
+            while verdict.held:
+                verdict.held.pop().release()
+            raise
         if quarantine:
             verdict.quarantined = _quarantine_error(quarantine)
         return verdict
@@ -177,10 +186,12 @@ class DriftCheck:
         baseline = await self._baseline(dataset_type, rule)
         if baseline.learning:
             # Sessions learnt at once would each see the baseline before the other's commit:
-            # from here to the commit, the type's sessions take turns; then read it again.
+            # from here to the commit, the type's sessions take turns, in this process and
+            # between processes; then read it again.
             lock = self._learning.setdefault(dataset_type, asyncio.Lock())
             await lock.acquire()
             verdict.held.append(lock)
+            verdict.held.append(await self._turns.take(dataset_type))
             baseline = await self._baseline(dataset_type, rule)
         if baseline.learning:
             for record, _ in files:
