@@ -22,6 +22,7 @@ TEMPLATE = """\
 {rules_dir}
 
 # workers = 4                  # batches processed at once
+# scan_processes = 0           # a large `scan` shared among one process per core (1: never)
 # extract_timeout_s = 120      # time an extractor may spend on one file
 # reconcile_interval_s = 600   # scans that catch what notifications missed
 # shutdown_grace_s = 20        # on SIGTERM, time for batches in flight (the unit's

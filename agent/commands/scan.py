@@ -22,7 +22,8 @@ from rich.table import Table
 from ..core.config import AgentConfig
 from ..fs.statelock import StateLock
 from ..ledger import Ledger
-from ..service.scan import ScanReport, scan
+from ..service.scan import ScanReport
+from ..service.shards import LogSettings, scan_backlog
 from .common import Command, Exit, add_common, human_bytes
 
 if TYPE_CHECKING:  # shipping and announcing are imported only when [store] or [bus] is set
@@ -48,11 +49,17 @@ async def _scan(args: argparse.Namespace, config: AgentConfig) -> int:
     with StateLock(config.state_dir, "scan"):
         async with Ledger.open(config.ledger_path) as ledger:
             console = Console(stderr=True)
+            # The processes a large folder is shared among log as this one does.
+            logs = LogSettings(args.log_level, True if args.json_logs else None)
             if console.is_terminal:
                 with _ScanBar(console) as bar:
-                    report = await scan(args.path, config, ledger, progress=bar, retry_dead=args.retry_dead)
+                    report = await scan_backlog(
+                        args.path, config, ledger, progress=bar, retry_dead=args.retry_dead, log_settings=logs
+                    )
             else:  # no one to show a bar to (a service, a pipe): no per-file updates to pay for
-                report = await scan(args.path, config, ledger, retry_dead=args.retry_dead)
+                report = await scan_backlog(
+                    args.path, config, ledger, retry_dead=args.retry_dead, log_settings=logs
+                )
             if config.store is not None or config.bus is not None:
                 from .shipping import deliver
 
@@ -113,6 +120,11 @@ def summary_table(report: ScanReport, delivery: Delivery | None = None) -> Table
         ("skipped", str(report.skipped)),
         ("dead-lettered", f"[red]{report.dead_lettered}[/red]" if report.dead_lettered else "0"),
         ("not committed (run again)", f"[red]{report.uncommitted}[/red]" if report.uncommitted else "0"),
+        *(
+            [("processes that failed (run again)", f"[red]{report.lost_processes}[/red]")]
+            if report.lost_processes
+            else []
+        ),
         ("elapsed", f"{report.elapsed_s:.2f} s"),
         ("throughput", f"{report.mb_per_s:.1f} MB/s"),
     ]

@@ -34,6 +34,9 @@ CONTEXT_FIELDS = (
     "already_stored",
     "lost",
     "backlog_files",
+    "processes",
+    "pid",
+    "exit_status",
 )
 
 

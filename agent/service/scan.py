@@ -51,6 +51,8 @@ class ScanReport:
     dead_lettered: int = 0
     #: Files whose batch could not be committed (the ledger stayed locked); a later run does them.
     uncommitted: int = 0
+    #: Processes of a shared scan (service.shards) that ended before they reported.
+    lost_processes: int = 0
     elapsed_s: float = 0.0
 
     def add_ingest(self, tally: Tally, hasher: Hasher) -> None:
@@ -64,9 +66,15 @@ class ScanReport:
         self.bytes_hashed = hasher.bytes_hashed
         self.files_hashed = hasher.files_hashed
 
+    def absorb(self, other: ScanReport) -> None:
+        """Another process's share of the same scan, added up (elapsed_s is the caller's)."""
+        for name in self.__dataclass_fields__:
+            if name != "elapsed_s":
+                setattr(self, name, getattr(self, name) + getattr(other, name))
+
     @property
     def ok(self) -> bool:
-        return self.dead_lettered == 0 and self.uncommitted == 0
+        return self.dead_lettered == 0 and self.uncommitted == 0 and self.lost_processes == 0
 
     @property
     def mb_per_s(self) -> float:
@@ -89,19 +97,17 @@ async def scan(
     progress: ScanProgress | None = None,
     retry_dead: bool = False,
     sessions: Collection[str] | None = None,
+    started_ns: int | None = None,
 ) -> ScanReport:
     """Ingest every file under ``path`` that the ledger does not already hold in this version.
 
-    ``sessions``: only these sessions (names below ``path``), e.g. for a replay.
+    ``sessions``: only these sessions (names below ``path``), e.g. for a replay, or the top-level
+    entries of a share of a scan (service.shards). ``started_ns``: when the scan began (wall
+    clock), if before this call; the agent's temp files older than that are orphans.
     """
-    if not await asyncio.to_thread(path.is_dir):
-        raise ConfigError(f"{path} is not a folder")
-    try:
-        ensure_outside(config.state_dir, path)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    await check_folder(path, config)
     started = time.perf_counter()
-    started_ns = time.time_ns()
+    started_ns = started_ns or time.time_ns()
     report = ScanReport()
     root = await ledger.ensure_root(path, root_name_for(path, config))
     ignore = IgnoreRules(config.ignore)
@@ -137,6 +143,16 @@ async def scan(
     report.add_ingest(pipeline.tally, hasher)
     report.elapsed_s = time.perf_counter() - started
     return report
+
+
+async def check_folder(path: Path, config: AgentConfig) -> None:
+    """ConfigError unless ``path`` is a folder that does not hold the state directory."""
+    if not await asyncio.to_thread(path.is_dir):
+        raise ConfigError(f"{path} is not a folder")
+    try:
+        ensure_outside(config.state_dir, path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 async def _plan(

@@ -1,0 +1,120 @@
+"""One process of a shared scan (see shards): ``python -m agent.service.shardworker PARENT_PID``.
+
+Reads its ShardJob (pickled) on standard input, scans its units with its own ledger connection,
+and writes JSON lines on the standard output it was started with: progress (``found``,
+``advance``, a few a second at most) when the parent shows a bar, then its ``report``. Its logs
+go to standard error, as the parent's do; so does anything else that would print, so that no
+stray line mixes with the messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import dataclasses
+import os
+import pickle
+import signal
+import sys
+import time
+
+import orjson
+
+from ..core import collector
+from ..core.errors import AgentError
+from ..ledger import Ledger
+from ..service.logs import setup_logging
+from .scan import scan
+from .shards import ShardJob
+
+#: Progress is sent at most this often: the parent's bar needs no more.
+PROGRESS_EVERY_S = 0.1
+_PR_SET_PDEATHSIG = 1
+
+
+class _Messages:
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def send(self, message: dict[str, object]) -> None:
+        data = orjson.dumps(message) + b"\n"
+        while data:
+            data = data[os.write(self._fd, data) :]
+
+
+class _Progress:
+    """Counts gathered, and sent every PROGRESS_EVERY_S (and at the end)."""
+
+    def __init__(self, messages: _Messages) -> None:
+        self._messages = messages
+        self._found = [0, 0]
+        self._advance = [0, 0]
+        self._sent_at = 0.0
+
+    def found(self, files: int, size: int) -> None:
+        self._found[0] += files
+        self._found[1] += size
+        self._maybe_send()
+
+    def advance(self, files: int, size: int) -> None:
+        self._advance[0] += files
+        self._advance[1] += size
+        self._maybe_send()
+
+    def _maybe_send(self) -> None:
+        if time.monotonic() - self._sent_at >= PROGRESS_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        for name, counts in (("found", self._found), ("advance", self._advance)):
+            if counts[0] or counts[1]:
+                self._messages.send({name: list(counts)})
+                counts[:] = [0, 0]
+        self._sent_at = time.monotonic()
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGTERM from the kernel when the parent dies; none of this if it is already gone."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        sys.exit(1)
+
+
+async def _scan(job: ShardJob, messages: _Messages) -> None:
+    progress = _Progress(messages) if job.progress else None
+    async with Ledger.open(job.config.ledger_path) as ledger:
+        report = await scan(
+            job.path,
+            job.config,
+            ledger,
+            progress=progress,
+            retry_dead=job.retry_dead,
+            sessions=job.units,
+            started_ns=job.started_ns,
+        )
+    if progress is not None:
+        progress.flush()
+    messages.send({"report": dataclasses.asdict(report)})
+
+
+def main() -> int:
+    _die_with_parent(int(sys.argv[1]))
+    job: ShardJob = pickle.load(sys.stdin.buffer)
+    # The messages keep the standard output; everything else that writes there goes to stderr.
+    messages = _Messages(os.dup(1))
+    os.dup2(2, 1)
+    setup_logging(job.logging.level, stream=sys.stderr, json_lines=job.logging.json_lines)
+    collector.settle()
+    try:
+        asyncio.run(_scan(job, messages))
+    except KeyboardInterrupt:
+        return 130  # the parent was interrupted too, and says what that means
+    except AgentError as exc:
+        print(f"fair-agent scan (one of its processes): error: {exc}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""A backlog shared among several scan processes (service.shards): real child processes, one real
+ledger, real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from agent.core.config import AgentConfig
+from agent.core.naming import CRATE_NAME, IgnoreRules, sidecar_name
+from agent.fs.turns import Turns
+from agent.service.shards import FILES_PER_PROCESS, Unit, count_units, deal, processes_for
+
+from .conftest import REPO, agent_cli, read_sidecar, run_scan, write
+
+
+def make_tree(drop: Path, sessions: int, files: int) -> None:
+    for s in range(sessions):
+        for f in range(files):
+            write(drop / f"run-{s:02d}" / f"frame-{f:03d}.raw", os.urandom(64) + b"%d/%d" % (s, f))
+
+
+def ledger_files(state: Path) -> list[tuple[str, str, int]]:
+    with sqlite3.connect(state / "ledger.sqlite3") as db:
+        return sorted(db.execute("SELECT relpath, sha256, version FROM files"))
+
+
+def scan_cli(drop: Path, state: Path, processes: int, *extra: str) -> subprocess.CompletedProcess[str]:
+    return agent_cli(
+        "scan",
+        str(drop),
+        "--state-dir",
+        str(state),
+        *extra,
+        env={"FAIR_AGENT_SCAN_PROCESSES": str(processes)},
+    )
+
+
+def row(summary: str, name: str) -> str:
+    """A value of the scan's summary table."""
+    found = re.search(rf"{re.escape(name)}\s*│\s*(.+?)\s*│", summary)
+    assert found, summary
+    return found.group(1)
+
+
+def outputs(drop: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(drop)): p.read_bytes()
+        for p in sorted(drop.rglob("*"))
+        if p.name.endswith(".fair.json") or p.name == CRATE_NAME
+    }
+
+
+def test_units_are_counted_from_entries_without_outputs_temps_or_ignored_names(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    write(drop / "a" / "x.csv", "1")
+    write(drop / "a" / "deeper" / "y.csv", "2")
+    write(drop / "a" / sidecar_name("x.csv"), "{}")
+    write(drop / "a" / "download.part", "partial")
+    write(drop / "loose.raw", "3")
+    write(drop / sidecar_name("loose.raw"), "{}")
+    (drop / "b").mkdir()
+    os.symlink(drop / "a", drop / "link")  # a symlink is never followed
+    units = sorted(count_units(drop, IgnoreRules(AgentConfig().ignore)), key=lambda u: u.name)
+    assert units == [Unit("a", 2), Unit("b", 0), Unit("link", 1), Unit("loose.raw", 1)]
+
+
+def test_units_are_dealt_by_file_count_largest_first() -> None:
+    units = [Unit("a", 10), Unit("b", 7), Unit("c", 5), Unit("d", 3), Unit("e", 2), Unit("f", 0)]
+    # 10 + 3 + 1 and 7 + 5 + 2: an empty unit weighs one file (it is listed all the same).
+    assert deal(units, 2) == [("a", "d", "f"), ("b", "c", "e")]
+    assert deal(units[:1], 3) == [("a",)]  # never an empty share
+
+
+def test_a_folder_is_split_only_when_each_process_gets_enough_files() -> None:
+    small = [Unit(f"s{i}", FILES_PER_PROCESS // 100) for i in range(100)]  # FILES_PER_PROCESS in all
+    large = [Unit(f"s{i}", FILES_PER_PROCESS // 10) for i in range(100)]
+    assert processes_for(small, 0, cores=4) == 1
+    assert processes_for(large, 0, cores=4) == 4
+    assert processes_for(large, 0, cores=2) == 2
+    assert processes_for(small, 3, cores=2) == 3  # set outright: whatever the folder holds
+    assert processes_for(large[:2], 8, cores=8) == 2  # never more processes than units
+    assert processes_for([], 0, cores=8) == 1
+
+
+def test_a_shared_scan_writes_what_one_process_writes(tmp_path: Path) -> None:
+    one, shared = tmp_path / "one" / "drop", tmp_path / "shared" / "drop"
+    make_tree(one, sessions=8, files=6)
+    write(one / "loose.raw", b"loose")
+    shutil.copytree(one, shared)  # copy2: the same mtimes, so the same sidecars
+    alone = scan_cli(one, tmp_path / "one" / "state", 1)
+    split = scan_cli(shared, tmp_path / "shared" / "state", 2, "--json-logs")
+    assert alone.returncode == 0 and split.returncode == 0, split.stderr
+    assert "scanning in 2 processes" in split.stderr and "scanning in" not in alone.stderr
+    assert row(split.stdout, "files ingested") == "49" and row(split.stdout, "sessions") == "9"
+    assert ledger_files(tmp_path / "shared" / "state") == ledger_files(tmp_path / "one" / "state")
+    assert outputs(shared) == outputs(one)
+    assert len(outputs(shared)) == 49 + 8
+    # Nothing left for a second scan, in either mode.
+    again = scan_cli(shared, tmp_path / "shared" / "state", 2)
+    assert again.returncode == 0 and row(again.stdout, "unchanged (not read)") == "49"
+
+
+RULE = """
+match = ["*/*.csv"]
+extractor = "tabular"
+dataset_type = "kinetics"
+[drift]
+policy = "warn"
+learn_sessions = 3
+"""
+
+
+def test_a_baseline_learns_from_exactly_its_sessions_across_processes(tmp_path: Path) -> None:
+    """Without turns between the processes, a session of one judged while the other's completed
+    the baseline says "learning" but is not learnt from: more than three would say so."""
+    rules = write(tmp_path / "rules" / "kinetics.toml", RULE).parent
+    drop, state = tmp_path / "drop", tmp_path / "state"
+    for s in range(12):
+        rows = "\n".join(f"{i},{i * s}" for i in range(20))
+        write(drop / f"run-{s:02d}" / "plate.csv", f"Device: Reader\n\nTime,A1\n{rows}\n")
+    done = scan_cli(drop, state, 2, "--rules", str(rules))
+    assert done.returncode == 0, done.stderr
+    statuses = [read_sidecar(drop / f"run-{s:02d}" / "plate.csv")["drift"]["status"] for s in range(12)]
+    assert statuses.count("learning") == 3 and statuses.count("none") == 9, statuses
+    with sqlite3.connect(state / "ledger.sqlite3") as db:
+        (seen,) = db.execute(
+            "SELECT sessions_seen FROM drift_baselines WHERE dataset_type = 'kinetics'"
+        ).fetchone()
+    assert seen == 3
+
+
+async def test_a_learning_baseline_waits_for_another_process_turn(
+    tmp_path: Path, config: AgentConfig
+) -> None:
+    """The test holds the turn as another process's batch would, from its drift check to its commit."""
+    rules = write(tmp_path / "rules" / "kinetics.toml", RULE).parent
+    config = config.model_copy(update={"rules_dir": rules})
+    drop = tmp_path / "drop"
+    write(drop / "run-1" / "plate.csv", "Device: Reader\n\nTime,A1\n0,1\n1,2\n")
+    config.state_dir.mkdir()
+    held = await Turns(config.state_dir, "drift-learning").take("kinetics")
+    scanning = asyncio.create_task(run_scan(drop, config))
+    await asyncio.sleep(0.5)
+    assert not scanning.done() and not (drop / "run-1" / sidecar_name("plate.csv")).exists()
+    held.release()
+    report = await asyncio.wait_for(scanning, 30)
+    assert report.ok and report.files_ingested == 1
+    assert read_sidecar(drop / "run-1" / "plate.csv")["drift"]["status"] == "learning"
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def is_shard_worker(pid: int) -> bool:
+    try:
+        return b"agent.service.shardworker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False
+
+
+def start_scan(drop: Path, state: Path) -> tuple[subprocess.Popen[str], list[int]]:
+    """A shared scan, once its two children have ingested something."""
+    scan = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "scan", str(drop), "--state-dir", str(state)],
+        env={**os.environ, "FAIR_AGENT_SCAN_PROCESSES": "2"},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        workers = [pid for pid in children_of(scan.pid) if is_shard_worker(pid)]
+        if len(workers) == 2 and any(drop.rglob("*.fair.json")):
+            return scan, workers
+        time.sleep(0.01)
+    scan.kill()
+    raise AssertionError(f"the scan did not start its children: {scan.communicate()[1][-2000:]}")
+
+
+def test_a_killed_child_loses_nothing_and_the_next_scan_finishes(tmp_path: Path) -> None:
+    drop, state = tmp_path / "drop", tmp_path / "state"
+    make_tree(drop, sessions=40, files=50)
+    scan, workers = start_scan(drop, state)
+    os.kill(workers[0], signal.SIGKILL)
+    out, err = scan.communicate(timeout=120)
+    assert scan.returncode == 1, err
+    assert row(out, "processes that failed (run again)") == "1"
+    assert "a scan process ended by SIGKILL before it finished its share" in err
+    # The next scan (one process, as for any folder this size) ingests what the child left.
+    rerun = scan_cli(drop, state, 0)
+    assert rerun.returncode == 0, rerun.stderr
+    files = ledger_files(state)
+    assert len(files) == 2000 and {version for _, _, version in files} == {1}  # each file once
+    assert all(Path(sidecar_name(str(drop / relpath))).exists() for relpath, _, _ in files)
+    assert not [p for p in drop.rglob("*") if ".fair-tmp" in p.name]
+
+
+def test_children_end_when_the_scan_is_killed(tmp_path: Path) -> None:
+    drop, state = tmp_path / "drop", tmp_path / "state"
+    make_tree(drop, sessions=40, files=50)
+    scan, workers = start_scan(drop, state)
+    scan.kill()  # kill -9: no chance to stop them itself
+    scan.communicate(timeout=30)
+    deadline = time.monotonic() + 20
+    while any(is_shard_worker(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(is_shard_worker(pid) for pid in workers), "a child outlived its scan"
+    # Interrupted mid-way, like any crash: the next scan finishes, each file once.
+    rerun = scan_cli(drop, state, 2)
+    assert rerun.returncode == 0, rerun.stderr
+    files = ledger_files(state)
+    assert len(files) == 2000 and {version for _, _, version in files} == {1}
