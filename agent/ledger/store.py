@@ -41,6 +41,19 @@ def _is_busy(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
 
+async def _connect(database: str | Path, **kwargs: Any) -> aiosqlite.Connection:
+    """aiosqlite.connect, closed again if the caller is cancelled meanwhile: the connection opens
+    in its own thread, which would otherwise finish after the event loop has closed (an
+    interrupted start-up, a scan's process stopped as it starts)."""
+    connecting = asyncio.ensure_future(aiosqlite.connect(database, **kwargs))
+    try:
+        return await asyncio.shield(connecting)
+    except asyncio.CancelledError:
+        with suppress(Exception):
+            await (await connecting).close()
+        raise
+
+
 class Ledger:
     def __init__(self, db: aiosqlite.Connection, path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self._db = db
@@ -63,7 +76,7 @@ class Ledger:
         """
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            db = await aiosqlite.connect(path, isolation_level=None)
+            db = await _connect(path, isolation_level=None)
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open the ledger {path}: {exc}") from exc
         try:
@@ -90,7 +103,7 @@ class Ledger:
             )
         try:
             uri = (await asyncio.to_thread(path.absolute)).as_uri()
-            db = await aiosqlite.connect(f"{uri}?mode=ro", uri=True, isolation_level=None)
+            db = await _connect(f"{uri}?mode=ro", uri=True, isolation_level=None)
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot read the ledger {path}: {exc}") from exc
         try:
