@@ -51,7 +51,8 @@ class Turns:
         """Wait for the turn, then hold it. Cancellable while it waits (it polls: a thread blocked
         in flock could not be cancelled)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path(name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # Readable by all, as the state lock is: root's scan must not lock the service user out.
+        fd = os.open(self.path(name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             while True:
                 try:

@@ -77,10 +77,14 @@ class Curator:
         if drift.quarantined:
             review.rejected = drift.quarantined
             return review
-        review.records = [
-            self._curated(record, rule, validated, drift.blocks.get(record.relpath, {"status": "off"}))
-            for record, rule, validated in checked
-        ]
+        try:
+            review.records = [
+                self._curated(record, rule, validated, drift.blocks.get(record.relpath, {"status": "off"}))
+                for record, rule, validated in checked
+            ]
+        except BaseException:
+            review.release()  # the caller, who releases after the commit, never gets the review
+            raise
         return review
 
     def _curated(
