@@ -191,36 +191,59 @@ def start_scan(drop: Path, state: Path) -> tuple[subprocess.Popen[str], list[int
     raise AssertionError(f"the scan did not start its children: {scan.communicate()[1][-2000:]}")
 
 
+TREE = (60, 60)  # sessions, files each: enough that a child is still busy when it is signalled
+FILES = TREE[0] * TREE[1]
+
+
+def ingested_once(drop: Path, state: Path) -> None:
+    """After a scan that was cut short, the next finishes it: every file once, nothing left over."""
+    rerun = scan_cli(drop, state, 2)
+    assert rerun.returncode == 0, rerun.stderr
+    files = ledger_files(state)
+    assert len(files) == FILES and {version for _, _, version in files} == {1}
+    assert all(Path(sidecar_name(str(drop / relpath))).exists() for relpath, _, _ in files)
+    assert not [p for p in drop.rglob("*") if ".fair-tmp" in p.name]
+
+
+def gone(pids: list[int], within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while any(is_shard_worker(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not any(is_shard_worker(pid) for pid in pids)
+
+
 def test_a_killed_child_loses_nothing_and_the_next_scan_finishes(tmp_path: Path) -> None:
     drop, state = tmp_path / "drop", tmp_path / "state"
-    make_tree(drop, sessions=40, files=50)
+    make_tree(drop, *TREE)
     scan, workers = start_scan(drop, state)
     os.kill(workers[0], signal.SIGKILL)
     out, err = scan.communicate(timeout=120)
     assert scan.returncode == 1, err
     assert row(out, "processes that failed (run again)") == "1"
     assert "a scan process ended by SIGKILL before it finished its share" in err
-    # The next scan (one process, as for any folder this size) ingests what the child left.
-    rerun = scan_cli(drop, state, 0)
-    assert rerun.returncode == 0, rerun.stderr
-    files = ledger_files(state)
-    assert len(files) == 2000 and {version for _, _, version in files} == {1}  # each file once
-    assert all(Path(sidecar_name(str(drop / relpath))).exists() for relpath, _, _ in files)
-    assert not [p for p in drop.rglob("*") if ".fair-tmp" in p.name]
+    ingested_once(drop, state)
 
 
 def test_children_end_when_the_scan_is_killed(tmp_path: Path) -> None:
     drop, state = tmp_path / "drop", tmp_path / "state"
-    make_tree(drop, sessions=40, files=50)
+    make_tree(drop, *TREE)
     scan, workers = start_scan(drop, state)
-    scan.kill()  # kill -9: no chance to stop them itself
+    scan.kill()  # kill -9: no chance to stop them itself; the kernel tells them
     scan.communicate(timeout=30)
-    deadline = time.monotonic() + 20
-    while any(is_shard_worker(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(is_shard_worker(pid) for pid in workers), "a child outlived its scan"
-    # Interrupted mid-way, like any crash: the next scan finishes, each file once.
-    rerun = scan_cli(drop, state, 2)
-    assert rerun.returncode == 0, rerun.stderr
-    files = ledger_files(state)
-    assert len(files) == 2000 and {version for _, _, version in files} == {1}
+    assert gone(workers, within_s=20), "a child outlived its scan"
+    # They were ended, not done: left alone, they would have ingested everything.
+    assert len(list(drop.rglob("*.fair.json"))) < FILES
+    ingested_once(drop, state)
+
+
+def test_an_interrupted_scan_stops_its_children(tmp_path: Path) -> None:
+    drop, state = tmp_path / "drop", tmp_path / "state"
+    make_tree(drop, *TREE)
+    scan, workers = start_scan(drop, state)
+    scan.send_signal(signal.SIGINT)  # Ctrl-C reaches the parent alone: its children have their own group
+    _, err = scan.communicate(timeout=60)
+    assert scan.returncode == 130, err
+    assert "interrupted; work not committed is redone on the next run" in err
+    assert gone(workers, within_s=1)
+    assert "Traceback" not in err and "Exception in thread" not in err  # each child stopped cleanly
+    ingested_once(drop, state)

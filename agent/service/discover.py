@@ -209,6 +209,7 @@ async def list_sessions(
     file below a folder when rules group deeper than the first level. ``on_temp_files`` is told
     the agent's temp files found on the way (those of the root, then those of each folder).
     """
+    only = None if only is None else frozenset(only)  # asked of every loose file: a set
     units = None if only is None else {unit_of(s) for s in only}
     lister = SessionLister(root, ignore)
     # The root's own level may hold any number of entries.

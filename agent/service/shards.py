@@ -28,6 +28,7 @@ import os
 import pickle
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,6 +49,8 @@ FILES_PER_PROCESS = 2000
 WORKER_MODULE = "agent.service.shardworker"
 #: How long children have to stop after the scan is interrupted, before they are killed.
 STOP_GRACE_S = 10.0
+#: The longest line read from a child (a log line with a long traceback included).
+LINE_LIMIT = 1 << 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +82,17 @@ class ShardJob:
     logging: LogSettings
 
 
-def count_units(root: Path, ignore: IgnoreRules) -> list[Unit]:
+def count_units(root: Path, ignore: IgnoreRules, stop: threading.Event | None = None) -> list[Unit]:
     """The root's units with the files below each, counted from directory entries alone (nothing
     stat'ed, no symlink followed, the agent's own outputs left out): enough to share out the
-    work; the children list what they ingest properly. Blocking."""
+    work; the children list what they ingest properly. Blocking; ``stop`` ends it early."""
     units: list[Unit] = []
+    stop = stop or threading.Event()
     with os.scandir(root) as entries:
         for entry in entries:
             if _counted(entry.name, ignore):
                 if _is_folder(entry):
-                    units.append(Unit(entry.name, _files_below(entry.path, ignore)))
+                    units.append(Unit(entry.name, _files_below(entry.path, ignore, stop)))
                 else:
                     units.append(Unit(entry.name, 1))
     return units
@@ -105,10 +109,10 @@ def _is_folder(entry: os.DirEntry[str]) -> bool:
         return False
 
 
-def _files_below(folder: str, ignore: IgnoreRules) -> int:
+def _files_below(folder: str, ignore: IgnoreRules, stop: threading.Event) -> int:
     count = 0
     stack = [folder]
-    while stack:
+    while stack and not stop.is_set():
         try:
             with os.scandir(stack.pop()) as entries:
                 for entry in entries:
@@ -157,8 +161,11 @@ async def scan_backlog(
 ) -> ScanReport:
     """``fair-agent scan``: the folder in this process, or shared among several (see above)."""
     await check_folder(path, config)
-    units = await asyncio.to_thread(count_units, path, IgnoreRules(config.ignore))
-    processes = processes_for(units, config.scan_processes, usable_cores())
+    cores = usable_cores()
+    units: list[Unit] = []
+    if config.scan_processes > 1 or (config.scan_processes == 0 and cores > 1):
+        units = await _count_units(path, IgnoreRules(config.ignore))
+    processes = processes_for(units, config.scan_processes, cores)
     if processes == 1:
         return await scan(path, config, ledger, progress=progress, retry_dead=retry_dead)
     # Registered once here, before the children race to do it.
@@ -171,7 +178,8 @@ async def scan_backlog(
     started = time.perf_counter()
     job = ShardJob(
         path=path,
-        config=config,
+        # The machine's threads and extraction workers shared out, not multiplied.
+        config=config.model_copy(update={"hash_threads": max(1, config.hash_threads // len(shares))}),
         units=(),
         retry_dead=retry_dead,
         started_ns=time.time_ns(),
@@ -190,6 +198,16 @@ async def scan_backlog(
     return report
 
 
+async def _count_units(root: Path, ignore: IgnoreRules) -> list[Unit]:
+    """count_units in a thread that stops when the scan is interrupted."""
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(count_units, root, ignore, stop)
+    except asyncio.CancelledError:
+        stop.set()  # else the interpreter's exit would wait for the whole walk
+        raise
+
+
 class _Child:
     """One child scan: started with its share, read until it reports, stopped if need be."""
 
@@ -200,18 +218,37 @@ class _Child:
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
+            "-P",  # the current folder is not searched for modules: only the agent's own
             "-m",
             WORKER_MODULE,
             str(os.getpid()),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            limit=LINE_LIMIT,
+            # Out of the terminal's process group: Ctrl-C reaches the parent alone, which asks
+            # each child once (a second SIGINT would break into a child's own clean-up).
+            process_group=0,
         )
         assert self.process.stdin is not None
         self.process.stdin.write(pickle.dumps(self.job))
         self.process.stdin.close()
 
     async def finish(self, report: ScanReport, progress: ScanProgress | None) -> None:
-        """Read the child's lines until it ends; its report added to ``report``."""
+        """Read the child until it ends: its report added to ``report``, its logs passed on."""
+        assert self.process is not None
+        reported, _ = await asyncio.gather(self._read_messages(report, progress), self._relay_logs())
+        status = await self.process.wait()
+        if status != 0 or not reported:
+            report.lost_processes += 1
+            log.error(
+                f"a scan process ended {_how(status)} before it finished its share "
+                f"({len(self.job.units)} of the folder's top-level entries): what it had not "
+                "committed is ingested by the next run",
+                extra={"pid": self.process.pid, "exit_status": status},
+            )
+
+    async def _read_messages(self, report: ScanReport, progress: ScanProgress | None) -> bool:
         assert self.process is not None and self.process.stdout is not None
         reported = False
         async for line in self.process.stdout:
@@ -223,29 +260,34 @@ class _Child:
                 progress.found(*message["found"])
             elif progress is not None and "advance" in message:
                 progress.advance(*message["advance"])
-        status = await self.process.wait()
-        if status != 0 or not reported:
-            report.lost_processes += 1
-            log.error(
-                f"a scan process ended {_how(status)} before it finished its share "
-                f"({len(self.job.units)} of the folder's top-level entries): what it had not "
-                "committed is ingested by the next run",
-                extra={"pid": self.process.pid, "exit_status": status},
-            )
+        return reported
+
+    async def _relay_logs(self) -> None:
+        """The child's log lines, written by this process: on a terminal, rich's progress bar
+        shows them above itself, as it does this process's own."""
+        assert self.process is not None and self.process.stderr is not None
+        async for line in self.process.stderr:
+            sys.stderr.write(line.decode(errors="replace"))
 
     async def stop(self) -> None:
-        """The child ended: at once if it has, else asked (SIGINT, as Ctrl-C would), then killed."""
+        """The child ended: at once if it has, else asked (SIGINT, as Ctrl-C would), then killed.
+        Its output is read meanwhile, so that a full pipe does not hold it up."""
         process = self.process
         if process is None or process.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGINT)
         try:
-            await asyncio.wait_for(process.wait(), STOP_GRACE_S)
+            await asyncio.wait_for(self._drain(), STOP_GRACE_S)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
+
+    async def _drain(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        await asyncio.gather(self.process.stdout.read(), self._relay_logs())
+        await self.process.wait()
 
 
 def _how(status: int) -> str:

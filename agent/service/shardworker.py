@@ -17,15 +17,13 @@ import pickle
 import signal
 import sys
 import time
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import orjson
 
-from ..core import collector
-from ..core.errors import AgentError
-from ..ledger import Ledger
-from ..service.logs import setup_logging
-from .scan import scan
-from .shards import ShardJob
+if TYPE_CHECKING:
+    from .shards import ShardJob
 
 #: Progress is sent at most this often: the parent's bar needs no more.
 PROGRESS_EVERY_S = 0.1
@@ -82,6 +80,9 @@ def _die_with_parent(parent: int) -> None:
 
 
 async def _scan(job: ShardJob, messages: _Messages) -> None:
+    from ..ledger import Ledger
+    from .scan import scan
+
     progress = _Progress(messages) if job.progress else None
     async with Ledger.open(job.config.ledger_path) as ledger:
         report = await scan(
@@ -100,6 +101,18 @@ async def _scan(job: ShardJob, messages: _Messages) -> None:
 
 def main() -> int:
     _die_with_parent(int(sys.argv[1]))
+    # Until the scan's event loop takes SIGINT over, an interrupt (the parent stopping its
+    # children as they start) is noted, and ends this process quietly before anything begins.
+    interrupts: list[int] = []
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        interrupts.append(signum)
+
+    signal.signal(signal.SIGINT, note)
+    from ..core import collector
+    from ..core.errors import AgentError
+    from .logs import setup_logging
+
     job: ShardJob = pickle.load(sys.stdin.buffer)
     # The messages keep the standard output; everything else that writes there goes to stderr.
     messages = _Messages(os.dup(1))
@@ -107,6 +120,9 @@ def main() -> int:
     setup_logging(job.logging.level, stream=sys.stderr, json_lines=job.logging.json_lines)
     collector.settle()
     try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if interrupts:
+            return 130
         asyncio.run(_scan(job, messages))
     except KeyboardInterrupt:
         return 130  # the parent was interrupted too, and says what that means
