@@ -200,10 +200,13 @@ async def list_sessions(
     *,
     session_of: Callable[[str], str] | None = None,
     only: Collection[str] | None = None,
+    claim: Callable[[str], bool] | None = None,
     on_temp_files: Callable[[list[str]], Awaitable[None]] | None = None,
 ) -> AsyncIterator[SessionListing]:
     """Every session of a root (or of the top-level folders that hold ``only`` those): the root's
-    own level in a thread, each folder as SessionLister lists it.
+    own level in a thread, each folder as SessionLister lists it. ``claim``, when given, is asked
+    for each top-level folder or loose file as its turn comes, and only what it grants is listed
+    (a scan shared among processes: service.shards).
 
     Memory holds one top-level folder's listing at a time. ``session_of`` names the session of a
     file below a folder when rules group deeper than the first level. ``on_temp_files`` is told
@@ -217,10 +220,10 @@ async def list_sessions(
     if on_temp_files is not None and top.temp_files:
         await on_temp_files(top.temp_files)
     for listing in top.loose:
-        if only is None or listing.session in only:
+        if (only is None or listing.session in only) and (claim is None or claim(listing.session)):
             yield listing
     for folder in top.folders:
-        if units is not None and folder not in units:
+        if (units is not None and folder not in units) or (claim is not None and not claim(folder)):
             continue
         listing = await lister.folder(folder)
         if on_temp_files is not None and listing.temp_files:

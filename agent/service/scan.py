@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -97,13 +97,15 @@ async def scan(
     progress: ScanProgress | None = None,
     retry_dead: bool = False,
     sessions: Collection[str] | None = None,
+    claim: Callable[[str], bool] | None = None,
     started_ns: int | None = None,
 ) -> ScanReport:
     """Ingest every file under ``path`` that the ledger does not already hold in this version.
 
-    ``sessions``: only these sessions (names below ``path``), e.g. for a replay, or the top-level
-    entries of a share of a scan (service.shards). ``started_ns``: when the scan began (wall
-    clock), if before this call; the agent's temp files older than that are orphans.
+    ``sessions``: only these sessions (names below ``path``), e.g. for a replay. ``claim``: only
+    the top-level folders and loose files it grants, asked as their turn comes (a scan shared
+    among processes: service.shards). ``started_ns``: when the scan began (wall clock), if before
+    this call; the agent's temp files older than that are orphans.
     """
     await check_folder(path, config)
     started = time.perf_counter()
@@ -131,6 +133,7 @@ async def scan(
                 ignore,
                 session_of=partial(rules.session_name, root.name),
                 only=sessions,
+                claim=claim,
                 on_temp_files=partial(remove_orphans, root.path, before_ns=started_ns),
             ):
                 plan = await _plan(ledger, root, listing, report, progress, retry_dead)

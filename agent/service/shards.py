@@ -1,4 +1,4 @@
-"""A backlog scanned by several processes, each ingesting its share of the root's sessions.
+"""A backlog scanned by several processes, each ingesting the sessions it claims.
 
 Why: the pipeline's own Python (listing, hashing small files, records, sidecars, crates) runs
 under one interpreter lock. On 20,000 small files no extractor claims, a scan kept one core busy
@@ -6,16 +6,19 @@ and left the other idle (48% of two cores; extraction already runs in worker pro
 spread a tree the same way: iRODS automated ingest hands folders to a pool of worker processes.
 
 The root's units (its top-level folders and loose files; rules never group one session across two)
-are counted from directory entries alone, then dealt to the processes by file count, largest
-first, so that each gets about the same work. Each child (shardworker) is a whole scan of its
-units with its own ledger connection: SQLite's write lock orders their commits, and what one
-process serialises in memory they serialise together (drift baselines learn in turns: fs.turns).
-The parent holds the state directory's lock for them, shows their progress, adds up their
-reports, and ends them if it is ended (or killed: each child asks the kernel for SIGTERM when its
-parent dies). A child that fails takes nothing with it: what it had not committed is redone by
-the next run, as after any crash, and the scan says so and exits non-zero.
+are counted from directory entries alone. This process and one child per other core
+(shardworker) then each run a whole scan of the root, in the same order, and ingest a unit only if
+they are first to claim it (Claims: a byte per unit in a file, set under an flock) as its turn
+comes. So the work is shared out as it is done, whatever each unit costs, and the children's
+start-up is no one's wait: this process starts at once. Each has its own ledger connection:
+SQLite's write lock orders their commits, and what one process serialises in memory they
+serialise together (drift baselines learn in turns: fs.turns). This process holds the state
+directory's lock for them, shows their progress, adds up their reports, and ends them if it is
+ended (or killed: each child asks the kernel for SIGTERM when its parent dies). A child that
+fails takes nothing with it: what it had claimed and not committed is redone by the next run, as
+after any crash, and the scan says so and exits non-zero.
 
-A child costs a start-up (0.3-0.5 s of CPU), so by default a folder is split only when each
+A child costs a start-up (0.3-0.5 s of CPU), so by default a folder is shared only when each
 process gets at least FILES_PER_PROCESS files; ``scan_processes`` sets the number outright.
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import pickle
@@ -30,7 +34,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +77,9 @@ class ShardJob:
 
     path: Path
     config: AgentConfig
+    #: Every unit counted, in the order of the claims file's bytes.
     units: tuple[str, ...]
+    claims: Path
     retry_dead: bool
     #: The parent's start (wall clock): temp files older than this were left by an interrupted
     #: run; a sibling's are newer.
@@ -134,18 +140,6 @@ def processes_for(units: list[Unit], setting: int, cores: int) -> int:
     return max(1, min(wanted, len(units)))
 
 
-def deal(units: list[Unit], processes: int) -> list[tuple[str, ...]]:
-    """The units shared among ``processes`` by file count: the largest first, each to the share
-    with the fewest files so far. Deterministic (ties go by name, then by share)."""
-    shares: list[list[str]] = [[] for _ in range(processes)]
-    loads = [0] * processes
-    for unit in sorted(units, key=lambda u: (-u.files, u.name)):
-        lightest = min(range(processes), key=lambda i: (loads[i], i))
-        shares[lightest].append(unit.name)
-        loads[lightest] += max(unit.files, 1)
-    return [tuple(sorted(share)) for share in shares if share]
-
-
 def usable_cores() -> int:
     return len(os.sched_getaffinity(0))
 
@@ -170,32 +164,107 @@ async def scan_backlog(
         return await scan(path, config, ledger, progress=progress, retry_dead=retry_dead)
     # Registered once here, before the children race to do it.
     await ledger.ensure_root(path, root_name_for(path, config))
-    shares = deal(units, processes)
     log.info(
-        f"scanning in {len(shares)} processes",
-        extra={"processes": len(shares), "files": sum(u.files for u in units)},
+        f"scanning in {processes} processes",
+        extra={"processes": processes, "files": sum(u.files for u in units)},
     )
     started = time.perf_counter()
+    names = tuple(u.name for u in units)
+    shared = config.model_copy(
+        update={
+            # The machine's threads and extraction workers shared out, not multiplied.
+            "hash_threads": max(1, config.hash_threads // processes),
+            # Units are claimed as discovery reaches them: a long queue would claim far ahead of
+            # the work, and leave one process with a tail the others could have taken.
+            "queue_size": config.workers,
+        }
+    )
     job = ShardJob(
         path=path,
-        # The machine's threads and extraction workers shared out, not multiplied.
-        config=config.model_copy(update={"hash_threads": max(1, config.hash_threads // len(shares))}),
-        units=(),
+        config=shared,
+        units=names,
+        claims=await asyncio.to_thread(Claims.create, config.state_dir, len(names)),
         retry_dead=retry_dead,
         started_ns=time.time_ns(),
         progress=progress is not None,
         logging=log_settings,
     )
     report = ScanReport()
-    children = [_Child(job, share) for share in shares]
+    children = [_Child(job) for _ in range(processes - 1)]
+    claims = Claims(job.claims, names, takes_unknown=True)
     try:
         for child in children:
             await child.start()
-        await asyncio.gather(*(child.finish(report, progress) for child in children))
+        own = asyncio.ensure_future(
+            scan(
+                path,
+                shared,
+                ledger,
+                progress=progress,
+                retry_dead=retry_dead,
+                claim=claims.claim,
+                started_ns=job.started_ns,
+            )
+        )
+        await _all_or_none([own, *(asyncio.ensure_future(c.finish(report, progress)) for c in children)])
+        report.absorb(own.result())
     finally:
         await asyncio.shield(asyncio.gather(*(child.stop() for child in children)))
+        claims.close()
+        job.claims.unlink(missing_ok=True)
     report.elapsed_s = time.perf_counter() - started
     return report
+
+
+async def _all_or_none(tasks: list[asyncio.Future[Any]]) -> None:
+    """Every task done; should one fail (or this be cancelled), the others cancelled and waited for."""
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
+
+
+class Claims:
+    """Which process ingests each unit of a shared scan: the first that claims it. One byte per
+    unit in a file of the state directory, read and set under an flock (held for microseconds,
+    so taken on the event loop's thread; the kernel drops it if its holder dies)."""
+
+    PREFIX = "scan-claims-"
+
+    def __init__(self, path: Path, units: tuple[str, ...], *, takes_unknown: bool = False) -> None:
+        self._index = {name: i for i, name in enumerate(units)}
+        #: Whether this process takes the units that appeared after the count (one process must).
+        self._takes_unknown = takes_unknown
+        self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+
+    @classmethod
+    def create(cls, state_dir: Path, count: int) -> Path:
+        """A new claims file, none taken. Blocking."""
+        # The state lock is this scan's: any other claims file is a crashed scan's.
+        for stale in state_dir.glob(f"{cls.PREFIX}*"):
+            stale.unlink(missing_ok=True)
+        path = state_dir / f"{cls.PREFIX}{os.getpid()}"
+        with path.open("wb") as claims:
+            claims.truncate(count)
+        return path
+
+    def claim(self, unit: str) -> bool:
+        index = self._index.get(unit)
+        if index is None:
+            return self._takes_unknown
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            if os.pread(self._fd, 1, index) != b"\0":
+                return False
+            os.pwrite(self._fd, b"\1", index)
+            return True
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 async def _count_units(root: Path, ignore: IgnoreRules) -> list[Unit]:
@@ -209,10 +278,10 @@ async def _count_units(root: Path, ignore: IgnoreRules) -> list[Unit]:
 
 
 class _Child:
-    """One child scan: started with its share, read until it reports, stopped if need be."""
+    """One child scan: started, read until it reports, stopped if need be."""
 
-    def __init__(self, job: ShardJob, units: tuple[str, ...]) -> None:
-        self.job = replace(job, units=units)
+    def __init__(self, job: ShardJob) -> None:
+        self.job = job
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -242,9 +311,8 @@ class _Child:
         if status != 0 or not reported:
             report.lost_processes += 1
             log.error(
-                f"a scan process ended {_how(status)} before it finished its share "
-                f"({len(self.job.units)} of the folder's top-level entries): what it had not "
-                "committed is ingested by the next run",
+                f"a scan process ended {_how(status)} before it finished: what it had claimed "
+                "and not committed is ingested by the next run",
                 extra={"pid": self.process.pid, "exit_status": status},
             )
 

@@ -1,10 +1,10 @@
 """One process of a shared scan (see shards): ``python -m agent.service.shardworker PARENT_PID``.
 
-Reads its ShardJob (pickled) on standard input, scans its units with its own ledger connection,
-and writes JSON lines on the standard output it was started with: progress (``found``,
-``advance``, a few a second at most) when the parent shows a bar, then its ``report``. Its logs
-go to standard error, as the parent's do; so does anything else that would print, so that no
-stray line mixes with the messages.
+Reads its ShardJob (pickled) on standard input, scans the units it claims with its own ledger
+connection, and writes JSON lines on the standard output it was started with: progress
+(``found``, ``advance``, a few a second at most) when the parent shows a bar, then its
+``report``. Its logs go to standard error, as the parent's do; so does anything else that would
+print, so that no stray line mixes with the messages.
 """
 
 from __future__ import annotations
@@ -82,18 +82,23 @@ def _die_with_parent(parent: int) -> None:
 async def _scan(job: ShardJob, messages: _Messages) -> None:
     from ..ledger import Ledger
     from .scan import scan
+    from .shards import Claims
 
     progress = _Progress(messages) if job.progress else None
-    async with Ledger.open(job.config.ledger_path) as ledger:
-        report = await scan(
-            job.path,
-            job.config,
-            ledger,
-            progress=progress,
-            retry_dead=job.retry_dead,
-            sessions=job.units,
-            started_ns=job.started_ns,
-        )
+    claims = Claims(job.claims, job.units)
+    try:
+        async with Ledger.open(job.config.ledger_path) as ledger:
+            report = await scan(
+                job.path,
+                job.config,
+                ledger,
+                progress=progress,
+                retry_dead=job.retry_dead,
+                claim=claims.claim,
+                started_ns=job.started_ns,
+            )
+    finally:
+        claims.close()
     if progress is not None:
         progress.flush()
     messages.send({"report": dataclasses.asdict(report)})
