@@ -21,6 +21,11 @@ from agent.service.shards import FILES_PER_PROCESS, Claims, Unit, count_units, p
 
 from .conftest import REPO, agent_cli, read_sidecar, run_scan, write
 
+#: Sessions and files each: enough that a child, which starts late, takes its part and is still
+#: busy when it is signalled.
+TREE = (60, 60)
+FILES = TREE[0] * TREE[1]
+
 
 def make_tree(drop: Path, sessions: int, files: int) -> None:
     for s in range(sessions):
@@ -105,20 +110,57 @@ def test_a_folder_is_split_only_when_each_process_gets_enough_files() -> None:
 
 def test_a_shared_scan_writes_what_one_process_writes(tmp_path: Path) -> None:
     one, shared = tmp_path / "one" / "drop", tmp_path / "shared" / "drop"
-    make_tree(one, sessions=8, files=6)
+    make_tree(one, *TREE)  # enough that the child, which starts late, takes its part
     write(one / "loose.raw", b"loose")
     shutil.copytree(one, shared)  # copy2: the same mtimes, so the same sidecars
     alone = scan_cli(one, tmp_path / "one" / "state", 1)
     split = scan_cli(shared, tmp_path / "shared" / "state", 2, "--json-logs")
     assert alone.returncode == 0 and split.returncode == 0, split.stderr
     assert "scanning in 2 processes" in split.stderr and "scanning in" not in alone.stderr
-    assert row(split.stdout, "files ingested") == "49" and row(split.stdout, "sessions") == "9"
+    assert row(split.stdout, "files ingested") == str(FILES + 1)
+    assert row(split.stdout, "sessions") == str(TREE[0] + 1)
+    taken = re.fullmatch(r"2 \((\d+), (\d+)\)", row(split.stdout, "processes (sessions each)"))
+    assert taken and int(taken[1]) > 0 and int(taken[2]) > 0, split.stdout  # both took part
+    assert int(taken[1]) + int(taken[2]) == TREE[0] + 1
     assert ledger_files(tmp_path / "shared" / "state") == ledger_files(tmp_path / "one" / "state")
     assert outputs(shared) == outputs(one)
-    assert len(outputs(shared)) == 49 + 8
-    # Nothing left for a second scan, in either mode.
+    assert len(outputs(shared)) == FILES + 1 + TREE[0]
+    # Nothing left for a second scan, in either mode; the claims file is gone.
     again = scan_cli(shared, tmp_path / "shared" / "state", 2)
-    assert again.returncode == 0 and row(again.stdout, "unchanged (not read)") == "49"
+    assert again.returncode == 0 and row(again.stdout, "unchanged (not read)") == str(FILES + 1)
+    assert not list((tmp_path / "shared" / "state").glob(f"{Claims.PREFIX}*"))
+
+
+def test_claims_hold_between_processes(tmp_path: Path) -> None:
+    """Three processes claim the same 100,000 units at the same moment: each is granted once."""
+    units = tuple(f"u{i}" for i in range(100_000))
+    path = Claims.create(tmp_path, len(units))
+    (tmp_path / "units").write_text("\n".join(units))
+    claimer = (
+        "import sys; from pathlib import Path; from agent.service.shards import Claims; "
+        "units = tuple(Path(sys.argv[2]).read_text().split()); claims = Claims(Path(sys.argv[1]), units); "
+        "print('ready', flush=True); sys.stdin.readline(); "
+        "print(sum(claims.claim(u) for u in units))"
+    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", claimer, str(path), str(tmp_path / "units")],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    for process in processes:
+        assert process.stdout is not None and process.stdout.readline() == "ready\n"
+    for process in processes:  # all at once
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    granted = [int(p.communicate(timeout=60)[0]) for p in processes]
+    assert sum(granted) == len(units), granted
+    assert path.read_bytes() == b"\1" * len(units)
 
 
 RULE = """
@@ -183,8 +225,17 @@ def is_shard_worker(pid: int) -> bool:
         return False
 
 
+def written_by(pid: int) -> int:
+    """Bytes the process has written (its sidecars among them), from /proc."""
+    try:
+        io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+    return int(io["wchar"])
+
+
 def start_scan(drop: Path, state: Path) -> tuple[subprocess.Popen[str], list[int]]:
-    """A scan shared with one child, once both have ingested something."""
+    """A scan shared with one child, once the child has written a session's sidecars or so."""
     scan = subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "scan", str(drop), "--state-dir", str(state)],
         env={**os.environ, "FAIR_AGENT_SCAN_PROCESSES": "2"},
@@ -196,15 +247,11 @@ def start_scan(drop: Path, state: Path) -> tuple[subprocess.Popen[str], list[int
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         workers = [pid for pid in children_of(scan.pid) if is_shard_worker(pid)]
-        if len(workers) == 1 and len(list(drop.glob("*/*.fair.json"))) > TREE[1]:
+        if len(workers) == 1 and written_by(workers[0]) > 50_000:
             return scan, workers
         time.sleep(0.01)
     scan.kill()
     raise AssertionError(f"the scan did not start its children: {scan.communicate()[1][-2000:]}")
-
-
-TREE = (60, 60)  # sessions, files each: enough that a child is still busy when it is signalled
-FILES = TREE[0] * TREE[1]
 
 
 def ingested_once(drop: Path, state: Path) -> None:

@@ -113,6 +113,11 @@ def summary_table(report: ScanReport, delivery: Delivery | None = None) -> Table
     table.add_column("value", justify="right")
     rows = [
         ("sessions", str(report.sessions)),
+        *(
+            [("processes (sessions each)", f"{len(shares)} ({', '.join(map(str, shares))})")]
+            if (shares := report.sessions_by_process)
+            else []
+        ),
         ("files seen", str(report.files_seen)),
         ("files ingested", str(report.files_ingested)),
         ("bytes hashed", human_bytes(report.bytes_hashed)),

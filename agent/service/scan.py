@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Protocol
@@ -53,6 +53,8 @@ class ScanReport:
     uncommitted: int = 0
     #: Processes of a shared scan (service.shards) that ended before they reported.
     lost_processes: int = 0
+    #: In a shared scan, the sessions each process took (this one first).
+    sessions_by_process: list[int] = field(default_factory=list)
     elapsed_s: float = 0.0
 
     def add_ingest(self, tally: Tally, hasher: Hasher) -> None:
@@ -69,7 +71,7 @@ class ScanReport:
     def absorb(self, other: ScanReport) -> None:
         """Another process's share of the same scan, added up (elapsed_s is the caller's)."""
         for name in self.__dataclass_fields__:
-            if name != "elapsed_s":
+            if name not in ("elapsed_s", "sessions_by_process"):
                 setattr(self, name, getattr(self, name) + getattr(other, name))
 
     @property

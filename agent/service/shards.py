@@ -191,8 +191,9 @@ async def scan_backlog(
     )
     report = ScanReport()
     children = [_Child(job) for _ in range(processes - 1)]
-    claims = Claims(job.claims, names, takes_unknown=True)
+    claims: Claims | None = None
     try:
+        claims = Claims(job.claims, names, takes_unknown=True)
         for child in children:
             await child.start()
         own = asyncio.ensure_future(
@@ -208,9 +209,11 @@ async def scan_backlog(
         )
         await _all_or_none([own, *(asyncio.ensure_future(c.finish(report, progress)) for c in children)])
         report.absorb(own.result())
+        report.sessions_by_process = [own.result().sessions, *(c.sessions for c in children)]
     finally:
         await asyncio.shield(asyncio.gather(*(child.stop() for child in children)))
-        claims.close()
+        if claims is not None:
+            claims.close()
         job.claims.unlink(missing_ok=True)
     report.elapsed_s = time.perf_counter() - started
     return report
@@ -282,10 +285,24 @@ class _Child:
 
     def __init__(self, job: ShardJob) -> None:
         self.job = job
+        #: Sessions it ingested or found done, once it has reported.
+        self.sessions = 0
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
+        # Started with SIGINT blocked (the mask is inherited): a stop asked for while the child's
+        # interpreter starts waits until it can be taken quietly (see shardworker.main).
+        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.process = await self._spawn()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+        assert self.process.stdin is not None
+        self.process.stdin.write(pickle.dumps(self.job))
+        self.process.stdin.close()
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
             sys.executable,
             "-P",  # the current folder is not searched for modules: only the agent's own
             "-m",
@@ -299,9 +316,6 @@ class _Child:
             # each child once (a second SIGINT would break into a child's own clean-up).
             process_group=0,
         )
-        assert self.process.stdin is not None
-        self.process.stdin.write(pickle.dumps(self.job))
-        self.process.stdin.close()
 
     async def finish(self, report: ScanReport, progress: ScanProgress | None) -> None:
         """Read the child until it ends: its report added to ``report``, its logs passed on."""
@@ -322,7 +336,9 @@ class _Child:
         async for line in self.process.stdout:
             message: dict[str, Any] = orjson.loads(line)
             if "report" in message:
-                report.absorb(ScanReport(**message["report"]))
+                own = ScanReport(**message["report"])
+                report.absorb(own)
+                self.sessions = own.sessions
                 reported = True
             elif progress is not None and "found" in message:
                 progress.found(*message["found"])

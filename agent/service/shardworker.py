@@ -106,14 +106,16 @@ async def _scan(job: ShardJob, messages: _Messages) -> None:
 
 def main() -> int:
     _die_with_parent(int(sys.argv[1]))
-    # Until the scan's event loop takes SIGINT over, an interrupt (the parent stopping its
-    # children as they start) is noted, and ends this process quietly before anything begins.
+    # The parent started this process with SIGINT blocked, so that a stop asked for while the
+    # interpreter started stayed pending. From here it is noted, and ends this process quietly
+    # before anything begins, until the scan's event loop takes SIGINT over.
     interrupts: list[int] = []
 
     def note(signum: int, frame: FrameType | None) -> None:
         interrupts.append(signum)
 
     signal.signal(signal.SIGINT, note)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     from ..core import collector
     from ..core.errors import AgentError
     from .logs import setup_logging
