@@ -48,7 +48,7 @@ from .scan import ScanProgress, ScanReport, check_folder, root_name_for, scan
 log = logging.getLogger("fair_agent.scan")
 
 #: Below this many files for each process, a folder is scanned by one (a child's start-up would
-#: cost more than its share saves: ~0.4 s of CPU against ~0.25 ms of the pipeline's Python a file).
+#: cost more than its part saves: ~0.4 s of CPU against ~0.25 ms of the pipeline's Python a file).
 FILES_PER_PROCESS = 2000
 WORKER_MODULE = "agent.service.shardworker"
 #: How long children have to stop after the scan is interrupted, before they are killed.
@@ -91,7 +91,8 @@ class ShardJob:
 def count_units(root: Path, ignore: IgnoreRules, stop: threading.Event | None = None) -> list[Unit]:
     """The root's units with the files below each, counted from directory entries alone (nothing
     stat'ed, no symlink followed, the agent's own outputs left out): enough to share out the
-    work; the children list what they ingest properly. Blocking; ``stop`` ends it early."""
+    work and to name the claims; each process lists what it ingests properly. Blocking;
+    ``stop`` ends it early."""
     units: list[Unit] = []
     stop = stop or threading.Event()
     with os.scandir(root) as entries:
@@ -129,7 +130,7 @@ def _files_below(folder: str, ignore: IgnoreRules, stop: threading.Event) -> int
                     else:
                         count += 1
         except OSError:
-            continue  # the child that lists it says what is wrong
+            continue  # the process that lists it says what is wrong
     return count
 
 
@@ -334,7 +335,11 @@ class _Child:
         assert self.process is not None and self.process.stdout is not None
         reported = False
         async for line in self.process.stdout:
-            message: dict[str, Any] = orjson.loads(line)
+            try:
+                message: dict[str, Any] = orjson.loads(line)
+            except orjson.JSONDecodeError:  # not ours to stop the scan for: the report decides
+                log.warning(f"a scan process wrote an unreadable line: {line[:200]!r}")
+                continue
             if "report" in message:
                 own = ScanReport(**message["report"])
                 report.absorb(own)
