@@ -146,9 +146,10 @@ COMMAND = Command(
     description="Ingest every file under PATH through the service's pipeline (burst mode), then "
     "exit. Files already in the ledger and unchanged are not read again. Exit status: 0 when "
     "everything was ingested (and, with [store] or [bus], shipped and announced), 1 when anything "
-    "is dead-lettered or not committed, 75 when the store or the bus stayed unreachable (the "
-    "backlog is kept for the service or `fair-agent ship`), 3 on a configuration error or a "
-    "state directory in use.",
+    "is dead-lettered or not committed (or a process of a shared scan failed), 75 when the store "
+    "or the bus stayed unreachable (the backlog is kept for the service or `fair-agent ship`), 3 on "
+    "a configuration error or a state directory in use. A folder of at least 2,000 files per core "
+    "is shared among one process per core (scan_processes).",
     examples=("fair-agent scan /data/plate-reader --config /etc/fair-agent/agent.toml",),
     add_arguments=add_arguments,
     run=run,
