@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from agent.core.config import AgentConfig
 from agent.core.naming import CRATE_NAME, IgnoreRules, sidecar_name
 from agent.fs.turns import Turns
@@ -306,3 +308,24 @@ def test_an_interrupted_scan_stops_its_children(tmp_path: Path) -> None:
     assert gone(workers, within_s=1)
     assert "Traceback" not in err and "Exception in thread" not in err  # each child stopped cleanly
     ingested_once(drop, state)
+
+
+def test_a_turn_file_someone_else_created_can_still_be_taken(tmp_path: Path) -> None:
+    """root's scan leaves the drift turn files root's own: the service's user, who may not write
+    them, must still take its turns (here: root without the capabilities that let it write any
+    file, and the file read-only)."""
+    turns = Turns(tmp_path, "drift-learning")
+    asyncio.run(turns.take("kinetics")).release()
+    turns.path("kinetics").chmod(0o444)
+    taker = (
+        "import asyncio, sys; from pathlib import Path; from agent.fs.turns import Turns; "
+        "asyncio.run(Turns(Path(sys.argv[1]), 'drift-learning').take('kinetics')).release()"
+    )
+    cmd = [sys.executable, "-c", taker, str(tmp_path)]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root and setpriv (util-linux) is missing: cannot drop DAC override")
+        caps = "-dac_override,-dac_read_search"
+        cmd = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", *cmd]
+    taken = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert taken.returncode == 0, taken.stderr

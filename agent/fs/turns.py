@@ -51,8 +51,9 @@ class Turns:
         """Wait for the turn, then hold it. Cancellable while it waits (it polls: a thread blocked
         in flock could not be cancelled)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        # Readable by all, as the state lock is: root's scan must not lock the service user out.
-        fd = os.open(self.path(name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # Opened for reading only (flock needs no more) and readable by all, as the state lock
+        # is: a file that root's scan created must not lock the service's user out.
+        fd = os.open(self.path(name), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             while True:
                 try:
