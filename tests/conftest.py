@@ -27,6 +27,13 @@ pytest_plugins = ["tests.s3server", "tests.natsserver", "tests.pgserver"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+# The suite starts the agent's processes hundreds of times (CLI runs, extraction workers, a shared
+# scan's children, the chaos rounds). Where the environment forbids bytecode, as CI's does, each
+# compiled the package's ~150 modules again: 0.25 s a start on the test machine. They may write it
+# (into __pycache__, which git ignores), as an installed agent's would be.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 CORPUS = SHARED / "corpus"
 VALIDATE_CRATE = SHARED / "tools" / "validate-crate"
 
