@@ -24,6 +24,12 @@ class Releasable(Protocol):
     def release(self) -> None: ...
 
 
+def release_all(held: list[Releasable]) -> None:
+    """Release what a batch holds, the last taken first."""
+    while held:
+        held.pop().release()
+
+
 class Turn:
     """A turn held (its lock file open and flock'ed); ``release`` gives it back."""
 

@@ -17,7 +17,7 @@ from ..core.config import AgentConfig
 from ..core.errors import SessionRejectedError, ValidationFailedError
 from ..core.records import FileRecord
 from ..extractors import load_extractors
-from ..fs.turns import Releasable
+from ..fs.turns import Releasable, release_all
 from ..ledger import DriftUpdate, Ledger
 from ..rules import DatasetTypes, FieldProblem, Rule, RuleSet, Validated, load_rules
 from .drift import DriftCheck
@@ -41,8 +41,7 @@ class Review:
     held: list[Releasable] = field(default_factory=list)
 
     def release(self) -> None:
-        while self.held:
-            self.held.pop().release()
+        release_all(self.held)
 
 
 class Curator:

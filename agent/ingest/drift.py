@@ -23,7 +23,7 @@ from ..core.batch import Batch
 from ..core.drift import Baseline, Drift, Shape
 from ..core.errors import DriftQuarantinedError
 from ..core.records import EXTRACTION_FAILURE, FileRecord
-from ..fs.turns import Releasable, Turns
+from ..fs.turns import Releasable, Turns, release_all
 from ..ledger import DriftUpdate, Ledger
 from ..rules import Rule, Validated
 from ..rules.schema import DriftSettings
@@ -159,8 +159,7 @@ class DriftCheck:
                     quarantine.append((dataset_type, drift))
         except BaseException:
             # The verdict never reaches the caller, who would release what it holds after the commit.
-            while verdict.held:
-                verdict.held.pop().release()
+            release_all(verdict.held)
             raise
         if quarantine:
             verdict.quarantined = _quarantine_error(quarantine)
