@@ -27,6 +27,8 @@ pytest_plugins = ["tests.s3server", "tests.natsserver", "tests.pgserver"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+CORPUS = SHARED / "corpus"
+VALIDATE_CRATE = SHARED / "tools" / "validate-crate"
 
 # The suite starts the agent's processes hundreds of times (CLI runs, extraction workers, a shared
 # scan's children, the chaos rounds). Where the environment forbids bytecode, as CI's does, each
@@ -34,8 +36,6 @@ SHARED = REPO.parent / "shared"
 # (into __pycache__, which git ignores), as an installed agent's would be.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
-CORPUS = SHARED / "corpus"
-VALIDATE_CRATE = SHARED / "tools" / "validate-crate"
 
 
 def sha256_of(path: Path) -> str:
@@ -137,6 +137,17 @@ def copy_corpus(dest: Path) -> Path:
     return dest
 
 
+def without_dac_override(cmd: list[str]) -> list[str]:
+    """``cmd`` run without the capabilities that let root read and write any file (under root;
+    anyone else has none): file modes then bind it as they bind an ordinary service user."""
+    if os.geteuid() != 0:
+        return cmd
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root and setpriv (util-linux) is missing: cannot drop DAC override")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", *cmd]
+
+
 def agent_cli(
     *args: str, env: dict[str, str] | None = None, drop_dac: bool = False, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
@@ -146,11 +157,8 @@ def agent_cli(
     000 is as unreadable to the agent as it would be to an ordinary service user.
     """
     cmd = [sys.executable, "-m", "agent.cli", *args]
-    if drop_dac and os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("running as root and setpriv (util-linux) is missing: cannot make a file unreadable")
-        caps = "-dac_override,-dac_read_search"
-        cmd = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", *cmd]
+    if drop_dac:
+        cmd = without_dac_override(cmd)
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO)
 

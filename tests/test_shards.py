@@ -14,14 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from agent.core.config import AgentConfig
 from agent.core.naming import CRATE_NAME, IgnoreRules, sidecar_name
 from agent.fs.turns import Turns
 from agent.service.shards import FILES_PER_PROCESS, Claims, Unit, count_units, processes_for
 
-from .conftest import REPO, agent_cli, read_sidecar, run_scan, write
+from .conftest import REPO, agent_cli, read_sidecar, run_scan, without_dac_override, write
 
 #: Sessions and files each: enough that a child, which starts late, takes its part and is still
 #: busy when it is signalled.
@@ -321,11 +319,6 @@ def test_a_turn_file_someone_else_created_can_still_be_taken(tmp_path: Path) -> 
         "import asyncio, sys; from pathlib import Path; from agent.fs.turns import Turns; "
         "asyncio.run(Turns(Path(sys.argv[1]), 'drift-learning').take('kinetics')).release()"
     )
-    cmd = [sys.executable, "-c", taker, str(tmp_path)]
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("running as root and setpriv (util-linux) is missing: cannot drop DAC override")
-        caps = "-dac_override,-dac_read_search"
-        cmd = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", *cmd]
+    cmd = without_dac_override([sys.executable, "-c", taker, str(tmp_path)])
     taken = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert taken.returncode == 0, taken.stderr
