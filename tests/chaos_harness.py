@@ -56,6 +56,9 @@ class Chaos:
         ]
         self.rng.shuffle(self.pending)
         self.dropped: list[Path] = []
+        #: What each dropped file holds (none is changed after): hashing every file again in every
+        #: round's check was most of the suite's chaos test, 20 MB files among them.
+        self.digests: dict[Path, str] = {}
         self.report = ChaosReport(files=len(self.pending))
 
     # -- driving the agent ------------------------------------------------------------------------
@@ -84,7 +87,9 @@ class Chaos:
             # Mostly small, sometimes large: a large file widens the window between a batch's
             # sidecars reaching the disk and its ledger commit, where a kill matters most.
             size = self.rng.choice([0, 10, 1000, 100_000, 100_000, 20_000_000])
-            path.write_bytes(os.urandom(size))
+            data = os.urandom(size)
+            path.write_bytes(data)
+            self.digests[path] = hashlib.sha256(data).hexdigest()
             self.dropped.append(path)
         del self.pending[:count]
 
@@ -142,7 +147,7 @@ class Chaos:
         for relpath, version, sha, status, _ in rows:
             seen[relpath] = seen.get(relpath, 0) + 1
             path = self.drop / relpath
-            if sha != sha256(path):
+            if sha != self.digests.get(path):
                 problems.append(f"{tag}: ledger sha256 of {relpath} is not the file's")
             sidecar = Path(f"{path}.fair.json")
             if not sidecar.exists():
@@ -157,7 +162,7 @@ class Chaos:
                 problems.append(f"{tag}: torn sidecar {sidecar.name}")
                 continue
             data = Path(str(sidecar)[: -len(".fair.json")])
-            if meta["sha256"] != sha256(data):
+            if meta["sha256"] != self.digests.get(data):
                 problems.append(f"{tag}: sidecar of {data.name} has a sha256 the file never had")
         orphans = 0
         if rows:
@@ -173,6 +178,7 @@ class Chaos:
             problems.append(f"final: {len(seen)} of {len(self.dropped)} files ingested")
         if list(self.drop.rglob("*.fair-tmp")):
             problems.append("final: temp files left behind")
+        problems += [f"final: {p.name} changed on disk" for p, d in self.digests.items() if sha256(p) != d]
         for crate_path in self.drop.glob("*/ro-crate-metadata.json"):
             crate = json.loads(crate_path.read_text(encoding="utf-8"))
             parts = {p["@id"] for p in next(n for n in crate["@graph"] if n["@id"] == "./")["hasPart"]}
