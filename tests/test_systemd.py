@@ -9,6 +9,7 @@ with ``unshare --pid --fork --mount-proc --mount chroot``. Everything is driven 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -65,6 +66,37 @@ def debian_root() -> Path:
     (building / ".complete").touch()
     building.rename(ROOTFS)
     return ROOTFS
+
+
+def dependency_wheels() -> Path:
+    """The wheels of the agent's dependencies (with the transform extra), fetched once for each
+    pyproject.toml and Python and kept: resolving and fetching them was 15 s of every run. The
+    agent's own wheel is not among them; each run builds it from the checkout."""
+    key = hashlib.sha256((REPO / "pyproject.toml").read_bytes() + sys.version.encode()).hexdigest()[:16]
+    folder = CACHE / f"wheels-{key}"
+    if (folder / ".complete").exists():
+        return folder
+    for stale in CACHE.glob("wheels-*"):  # of a pyproject.toml of the past, or a build cut short
+        shutil.rmtree(stale)
+    building = folder.with_name(folder.name + ".building")
+    building.parent.mkdir(parents=True, exist_ok=True)
+    build_wheels(building, f"{REPO}[transform]")
+    for own in building.glob("fair_agent-*.whl"):
+        own.unlink()
+    (building / ".complete").touch()
+    building.rename(folder)
+    return folder
+
+
+def build_wheels(folder: Path, requirement: str, *, no_deps: bool = False) -> None:
+    options = ["--no-deps"] if no_deps else []
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", *options, "--wheel-dir", str(folder), requirement],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 class Machine:
@@ -147,13 +179,8 @@ def machine(tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> Iterator[Mac
     # A fresh copy of the cached root for each run: nothing leaks from one run into the next.
     run("cp", "-a", str(debian_root()), str(root), timeout=600)
     wheels = root / "opt" / "wheels"
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels), f"{REPO}[transform]"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    shutil.copytree(dependency_wheels(), wheels, ignore=shutil.ignore_patterns(".complete"))
+    build_wheels(wheels, str(REPO), no_deps=True)
     source = root / "opt" / "src"
     for part in ("systemd", "rules"):
         shutil.copytree(REPO / part, source / part)
