@@ -92,7 +92,7 @@ class Announcer:
         deadline = None if give_up_after_s is None else time.monotonic() + give_up_after_s
         while True:
             try:
-                async with self._connected() as (client, js):
+                async with self._connected(deadline) as (client, js):
                     await self._recovered()
                     await self._publish_all(js)
                     await self._await_receipts(RECEIPT_GRACE_S)
@@ -108,9 +108,9 @@ class Announcer:
                 await asyncio.sleep(delay)
 
     @contextlib.asynccontextmanager
-    async def _connected(self) -> AsyncIterator[tuple[Any, Any]]:
+    async def _connected(self, deadline: float | None = None) -> AsyncIterator[tuple[Any, Any]]:
         self._problems.clear()
-        client = await connect(self.settings, self.agent_name, problems=self._problems)
+        client = await connect(self.settings, self.agent_name, problems=self._problems, deadline=deadline)
         try:
             await client.subscribe(receipt_subject(self.agent_name), cb=self._on_receipt)
             yield client, client.jetstream()

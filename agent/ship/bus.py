@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from ..core.config import BusSettings
@@ -20,6 +21,8 @@ from .credentials import bus_credentials
 log = logging.getLogger("fair_agent.bus")
 #: Seconds the first connection to the bus may take (every server of the list tried).
 FIRST_CONNECT_S = 15.0
+#: The least a connection is given, however near the caller's deadline: one try.
+ONE_TRY_S = 2.0
 
 
 class BusUnavailableError(RetryableError):
@@ -35,8 +38,15 @@ class EventRefusedError(TerminalError):
     """The bus will never take this event (larger than the server allows)."""
 
 
-async def connect(settings: BusSettings, agent_name: str, *, problems: list[str]) -> Any:
-    """A connected NATS client; its asynchronous errors (a permission refused) go to ``problems``."""
+async def connect(
+    settings: BusSettings, agent_name: str, *, problems: list[str], deadline: float | None = None
+) -> Any:
+    """A connected NATS client; its asynchronous errors (a permission refused) go to ``problems``.
+    It gives up at ``deadline`` (time.monotonic()), but not before one try: a `scan` told to give
+    up on the bus after 5 s had waited the whole FIRST_CONNECT_S."""
+    within = FIRST_CONNECT_S
+    if deadline is not None:
+        within = min(within, max(ONE_TRY_S, deadline - time.monotonic()))
     import nats
 
     async def on_error(exc: Exception) -> None:
@@ -46,7 +56,7 @@ async def connect(settings: BusSettings, agent_name: str, *, problems: list[str]
     try:
         # Bounded: with reconnects allowed, nats-py's first connect would retry for ever, and a
         # scan could never give up on a bus that is down.
-        return await asyncio.wait_for(_connect(nats, settings, agent_name, on_error), FIRST_CONNECT_S)
+        return await asyncio.wait_for(_connect(nats, settings, agent_name, on_error), within)
     except Exception as exc:
         raise BusUnavailableError(f"cannot connect to the bus at {settings.url}: {_words(exc)}") from None
 
