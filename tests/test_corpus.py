@@ -6,7 +6,7 @@ from pathlib import Path
 
 from agent.core.config import AgentConfig
 
-from .conftest import copy_corpus, read_crate, read_sidecar, run_scan, sha256_of, validate_crate
+from .conftest import copy_corpus, read_crate, read_sidecar, run_scan, sha256_of, validate_crates
 
 
 async def test_corpus_sidecars_carry_true_hashes_and_crates_validate(
@@ -34,6 +34,5 @@ async def test_corpus_sidecars_carry_true_hashes_and_crates_validate(
     entity = next(n for n in read_crate(mps.parent)["@graph"] if n["@id"] == mps.name)
     assert entity["description"].startswith("BioLogic EC-Lab settings: GCPL")
     # The validator takes seconds per crate: two sessions with awkward names, not all of them.
-    for folder in (drop / "instruments" / "ftir", drop / "eln" / "elabftw"):
-        result = validate_crate(folder)
+    for result in validate_crates([drop / "instruments" / "ftir", drop / "eln" / "elabftw"]):
         assert result.returncode == 0, result.stdout + result.stderr
