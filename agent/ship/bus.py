@@ -43,7 +43,7 @@ async def connect(
 ) -> Any:
     """A connected NATS client; its asynchronous errors (a permission refused) go to ``problems``.
     It gives up at ``deadline`` (time.monotonic()), but not before one try: a `scan` told to give
-    up on the bus after 5 s had waited the whole FIRST_CONNECT_S."""
+    up on the bus after 5 s must not wait FIRST_CONNECT_S first."""
     within = FIRST_CONNECT_S
     if deadline is not None:
         within = min(within, max(ONE_TRY_S, deadline - time.monotonic()))
