@@ -23,6 +23,7 @@ import pytest
 
 from agent.hub.config import HubSettings
 from agent.hub.service import Hub
+from agent.ship.announcer import PUBLISH_TIMEOUT_S
 from agent.ship.bus import FIRST_CONNECT_S
 from tests.conftest import REPO, agent_cli, write
 from tests.natsserver import NatsServer, agent_permissions
@@ -390,9 +391,13 @@ async def test_an_agent_cannot_publish_under_another_agents_subject(
     # pc-2's account, configured to speak as pc-1.
     config, drop = agent_config(tmp_path, "pc-1", bus, as_user="pc-2")
     write(drop / "run" / "a.txt", "hello")
+    started = time.monotonic()
     done = agent_cli("scan", str(drop), "--config", str(config), "--json-logs")
     assert done.returncode == 75
-    assert "Permissions Violation" in done.stderr or "permission" in done.stderr.lower()
+    assert "the bus refuses this agent fair.v1.pc-1." in done.stderr, done.stderr[-2000:]
+    assert "permissions violation for publish" in done.stderr.lower()
+    # The server refuses at once: no try waits for an acknowledgement that cannot come.
+    assert time.monotonic() - started < PUBLISH_TIMEOUT_S
     assert ledger(config, "SELECT count(*) FROM events WHERE published_at IS NULL") == [(1,)]
     assert await catalogue_rows(pg_server, pg_database) == 0
 

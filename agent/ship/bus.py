@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import Any
 
@@ -38,19 +39,49 @@ class EventRefusedError(TerminalError):
     """The bus will never take this event (larger than the server allows)."""
 
 
+#: How the server names the subject of a publish it refused this connection.
+_REFUSED_PUBLISH = re.compile(r'permissions violation for publish to "([^"]+)"', re.IGNORECASE)
+
+
+class BusErrors:
+    """What the bus said on one connection outside any reply (a permission refused): the last of it
+    explains the failures it causes. The server refuses a publish at once, but a JetStream publish
+    waits for an acknowledgement that never comes until it times out; ``refusal`` ends that wait."""
+
+    def __init__(self) -> None:
+        self.said: list[str] = []
+        #: Subjects the bus acknowledged a publish on: no refusal is waited for on them any more.
+        self.accepted: set[str] = set()
+        self._refused: set[str] = set()
+        self._heard = asyncio.Event()
+
+    def hear(self, text: str) -> None:
+        self.said.append(text)
+        if (refused := _REFUSED_PUBLISH.search(text)) is not None:
+            self._refused.add(refused[1])
+            self._heard.set()
+
+    async def refusal(self, subject: str) -> str:
+        """Once the bus has refused a publish on ``subject``: what it said."""
+        while subject not in self._refused:
+            self._heard.clear()
+            await self._heard.wait()
+        return self.said[-1]
+
+
 async def connect(
-    settings: BusSettings, agent_name: str, *, problems: list[str], deadline: float | None = None
+    settings: BusSettings, agent_name: str, *, errors: BusErrors, deadline: float | None = None
 ) -> Any:
-    """A connected NATS client; its asynchronous errors (a permission refused) go to ``problems``.
-    It gives up at ``deadline`` (time.monotonic()), but not before one try: a `scan` told to give
-    up on the bus after 5 s must not wait FIRST_CONNECT_S first."""
+    """A connected NATS client; what the bus says outside replies (a permission refused) goes to
+    ``errors``. It gives up at ``deadline`` (time.monotonic()), but not before one try: a `scan`
+    told to give up on the bus after 5 s must not wait FIRST_CONNECT_S first."""
     within = FIRST_CONNECT_S
     if deadline is not None:
         within = min(within, max(ONE_TRY_S, deadline - time.monotonic()))
     import nats
 
     async def on_error(exc: Exception) -> None:
-        problems.append(str(exc))
+        errors.hear(str(exc))
         log.warning(f"bus: {exc}")
 
     try:
@@ -80,6 +111,8 @@ def classify(exc: BaseException, subject: str, problems: list[str]) -> Exception
     from nats.errors import MaxPayloadError
     from nats.js.errors import APIError, NoStreamResponseError
 
+    if isinstance(exc, (BusUnavailableError, EventRefusedError)):
+        return exc  # classified already
     if isinstance(exc, MaxPayloadError):
         return EventRefusedError(f"the event is larger than the bus allows ({exc})")
     if isinstance(exc, NoStreamResponseError):
