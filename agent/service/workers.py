@@ -111,11 +111,16 @@ class WorkerPool(Generic[T]):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc_type is None:
-            await self.join()
-        for task in [*self._tasks, *self._timers]:
-            task.cancel()
-        await asyncio.gather(*self._tasks, *self._timers, return_exceptions=True)
+        try:
+            if exc_type is None:
+                await self.join()
+        finally:
+            # Also when cancelled while it joins (a scan interrupted as its last batches ran): the
+            # caller closes the executors and the ledger next, and a batch still running would
+            # use them closed.
+            for task in [*self._tasks, *self._timers]:
+                task.cancel()
+            await asyncio.gather(*self._tasks, *self._timers, return_exceptions=True)
 
     async def _work(self) -> None:
         me = asyncio.current_task()
