@@ -52,13 +52,14 @@ class BusErrors:
         self.said: list[str] = []
         #: Subjects the bus acknowledged a publish on: no refusal is waited for on them any more.
         self.accepted: set[str] = set()
-        self._refused: set[str] = set()
+        #: What the bus said refusing each subject it refused.
+        self._refused: dict[str, str] = {}
         self._heard = asyncio.Event()
 
     def hear(self, text: str) -> None:
         self.said.append(text)
         if (refused := _REFUSED_PUBLISH.search(text)) is not None:
-            self._refused.add(refused[1])
+            self._refused[refused[1]] = text
             self._heard.set()
 
     async def refusal(self, subject: str) -> str:
@@ -66,7 +67,7 @@ class BusErrors:
         while subject not in self._refused:
             self._heard.clear()
             await self._heard.wait()
-        return self.said[-1]
+        return self._refused[subject]
 
 
 async def connect(
