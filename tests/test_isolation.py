@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -364,6 +365,28 @@ def test_a_group_read_together_gives_what_each_file_gives_alone(
     ]
     together = extract_each(parsers, files, seconds=5)
     assert together == [extract(parsers, e, path) for e, path in files]
+
+
+class Unusual:
+    """An extractor whose metadata orjson cannot write: integers beyond 64 bits."""
+
+    name = "unusual"
+    metadata: ClassVar[dict[str, int]] = {"count": 2**70, "least": -(2**63) - 1, "most": 2**64 - 1}
+
+    def accepts(self, name: str, head: bytes) -> bool:
+        return True
+
+    def extract(self, source: Source, budget: Budget) -> Metadata:
+        return dict(self.metadata)
+
+
+def test_metadata_comes_back_from_the_worker_as_the_extractor_gave_it(
+    parsers: IsolatedParsers, tmp_path: Path
+) -> None:
+    # An integer beyond 64 bits came back a float once (orjson reads it so).
+    got = extract(parsers, Unusual(), write(tmp_path / "a.dat", "x"))
+    assert {key: got[key] for key in Unusual.metadata} == Unusual.metadata
+    assert all(type(got[key]) is int for key in Unusual.metadata)
 
 
 class Chatter:

@@ -57,6 +57,33 @@ def test_compact_reads_back_as_the_document(document: Any) -> None:
 
 
 @settings(max_examples=300, deadline=None)
+@given(documents, st.booleans())
+def test_loads_reads_what_json_loads_reads(document: Any, ascii_only: bool) -> None:
+    text = json.dumps(document, ensure_ascii=ascii_only)  # escaped lone surrogates when ascii_only
+    assert jsontext.loads(text) == json.loads(text)
+    if ascii_only:
+        assert jsontext.loads(text.encode("ascii")) == json.loads(text)
+
+
+def test_loads_reads_what_only_the_standard_library_reads() -> None:
+    for text in (
+        '{"a": NaN}',
+        '{"a": -Infinity}',
+        '"\\udcff.csv"',
+        str(2**70),
+        "-9223372036854775809",
+        "1" + "0" * 400,
+    ):
+        expected = json.loads(text)
+        got = jsontext.loads(text)
+        assert repr(got) == repr(expected), text  # NaN equals nothing, its repr does
+    assert jsontext.loads('{"a": 1}'.encode("utf-16")) == {"a": 1}
+    for bad in ("{", "", '{"a": 1} x', b"\xff"):
+        with pytest.raises(ValueError):
+            jsontext.loads(bad)
+
+
+@settings(max_examples=300, deadline=None)
 @given(st.lists(st.dictionaries(st.text(max_size=8), documents, max_size=4), max_size=7), st.integers(1, 4))
 def test_crate_entities_serialised_together_are_each_as_serialised_alone(
     entities: list[dict[str, Any]], at_once: int

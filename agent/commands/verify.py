@@ -27,6 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ..core import jsontext
 from ..core.config import AgentConfig
 from ..core.errors import ConfigError, FileChangedError, FileVanishedError
 from ..core.naming import IgnoreRules, is_within, sidecar_name
@@ -140,7 +141,7 @@ async def _check_group(
 
 def _check_sidecar(root: Path, version: FileVersion) -> Finding:
     try:
-        sidecar = json.loads((root / sidecar_name(version.relpath)).read_text(encoding="utf-8"))
+        sidecar = jsontext.loads((root / sidecar_name(version.relpath)).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return Finding(
             version.relpath, "sidecar-missing", "the data is intact; its sidecar is gone", version.sha256

@@ -46,6 +46,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from ..core import jsontext
 from ..core.errors import AbortedError
 from ..core.records import DERIVED_TABLE
 from .base import (
@@ -134,10 +135,7 @@ def read_message(reader: BinaryIO) -> dict[str, Any]:
 
 
 def _decode(data: bytes) -> dict[str, Any]:
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError:  # what only the standard library writes and reads (see above)
-        value = json.loads(data)
+    value = jsontext.loads(data)  # the standard library's escapes too (see encode_message)
     if not isinstance(value, dict):
         raise ValueError("a message is not a JSON object")
     return value

@@ -30,7 +30,6 @@ import contextlib
 import ctypes
 import errno
 import hashlib
-import json
 import os
 import random
 import stat as stat_mod
@@ -42,8 +41,8 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from .. import AGENT_ENTITY_ID, AGENT_NAME
+from ..core import jsontext
 from ..core.errors import OutputWriteError
-from ..core.jsontext import indented_file
 from ..core.naming import is_derived_temp_name, is_our_temp_name, temp_name
 from .fsinfo import filesystem_type, is_loop_safe, is_network_filesystem
 from .safepath import open_dir_beneath, split
@@ -132,7 +131,7 @@ def is_agent_document(raw: bytes) -> bool:
     if raw.startswith(_HTML_MARK):
         return True
     try:
-        doc = json.loads(raw)
+        doc = jsontext.loads(raw)
     except ValueError:
         return False
     if not isinstance(doc, dict):
@@ -207,7 +206,7 @@ def _own_large_document(fd: int, name: str) -> str:
 def _encoded(content: Content) -> bytes | list[str]:
     """A small document's bytes; a large one stays text in pieces, encoded a piece at a time as it
     is hashed or written (a crate of 100,000 files would otherwise be in memory twice)."""
-    return indented_file(content) if isinstance(content, dict) else content
+    return jsontext.indented_file(content) if isinstance(content, dict) else content
 
 
 def _pieces(data: bytes | list[str]) -> Iterator[bytes]:

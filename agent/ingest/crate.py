@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .. import AGENT_ENTITY_ID, AGENT_NAME, AGENT_URL, __version__
+from ..core import jsontext
 from ..core.config import SiteSettings
-from ..core.jsontext import indented
 from ..core.naming import CRATE_NAME, display_name, relative_id
 from ..extractors.generic import PRONOM_NAMES
 from .entities import organisation_entities
@@ -53,7 +53,7 @@ def crate_can_list(relpath: str) -> bool:
 
 def entity_group(stored: str) -> list[dict[str, Any]]:
     """A ledger record's crate entities: a list (File entity first), or a lone File entity."""
-    value = json.loads(stored)
+    value = jsontext.loads(stored)
     return value if isinstance(value, list) else [value]
 
 
@@ -158,7 +158,7 @@ class SessionCrate:
 
     def _preview(self, root: dict[str, Any], others: list[dict[str, Any]]) -> list[str]:
         """The crate's ``ro-crate-preview.html``, in pieces (see preview)."""
-        files = ((json.loads(text), license_id, status) for _, text, license_id, status in self._files)
+        files = ((jsontext.loads(text), license_id, status) for _, text, license_id, status in self._files)
         return render_preview(root, files, len(self._files), {str(o["@id"]): o for o in others})
 
     def _assemble(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -268,7 +268,7 @@ def _indented(entity: dict[str, Any]) -> str:
 
     One value is written as itself, not as a list of one, as RO-Crate 1.2 recommends.
     """
-    return "    " + indented(_single_values(entity)).replace("\n", "\n    ")
+    return "    " + jsontext.indented(_single_values(entity)).replace("\n", "\n    ")
 
 
 def _single_values(entity: dict[str, Any]) -> dict[str, Any]:
@@ -286,14 +286,14 @@ def _indented_each(entities: list[dict[str, Any]]) -> list[str]:
     texts: list[str] = []
     for start in range(0, len(entities), ENTITIES_AT_ONCE):
         chunk = [_single_values(e) for e in entities[start : start + ENTITIES_AT_ONCE]]
-        first, *rest = indented(chunk).removeprefix("[\n").removesuffix("\n]").split(",\n  {")
+        first, *rest = jsontext.indented(chunk).removeprefix("[\n").removesuffix("\n]").split(",\n  {")
         texts += ["  " + piece.replace("\n", "\n  ") for piece in [first, *("  {" + r for r in rest)]]
     return texts
 
 
 def _with_license(text: str, license_id: str) -> str:
     """A File entity's text with its own license, where it differs from the session's."""
-    value = indented({"@id": license_id}).replace("\n", "\n      ")
+    value = jsontext.indented({"@id": license_id}).replace("\n", "\n      ")
     return text.removesuffix("\n    }") + f',\n      "license": {value}\n    }}'
 
 
