@@ -110,23 +110,37 @@ class Service:
         return _peak_rss_mb(self.proc.pid)
 
     def worker_pids(self) -> set[int]:
-        """The service's extraction worker processes."""
-        # Each thread lists the children it started; the workers are started from pool threads.
-        return {
-            int(pid)
-            for task in Path(f"/proc/{self.proc.pid}/task").iterdir()
-            for pid in (task / "children").read_text().split()
-        }
+        """The service's other processes: its extraction workers, and in a burst its helpers
+        (service.offload) with their own extraction workers."""
+        found: set[int] = set()
+        parents = [self.proc.pid]
+        while parents:
+            children = _children(parents.pop())
+            found |= children
+            parents += children
+        return found
 
     def workers_peak_rss_mb(self) -> float:
-        """The peaks of the service's extraction worker processes, added up (an upper bound of
-        what they held at once)."""
+        """The peaks of the service's other processes, added up (an upper bound of what they
+        held at once)."""
         return sum(_peak_rss_mb(pid) for pid in self.worker_pids())
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=120)
         self._reader.join(timeout=5)
+
+
+def _children(pid: int) -> set[int]:
+    # Each thread lists the children it started; the workers are started from pool threads.
+    try:
+        return {
+            int(child)
+            for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()
+        }
+    except FileNotFoundError:  # ended meanwhile
+        return set()
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -480,7 +494,7 @@ def bench_burst(args: argparse.Namespace) -> list[tuple[str, bool]]:
         f"includes a 2 s quiet period)"
     )
     print(f"  peak RSS of the service                        {rss:7.1f} MB")
-    print(f"  peak RSS of its extraction workers, together   {workers_rss:7.1f} MB")
+    print(f"  peak RSS of its helpers and workers, together  {workers_rss:7.1f} MB")
     total = rss + workers_rss
     return [
         (f"burst: all {n} files ingested, {rate:.0f} files/s >= 2000 (quiet period 2 s)", rate >= 2000),

@@ -17,6 +17,7 @@ from ..fs.statelock import StateLock
 from ..ledger import Ledger
 from ..service.daemon import Service
 from ..service.notify import Notifier
+from ..service.shards import LogSettings
 from .common import Command, Exit, add_common
 
 #: After a second signal, whatever still runs after this long is cut short.
@@ -38,7 +39,8 @@ def add_arguments(cmd: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, config: AgentConfig) -> int:
-    return asyncio.run(serve(with_roots(config, args.watch)))
+    logs = LogSettings(args.log_level, True if args.json_logs else None, on_stdout=True)
+    return asyncio.run(serve(with_roots(config, args.watch), logs))
 
 
 def with_roots(config: AgentConfig, folders: Sequence[Path]) -> AgentConfig:
@@ -53,7 +55,7 @@ def with_roots(config: AgentConfig, folders: Sequence[Path]) -> AgentConfig:
         raise ConfigError(str(exc)) from exc
 
 
-async def serve(config: AgentConfig) -> int:
+async def serve(config: AgentConfig, logs: LogSettings = LogSettings()) -> int:
     """The service until SIGTERM or SIGINT (a second one forces the exit); SIGHUP reconciles now."""
     loop = asyncio.get_running_loop()
     stop, force = asyncio.Event(), asyncio.Event()
@@ -84,7 +86,7 @@ async def serve(config: AgentConfig) -> int:
     try:
         with StateLock(config.state_dir, "run"):
             async with Ledger.open(config.ledger_path) as ledger:
-                service = Service(config, ledger, notifier=notifier)
+                service = Service(config, ledger, notifier=notifier, log_settings=logs)
                 services.append(service)
                 await service.run(stop, force)
     finally:

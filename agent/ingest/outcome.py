@@ -62,6 +62,21 @@ class Tally:
             self.last_success_unix,
         )
 
+    def add(self, other: Tally) -> None:
+        """Another process's totals added to these (a helper's: service.offload)."""
+        self.batches += other.batches
+        self.files_ingested += other.files_ingested
+        self.bytes_ingested += other.bytes_ingested
+        self.touched += other.touched
+        self.dead_lettered += other.dead_lettered
+        self.skipped += other.skipped
+        self.retries += other.retries
+        self.uncommitted += other.uncommitted
+        self.validation_failures.update(other.validation_failures)
+        self.drift_alerts.update(other.drift_alerts)
+        self.retries_by_kind.update(other.retries_by_kind)
+        self.last_success_unix = max(self.last_success_unix, other.last_success_unix)
+
 
 @dataclass(frozen=True, slots=True)
 class Retry:

@@ -1,6 +1,7 @@
 """The live service: watchers and reconciliation feed the tracker; sealed sessions feed the pipeline.
 
     inotify or polling, reconcile ──► SessionTracker ──► bounded queue ──► workers ──► process_batch
+                                                                           └─► helpers (a burst: offload)
 
 The service owns start, run and stop. Signals are the CLI's business: it sets ``stop`` (and, on a
 second signal, ``force``) and the service winds down: intake stops, queued batches are dropped
@@ -24,6 +25,7 @@ from ..core.naming import IgnoreRules, session_of, unit_of
 from ..fs.outputs import OutputWriter
 from ..ingest.curate import load_rule_set
 from ..ingest.hashing import Hasher
+from ..ingest.outcome import Retry, Tally
 from ..ingest.pipeline import Pipeline
 from ..ledger import Ledger
 from ..ship.announcer import Announcer
@@ -33,8 +35,10 @@ from .inotify import WatchBudget, WatchLimitExceeded
 from .livestatus import publish_live_status, remove_live_status
 from .metrics import Metrics, MetricsEndpoint
 from .notify import Notifier
+from .offload import LOST, Lost, Offload
 from .quickcheck import plan_from_ledger
 from .scan import remove_orphans
+from .shards import LogSettings
 from .snapshot import ServiceSnapshot
 from .tracker import Action, SessionKey, SessionTracker, Verdict, has_marker
 from .watch import EventSource, WatchedRoot, filesystem_events, register_roots
@@ -55,6 +59,7 @@ class Service:
         notifier: Notifier | None = None,
         events: EventSource | None = None,
         clock: Callable[[], float] = time.monotonic,
+        log_settings: LogSettings = LogSettings(),
     ) -> None:
         if not config.roots:
             raise ConfigError("nothing to watch: add a [[roots]] table to the config, or pass --watch FOLDER")
@@ -77,8 +82,14 @@ class Service:
             config, ledger, self.hasher, self.writer, self.rules, on_batch=self.metrics.batch_seconds.observe
         )
         self.metrics.watch(self.snapshot)
+        #: Helper processes for a burst; this process's own workers come first (_local).
+        self.offload = Offload(config, log_settings, on_batch=self.metrics.batch_seconds.observe)
+        self._local = asyncio.Semaphore(config.workers)
         self.pool: WorkerPool[Batch] = WorkerPool(
-            self._ingest, workers=config.workers, queue_size=config.queue_size
+            self._ingest,
+            workers=config.workers + self.offload.slots,
+            queue_size=config.queue_size,
+            weight=lambda batch: len(batch.files),
         )
         self.roots: dict[int, WatchedRoot] = {}
         #: Each root's lister of sessions for the looks (it knows whether the loop may list there).
@@ -138,13 +149,14 @@ class Service:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             dropped = await self.pool.shutdown(self.config.shutdown_grace_s, force)
+            await self.offload.close()
             await asyncio.to_thread(self._close_threads)
             self.metrics.close()
             with suppress(OSError):
                 remove_live_status(self.config.state_dir)
             log.info(
                 f"stopped; {dropped} batch(es) left for the next start",
-                extra={"files": self.pipeline.tally.files_ingested, "bytes": self.hasher.bytes_hashed},
+                extra={"files": self.tally().files_ingested, "bytes": self.tally().bytes_ingested},
             )
 
     @asynccontextmanager
@@ -202,7 +214,7 @@ class Service:
             retrying=dict(self.retrying),
             queue_depth=self.pool.depth,
             metrics_url=self.metrics_endpoint.url if self.metrics_endpoint else None,
-            tally=self.pipeline.tally.copy(),
+            tally=self.tally(),
             inotify_watches=self.watch_budget.used,
             store=replace(self.shipper.stats) if self.shipper is not None else None,
             bus=replace(self.announcer.stats) if self.announcer is not None else None,
@@ -212,8 +224,14 @@ class Service:
         return (
             f"watching {len(self.roots)} folder(s); {len(self.tracker)} session(s) pending; "
             f"{self.pool.depth} batch(es) queued, {len(self._in_flight)} in flight; "
-            f"{self.pipeline.tally.files_ingested} file(s) ingested"
+            f"{self.tally().files_ingested} file(s) ingested"
         )
+
+    def tally(self) -> Tally:
+        """What this process and its helpers ingested (a copy: see Tally.copy)."""
+        total = self.pipeline.tally.copy()
+        total.add(self.offload.tally)
+        return total
 
     # -- intake ---------------------------------------------------------------------------------
 
@@ -398,10 +416,13 @@ class Service:
 
     async def _ingest(self, batch: Batch) -> None:
         key = (batch.root.id, batch.session)
-        retry = None
+        retry: Retry | Lost | None = None
         try:
-            retry = await self.pipeline.process_batch(batch)
+            retry = await self._process(batch)
         finally:
+            if retry is LOST:  # its helper ended: the ledger says what is still to do
+                retry = None
+                self.reconcile_now()
             if retry is not None:
                 # Still in flight: the session is not sealed again while its retry waits.
                 self.pool.submit_later(retry.batch, retry.delay)
@@ -414,6 +435,15 @@ class Service:
                 self.shipper.wake.set()
             if self.announcer is not None:
                 self.announcer.wake.set()
+
+    async def _process(self, batch: Batch) -> Retry | Lost | None:
+        """The batch ingested here, or by a helper while this process's workers are all busy."""
+        if self._local.locked():
+            helper = self.offload.helper_for(batch, self.pool.queued_weight)
+            if helper is not None:
+                return await helper.ingest(batch)
+        async with self._local:
+            return await self.pipeline.process_batch(batch)
 
     # -- liveness -------------------------------------------------------------------------------
 

@@ -69,6 +69,8 @@ class Unit:
 class LogSettings:
     level: str = "info"
     json_lines: bool | None = None
+    #: The parent logs on its standard output (the service does), and so do its helpers.
+    on_stdout: bool = False
 
 
 @dataclass(frozen=True, slots=True)

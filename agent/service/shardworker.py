@@ -71,7 +71,7 @@ class _Progress:
         self._sent_at = time.monotonic()
 
 
-def _die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int) -> None:
     """SIGTERM from the kernel when the parent dies; none of this if it is already gone."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -105,7 +105,7 @@ async def _scan(job: ShardJob, messages: _Messages) -> None:
 
 
 def main() -> int:
-    _die_with_parent(int(sys.argv[1]))
+    die_with_parent(int(sys.argv[1]))
     # The parent started this process with SIGINT blocked, so that a stop asked for while the
     # interpreter started stayed pending. From here it is noted, and ends this process quietly
     # before anything begins, until the scan's event loop takes SIGINT over.

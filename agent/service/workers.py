@@ -18,8 +18,18 @@ T = TypeVar("T")
 
 
 class WorkerPool(Generic[T]):
-    def __init__(self, handle: Callable[[T], Awaitable[object]], *, workers: int, queue_size: int) -> None:
+    def __init__(
+        self,
+        handle: Callable[[T], Awaitable[object]],
+        *,
+        workers: int,
+        queue_size: int,
+        weight: Callable[[T], int] = lambda item: 1,
+    ) -> None:
         self._handle = handle
+        self._weight = weight
+        #: What waits in the queue, by ``weight`` (the service's: files).
+        self.queued_weight = 0
         self._queue: asyncio.Queue[T] = asyncio.Queue(maxsize=queue_size)
         self._workers = workers
         self._tasks: list[asyncio.Task[None]] = []
@@ -44,6 +54,7 @@ class WorkerPool(Generic[T]):
 
     async def submit(self, item: T) -> None:
         await self._queue.put(item)
+        self.queued_weight += self._weight(item)
 
     def submit_later(self, item: T, delay: float) -> None:
         """Submit ``item`` after ``delay`` seconds, without holding a worker meanwhile."""
@@ -79,7 +90,7 @@ class WorkerPool(Generic[T]):
         for timer in list(self._timers):
             timer.cancel()
         while not self._queue.empty():
-            self._queue.get_nowait()
+            self.queued_weight -= self._weight(self._queue.get_nowait())
             self._queue.task_done()
             dropped += 1
         for task in self._tasks:
@@ -127,6 +138,7 @@ class WorkerPool(Generic[T]):
         assert me is not None
         while True:
             item = await self._queue.get()
+            self.queued_weight -= self._weight(item)
             self._busy.add(me)
             try:
                 await self._handle(item)

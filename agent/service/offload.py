@@ -1,0 +1,306 @@
+"""A burst shared with helper processes: the service's batches ingested in more than one process.
+
+Why: the pipeline's own Python runs under one interpreter lock. In a burst of 50,000 small CSV
+files the service's process used 0.95 of a core, its extraction workers 0.4, and the rest of a
+two-core machine stayed idle; a scan of the same files shares them among processes (shards) and
+was 1.7 times as fast.
+
+So when batches queue up (FILES_PER_PROCESS files or more wait for a worker), the service starts a
+helper per other core (``python -P -m agent.service.offloadworker``; ``scan_processes`` sets the
+number of processes, as for a scan). A helper runs its own pipeline and ledger connection, as a
+shared scan's child does: SQLite's write lock orders the commits, fs.turns the drift baselines.
+The service still decides everything else: which sessions are complete, when a batch is
+submitted, that no two batches of one session run at once, and retries. Its own workers come
+first; a batch goes to a helper only while they are all busy, and only once the helper has
+started, so that its start-up (0.3-0.5 s of CPU) is no batch's wait. A helper idle for
+IDLE_S ends, and the next burst starts another.
+
+A helper that ends while it holds batches (killed, crashed) takes nothing with it: those batches
+come back as lost, the service forgets they were in flight and reconciles, and the ledger decides
+what is still to ingest, as after any crash (the temp files it leaves are removed at the next
+start, as a crashed service's are). Batches with listing problems (errors of their own)
+stay in the service: only what pickles plainly travels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import pickle
+import signal
+import struct
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..core.batch import Batch
+from ..core.config import AgentConfig
+from ..ingest.outcome import Retry, Tally
+from .shards import FILES_PER_PROCESS, LogSettings, usable_cores
+
+log = logging.getLogger("fair_agent.offload")
+
+WORKER_MODULE = "agent.service.offloadworker"
+#: A helper with no batch for this long ends; the next burst starts another.
+IDLE_S = 30.0
+#: How long a helper has to end once asked, before it is killed.
+STOP_GRACE_S = 5.0
+#: After a helper that never became ready (it could not start), none is started for this long.
+START_AGAIN_AFTER_S = 300.0
+#: An answer's length, before its pickle.
+FRAME = struct.Struct(">I")
+
+
+class Lost(enum.Enum):
+    """A batch's answer when its helper ended before it gave one."""
+
+    LOST = "lost"
+
+
+LOST = Lost.LOST
+
+
+@dataclass(frozen=True, slots=True)
+class OffloadJob:
+    """What a helper is, sent on its standard input (pickled) before the batches."""
+
+    config: AgentConfig
+    logging: LogSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A helper's answer to one batch: what to retry, the durations of its parts, and the
+    helper's running tally after it."""
+
+    number: int
+    retry: Retry | Lost | None
+    seconds: tuple[float, ...]
+    tally: Tally
+
+
+class Offload:
+    """The service's helpers: started when batches queue up, each given batches while the
+    service's own workers are busy."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        log_settings: LogSettings = LogSettings(),
+        *,
+        on_batch: Callable[[float], None] = lambda seconds: None,
+        cores: int | None = None,
+    ) -> None:
+        processes = config.scan_processes or (cores if cores is not None else usable_cores())
+        #: Helpers at most: one per process beyond the service's own.
+        self.most = max(0, processes - 1)
+        self._job = OffloadJob(
+            # The machine's threads and extraction workers shared out, not multiplied.
+            config.model_copy(update={"hash_threads": max(1, config.hash_threads // processes)}),
+            log_settings,
+        )
+        self._on_batch = on_batch
+        self._helpers: list[_Helper] = []
+        #: The tallies of helpers that have ended.
+        self._ended = Tally()
+        #: No helper is started before this (monotonic) time.
+        self._not_before = 0.0
+
+    @property
+    def slots(self) -> int:
+        """Batches the helpers may hold at once, all of them started."""
+        return self.most * self._job.config.workers
+
+    @property
+    def held(self) -> int:
+        """Batches the helpers hold now."""
+        return sum(h.in_flight for h in self._helpers)
+
+    @property
+    def pids(self) -> list[int]:
+        """The process ids of the helpers started and not yet ended."""
+        return [h.pid for h in self._helpers if h.pid is not None and not h.ended]
+
+    @property
+    def tally(self) -> Tally:
+        """What the helpers ingested, those that have ended too."""
+        total = self._ended.copy()
+        for helper in self._helpers:
+            total.add(helper.tally)
+        return total
+
+    def helper_for(self, batch: Batch, queued_files: int) -> _Helper | None:
+        """A started helper with room for ``batch``, or None: it stays in the service. Starts
+        helpers when ``queued_files`` say a burst is on."""
+        self._helpers = [h for h in self._helpers if not self._retire(h)]
+        if (
+            queued_files >= FILES_PER_PROCESS
+            and len(self._helpers) < self.most
+            and time.monotonic() >= self._not_before
+        ):
+            log.info(
+                f"{queued_files} files wait for a worker: starting a helper process",
+                extra={"files": queued_files, "helpers": len(self._helpers) + 1},
+            )
+            self._helpers.append(_Helper(self._job, self._on_batch))
+        if batch.problems:
+            return None
+        ready = [h for h in self._helpers if h.taking and h.in_flight < self._job.config.workers]
+        return min(ready, key=lambda h: h.in_flight, default=None)
+
+    def _retire(self, helper: _Helper) -> bool:
+        if not helper.ended:
+            return False
+        self._ended.add(helper.tally)
+        if not helper.ready:  # it never started: not again for a while, nor at every batch
+            self._not_before = time.monotonic() + START_AGAIN_AFTER_S
+            log.warning(
+                f"a helper process could not start; the service ingests alone for the next "
+                f"{START_AGAIN_AFTER_S:.0f} s"
+            )
+        return True
+
+    async def close(self) -> None:
+        """Every helper ended: asked, then killed after STOP_GRACE_S."""
+        await asyncio.gather(*(h.stop() for h in self._helpers))
+        for helper in self._helpers:
+            self._ended.add(helper.tally)
+        self._helpers = []
+
+
+class _Helper:
+    """One helper process: started at once, ready when it says so, asked batches by number."""
+
+    def __init__(self, job: OffloadJob, on_batch: Callable[[float], None]) -> None:
+        self._job = job
+        self._on_batch = on_batch
+        self._process: asyncio.subprocess.Process | None = None
+        self._waiting: dict[int, asyncio.Future[Retry | Lost | None]] = {}
+        self._numbers = 0
+        self._idle: asyncio.TimerHandle | None = None
+        self.ready = False
+        #: Its standard input is closed: it takes no more batches.
+        self.closing = False
+        self.ended = False
+        self.tally = Tally()
+        self._task = asyncio.create_task(self._run(), name="fair-agent-helper")
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def taking(self) -> bool:
+        """Whether it takes batches: started, and neither ending nor ended."""
+        return self.ready and not self.closing and not self.ended
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    async def ingest(self, batch: Batch) -> Retry | Lost | None:
+        """The batch ingested by this helper: what to retry, or LOST if the helper ended first."""
+        assert self._process is not None and self._process.stdin is not None
+        if self.ended:
+            return LOST
+        if self._idle is not None:
+            self._idle.cancel()
+        self._numbers += 1
+        number = self._numbers
+        answer: asyncio.Future[Retry | Lost | None] = asyncio.get_running_loop().create_future()
+        self._waiting[number] = answer
+        try:
+            self._process.stdin.write(pickle.dumps((number, batch)))
+            return await answer
+        except (BrokenPipeError, ConnectionResetError):
+            return LOST  # it ended as the batch was sent: the service redoes the session
+        finally:
+            self._waiting.pop(number, None)
+            if not self._waiting and not self.ended:
+                self._idle = asyncio.get_running_loop().call_later(IDLE_S, self._end_idle)
+
+    async def stop(self) -> None:
+        """Ended at once (SIGTERM), killed if it has not after STOP_GRACE_S; what it held is
+        redone from the ledger, as after any crash."""
+        self._end_idle()
+        self._signal(signal.SIGTERM)  # if not started yet, _run sends it once it is
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), STOP_GRACE_S)
+        except TimeoutError:
+            self._signal(signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._task, STOP_GRACE_S)
+
+    def _signal(self, signum: int) -> None:
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.send_signal(signum)
+
+    def _end_idle(self) -> None:
+        """Its standard input closed: it finishes what it holds (nothing, when idle) and ends."""
+        self.closing = True
+        if self._process is not None and self._process.stdin is not None:
+            self._process.stdin.close()
+
+    async def _run(self) -> None:
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-P",  # the current folder is not searched for modules: only the agent's own
+                "-m",
+                WORKER_MODULE,
+                str(os.getpid()),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=1 if self._job.logging.on_stdout else None,  # its logs where the service's go
+                # Out of the terminal's process group: Ctrl-C stops the service, which stops it.
+                process_group=0,
+            )
+            assert self._process.stdin is not None and self._process.stdout is not None
+            if self.closing:  # stopped while it started
+                self._signal(signal.SIGTERM)
+            else:
+                self._process.stdin.write(pickle.dumps(self._job))
+            await self._read_answers(self._process.stdout)
+            status = await self._process.wait()
+        except Exception:  # an answer that does not read back (a bug): the helper is let go
+            log.exception("a helper process failed")
+            status = None
+            self._signal(signal.SIGKILL)
+        finally:
+            self.ended = True
+            held = [answer for answer in self._waiting.values() if not answer.done()]
+            for answer in held:
+                answer.set_result(LOST)
+        if held:
+            log.warning(
+                f"a helper process ended (status {status}) while it held {len(held)} batch(es): "
+                "their sessions are looked at again",
+                extra={"exit_status": status},
+            )
+        elif status not in (0, -signal.SIGTERM):
+            log.warning(f"a helper process ended with status {status}", extra={"exit_status": status})
+
+    async def _read_answers(self, stdout: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                (size,) = FRAME.unpack(await stdout.readexactly(FRAME.size))
+                frame = await stdout.readexactly(size)
+            except asyncio.IncompleteReadError:
+                return
+            message: object = pickle.loads(frame)
+            if message == "ready":
+                self.ready = True
+                self._idle = asyncio.get_running_loop().call_later(IDLE_S, self._end_idle)
+                continue
+            assert isinstance(message, Answer)
+            self.tally = message.tally
+            for seconds in message.seconds:
+                self._on_batch(seconds)
+            answer = self._waiting.get(message.number)
+            if answer is not None and not answer.done():
+                answer.set_result(message.retry)

@@ -1,0 +1,112 @@
+"""A helper process of the service (see offload): ``python -m agent.service.offloadworker PARENT_PID``.
+
+Reads its OffloadJob on standard input, then batches, each a pickled (number, Batch), and ingests
+them with its own pipeline and ledger connection, ``workers`` at a time. It answers on the
+standard output it was started with, each answer a length and a pickle: "ready" once it can take
+batches, then an Answer for each batch. When its standard input closes it finishes the batches it
+holds and ends; SIGTERM ends it at once (what it held is redone by the service, from the ledger).
+Its logs go to standard error, as the service's own do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import signal
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .offload import FRAME, Answer
+from .shardworker import die_with_parent
+
+if TYPE_CHECKING:
+    from ..core.batch import Batch
+    from .offload import OffloadJob
+
+
+class _Answers:
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def send(self, message: Any) -> None:
+        data = pickle.dumps(message)
+        data = FRAME.pack(len(data)) + data
+        while data:
+            data = data[os.write(self._fd, data) :]
+
+
+def _read_batches(loop: asyncio.AbstractEventLoop, batches: asyncio.Queue[tuple[int, Batch] | None]) -> None:
+    """In a thread: each batch from standard input to the loop; None when it closes."""
+    try:
+        while True:
+            item = pickle.load(sys.stdin.buffer)
+            loop.call_soon_threadsafe(batches.put_nowait, item)
+    except (EOFError, OSError):
+        pass
+    finally:
+        loop.call_soon_threadsafe(batches.put_nowait, None)
+
+
+async def _serve(job: OffloadJob, answers: _Answers) -> None:
+    from ..fs.outputs import OutputWriter
+    from ..ingest.curate import load_rule_set
+    from ..ingest.hashing import Hasher
+    from ..ingest.pipeline import Pipeline
+    from ..ledger import Ledger
+
+    config = job.config
+    seconds: list[float] = []
+    rules = await asyncio.to_thread(load_rule_set, config)
+    async with Ledger.open(config.ledger_path) as ledger:
+        hasher = Hasher(config.hash_threads, config.read_chunk_bytes)
+        writer = OutputWriter(config.workers, config.sync_strategy)
+        pipeline = Pipeline(config, ledger, hasher, writer, rules, on_batch=seconds.append)
+
+        async def ingest(number: int, batch: Batch) -> None:
+            try:
+                retry = await pipeline.process_batch(batch)
+            finally:
+                slots.release()
+            durations = tuple(seconds)
+            seconds.clear()
+            answers.send(Answer(number, retry, durations, pipeline.tally))
+
+        try:
+            loop = asyncio.get_running_loop()
+            batches: asyncio.Queue[tuple[int, Batch] | None] = asyncio.Queue()
+            threading.Thread(target=_read_batches, args=(loop, batches), daemon=True).start()
+            slots = asyncio.Semaphore(config.workers)
+            running: set[asyncio.Task[None]] = set()
+            answers.send("ready")
+            while (item := await batches.get()) is not None:
+                await slots.acquire()
+                task = asyncio.create_task(ingest(*item))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            await asyncio.gather(*running)
+        finally:
+            hasher.close()
+            writer.close()
+            pipeline.close()
+
+
+def main() -> int:
+    die_with_parent(int(sys.argv[1]))
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    from ..core import collector
+    from .logs import setup_logging
+
+    job: OffloadJob = pickle.load(sys.stdin.buffer)
+    # The answers keep the standard output; everything else that writes there goes to stderr.
+    answers = _Answers(os.dup(1))
+    os.dup2(2, 1)
+    setup_logging(job.logging.level, stream=sys.stderr, json_lines=job.logging.json_lines)
+    collector.settle()
+    asyncio.run(_serve(job, answers))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
