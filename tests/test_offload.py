@@ -70,6 +70,7 @@ async def test_a_burst_is_shared_with_a_helper_and_each_file_is_ingested_once(
         await wait_for(lambda: all_ingested(first) and service.idle, timeout=60)
         await wait_for(lambda: bool(service.offload.pids), timeout=30)
         helper = service.offload.pids[0]
+        assert service.snapshot().helpers == 1
         second = burst(drop, "second")  # meets it started
         await wait_for(lambda: all_ingested(second) and service.idle, timeout=60)
         by_helper = service.offload.tally.files_ingested

@@ -39,6 +39,8 @@ class Status:
     pending: list[dict[str, Any]] | None = None
     in_flight: list[dict[str, Any]] | None = None
     queue_depth: int | None = None
+    #: Helper processes sharing a burst with the service.
+    helpers: int | None = None
     metrics: str | None = None
     live_updated_at: str | None = None
     #: The object store's account (None: no [store]): backlog, what is stored, the last error.
@@ -93,6 +95,7 @@ async def gather_status(config: AgentConfig, ledger: Ledger, *, limit: int = 10)
         pending=live["pending"] if live else None,
         in_flight=live["inFlight"] if live else None,
         queue_depth=live["queueDepth"] if live else None,
+        helpers=live.get("helperProcesses", 0) if live else None,
         metrics=live["metrics"] if live else None,
         live_updated_at=live["updatedAt"] if live else None,
         store=await _store(config, ledger),
@@ -195,6 +198,7 @@ def run(args: argparse.Namespace, config: AgentConfig) -> int:
         console.print(
             f"[bold]live[/bold] as of {status.live_updated_at}: {len(status.pending)} session(s) pending, "
             f"{len(status.in_flight or [])} in flight, {status.queue_depth} batch(es) queued"
+            + (f", {status.helpers} helper process(es) sharing a burst" if status.helpers else "")
             + (f"; metrics at {status.metrics}" if status.metrics else "")
         )
         _print_rows(console, _waiting(status.pending, status.in_flight or []))

@@ -216,6 +216,7 @@ class Service:
             metrics_url=self.metrics_endpoint.url if self.metrics_endpoint else None,
             tally=self.tally(),
             inotify_watches=self.watch_budget.used,
+            helpers=len(self.offload.pids),
             store=replace(self.shipper.stats) if self.shipper is not None else None,
             bus=replace(self.announcer.stats) if self.announcer is not None else None,
         )

@@ -62,6 +62,7 @@ def live_status(snapshot: ServiceSnapshot) -> dict[str, Any]:
             for f in snapshot.in_flight
         ],
         "queueDepth": snapshot.queue_depth,
+        "helperProcesses": snapshot.helpers,
         "metrics": snapshot.metrics_url,
         "sinceStart": {
             "filesIngested": tally.files_ingested,

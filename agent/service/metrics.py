@@ -121,6 +121,7 @@ class _ServiceCollector(Collector):
             "fair_agent_drift_alerts", "Sessions whose metadata drifted from the baseline", tally.drift_alerts
         )
         yield _gauge("fair_agent_queue_depth", "Batches waiting for a worker", service.queue_depth)
+        yield _gauge("fair_agent_helper_processes", "Helper processes sharing a burst", service.helpers)
         yield _gauge(
             "fair_agent_batches_in_flight",
             "Batches being processed or waiting to retry",

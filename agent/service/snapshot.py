@@ -76,6 +76,8 @@ class ServiceSnapshot:
     tally: Tally
     #: inotify watches held by all roots together.
     inotify_watches: int = 0
+    #: Helper processes sharing a burst (service.offload).
+    helpers: int = 0
     #: The shipper's account (None: no [store]).
     store: ShipStats | None = None
     #: The announcer's account (None: no [bus]).
@@ -96,6 +98,7 @@ class ServiceSnapshot:
         metrics_url: str | None,
         tally: Tally,
         inotify_watches: int,
+        helpers: int = 0,
         store: ShipStats | None = None,
         bus: AnnounceStats | None = None,
     ) -> ServiceSnapshot:
@@ -116,6 +119,7 @@ class ServiceSnapshot:
             metrics_url=metrics_url,
             tally=tally,
             inotify_watches=inotify_watches,
+            helpers=helpers,
             store=store,
             bus=bus,
         )
