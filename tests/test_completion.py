@@ -101,7 +101,7 @@ async def test_a_file_written_in_halves_is_never_sealed_between_them(
         await wait_for(lambda: has_sidecar(target), timeout=10)
         await wait_for(lambda: service.idle)
     assert read_sidecar(target)["sha256"] == sha256sum(target)
-    assert service.pipeline.tally.files_ingested == 1, "exactly one version: the complete file"
+    assert service.tally().files_ingested == 1, "exactly one version: the complete file"
 
 
 async def test_the_first_poll_reports_files_written_while_the_service_started(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ a helper killed while it holds batches. FILES_PER_PROCESS is lowered so that a s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -40,7 +41,7 @@ def burst(drop: Path, name: str) -> list[Path]:
 
 
 def versions(config: AgentConfig) -> dict[str, list[int]]:
-    with sqlite3.connect(config.ledger_path) as db:
+    with contextlib.closing(sqlite3.connect(config.ledger_path)) as db:
         rows = db.execute("SELECT relpath, version FROM files ORDER BY relpath, version").fetchall()
     found: dict[str, list[int]] = {}
     for relpath, version in rows:
@@ -141,3 +142,45 @@ async def test_a_helper_that_cannot_start_leaves_the_burst_to_the_service(
     assert sum("starting a helper" in m for m in messages) == 1, messages
     assert any("could not start" in m for m in messages), messages
     assert service.tally().files_ingested == len(first) + len(second)
+
+
+async def test_many_small_sessions_fill_the_queue_and_start_a_helper(
+    drop: Path, config: AgentConfig, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(offload, "FILES_PER_PROCESS", 10**9)  # only the queue can say "burst"
+    cfg = shared_config(config, drop).model_copy(update={"queue_size": 4})
+    async with Service(cfg, ledger).running() as service:
+        files = burst(drop, "small")
+        await wait_for(lambda: bool(service.offload.pids), timeout=30)
+        await wait_for(lambda: all_ingested(files) and service.idle, timeout=60)
+    assert all(v == [1] for v in versions(cfg).values())
+
+
+FAILING_HELPER = """
+import sys
+if any("offloadworker" in arg for arg in sys.orig_argv):
+    from agent.ingest.pipeline import Pipeline
+
+    async def process_batch(self, batch):
+        raise RuntimeError("a bug in the pipeline")
+
+    Pipeline.process_batch = process_batch
+"""
+
+
+async def test_a_batch_that_fails_in_a_helper_is_let_go_as_in_the_service(
+    drop: Path, config: AgentConfig, ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every batch the helper takes raises, as a bug would: the service must not wait for it.
+    write(tmp_path / "site" / "sitecustomize.py", FAILING_HELPER)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "site"))
+    cfg = shared_config(config, drop)
+    async with Service(cfg, ledger).running() as service:
+        first = burst(drop, "first")
+        await wait_for(lambda: service.idle and bool(service.offload.pids), timeout=60)
+        # Not one batch of the helper's is still in flight: each was let go, as the service's own
+        # workers let go of a batch that raises (the next change or reconciliation redoes it).
+        assert service.offload.tally.batches == 0
+        assert service.offload.held == 0
+        assert not all_ingested(first), "the helper took no batch"
+    assert all(v == [1] for v in versions(cfg).values())

@@ -76,7 +76,7 @@ async def test_marker_policy_holds_the_session_until_the_marker(
         )
         await asyncio.sleep(1.0)  # several quiet periods: still nothing may be ingested
         assert not has_sidecar(drop / "run-1" / "a.csv")
-        assert service.pipeline.tally.files_ingested == 0
+        assert service.tally().files_ingested == 0
         write(drop / "run-1" / "acquisition.done", "")
         await wait_for(lambda: has_sidecar(drop / "run-1" / "b.csv"))
 
@@ -117,7 +117,7 @@ async def test_own_outputs_never_trigger_a_batch(drop: Path, config: AgentConfig
         await wait_for(lambda: service.idle)
         await asyncio.sleep(1.0)  # more than two quiet periods after the sidecar and crate writes
         assert service.idle and len(service.tracker) == 0
-        assert service.pipeline.tally.batches == 1
+        assert service.tally().batches == 1
 
 
 async def test_new_files_in_an_ingested_session_form_a_new_batch(
@@ -176,7 +176,7 @@ async def test_burst_is_absorbed_through_a_small_queue(
             for i in range(5):
                 write(drop / f"s{s:02d}" / f"{i}.csv", f"{s},{i}\n")
         started = time.monotonic()
-        while service.pipeline.tally.files_ingested < 200:
+        while service.tally().files_ingested < 200:
             depths.append(service.pool.depth)
             assert time.monotonic() - started < 60, "burst not absorbed"
             await asyncio.sleep(0.01)

@@ -15,9 +15,9 @@ from ..core.config import AgentConfig
 from ..core.errors import ConfigError, RootUnavailableError, StateLockedError
 from ..fs.statelock import StateLock
 from ..ledger import Ledger
+from ..service.children import LogSettings
 from ..service.daemon import Service
 from ..service.notify import Notifier
-from ..service.shards import LogSettings
 from .common import Command, Exit, add_common
 
 #: After a second signal, whatever still runs after this long is cut short.

@@ -22,8 +22,9 @@ from rich.table import Table
 from ..core.config import AgentConfig
 from ..fs.statelock import StateLock
 from ..ledger import Ledger
+from ..service.children import LogSettings
 from ..service.scan import ScanReport
-from ..service.shards import LogSettings, scan_backlog
+from ..service.shards import scan_backlog
 from .common import Command, Exit, add_common, human_bytes
 
 if TYPE_CHECKING:  # shipping and announcing are imported only when [store] or [bus] is set

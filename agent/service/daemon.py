@@ -30,6 +30,7 @@ from ..ingest.pipeline import Pipeline
 from ..ledger import Ledger
 from ..ship.announcer import Announcer
 from ..ship.shipper import Shipper
+from .children import LogSettings
 from .discover import SessionLister, SessionListing, list_sessions, split_sessions
 from .inotify import WatchBudget, WatchLimitExceeded
 from .livestatus import publish_live_status, remove_live_status
@@ -38,7 +39,6 @@ from .notify import Notifier
 from .offload import LOST, Lost, Offload
 from .quickcheck import plan_from_ledger
 from .scan import remove_orphans
-from .shards import LogSettings
 from .snapshot import ServiceSnapshot
 from .tracker import Action, SessionKey, SessionTracker, Verdict, has_marker
 from .watch import EventSource, WatchedRoot, filesystem_events, register_roots
@@ -82,9 +82,16 @@ class Service:
             config, ledger, self.hasher, self.writer, self.rules, on_batch=self.metrics.batch_seconds.observe
         )
         self.metrics.watch(self.snapshot)
-        #: Helper processes for a burst; this process's own workers come first (_local).
-        self.offload = Offload(config, log_settings, on_batch=self.metrics.batch_seconds.observe)
+        #: Helper processes for a burst; this process's own workers come first (_local). _room is
+        #: set whenever a worker of its own or a helper's slot frees up.
+        self._room = asyncio.Event()
+        self.offload = Offload(
+            config, log_settings, on_batch=self.metrics.batch_seconds.observe, on_room=self._room.set
+        )
         self._local = asyncio.Semaphore(config.workers)
+        #: Sessions whose helper ended while it held them: kept here from then on, so that a batch
+        #: that ends every helper (memory, a crash) cannot loop.
+        self._lost: set[SessionKey] = set()
         self.pool: WorkerPool[Batch] = WorkerPool(
             self._ingest,
             workers=config.workers + self.offload.slots,
@@ -145,6 +152,7 @@ class Service:
             self.notifier.stopping()
             log.info("stopping: no new batches; in-flight batches get the grace period")
             self._stop_watching.set()
+            self._room.set()  # batches waiting for a worker are dropped, not started
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -423,6 +431,7 @@ class Service:
         finally:
             if retry is LOST:  # its helper ended: the ledger says what is still to do
                 retry = None
+                self._lost.add(key)
                 self.reconcile_now()
             if retry is not None:
                 # Still in flight: the session is not sealed again while its retry waits.
@@ -438,13 +447,25 @@ class Service:
                 self.announcer.wake.set()
 
     async def _process(self, batch: Batch) -> Retry | Lost | None:
-        """The batch ingested here, or by a helper while this process's workers are all busy."""
-        if self._local.locked():
-            helper = self.offload.helper_for(batch, self.pool.queued_weight)
+        """The batch ingested here, or by a helper while this process's workers are all busy:
+        by whichever has room first. None without ingesting it if the service stops meanwhile
+        (a queued batch: the next start finds it again)."""
+        key = (batch.root.id, batch.session)
+        while not self._stop_watching.is_set():
+            if not self._local.locked():
+                try:
+                    async with self._local:
+                        return await self.pipeline.process_batch(batch)
+                finally:
+                    self._room.set()
+            helper = None
+            if key not in self._lost:
+                helper = self.offload.helper_for(batch, self.pool.queued_weight, self.pool.backlogged)
             if helper is not None:
                 return await helper.ingest(batch)
-        async with self._local:
-            return await self.pipeline.process_batch(batch)
+            self._room.clear()
+            await self._room.wait()
+        return None
 
     # -- liveness -------------------------------------------------------------------------------
 

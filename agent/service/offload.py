@@ -5,21 +5,23 @@ files the service's process used 0.95 of a core, its extraction workers 0.4, and
 two-core machine stayed idle; a scan of the same files shares them among processes (shards) and
 was 1.7 times as fast.
 
-So when batches queue up (FILES_PER_PROCESS files or more wait for a worker), the service starts a
-helper per other core (``python -P -m agent.service.offloadworker``; ``scan_processes`` sets the
-number of processes, as for a scan). A helper runs its own pipeline and ledger connection, as a
-shared scan's child does: SQLite's write lock orders the commits, fs.turns the drift baselines.
-The service still decides everything else: which sessions are complete, when a batch is
-submitted, that no two batches of one session run at once, and retries. Its own workers come
-first; a batch goes to a helper only while they are all busy, and only once the helper has
-started, so that its start-up (0.3-0.5 s of CPU) is no batch's wait. A helper idle for
-IDLE_S ends, and the next burst starts another.
+So in a burst (FILES_PER_PROCESS files wait for a worker, or half the queue is taken: many small
+sessions) the service starts a helper per other core (``python -P -m
+agent.service.offloadworker``; ``scan_processes`` sets the number of processes, as for a scan). A
+helper runs its own pipeline and ledger connection, as a shared scan's child does: SQLite's write
+lock orders the commits, fs.turns the drift baselines. The service still decides everything else:
+which sessions are complete, when a batch is submitted, that no two batches of one session run at
+once, and retries. A batch goes to whichever has room first, the service's own workers before a
+helper, and to a helper only once it has started, so that its start-up (0.3-0.5 s of CPU) is no
+batch's wait. A helper idle for IDLE_S ends, and the next burst starts another.
 
 A helper that ends while it holds batches (killed, crashed) takes nothing with it: those batches
 come back as lost, the service forgets they were in flight and reconciles, and the ledger decides
 what is still to ingest, as after any crash (the temp files it leaves are removed at the next
-start, as a crashed service's are). Batches with listing problems (errors of their own)
-stay in the service: only what pickles plainly travels.
+start, as a crashed service's are). The service keeps those sessions to itself from then on, so
+that a batch that ends every helper cannot go round for ever. A batch that raises in a helper is
+let go, logged, as one that raises in the service's own workers is. Batches with listing problems
+(errors of their own) stay in the service: only what pickles plainly travels.
 """
 
 from __future__ import annotations
@@ -28,11 +30,9 @@ import asyncio
 import contextlib
 import enum
 import logging
-import os
 import pickle
 import signal
 import struct
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,7 +40,9 @@ from dataclasses import dataclass
 from ..core.batch import Batch
 from ..core.config import AgentConfig
 from ..ingest.outcome import Retry, Tally
-from .shards import FILES_PER_PROCESS, LogSettings, usable_cores
+from . import children
+from .children import LogSettings
+from .shards import FILES_PER_PROCESS, usable_cores
 
 log = logging.getLogger("fair_agent.offload")
 
@@ -93,17 +95,21 @@ class Offload:
         log_settings: LogSettings = LogSettings(),
         *,
         on_batch: Callable[[float], None] = lambda seconds: None,
+        on_room: Callable[[], None] = lambda: None,
         cores: int | None = None,
     ) -> None:
         processes = config.scan_processes or (cores if cores is not None else usable_cores())
         #: Helpers at most: one per process beyond the service's own.
         self.most = max(0, processes - 1)
         self._job = OffloadJob(
-            # The machine's threads and extraction workers shared out, not multiplied.
+            # A helper's share of the machine's threads and extraction workers; the service keeps
+            # its own, which it needs when it is alone.
             config.model_copy(update={"hash_threads": max(1, config.hash_threads // processes)}),
             log_settings,
         )
         self._on_batch = on_batch
+        #: Told when a helper can take a batch: it became ready, or answered one.
+        self._on_room = on_room
         self._helpers: list[_Helper] = []
         #: The tallies of helpers that have ended.
         self._ended = Tally()
@@ -133,12 +139,13 @@ class Offload:
             total.add(helper.tally)
         return total
 
-    def helper_for(self, batch: Batch, queued_files: int) -> _Helper | None:
+    def helper_for(self, batch: Batch, queued_files: int, backlogged: bool) -> _Helper | None:
         """A started helper with room for ``batch``, or None: it stays in the service. Starts
-        helpers when ``queued_files`` say a burst is on."""
+        helpers in a burst: FILES_PER_PROCESS files wait for a worker, or the queue is half full
+        (``backlogged``: many small sessions)."""
         self._helpers = [h for h in self._helpers if not self._retire(h)]
         if (
-            queued_files >= FILES_PER_PROCESS
+            (queued_files >= FILES_PER_PROCESS or backlogged)
             and len(self._helpers) < self.most
             and time.monotonic() >= self._not_before
         ):
@@ -146,7 +153,7 @@ class Offload:
                 f"{queued_files} files wait for a worker: starting a helper process",
                 extra={"files": queued_files, "helpers": len(self._helpers) + 1},
             )
-            self._helpers.append(_Helper(self._job, self._on_batch))
+            self._helpers.append(_Helper(self._job, self._on_batch, self._on_room))
         if batch.problems:
             return None
         ready = [h for h in self._helpers if h.taking and h.in_flight < self._job.config.workers]
@@ -175,9 +182,12 @@ class Offload:
 class _Helper:
     """One helper process: started at once, ready when it says so, asked batches by number."""
 
-    def __init__(self, job: OffloadJob, on_batch: Callable[[float], None]) -> None:
+    def __init__(
+        self, job: OffloadJob, on_batch: Callable[[float], None], on_room: Callable[[], None]
+    ) -> None:
         self._job = job
         self._on_batch = on_batch
+        self._on_room = on_room
         self._process: asyncio.subprocess.Process | None = None
         self._waiting: dict[int, asyncio.Future[Retry | Lost | None]] = {}
         self._numbers = 0
@@ -214,26 +224,29 @@ class _Helper:
         answer: asyncio.Future[Retry | Lost | None] = asyncio.get_running_loop().create_future()
         self._waiting[number] = answer
         try:
+            # Should it have ended meanwhile, the pipe drops this, and _run answers LOST.
             self._process.stdin.write(pickle.dumps((number, batch)))
             return await answer
-        except (BrokenPipeError, ConnectionResetError):
-            return LOST  # it ended as the batch was sent: the service redoes the session
         finally:
             self._waiting.pop(number, None)
             if not self._waiting and not self.ended:
                 self._idle = asyncio.get_running_loop().call_later(IDLE_S, self._end_idle)
+            self._on_room()
 
     async def stop(self) -> None:
         """Ended at once (SIGTERM), killed if it has not after STOP_GRACE_S; what it held is
         redone from the ledger, as after any crash."""
         self._end_idle()
         self._signal(signal.SIGTERM)  # if not started yet, _run sends it once it is
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), STOP_GRACE_S)
-        except TimeoutError:
-            self._signal(signal.SIGKILL)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._task, STOP_GRACE_S)
+        for then in (signal.SIGKILL, None):
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), STOP_GRACE_S)
+                return
+            except TimeoutError:
+                if then is None:
+                    log.warning("a helper process did not end", extra={"pid": self.pid})
+                else:
+                    self._signal(then)
 
     def _signal(self, signum: int) -> None:
         if self._process is not None and self._process.returncode is None:
@@ -247,18 +260,11 @@ class _Helper:
             self._process.stdin.close()
 
     async def _run(self) -> None:
+        status: int | None = None
         try:
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-P",  # the current folder is not searched for modules: only the agent's own
-                "-m",
-                WORKER_MODULE,
-                str(os.getpid()),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=1 if self._job.logging.on_stdout else None,  # its logs where the service's go
-                # Out of the terminal's process group: Ctrl-C stops the service, which stops it.
-                process_group=0,
+            # Its logs go where the service's go.
+            self._process = await children.start(
+                WORKER_MODULE, stderr=1 if self._job.logging.on_stdout else None
             )
             assert self._process.stdin is not None and self._process.stdout is not None
             if self.closing:  # stopped while it started
@@ -269,8 +275,10 @@ class _Helper:
             status = await self._process.wait()
         except Exception:  # an answer that does not read back (a bug): the helper is let go
             log.exception("a helper process failed")
-            status = None
             self._signal(signal.SIGKILL)
+            # Ended before its sessions are done again: it may have been writing their files.
+            if self._process is not None:
+                status = await self._process.wait()
         finally:
             self.ended = True
             held = [answer for answer in self._waiting.values() if not answer.done()]
@@ -296,6 +304,7 @@ class _Helper:
             if message == "ready":
                 self.ready = True
                 self._idle = asyncio.get_running_loop().call_later(IDLE_S, self._end_idle)
+                self._on_room()
                 continue
             assert isinstance(message, Answer)
             self.tally = message.tally

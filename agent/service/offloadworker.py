@@ -11,15 +11,17 @@ Its logs go to standard error, as the service's own do.
 from __future__ import annotations
 
 import asyncio
-import os
+import logging
 import pickle
 import signal
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
+from .children import die_with_parent, take_standard_output, write_all
 from .offload import FRAME, Answer
-from .shardworker import die_with_parent
+
+log = logging.getLogger("fair_agent.workers")
 
 if TYPE_CHECKING:
     from ..core.batch import Batch
@@ -32,9 +34,7 @@ class _Answers:
 
     def send(self, message: Any) -> None:
         data = pickle.dumps(message)
-        data = FRAME.pack(len(data)) + data
-        while data:
-            data = data[os.write(self._fd, data) :]
+        write_all(self._fd, FRAME.pack(len(data)) + data)
 
 
 def _read_batches(loop: asyncio.AbstractEventLoop, batches: asyncio.Queue[tuple[int, Batch] | None]) -> None:
@@ -65,8 +65,11 @@ async def _serve(job: OffloadJob, answers: _Answers) -> None:
         pipeline = Pipeline(config, ledger, hasher, writer, rules, on_batch=seconds.append)
 
         async def ingest(number: int, batch: Batch) -> None:
+            retry = None
             try:
                 retry = await pipeline.process_batch(batch)
+            except Exception:  # as the service's own worker pool does: said, and the batch let go
+                log.exception("worker caught an unexpected error")
             finally:
                 slots.release()
             durations = tuple(seconds)
@@ -95,15 +98,8 @@ async def _serve(job: OffloadJob, answers: _Answers) -> None:
 def main() -> int:
     die_with_parent(int(sys.argv[1]))
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    from ..core import collector
-    from .logs import setup_logging
-
     job: OffloadJob = pickle.load(sys.stdin.buffer)
-    # The answers keep the standard output; everything else that writes there goes to stderr.
-    answers = _Answers(os.dup(1))
-    os.dup2(2, 1)
-    setup_logging(job.logging.level, stream=sys.stderr, json_lines=job.logging.json_lines)
-    collector.settle()
+    answers = _Answers(take_standard_output(job.logging))
     asyncio.run(_serve(job, answers))
     return 0
 

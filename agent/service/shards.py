@@ -43,6 +43,8 @@ import orjson
 from ..core.config import AgentConfig
 from ..core.naming import IgnoreRules, is_own_output, is_temp_file
 from ..ledger import Ledger
+from . import children
+from .children import LogSettings
 from .scan import ScanProgress, ScanReport, check_folder, root_name_for, scan
 
 log = logging.getLogger("fair_agent.scan")
@@ -63,14 +65,6 @@ class Unit:
 
     name: str
     files: int
-
-
-@dataclass(frozen=True, slots=True)
-class LogSettings:
-    level: str = "info"
-    json_lines: bool | None = None
-    #: The parent logs on its standard output (the service does), and so do its helpers.
-    on_stdout: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,20 +299,7 @@ class _Child:
         self.process.stdin.close()
 
     async def _spawn(self) -> asyncio.subprocess.Process:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-P",  # the current folder is not searched for modules: only the agent's own
-            "-m",
-            WORKER_MODULE,
-            str(os.getpid()),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            limit=LINE_LIMIT,
-            # Out of the terminal's process group: Ctrl-C reaches the parent alone, which asks
-            # each child once (a second SIGINT would break into a child's own clean-up).
-            process_group=0,
-        )
+        return await children.start(WORKER_MODULE, stderr=asyncio.subprocess.PIPE, limit=LINE_LIMIT)
 
     async def finish(self, report: ScanReport, progress: ScanProgress | None) -> None:
         """Read the child until it ends: its report added to ``report``, its logs passed on."""

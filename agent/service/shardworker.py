@@ -10,9 +10,7 @@ print, so that no stray line mixes with the messages.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import dataclasses
-import os
 import pickle
 import signal
 import sys
@@ -22,12 +20,13 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from .children import die_with_parent, take_standard_output, write_all
+
 if TYPE_CHECKING:
     from .shards import ShardJob
 
 #: Progress is sent at most this often: the parent's bar needs no more.
 PROGRESS_EVERY_S = 0.1
-_PR_SET_PDEATHSIG = 1
 
 
 class _Messages:
@@ -35,9 +34,7 @@ class _Messages:
         self._fd = fd
 
     def send(self, message: dict[str, object]) -> None:
-        data = orjson.dumps(message) + b"\n"
-        while data:
-            data = data[os.write(self._fd, data) :]
+        write_all(self._fd, orjson.dumps(message) + b"\n")
 
 
 class _Progress:
@@ -69,14 +66,6 @@ class _Progress:
                 self._messages.send({name: list(counts)})
                 counts[:] = [0, 0]
         self._sent_at = time.monotonic()
-
-
-def die_with_parent(parent: int) -> None:
-    """SIGTERM from the kernel when the parent dies; none of this if it is already gone."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:
-        sys.exit(1)
 
 
 async def _scan(job: ShardJob, messages: _Messages) -> None:
@@ -116,16 +105,10 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, note)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    from ..core import collector
     from ..core.errors import AgentError
-    from .logs import setup_logging
 
     job: ShardJob = pickle.load(sys.stdin.buffer)
-    # The messages keep the standard output; everything else that writes there goes to stderr.
-    messages = _Messages(os.dup(1))
-    os.dup2(2, 1)
-    setup_logging(job.logging.level, stream=sys.stderr, json_lines=job.logging.json_lines)
-    collector.settle()
+    messages = _Messages(take_standard_output(job.logging))
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         if interrupts:

@@ -43,6 +43,11 @@ class WorkerPool(Generic[T]):
         return self._queue.qsize()
 
     @property
+    def backlogged(self) -> bool:
+        """Half the queue or more is taken: producers will soon wait (a burst)."""
+        return 2 * self._queue.qsize() >= self._queue.maxsize
+
+    @property
     def busy(self) -> int:
         """Batches being processed right now."""
         return len(self._busy)
