@@ -49,6 +49,14 @@ def versions(config: AgentConfig) -> dict[str, list[int]]:
     return found
 
 
+async def a_first_burst(service: Service, drop: Path) -> tuple[list[Path], int]:
+    """A burst ingested, which starts a helper; its files, and the helper's pid."""
+    files = burst(drop, "first")
+    await wait_for(lambda: all_ingested(files) and service.idle, timeout=60)
+    await wait_for(lambda: bool(service.offload.pids), timeout=30)
+    return files, service.offload.pids[0]
+
+
 def all_ingested(files: list[Path]) -> bool:
     return all(Path(f"{f}.fair.json").exists() for f in files)
 
@@ -67,10 +75,7 @@ async def test_a_burst_is_shared_with_a_helper_and_each_file_is_ingested_once(
 ) -> None:
     cfg = shared_config(config, drop)
     async with Service(cfg, ledger).running() as service:
-        first = burst(drop, "first")  # starts the helper
-        await wait_for(lambda: all_ingested(first) and service.idle, timeout=60)
-        await wait_for(lambda: bool(service.offload.pids), timeout=30)
-        helper = service.offload.pids[0]
+        first, helper = await a_first_burst(service, drop)
         assert service.snapshot().helpers == 1
         second = burst(drop, "second")  # meets it started
         await wait_for(lambda: all_ingested(second) and service.idle, timeout=60)
@@ -90,10 +95,7 @@ async def test_a_helper_killed_while_it_holds_batches_loses_no_file(
 ) -> None:
     cfg = shared_config(config, drop)
     async with Service(cfg, ledger).running() as service:
-        first = burst(drop, "first")
-        await wait_for(lambda: all_ingested(first) and service.idle, timeout=60)
-        await wait_for(lambda: bool(service.offload.pids), timeout=30)
-        helper = service.offload.pids[0]
+        first, helper = await a_first_burst(service, drop)
         with caplog.at_level(logging.WARNING, logger="fair_agent.offload"):
             second = burst(drop, "second")
             await wait_for(lambda: service.offload.held > 0, timeout=30, interval=0.001)
@@ -111,10 +113,7 @@ async def test_an_idle_helper_ends_and_the_next_burst_starts_another(
     monkeypatch.setattr(offload, "IDLE_S", 0.5)
     cfg = shared_config(config, drop)
     async with Service(cfg, ledger).running() as service:
-        first = burst(drop, "first")
-        await wait_for(lambda: all_ingested(first) and service.idle, timeout=60)
-        await wait_for(lambda: bool(service.offload.pids), timeout=30)
-        helper = service.offload.pids[0]
+        _, helper = await a_first_burst(service, drop)
         await wait_for(lambda: not alive(helper), timeout=30)
         second = burst(drop, "second")
         await wait_for(lambda: all_ingested(second) and service.idle, timeout=60)
