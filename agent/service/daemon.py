@@ -162,9 +162,10 @@ class Service:
             self.metrics.close()
             with suppress(OSError):
                 remove_live_status(self.config.state_dir)
+            tally = self.tally()
             log.info(
                 f"stopped; {dropped} batch(es) left for the next start",
-                extra={"files": self.tally().files_ingested, "bytes": self.tally().bytes_ingested},
+                extra={"files": tally.files_ingested, "bytes": tally.bytes_ingested},
             )
 
     @asynccontextmanager

@@ -96,9 +96,8 @@ class Offload:
         *,
         on_batch: Callable[[float], None] = lambda seconds: None,
         on_room: Callable[[], None] = lambda: None,
-        cores: int | None = None,
     ) -> None:
-        processes = config.scan_processes or (cores if cores is not None else usable_cores())
+        processes = config.scan_processes or usable_cores()
         #: Helpers at most: one per process beyond the service's own.
         self.most = max(0, processes - 1)
         self._job = OffloadJob(
