@@ -76,8 +76,8 @@ class OffloadJob:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A helper's answer to one batch: what to retry, the durations of its parts, and the
-    helper's running tally after it."""
+    """A helper's answer to one batch: what to retry, the durations of the batches (or parts)
+    it finished since its last answer, and its running tally."""
 
     number: int
     retry: Retry | Lost | None
