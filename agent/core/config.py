@@ -275,7 +275,8 @@ class AgentConfig(Strict):
     #: Processes that share a ``fair-agent scan`` (see service.shards): 0, one per core for a
     #: folder of at least FILES_PER_PROCESS files each; 1, never more than one; N, up to N
     #: whatever the folder holds (at most one per top-level folder or loose file). The service's
-    #: too: the helpers it starts when FILES_PER_PROCESS files wait for a worker (service.offload).
+    #: too: the helpers it starts in a burst, when FILES_PER_PROCESS files wait for a worker or half
+    #: its queue is taken (service.offload).
     scan_processes: int = Field(default=0, ge=0, le=256)
     #: How sidecars are made durable: "auto" (one syncfs per batch on local disks, or each file
     #: alone while others' unwritten data slows syncfs down; an fsync per file on network and FUSE

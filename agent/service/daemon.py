@@ -428,7 +428,7 @@ class Service:
         key = (batch.root.id, batch.session)
         retry: Retry | Lost | None = None
         try:
-            retry = await self._process(batch)
+            retry = await self._process(batch, key)
         finally:
             if retry is LOST:  # its helper ended: the ledger says what is still to do
                 retry = None
@@ -447,11 +447,10 @@ class Service:
             if self.announcer is not None:
                 self.announcer.wake.set()
 
-    async def _process(self, batch: Batch) -> Retry | Lost | None:
+    async def _process(self, batch: Batch, key: SessionKey) -> Retry | Lost | None:
         """The batch ingested here, or by a helper while this process's workers are all busy:
         by whichever has room first. None without ingesting it if the service stops meanwhile
         (a queued batch: the next start finds it again)."""
-        key = (batch.root.id, batch.session)
         while not self._stop_watching.is_set():
             if not self._local.locked():
                 try:
