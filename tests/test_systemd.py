@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -30,6 +31,10 @@ CACHE = Path(os.environ.get("FAIR_AGENT_TEST_CACHE", Path.home() / ".cache" / "f
 ROOTFS = CACHE / "bookworm-systemd-acl"
 WATCHDOG_S = 3
 MAX_EXPOSURE = 2.0
+#: A burst big enough to start a helper process (offload.FILES_PER_PROCESS files wait for a worker).
+BURST_SESSIONS, BURST_FILES = 60, 100
+#: From the helper's start to the stop: time to get ready and take batches, not to finish the burst.
+HELPER_AT_WORK_S = 1.0
 
 
 def _missing() -> str | None:
@@ -240,6 +245,11 @@ def machine(tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> Iterator[Mac
         booted.end()
 
 
+def full_journal(machine: Machine) -> str:
+    """The unit's journal from its first line, the service's and systemd's about it."""
+    return machine.sh("journalctl", "-u", "fair-agent", "--no-pager", "-o", "cat").stdout
+
+
 def wait_until(machine: Machine, condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -290,7 +300,7 @@ def test_the_unit_runs_sandboxed_under_a_real_systemd(
     assert "3 file(s) ingested" in status, status
 
     # The sandbox: nothing outside the state directory and the watched folder may be written.
-    journal = machine.sh("journalctl", "-u", "fair-agent", "--no-pager", "-o", "cat").stdout
+    journal = full_journal(machine)
     assert "Permission denied" not in journal and "Read-only file system" not in journal, journal
     security = machine.sh("systemd-analyze", "security", "--no-pager", "fair-agent.service").stdout
     rated = re.search(r"Overall exposure level for fair-agent\.service: ([\d.]+)", security)
@@ -311,8 +321,37 @@ def test_the_unit_runs_sandboxed_under_a_real_systemd(
     wait_until(machine, lambda: active() == "active", "active again")
     assert "Watchdog timeout" in machine.sh("journalctl", "-u", "fair-agent", "--no-pager").stdout
 
+    # A burst starts a helper process; stopped in the middle of it, the service ends its helper
+    # itself (KillMode=mixed), which finishes the batches it holds within the grace period.
+    sessions = [drop / f"burst-{s:02d}" for s in range(BURST_SESSIONS)]
+    burst = [session / f"well-{i:03d}.csv" for session in sessions for i in range(BURST_FILES)]
+    for n, path in enumerate(burst):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(f"time,od\n{n},0.{n:05d}\n{n + 1},0.5\n")
+    wait_until(machine, lambda: "starting a helper process" in full_journal(machine), "a helper process")
+    time.sleep(HELPER_AT_WORK_S)
+
     # A clean stop: SIGTERM, a graceful exit with status 0.
+    before_stop = len(full_journal(machine))
     stopped = machine.ctl("stop", "fair-agent.service", check=False)
     assert stopped.returncode == 0, stopped.stderr
     final = machine.show("fair-agent.service", "ActiveState", "Result", "ExecMainStatus")
     assert final == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}, final
+    stopping = full_journal(machine)[before_stop:]
+    # Neither a helper signalled by systemd (its batches lost) nor a process left for SIGKILL.
+    assert "a helper process ended" not in stopping and "Killing process" not in stopping, stopping[-6000:]
+
+    # Started again, it ingests what the stop left, each file once.
+    assert machine.ctl("start", "fair-agent.service", check=False).returncode == 0, machine.journal()
+    wait_until(
+        machine,
+        lambda: all(Path(f"{f}.fair.json").exists() for f in burst),
+        "the burst's sidecars",
+        timeout=120,
+    )
+    assert machine.ctl("stop", "fair-agent.service", check=False).returncode == 0
+    ledger = machine.root / "var" / "lib" / "fair-agent" / "ledger.sqlite3"
+    with contextlib.closing(sqlite3.connect(ledger)) as db:
+        rows = db.execute("SELECT relpath, count(*), max(version) FROM files GROUP BY relpath").fetchall()
+    ingested = {relpath: (count, version) for relpath, count, version in rows}
+    assert all(ingested[f"{f.parent.name}/{f.name}"] == (1, 1) for f in burst), "a file ingested twice"
