@@ -11,12 +11,13 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .conftest import opened_db
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -115,7 +116,7 @@ class Chaos:
             while self.ingested_count() < len(self.dropped):
                 if time.monotonic() > deadline or agent.poll() is not None:
                     self.report.problems.append("not every dropped file was ingested in the final run")
-                    with sqlite3.connect(self.state / "ledger.sqlite3", timeout=30) as db:
+                    with opened_db(self.state / "ledger.sqlite3", timeout=30) as db:
                         self.report.problems += [
                             f"dead letter {r[0]}: {r[1]}"
                             for r in db.execute("SELECT relpath, message FROM dead_letters LIMIT 5")
@@ -133,7 +134,7 @@ class Chaos:
     def rows(self) -> list[tuple[str, int, str, str, str]]:
         if not (self.state / "ledger.sqlite3").exists():
             return []
-        with sqlite3.connect(self.state / "ledger.sqlite3", timeout=30) as db:
+        with opened_db(self.state / "ledger.sqlite3", timeout=30) as db:
             return db.execute("SELECT relpath, version, sha256, status, batch_id FROM files").fetchall()
 
     def ingested_count(self) -> int:
@@ -166,7 +167,7 @@ class Chaos:
                 problems.append(f"{tag}: sidecar of {data.name} has a sha256 the file never had")
         orphans = 0
         if rows:
-            with sqlite3.connect(self.state / "ledger.sqlite3", timeout=30) as db:
+            with opened_db(self.state / "ledger.sqlite3", timeout=30) as db:
                 orphans = db.execute(
                     "SELECT count(*) FROM files WHERE batch_id NOT IN (SELECT batch_id FROM batches)"
                 ).fetchone()[0]

@@ -114,6 +114,15 @@ def read_json(path: Path) -> dict[str, Any]:
     return value
 
 
+@contextlib.contextmanager
+def opened_db(database: str | Path, **options: Any) -> Iterator[sqlite3.Connection]:
+    """``with opened_db(database) as db``, committed (rolled back on an error), and the
+    connection closed after it: sqlite3's own with-block leaves it to the garbage collector, which
+    may close it in the middle of another test (one once did, during a count of open descriptors)."""
+    with contextlib.closing(sqlite3.connect(database, **options)) as db, db:
+        yield db
+
+
 def read_sidecar(path: Path) -> dict[str, Any]:
     """The ``<file>.fair.json`` of a data file, parsed."""
     return read_json(Path(sidecar_name(str(path))))
@@ -131,7 +140,7 @@ def read_crate(folder: Path) -> dict[str, Any]:
 
 def dead_letters(config: AgentConfig) -> list[tuple[str, str, str]]:
     """(path, category, error class) of every dead letter in the ledger."""
-    with sqlite3.connect(config.ledger_path) as db:
+    with opened_db(config.ledger_path) as db:
         return db.execute(
             "SELECT relpath, category, error_class FROM dead_letters ORDER BY relpath"
         ).fetchall()

@@ -22,6 +22,7 @@ from agent.service.scan import scan
 from .conftest import (
     agent_cli,
     dead_letters,
+    opened_db,
     read_crate,
     read_error_file,
     read_sidecar,
@@ -75,7 +76,7 @@ def test_a_folder_that_can_be_listed_but_not_entered(drop: Path, tmp_path: Path)
         result = agent_cli("scan", str(drop), "--state-dir", str(state), drop_dac=True)
         assert result.returncode == 1, result.stdout + result.stderr
         assert Path(f"{drop}/s/ok.csv.fair.json").exists() and Path(f"{drop}/t/other.csv.fair.json").exists()
-        with sqlite3.connect(state / "ledger.sqlite3") as db:
+        with opened_db(state / "ledger.sqlite3") as db:
             assert db.execute("SELECT relpath, error_class FROM dead_letters").fetchall() == [
                 ("s/locked/inside.csv", "FileUnreadableError")
             ]
@@ -101,7 +102,7 @@ def test_an_unreadable_subfolder_is_dead_lettered_then_cleared(drop: Path, tmp_p
         (drop / "s" / "sub").chmod(0o755)
     assert agent_cli("scan", str(drop), "--state-dir", str(state), drop_dac=True).returncode == 0
     assert not Path(f"{drop}/s/sub.fair.error.json").exists()
-    with sqlite3.connect(state / "ledger.sqlite3") as db:
+    with opened_db(state / "ledger.sqlite3") as db:
         assert db.execute("SELECT count(*) FROM dead_letters").fetchone() == (0,)
 
 
@@ -153,7 +154,7 @@ async def test_a_folder_swapped_for_a_symlink_after_listing(
         hasher.close()
         writer.close()
     assert sorted(p.name for p in outside.iterdir()) == ["x.csv"], "nothing written outside the root"
-    with sqlite3.connect(config.ledger_path) as db:
+    with opened_db(config.ledger_path) as db:
         assert db.execute("SELECT count(*) FROM files").fetchone() == (0,), "the outside file was not hashed"
 
 
@@ -173,7 +174,7 @@ async def test_deleted_files_leave_the_crate_and_it_still_validates(drop: Path, 
     await run_scan(drop, config)
     crate = read_crate(drop / "s")
     assert "gone.csv" not in {n["@id"] for n in crate["@graph"]}
-    with sqlite3.connect(config.ledger_path) as db:
+    with opened_db(config.ledger_path) as db:
         assert db.execute("SELECT relpath, status FROM files ORDER BY relpath").fetchall() == [
             ("s/gone.csv", "removed"),
             ("s/keep.csv", "current"),

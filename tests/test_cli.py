@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from agent.cli import build_parser
 
-from .conftest import agent_cli, read_error_file, write
+from .conftest import agent_cli, opened_db, read_error_file, write
 
 
 def commands(
@@ -62,7 +61,7 @@ def test_unreadable_file_is_dead_lettered_and_the_rest_goes_on(drop: Path, tmp_p
     assert not Path(f"{drop}/s/locked.csv.fair.json").exists()
     error = read_error_file(drop / "s" / "locked.csv")
     assert "permission denied" in error["reason"] and "read permission" in error["whatToDo"]
-    with sqlite3.connect(state / "ledger.sqlite3") as db:
+    with opened_db(state / "ledger.sqlite3") as db:
         dead = db.execute("SELECT relpath, category, error_class, message FROM dead_letters").fetchall()
     assert dead == [
         ("s/locked.csv", "terminal", "FileUnreadableError", "cannot read 's/locked.csv': permission denied")
@@ -73,7 +72,7 @@ def test_unreadable_file_is_dead_lettered_and_the_rest_goes_on(drop: Path, tmp_p
     assert again.returncode == 0, again.stdout + again.stderr
     assert Path(f"{drop}/s/locked.csv.fair.json").exists()
     assert not Path(f"{drop}/s/locked.csv.fair.error.json").exists()
-    with sqlite3.connect(state / "ledger.sqlite3") as db:
+    with opened_db(state / "ledger.sqlite3") as db:
         assert db.execute("SELECT count(*) FROM dead_letters").fetchone() == (0,)
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from agent.core.config import AgentConfig, RetrySettings
 
-from .conftest import REPO, agent_cli, read_crate, read_sidecar, run_scan, sha256sum, write
+from .conftest import REPO, agent_cli, opened_db, read_crate, read_sidecar, run_scan, sha256sum, write
 
 FAST_RETRY = {"FAIR_AGENT_RETRY__ATTEMPTS": "2", "FAIR_AGENT_RETRY__BASE_DELAY_S": "0.01"}
 
@@ -39,7 +39,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def ledger_rows(state: Path, table: str = "files") -> list[tuple[Any, ...]]:
-    with sqlite3.connect(state / "ledger.sqlite3") as db:
+    with opened_db(state / "ledger.sqlite3") as db:
         return db.execute(f"SELECT * FROM {table}").fetchall()
 
 

@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from agent.hub.config import HubSettings
 from agent.hub.service import Hub
 from agent.ship.announcer import PUBLISH_TIMEOUT_S
 from agent.ship.bus import FIRST_CONNECT_S
-from tests.conftest import REPO, agent_cli, write
+from tests.conftest import REPO, agent_cli, opened_db, write
 from tests.natsserver import NatsServer, agent_permissions
 from tests.pgserver import PostgresServer
 from tests.s3server import S3Server, free_loopback_ports
@@ -174,7 +173,7 @@ async def until(condition: Any, timeout: float = 60, what: str = "the condition"
 
 def ledger(config: Path, sql: str) -> list[tuple[Any, ...]]:
     state = config.parent / "state" / "ledger.sqlite3"
-    with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as db:
+    with opened_db(f"file:{state}?mode=ro", uri=True) as db:
         return db.execute(sql).fetchall()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import threading
 import time
 import zipfile
@@ -21,7 +20,7 @@ from agent.extractors.tabular import TabularExtractor
 from agent.ingest.hashing import hash_file
 from agent.ledger import Ledger
 
-from .conftest import REPO, agent_cli, dead_letters, read_error_file, read_sidecar, run_scan, write
+from .conftest import REPO, agent_cli, dead_letters, opened_db, read_error_file, read_sidecar, run_scan, write
 
 #: A year after 2262-04-11, the last moment of nanoseconds since 1970 in a signed 64-bit integer.
 YEAR_2300_NS = 10_413_792_000 * 10**9
@@ -191,7 +190,7 @@ def test_a_damaged_ledger_is_said_to_be_damaged(drop: Path, tmp_path: Path) -> N
     state = tmp_path / "state"
     assert agent_cli("scan", str(drop), "--state-dir", str(state)).returncode == 0
     ledger = state / "ledger.sqlite3"
-    with sqlite3.connect(ledger) as db:
+    with opened_db(ledger) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         (root_page,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'files'").fetchone()
         (page_size,) = db.execute("PRAGMA page_size").fetchone()
@@ -206,14 +205,14 @@ def test_a_damaged_ledger_is_said_to_be_damaged(drop: Path, tmp_path: Path) -> N
 
 async def test_a_foreign_database_is_not_touched_at_all(tmp_path: Path) -> None:
     path = tmp_path / "customers.sqlite3"
-    with sqlite3.connect(path) as db:
+    with opened_db(path) as db:
         db.execute("CREATE TABLE customers (id INTEGER)")
     before = path.read_bytes()
     with pytest.raises(LedgerError, match="not a fair-agent ledger"):
         async with Ledger.open(path):
             pass
     assert path.read_bytes() == before
-    with sqlite3.connect(path) as db:
+    with opened_db(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
 
 

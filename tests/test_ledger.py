@@ -18,12 +18,14 @@ from agent.ledger.inthread import in_connection_thread
 from agent.ledger.migrations import LATEST_VERSION
 from agent.ledger.rows import BatchCommit
 
+from .conftest import opened_db
+
 
 async def test_new_ledger_is_migrated_in_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "state" / "ledger.sqlite3"
     async with Ledger.open(path) as ledger:
         assert await ledger.schema_version() == LATEST_VERSION
-    with sqlite3.connect(path) as db:
+    with opened_db(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         versions = db.execute("SELECT version FROM schema_migrations").fetchall()
         assert versions == [(v,) for v in range(1, LATEST_VERSION + 1)]
@@ -50,7 +52,7 @@ async def test_corrupt_ledger_is_refused_and_left_alone(tmp_path: Path) -> None:
 
 async def test_foreign_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "other.sqlite3"
-    with sqlite3.connect(path) as db:
+    with opened_db(path) as db:
         db.execute("CREATE TABLE customers (id INTEGER)")
     with pytest.raises(LedgerError, match="not a fair-agent ledger"):
         async with Ledger.open(path):
@@ -61,7 +63,7 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite3"
     async with Ledger.open(path):
         pass
-    with sqlite3.connect(path) as db:
+    with opened_db(path) as db:
         db.execute("INSERT INTO schema_migrations VALUES (999, 'future', 'x')")
     with pytest.raises(LedgerError, match="newer than this agent"):
         async with Ledger.open(path):

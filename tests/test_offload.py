@@ -3,11 +3,9 @@ a helper killed while it holds batches. FILES_PER_PROCESS is lowered so that a s
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from agent.ledger import Ledger
 from agent.service import offload
 from agent.service.daemon import Service
 
-from .conftest import live_config, read_sidecar, sha256sum, wait_for, write
+from .conftest import live_config, opened_db, read_sidecar, sha256sum, wait_for, write
 
 SESSIONS, FILES = 40, 6
 
@@ -41,7 +39,7 @@ def burst(drop: Path, name: str) -> list[Path]:
 
 
 def versions(config: AgentConfig) -> dict[str, list[int]]:
-    with contextlib.closing(sqlite3.connect(config.ledger_path)) as db:
+    with opened_db(config.ledger_path) as db:
         rows = db.execute("SELECT relpath, version FROM files ORDER BY relpath, version").fetchall()
     found: dict[str, list[int]] = {}
     for relpath, version in rows:

@@ -163,7 +163,7 @@ def test_once_syncfs_waited_for_others_data_a_batch_flushes_its_own_files_alone(
     assert outputs._syncfs_waits == {tmp_path.stat().st_dev}  # that filesystem's, not every one's
     # The next batches: each of their temp files flushed (more than one chunk of them), no syncfs,
     # and every descriptor opened for it closed again. (Objects earlier tests left to the garbage
-    # collector, a SQLite connection, must not close theirs during the count.)
+    # collector must not close theirs during the count.)
     gc.collect()
     open_before = len(os.listdir("/proc/self/fd"))
     second = _batch(tmp_path, "second")

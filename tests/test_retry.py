@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sqlite3
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from agent.core.errors import (
 )
 from agent.core.retry import backoff_delay, retry_delay
 
-from .conftest import appending, run_scan, write
+from .conftest import appending, opened_db, run_scan, write
 
 POLICY = RetryPolicy(attempts=4, base_delay_s=1.0, max_delay_s=5.0)
 
@@ -71,7 +70,7 @@ async def test_a_file_that_never_stops_changing_is_dead_lettered_after_its_budge
     with appending(target):
         report = await run_scan(drop, cfg)
     assert report.files_ingested == 1 and report.dead_lettered == 1
-    with sqlite3.connect(cfg.ledger_path) as db:
+    with opened_db(cfg.ledger_path) as db:
         assert db.execute("SELECT relpath, category, error_class, attempts FROM dead_letters").fetchall() == [
             ("s/growing.bin", "retryable", "FileChangedError", 3)
         ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from .conftest import (
     copy_corpus,
     dead_letters,
     live_config,
+    opened_db,
     read_crate,
     read_error_file,
     read_sidecar,
@@ -255,7 +255,7 @@ async def test_changing_how_rules_group_moves_files_between_sessions(
     assert read_sidecar(drop / "ms" / "run-1" / "a.raw")["fileVersion"] == 2  # a path's versions go on
     top = read_crate(drop / "ms")
     assert next(e for e in top["@graph"] if e["@id"] == "./")["hasPart"] == []
-    with sqlite3.connect(regrouped.ledger_path) as db:
+    with opened_db(regrouped.ledger_path) as db:
         rows = db.execute(
             "SELECT relpath, session, version FROM files WHERE status = 'current' ORDER BY 1"
         ).fetchall()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, write
+from .conftest import REPO, opened_db, write
 
 SHORT = {
     "FAIR_AGENT_COMPLETION__QUIET_PERIOD_S": "0.4",
@@ -137,7 +137,7 @@ def test_second_signal_forces_exit_and_the_batch_is_redone(
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-    with sqlite3.connect(tmp_path / "state" / "ledger.sqlite3") as db:
+    with opened_db(tmp_path / "state" / "ledger.sqlite3") as db:
         assert db.execute("SELECT count(*) FROM files").fetchone() == (0,), "no ledger row for work not done"
     sidecar_before = Path(f"{drop}/run-1/a.csv.fair.json").read_bytes()
     # The next start redoes the batch: same sidecar bytes, one ledger row.

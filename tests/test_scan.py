@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from agent.service.discover import list_session
 from agent.service.quickcheck import plan_session
 from agent.service.scan import scan
 
-from .conftest import read_crate, read_sidecar, run_scan, sha256sum, validate_crate, write
+from .conftest import opened_db, read_crate, read_sidecar, run_scan, sha256sum, validate_crate, write
 
 
 def output_mtimes(root: Path) -> dict[str, int]:
@@ -33,7 +32,7 @@ def output_mtimes(root: Path) -> dict[str, int]:
 
 
 def ledger_rows(config: AgentConfig) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(config.ledger_path) as db:
+    with opened_db(config.ledger_path) as db:
         return db.execute(
             "SELECT relpath, version, sha256, batch_id, sequence, status FROM files ORDER BY relpath, version"
         ).fetchall()
@@ -232,7 +231,7 @@ async def test_symlinks_fifo_and_socket_are_skipped_with_reasons(
     finally:
         sock.close()
     assert report.ok and report.files_ingested == 1 and report.skipped == 6
-    with sqlite3.connect(config.ledger_path) as db:
+    with opened_db(config.ledger_path) as db:
         reasons = dict(db.execute("SELECT relpath, reason FROM skipped"))
     assert "outside the watch root" in reasons["s/escape.lnk"]
     assert "loop" in reasons["s/loop-a"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from agent.service.daemon import Service
 from agent.service.inotify import WatchOverflow
 from agent.service.watch import WatchedRoot
 
-from .conftest import live_config, read_crate, read_sidecar, sha256sum, wait_for, write
+from .conftest import live_config, opened_db, read_crate, read_sidecar, sha256sum, wait_for, write
 
 
 def has_sidecar(path: Path) -> bool:
@@ -27,7 +26,7 @@ def has_sidecar(path: Path) -> bool:
 
 
 def file_rows(config: AgentConfig) -> list[tuple[str, int, str]]:
-    with sqlite3.connect(config.ledger_path) as db:
+    with opened_db(config.ledger_path) as db:
         return db.execute("SELECT relpath, version, sha256 FROM files ORDER BY relpath, version").fetchall()
 
 

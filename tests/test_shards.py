@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from agent.core.naming import CRATE_NAME, IgnoreRules, sidecar_name
 from agent.fs.turns import Turns
 from agent.service.shards import FILES_PER_PROCESS, Claims, Unit, count_units, processes_for
 
-from .conftest import REPO, agent_cli, read_sidecar, run_scan, without_dac_override, write
+from .conftest import REPO, agent_cli, opened_db, read_sidecar, run_scan, without_dac_override, write
 
 #: Sessions and files each: enough that a child, which starts late, takes its part and is still
 #: busy when it is signalled.
@@ -34,7 +33,7 @@ def make_tree(drop: Path, sessions: int, files: int) -> None:
 
 
 def ledger_files(state: Path) -> list[tuple[str, str, int]]:
-    with sqlite3.connect(state / "ledger.sqlite3") as db:
+    with opened_db(state / "ledger.sqlite3") as db:
         return sorted(db.execute("SELECT relpath, sha256, version FROM files"))
 
 
@@ -185,7 +184,7 @@ def test_a_baseline_learns_from_exactly_its_sessions_across_processes(tmp_path: 
     assert done.returncode == 0, done.stderr
     statuses = [read_sidecar(drop / f"run-{s:02d}" / "plate.csv")["drift"]["status"] for s in range(12)]
     assert statuses.count("learning") == 3 and statuses.count("none") == 9, statuses
-    with sqlite3.connect(state / "ledger.sqlite3") as db:
+    with opened_db(state / "ledger.sqlite3") as db:
         (seen,) = db.execute(
             "SELECT sessions_seen FROM drift_baselines WHERE dataset_type = 'kinetics'"
         ).fetchone()

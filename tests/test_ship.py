@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from agent.ship.credentials import load_credentials
 from agent.ship.errors import ObjectRejectedError
 from agent.ship.objectstore import FileRange, ObjectStore, b64
 from agent.ship.shipper import Shipper
-from tests.conftest import REPO, agent_cli, copy_corpus, sha256_of, write
+from tests.conftest import REPO, agent_cli, copy_corpus, opened_db, sha256_of, write
 from tests.s3server import S3Server, free_loopback_ports
 
 MiB = 1 << 20
@@ -74,7 +73,7 @@ def read_object(server: S3Server, bucket: str, key: str) -> bytes:
 
 def ledger_rows(config_path: Path, sql: str) -> list[tuple[Any, ...]]:
     state = load_config(config_path, env={}).ledger_path
-    with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as db:
+    with opened_db(f"file:{state}?mode=ro", uri=True) as db:
         return db.execute(sql).fetchall()
 
 
@@ -384,7 +383,7 @@ async def test_the_server_refuses_a_wrong_checksum_and_the_agent_sends_again(
 
 
 def rows_of(config: AgentConfig, sql: str) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(f"file:{config.ledger_path}?mode=ro", uri=True) as db:
+    with opened_db(f"file:{config.ledger_path}?mode=ro", uri=True) as db:
         return db.execute(sql).fetchall()
 
 

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, read_sidecar
+from .conftest import REPO, opened_db, read_sidecar
 from .s3server import S3Server
 
 PACKAGES = "systemd,systemd-sysv,dbus,python3,python3-venv,acl"
@@ -351,7 +350,7 @@ def test_the_unit_runs_sandboxed_under_a_real_systemd(
     )
     assert machine.ctl("stop", "fair-agent.service", check=False).returncode == 0
     ledger = machine.root / "var" / "lib" / "fair-agent" / "ledger.sqlite3"
-    with contextlib.closing(sqlite3.connect(ledger)) as db:
+    with opened_db(ledger) as db:
         rows = db.execute("SELECT relpath, count(*), max(version) FROM files GROUP BY relpath").fetchall()
     ingested = {relpath: (count, version) for relpath, count, version in rows}
     assert all(ingested[f"{f.parent.name}/{f.name}"] == (1, 1) for f in burst), "a file ingested twice"
