@@ -91,6 +91,34 @@ async def test_a_listing_over_its_time_is_taken_again_in_a_thread(
     assert listing == list_session(session, "s", IGNORE)
     assert await lister.look("s") == listing
     assert await lister.look("gone") is None
+    # Its next listings go to a thread at once, without spending the loop's time first...
+    before = len(listed_in)
+    await lister.folder("s")
+    assert listed_in[before:] == ["thread"]
+
+
+async def test_a_session_left_to_threads_is_tried_on_the_loop_again_after_a_while(
+    session: Path, listed_in: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(discover, "ON_LOOP_SECONDS", -1.0)
+    monkeypatch.setattr(discover, "THREADED_FOR_S", 0.0)  # a while that has passed at once
+    lister = SessionLister(session, IGNORE)
+    await lister.folder("s")
+    monkeypatch.setattr(discover, "ON_LOOP_SECONDS", 60.0)
+    await lister.folder("s")
+    assert listed_in == ["loop", "thread", "loop"]
+    assert not lister._threaded, "a session listed on the loop again is forgotten"
+
+
+async def test_the_sessions_listed_in_threads_at_once_are_bounded(
+    session: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(discover, "ON_LOOP_SECONDS", -1.0)
+    monkeypatch.setattr(discover, "THREADED_MOST", 2)
+    lister = SessionLister(session, IGNORE)
+    for name in ("a", "b", "s", "a"):
+        await lister.look(name)
+    assert list(lister._threaded) == ["s", "a"]  # b was remembered longest ago
 
 
 def test_a_budget_stops_at_its_deadline_at_another_device_and_at_a_mount_point(session: Path) -> None:

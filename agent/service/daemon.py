@@ -99,7 +99,8 @@ class Service:
             weight=lambda batch: len(batch.files),
         )
         self.roots: dict[int, WatchedRoot] = {}
-        #: Each root's lister of sessions for the looks (it knows whether the loop may list there).
+        #: Each root's lister of sessions, for the looks and reconciliations (it knows whether the
+        #: loop may list there, and which sessions it may not).
         self._listers: dict[int, SessionLister] = {}
         #: inotify watches of all roots together: a share of the system's, never all of them.
         self.watch_budget = WatchBudget.share_of_system(config.inotify_watch_share)
@@ -324,6 +325,7 @@ class Service:
             self.ignore,
             session_of=self._grouping(watched),
             on_temp_files=partial(remove_orphans, root.path, before_ns=self._started_ns),
+            lister=self._lister(watched),
         ):
             key = (root.id, unit_of(listing.session))
             if key in self._busy_units() or key in self.tracker:
@@ -365,15 +367,20 @@ class Service:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
+    def _lister(self, watched: WatchedRoot) -> SessionLister:
+        """The root's lister, kept for the service's life: it remembers the sessions too large to
+        list on the loop."""
+        lister = self._listers.get(watched.root.id)
+        if lister is None:
+            lister = self._listers[watched.root.id] = SessionLister(watched.root.path, self.ignore)
+        return lister
+
     async def _look(self, key: SessionKey) -> None:
         """Take one of a session's two looks, and seal it if the looks agree."""
         watched = self.roots[key[0]]
         # Dated before the listing: a change reported while it is taken makes it stale.
         looked_at = self._clock()
-        lister = self._listers.get(key[0])
-        if lister is None:
-            lister = self._listers[key[0]] = SessionLister(watched.root.path, self.ignore)
-        listing = await lister.look(key[1])
+        listing = await self._lister(watched).look(key[1])
         if key not in self.tracker:
             return
         # Events may not have named every file yet: the files seen now decide the policy.

@@ -10,7 +10,7 @@ page-cache work (fsinfo.is_loop_safe), only on the root's own device, and for at
 ON_LOOP_SECONDS; a listing that takes longer (a large session, a cold disk), would read a crate
 over ON_LOOP_BYTES to tell whether it is the agent's, or reaches another device (a share mounted
 below the root: never even stat'ed there, a stat may wait for its server) is given up and taken
-again in a thread.
+again in a thread, and for THREADED_FOR_S the session's next listings go to a thread at once.
 
 Never follows a symlink, never opens anything but a regular file (a FIFO would block on open), and
 never reports the agent's own outputs or ignored names as data.
@@ -38,6 +38,12 @@ _Listed = TypeVar("_Listed")
 
 #: The longest one listing holds the event loop's thread before it is left to a worker thread.
 ON_LOOP_SECONDS = 0.02
+#: How long a session whose listing was left to a thread is listed in threads at once: each of its
+#: next looks would spend ON_LOOP_SECONDS of the loop's time first, to no end. Then it is tried on
+#: the loop again (it may have shrunk, or the disk was only cold).
+THREADED_FOR_S = 600.0
+#: Sessions remembered so, at most: the one remembered longest ago is forgotten first.
+THREADED_MOST = 4096
 
 
 @dataclass(slots=True)
@@ -202,6 +208,7 @@ async def list_sessions(
     only: Collection[str] | None = None,
     claim: Callable[[str], bool] | None = None,
     on_temp_files: Callable[[list[str]], Awaitable[None]] | None = None,
+    lister: SessionLister | None = None,
 ) -> AsyncIterator[SessionListing]:
     """Every session of a root (or of the top-level folders that hold ``only`` those): the root's
     own level in a thread, each folder as SessionLister lists it. ``claim``, when given, is asked
@@ -211,10 +218,11 @@ async def list_sessions(
     Memory holds one top-level folder's listing at a time. ``session_of`` names the session of a
     file below a folder when rules group deeper than the first level. ``on_temp_files`` is told
     the agent's temp files found on the way (those of the root, then those of each folder).
+    ``lister``: the root's, when the caller keeps one (what it learnt of its sessions is kept).
     """
     only = None if only is None else frozenset(only)  # asked of every loose file: a set
     units = None if only is None else {unit_of(s) for s in only}
-    lister = SessionLister(root, ignore)
+    lister = lister or SessionLister(root, ignore)
     # The root's own level may hold any number of entries.
     top = await asyncio.to_thread(list_top_level, root, ignore)
     if on_temp_files is not None and top.temp_files:
@@ -240,6 +248,8 @@ class SessionLister:
         self.root = root
         self.ignore = ignore
         self._place: asyncio.Future[LoopListing | None] | None = None
+        #: Sessions listed in threads at once, each until a time (monotonic); oldest first.
+        self._threaded: dict[str, float] = {}
 
     async def folder(self, folder: str) -> SessionListing:
         """``list_session`` of one folder."""
@@ -257,19 +267,25 @@ class SessionLister:
             self._place = asyncio.ensure_future(asyncio.to_thread(loop_listing, self.root))
         # Shielded: a look cancelled while it waits must not cancel the answer for the others.
         place = await asyncio.shield(self._place)
-        if place is not None:
+        now = time.monotonic()
+        if place is not None and self._threaded.get(session, now) <= now:
             try:
-                listed = list_one(
-                    self.root, session, self.ignore, LoopBudget(time.monotonic() + ON_LOOP_SECONDS, place)
-                )
+                listed = list_one(self.root, session, self.ignore, LoopBudget(now + ON_LOOP_SECONDS, place))
             except LeftToThread:
-                pass
+                self._remember_threaded(session, now)
             else:
+                self._threaded.pop(session, None)  # it was, long ago
                 # Let what else is ready run between listings: sessions due together are listed
                 # one after another.
                 await asyncio.sleep(0)
                 return listed
         return await asyncio.to_thread(list_one, self.root, session, self.ignore)
+
+    def _remember_threaded(self, session: str, now: float) -> None:
+        self._threaded.pop(session, None)
+        if len(self._threaded) >= THREADED_MOST:
+            del self._threaded[next(iter(self._threaded))]
+        self._threaded[session] = now + THREADED_FOR_S
 
 
 def loop_listing(root: Path) -> LoopListing | None:
