@@ -36,6 +36,8 @@ class WorkerPool(Generic[T]):
         self._busy: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.Task[None]] = set()
         self._closing = False
+        #: Retries asked for once the pool was shutting down: left for the next start.
+        self._refused = 0
 
     @property
     def depth(self) -> int:
@@ -62,7 +64,12 @@ class WorkerPool(Generic[T]):
         self.queued_weight += self._weight(item)
 
     def submit_later(self, item: T, delay: float) -> None:
-        """Submit ``item`` after ``delay`` seconds, without holding a worker meanwhile."""
+        """Submit ``item`` after ``delay`` seconds, without holding a worker meanwhile; not once
+        the pool is shutting down (a batch that ends in its grace period asks for its retry too
+        late: its timer would outlive the pool)."""
+        if self._closing:
+            self._refused += 1
+            return
 
         async def later() -> None:
             await asyncio.sleep(delay)
@@ -118,7 +125,7 @@ class WorkerPool(Generic[T]):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        return dropped
+        return dropped + self._refused
 
     async def __aenter__(self) -> WorkerPool[T]:
         self.start()
