@@ -36,8 +36,9 @@ from .inotify import WatchBudget, WatchLimitExceeded
 from .livestatus import publish_live_status, remove_live_status
 from .metrics import Metrics, MetricsEndpoint
 from .notify import Notifier
-from .offload import LOST, Lost, Offload
+from .offload import LOST, HelperProcess, Lost, Offload
 from .quickcheck import plan_from_ledger
+from .room import LOCAL, Room
 from .scan import remove_orphans
 from .snapshot import ServiceSnapshot
 from .tracker import Action, SessionKey, SessionTracker, Verdict, has_marker
@@ -82,13 +83,14 @@ class Service:
             config, ledger, self.hasher, self.writer, self.rules, on_batch=self.metrics.batch_seconds.observe
         )
         self.metrics.watch(self.snapshot)
-        #: Helper processes for a burst; this process's own workers come first (_local). _room is
-        #: set whenever a worker of its own or a helper's slot frees up.
-        self._room = asyncio.Event()
+        #: Helper processes for a burst, and where each batch goes: this process's own workers
+        #: first, the batch that has waited longest first.
         self.offload = Offload(
-            config, log_settings, on_batch=self.metrics.batch_seconds.observe, on_room=self._room.set
+            config, log_settings, on_batch=self.metrics.batch_seconds.observe, on_room=self._give_room
         )
-        self._local = asyncio.Semaphore(config.workers)
+        self.room: Room[tuple[Batch, SessionKey], HelperProcess] = Room(config.workers, self._helper_for)
+        #: Batches taken off the queue once the service was stopping, and not ingested.
+        self._left_at_stop = 0
         #: Sessions whose helper ended while it held them: kept here from then on, so that a batch
         #: that ends every helper (memory, a crash) cannot loop.
         self._lost: set[SessionKey] = set()
@@ -153,11 +155,11 @@ class Service:
             self.notifier.stopping()
             log.info("stopping: no new batches; in-flight batches get the grace period")
             self._stop_watching.set()
-            self._room.set()  # batches waiting for a worker are dropped, not started
+            self.room.close()  # batches waiting for a worker are dropped, not started
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            dropped = await self.pool.shutdown(self.config.shutdown_grace_s, force)
+            dropped = await self.pool.shutdown(self.config.shutdown_grace_s, force) + self._left_at_stop
             await self.offload.close()
             await asyncio.to_thread(self._close_threads)
             self.metrics.close()
@@ -456,23 +458,27 @@ class Service:
 
     async def _process(self, batch: Batch, key: SessionKey) -> Retry | Lost | None:
         """The batch ingested here, or by a helper while this process's workers are all busy:
-        by whichever has room first. None without ingesting it if the service stops meanwhile
-        (a queued batch: the next start finds it again)."""
-        while not self._stop_watching.is_set():
-            if not self._local.locked():
-                try:
-                    async with self._local:
-                        return await self.pipeline.process_batch(batch)
-                finally:
-                    self._room.set()
-            helper = None
-            if key not in self._lost:
-                helper = self.offload.helper_for(batch, self.pool.queued_weight, self.pool.backlogged)
-            if helper is not None:
-                return await helper.ingest(batch)
-            self._room.clear()
-            await self._room.wait()
-        return None
+        by whichever has room first (room.Room). None without ingesting it if the service stops
+        meanwhile (a queued batch: the next start finds it again)."""
+        place = await self.room.place_for((batch, key))
+        if place is None:
+            self._left_at_stop += 1
+            return None
+        if place is LOCAL:
+            try:
+                return await self.pipeline.process_batch(batch)
+            finally:
+                self.room.free_local()
+        return await place.ingest(batch)
+
+    def _helper_for(self, waiting: tuple[Batch, SessionKey]) -> HelperProcess | None:
+        batch, key = waiting
+        if key in self._lost:
+            return None
+        return self.offload.helper_for(batch, self.pool.queued_weight, self.pool.backlogged)
+
+    def _give_room(self) -> None:
+        self.room.give()
 
     # -- liveness -------------------------------------------------------------------------------
 

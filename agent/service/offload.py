@@ -12,8 +12,8 @@ helper runs its own pipeline and ledger connection, as a shared scan's child doe
 lock orders the commits, fs.turns the drift baselines. The service still decides everything else:
 which sessions are complete, when a batch is submitted, that no two batches of one session run at
 once, and retries. A batch goes to whichever has room first, the service's own workers before a
-helper, and to a helper only once it has started, so that its start-up (0.3-0.5 s of CPU) is no
-batch's wait. A helper idle for IDLE_S ends, and the next burst starts another.
+helper, the batch that has waited longest first (room.Room), and to a helper only once it has
+started, so that its start-up (0.3-0.5 s of CPU) is no batch's wait. A helper idle for IDLE_S ends, and the next burst starts another.
 
 A helper that ends while it holds batches (killed, crashed) takes nothing with it: those batches
 come back as lost, the service forgets they were in flight and reconciles, and the ledger decides
@@ -34,7 +34,7 @@ import pickle
 import signal
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..core.batch import Batch
@@ -109,9 +109,9 @@ class Offload:
         self._on_batch = on_batch
         #: Told when a helper can take a batch: it became ready, or answered one.
         self._on_room = on_room
-        self._helpers: list[_Helper] = []
-        #: The tallies of helpers that have ended.
-        self._ended = Tally()
+        #: The tallies of the helpers that have ended, added up, and the helpers not yet retired:
+        #: replaced together, in one assignment, as the metrics thread reads them.
+        self._books: tuple[Tally, tuple[HelperProcess, ...]] = (Tally(), ())
         #: No helper is started before this (monotonic) time.
         self._not_before = 0.0
 
@@ -119,6 +119,10 @@ class Offload:
     def slots(self) -> int:
         """Batches the helpers may hold at once, all of them started."""
         return self.most * self._job.config.workers
+
+    @property
+    def _helpers(self) -> tuple[HelperProcess, ...]:
+        return self._books[1]
 
     @property
     def held(self) -> int:
@@ -133,16 +137,18 @@ class Offload:
     @property
     def tally(self) -> Tally:
         """What the helpers ingested, those that have ended too."""
-        total = self._ended.copy()
-        for helper in self._helpers:
+        ended, helpers = self._books
+        total = ended.copy()
+        for helper in helpers:
             total.add(helper.tally)
         return total
 
-    def helper_for(self, batch: Batch, queued_files: int, backlogged: bool) -> _Helper | None:
-        """A started helper with room for ``batch``, or None: it stays in the service. Starts
-        helpers in a burst: FILES_PER_PROCESS files wait for a worker, or the queue is half full
+    def helper_for(self, batch: Batch, queued_files: int, backlogged: bool) -> HelperProcess | None:
+        """A started helper with room for ``batch``, that place promised to it (its ``ingest``
+        takes it, ``give_back`` returns it); or None: it stays in the service. Starts helpers in a
+        burst: FILES_PER_PROCESS files wait for a worker, or the queue is half full
         (``backlogged``: many small sessions)."""
-        self._helpers = [h for h in self._helpers if not self._retire(h)]
+        self._retire_ended()
         if (
             (queued_files >= FILES_PER_PROCESS or backlogged)
             and len(self._helpers) < self.most
@@ -152,33 +158,43 @@ class Offload:
                 f"{queued_files} files wait for a worker: starting a helper process",
                 extra={"files": queued_files, "helpers": len(self._helpers) + 1},
             )
-            self._helpers.append(_Helper(self._job, self._on_batch, self._on_room))
+            ended, helpers = self._books
+            self._books = (ended, (*helpers, HelperProcess(self._job, self._on_batch, self._on_room)))
         if batch.problems:
             return None
         ready = [h for h in self._helpers if h.taking and h.in_flight < self._job.config.workers]
-        return min(ready, key=lambda h: h.in_flight, default=None)
+        helper = min(ready, key=lambda h: h.in_flight, default=None)
+        if helper is not None:
+            helper.promise()
+        return helper
 
-    def _retire(self, helper: _Helper) -> bool:
-        if not helper.ended:
-            return False
-        self._ended.add(helper.tally)
-        if not helper.ready:  # it never started: not again for a while, nor at every batch
+    def _retire_ended(self) -> None:
+        ended = [h for h in self._helpers if h.ended]
+        if not ended:
+            return
+        self._retire(ended)
+        if any(not h.ready for h in ended):  # one never started: not again for a while
             self._not_before = time.monotonic() + START_AGAIN_AFTER_S
             log.warning(
                 f"a helper process could not start; the service ingests alone for the next "
                 f"{START_AGAIN_AFTER_S:.0f} s"
             )
-        return True
+
+    def _retire(self, ended: Sequence[HelperProcess]) -> None:
+        """Their tallies moved to the sum of those that have ended."""
+        total, helpers = self._books
+        total = total.copy()
+        for helper in ended:
+            total.add(helper.tally)
+        self._books = (total, tuple(h for h in helpers if h not in ended))
 
     async def close(self) -> None:
         """Every helper ended: asked, then killed after STOP_GRACE_S."""
         await asyncio.gather(*(h.stop() for h in self._helpers))
-        for helper in self._helpers:
-            self._ended.add(helper.tally)
-        self._helpers = []
+        self._retire(self._helpers)
 
 
-class _Helper:
+class HelperProcess:
     """One helper process: started at once, ready when it says so, asked batches by number."""
 
     def __init__(
@@ -189,6 +205,8 @@ class _Helper:
         self._on_room = on_room
         self._process: asyncio.subprocess.Process | None = None
         self._waiting: dict[int, asyncio.Future[Retry | Lost | None]] = {}
+        #: Places promised to batches that have not come yet (see Room).
+        self._promised = 0
         self._numbers = 0
         self._idle: asyncio.TimerHandle | None = None
         self.ready = False
@@ -200,7 +218,8 @@ class _Helper:
 
     @property
     def in_flight(self) -> int:
-        return len(self._waiting)
+        """Batches it holds, or was promised."""
+        return len(self._waiting) + self._promised
 
     @property
     def taking(self) -> bool:
@@ -211,13 +230,24 @@ class _Helper:
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
 
-    async def ingest(self, batch: Batch) -> Retry | Lost | None:
-        """The batch ingested by this helper: what to retry, or LOST if the helper ended first."""
-        assert self._process is not None and self._process.stdin is not None
-        if self.ended:
-            return LOST
+    def promise(self) -> None:
+        """A place kept for a batch that comes next (``ingest``), or is given back."""
+        self._promised += 1
         if self._idle is not None:
             self._idle.cancel()
+
+    def give_back(self) -> None:
+        """A promised place the batch did not take."""
+        self._promised -= 1
+        self._idle_after_last()
+
+    async def ingest(self, batch: Batch) -> Retry | Lost | None:
+        """The batch ingested by this helper, in the place promised to it: what to retry, or LOST
+        if the helper ended first."""
+        assert self._process is not None and self._process.stdin is not None
+        self._promised -= 1
+        if self.ended:
+            return LOST
         self._numbers += 1
         number = self._numbers
         answer: asyncio.Future[Retry | Lost | None] = asyncio.get_running_loop().create_future()
@@ -228,9 +258,15 @@ class _Helper:
             return await answer
         finally:
             self._waiting.pop(number, None)
-            if not self._waiting and not self.ended:
-                self._idle = asyncio.get_running_loop().call_later(IDLE_S, self._end_idle)
+            self._idle_after_last()
             self._on_room()
+
+    def _idle_after_last(self) -> None:
+        # Idle from its last batch: it ends after IDLE_S unless another comes.
+        if not self.in_flight and not self.ended:
+            if self._idle is not None:
+                self._idle.cancel()
+            self._idle = asyncio.get_running_loop().call_later(IDLE_S, self._end_idle)
 
     async def stop(self) -> None:
         """Ended at once (SIGTERM), killed if it has not after STOP_GRACE_S; what it held is
@@ -283,6 +319,7 @@ class _Helper:
             held = [answer for answer in self._waiting.values() if not answer.done()]
             for answer in held:
                 answer.set_result(LOST)
+            self._on_room()  # its places are gone: a waiting batch may start another helper
         if held:
             log.warning(
                 f"a helper process ended (status {status}) while it held {len(held)} batch(es): "
