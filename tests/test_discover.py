@@ -110,6 +110,28 @@ async def test_a_session_left_to_threads_is_tried_on_the_loop_again_after_a_whil
     assert not lister._threaded, "a session listed on the loop again is forgotten"
 
 
+async def test_where_the_loop_may_list_is_read_once_and_again_when_told(
+    session: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service tells it at each reconciliation: a share mounted below the root since then is
+    left to threads before it is ever stat'ed on the loop."""
+    reads: list[Path] = []
+    original = discover.loop_listing
+
+    def counted(root: Path) -> LoopListing | None:
+        reads.append(root)
+        return original(root)
+
+    monkeypatch.setattr(discover, "loop_listing", counted)
+    lister = SessionLister(session, IGNORE)
+    await lister.folder("s")
+    await lister.look("s")
+    assert len(reads) == 1
+    lister.look_at_mounts_again()
+    await lister.folder("s")
+    assert len(reads) == 2
+
+
 async def test_the_sessions_listed_in_threads_at_once_are_bounded(
     session: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

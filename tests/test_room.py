@@ -112,3 +112,27 @@ async def test_a_pool_with_more_tasks_than_places_ingests_in_the_order_of_the_qu
     await pool.join()
     await pool.shutdown(0)
     assert finished == list(range(100))
+
+
+async def test_an_item_cancelled_while_it_waits_leaves_no_place_behind() -> None:
+    room: Room[str, Helper] = Room(1, lambda item: None)
+    assert await room.place_for("a") is LOCAL
+    cancelled = asyncio.ensure_future(room.place_for("b"))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    assert room.waiting == 0
+    room.free_local()
+    assert await room.place_for("c") is LOCAL, "the freed place was kept for the cancelled item"
+
+
+async def test_an_item_a_failing_helper_for_cannot_place_waits_for_a_place_of_the_service() -> None:
+    def helper_for(item: str) -> Helper | None:
+        raise RuntimeError("a bug")
+
+    room: Room[str, Helper] = Room(0, helper_for)
+    waiting = asyncio.ensure_future(room.place_for("a"))
+    await asyncio.sleep(0)
+    assert not waiting.done() and room.waiting == 1
+    room.free_local()
+    assert await waiting is LOCAL

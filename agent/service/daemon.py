@@ -89,7 +89,8 @@ class Service:
             config, log_settings, on_batch=self.metrics.batch_seconds.observe, on_room=self._give_room
         )
         self.room: Room[tuple[Batch, SessionKey], HelperProcess] = Room(config.workers, self._helper_for)
-        #: Batches taken off the queue once the service was stopping, and not ingested.
+        #: Batches that waited for room when the service stopped, or were taken off the queue
+        #: after, and were not ingested.
         self._left_at_stop = 0
         #: Sessions whose helper ended while it held them: kept here from then on, so that a batch
         #: that ends every helper (memory, a crash) cannot loop.
@@ -322,12 +323,14 @@ class Service:
         """Find what notifications missed; unchanged files cost a stat, not a hash."""
         root, found = watched.root, 0
         # Temp files older than this process are a crash's leftovers; newer ones are in use.
+        lister = self._lister(watched)
+        lister.look_at_mounts_again()  # a share mounted below the root since: never stat'ed on the loop
         async for listing in list_sessions(
             root.path,
             self.ignore,
             session_of=self._grouping(watched),
             on_temp_files=partial(remove_orphans, root.path, before_ns=self._started_ns),
-            lister=self._lister(watched),
+            lister=lister,
         ):
             key = (root.id, unit_of(listing.session))
             if key in self._busy_units() or key in self.tracker:
@@ -432,6 +435,8 @@ class Service:
             return
         self._in_flight.add((root.id, listing.session))
         await self.pool.submit(plan.batch)  # waits while the queue is full: backpressure
+        if self.room.waiting:
+            self.room.give()  # a queue grown long enough starts a helper for the batches waiting
 
     async def _ingest(self, batch: Batch) -> None:
         key = (batch.root.id, batch.session)
@@ -460,16 +465,19 @@ class Service:
         """The batch ingested here, or by a helper while this process's workers are all busy:
         by whichever has room first (room.Room). None without ingesting it if the service stops
         meanwhile (a queued batch: the next start finds it again)."""
-        place = await self.room.place_for((batch, key))
-        if place is None:
-            self._left_at_stop += 1
-            return None
-        if place is LOCAL:
-            try:
-                return await self.pipeline.process_batch(batch)
-            finally:
-                self.room.free_local()
-        return await place.ingest(batch)
+        while True:
+            place = await self.room.place_for((batch, key))
+            if place is None:
+                self._left_at_stop += 1
+                return None
+            if place is LOCAL:
+                try:
+                    return await self.pipeline.process_batch(batch)
+                finally:
+                    self.room.free_local()
+            if not place.ended:
+                return await place.ingest(batch)
+            place.give_back()  # it ended since its place was promised: the batch never went there
 
     def _helper_for(self, waiting: tuple[Batch, SessionKey]) -> HelperProcess | None:
         batch, key = waiting

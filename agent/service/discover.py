@@ -251,6 +251,10 @@ class SessionLister:
         #: Sessions listed in threads at once, each until a time (monotonic); oldest first.
         self._threaded: dict[str, float] = {}
 
+    def look_at_mounts_again(self) -> None:
+        """The next listing reads where the loop may list again (the mounts below the root)."""
+        self._place = None
+
     async def folder(self, folder: str) -> SessionListing:
         """``list_session`` of one folder."""
         return await self._list(list_session, folder)
@@ -261,9 +265,9 @@ class SessionLister:
 
     async def _list(self, list_one: Callable[..., _Listed], session: str) -> _Listed:
         if self._place is None:
-            # Asked once: a root remounted since (another device) is listed in threads from then
-            # on, slower but the same; a share mounted below it since is left to threads by its
-            # device, after one stat.
+            # Asked once, and again when told (the service's reconciliations): meanwhile a root
+            # remounted (another device) is listed in threads, slower but the same; a share
+            # mounted below it is left to threads by its device, after one stat.
             self._place = asyncio.ensure_future(asyncio.to_thread(loop_listing, self.root))
         # Shielded: a look cancelled while it waits must not cancel the answer for the others.
         place = await asyncio.shield(self._place)

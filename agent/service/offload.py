@@ -13,7 +13,8 @@ lock orders the commits, fs.turns the drift baselines. The service still decides
 which sessions are complete, when a batch is submitted, that no two batches of one session run at
 once, and retries. A batch goes to whichever has room first, the service's own workers before a
 helper, the batch that has waited longest first (room.Room), and to a helper only once it has
-started, so that its start-up (0.3-0.5 s of CPU) is no batch's wait. A helper idle for IDLE_S ends, and the next burst starts another.
+started, so that its start-up (0.3-0.5 s of CPU) is no batch's wait. A helper idle for IDLE_S
+ends, and the next burst starts another.
 
 A helper that ends while it holds batches (killed, crashed) takes nothing with it: those batches
 come back as lost, the service forgets they were in flight and reconciles, and the ledger decides
@@ -107,7 +108,8 @@ class Offload:
             log_settings,
         )
         self._on_batch = on_batch
-        #: Told when a helper can take a batch: it became ready, or answered one.
+        #: Told when a helper can take a batch, or a waiting batch may start one: a helper became
+        #: ready, answered a batch, or ended.
         self._on_room = on_room
         #: The tallies of the helpers that have ended, added up, and the helpers not yet retired:
         #: replaced together, in one assignment, as the metrics thread reads them.
@@ -126,7 +128,7 @@ class Offload:
 
     @property
     def held(self) -> int:
-        """Batches the helpers hold now."""
+        """Batches the helpers hold now, or were promised."""
         return sum(h.in_flight for h in self._helpers)
 
     @property

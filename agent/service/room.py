@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
+
+log = logging.getLogger("fair_agent.offload")
 
 
 class Local(enum.Enum):
@@ -69,14 +72,16 @@ class Room(Generic[Item, Helper]):
             return None
         waiting: _Waiting[Item, Helper] = _Waiting(item, asyncio.get_running_loop().create_future())
         self._waiting.append(waiting)
-        self.give()
         try:
+            self.give()
             return await waiting.place
-        except asyncio.CancelledError:
-            if not waiting.place.done():
+        except BaseException:
+            # Cancelled (or give failed) while it waited: its future was cancelled with it. Or
+            # after a place was given, before the item could take it: that place goes back.
+            if waiting.place.cancelled() or not waiting.place.done():
                 self._waiting.remove(waiting)
             elif (place := waiting.place.result()) is not None:
-                self._give_back(place)  # given, but the item will not take it
+                self._give_back(place)
             raise
 
     def free_local(self) -> None:
@@ -94,7 +99,10 @@ class Room(Generic[Item, Helper]):
                 place = LOCAL
             else:
                 # An item only the service's own workers may take waits; the next may go to a helper.
-                place = self._helper_for(waiting.item)
+                try:
+                    place = self._helper_for(waiting.item)
+                except Exception:  # a bug: said, and the item waits for a place of the service's
+                    log.exception("could not ask for a helper's place")
             if place is None:
                 continue
             self._waiting.remove(waiting)
