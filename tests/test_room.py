@@ -136,3 +136,22 @@ async def test_an_item_a_failing_helper_for_cannot_place_waits_for_a_place_of_th
     assert not waiting.done() and room.waiting == 1
     room.free_local()
     assert await waiting is LOCAL
+
+
+async def test_room_given_or_closed_before_a_cancelled_item_leaves_the_line_skips_it() -> None:
+    """Between a cancel and the cancelled task's next step, other callbacks may give room."""
+    room: Room[str, Helper] = Room(1, lambda item: None)
+    assert await room.place_for("a") is LOCAL
+    cancelled = asyncio.ensure_future(room.place_for("b"))
+    later = asyncio.ensure_future(room.place_for("c"))
+    await asyncio.sleep(0)
+    cancelled.cancel()  # its future is cancelled now, its task runs later
+    room.free_local()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    assert await later is LOCAL and room.waiting == 0
+    last = asyncio.ensure_future(room.place_for("d"))
+    await asyncio.sleep(0)
+    last.cancel()
+    room.close()
+    await asyncio.gather(last, return_exceptions=True)
+    assert last.cancelled() and room.waiting == 0

@@ -76,12 +76,13 @@ class Room(Generic[Item, Helper]):
             self.give()
             return await waiting.place
         except BaseException:
-            # Cancelled (or give failed) while it waited: its future was cancelled with it. Or
-            # after a place was given, before the item could take it: that place goes back.
-            if waiting.place.cancelled() or not waiting.place.done():
+            # Cancelled after a place was given, before the item could take it: the place goes
+            # back. Cancelled while it waited (its future cancelled with it): it waits no more.
+            if waiting.place.done() and not waiting.place.cancelled():
+                if (place := waiting.place.result()) is not None:
+                    self._give_back(place)
+            elif waiting in self._waiting:
                 self._waiting.remove(waiting)
-            elif (place := waiting.place.result()) is not None:
-                self._give_back(place)
             raise
 
     def free_local(self) -> None:
@@ -93,6 +94,8 @@ class Room(Generic[Item, Helper]):
         """Hand out what is free, oldest item first. Called whenever room may have appeared: a
         place freed, a helper became ready or answered, an item arrived."""
         for waiting in list(self._waiting):
+            if waiting.place.done():
+                continue  # cancelled: its item leaves the line when it runs
             place: Local | Helper | None = None
             if self._free:
                 self._free -= 1
@@ -112,7 +115,9 @@ class Room(Generic[Item, Helper]):
         """No more places: every item waiting, and every later one, gets None."""
         self._closed = True
         while self._waiting:
-            self._waiting.popleft().place.set_result(None)
+            place = self._waiting.popleft().place
+            if not place.done():
+                place.set_result(None)
 
     def _give_back(self, place: Local | Helper) -> None:
         if place is LOCAL:
