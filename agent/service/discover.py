@@ -278,7 +278,7 @@ class SessionLister:
             except LeftToThread:
                 self._remember_threaded(session, now)
             else:
-                self._threaded.pop(session, None)  # it was, long ago
+                self._threaded.pop(session, None)  # left to threads once, on the loop again since
                 # Let what else is ready run between listings: sessions due together are listed
                 # one after another.
                 await asyncio.sleep(0)
