@@ -12,8 +12,8 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -419,3 +419,25 @@ def _about_each_sidecar(exc: AgentError) -> Callable[[FileStat], Exception] | No
     if not isinstance(exc, OutputWriteError):
         return None
     return lambda f: exc.about(sidecar_name(f.relpath))
+
+
+@contextmanager
+def own_pipeline(
+    config: AgentConfig,
+    ledger: Ledger,
+    rules: RuleSet | None,
+    *,
+    progress: ProgressCallback | None = None,
+    on_batch: Callable[[float], None] | None = None,
+) -> Iterator[Pipeline]:
+    """A pipeline with a hasher and an output writer of its own (a scan's, a service helper's),
+    all three closed after the block."""
+    hasher = Hasher(config.hash_threads, config.read_chunk_bytes)
+    writer = OutputWriter(config.workers, config.sync_strategy)
+    pipeline = Pipeline(config, ledger, hasher, writer, rules, progress=progress, on_batch=on_batch)
+    try:
+        yield pipeline
+    finally:
+        hasher.close()
+        writer.close()
+        pipeline.close()

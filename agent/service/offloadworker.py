@@ -25,6 +25,7 @@ log = logging.getLogger("fair_agent.workers")
 
 if TYPE_CHECKING:
     from ..core.batch import Batch
+    from ..ingest.pipeline import Pipeline
     from .offload import OffloadJob
 
 
@@ -50,49 +51,45 @@ def _read_batches(loop: asyncio.AbstractEventLoop, batches: asyncio.Queue[tuple[
 
 
 async def _serve(job: OffloadJob, answers: _Answers) -> None:
-    from ..fs.outputs import OutputWriter
     from ..ingest.curate import load_rule_set
-    from ..ingest.hashing import Hasher
-    from ..ingest.pipeline import Pipeline
+    from ..ingest.pipeline import own_pipeline
     from ..ledger import Ledger
 
     config = job.config
     seconds: list[float] = []
     rules = await asyncio.to_thread(load_rule_set, config)
     async with Ledger.open(config.ledger_path) as ledger:
-        hasher = Hasher(config.hash_threads, config.read_chunk_bytes)
-        writer = OutputWriter(config.workers, config.sync_strategy)
-        pipeline = Pipeline(config, ledger, hasher, writer, rules, on_batch=seconds.append)
+        with own_pipeline(config, ledger, rules, on_batch=seconds.append) as pipeline:
+            await _ingest_batches(pipeline, config.workers, seconds, answers)
 
-        async def ingest(number: int, batch: Batch) -> None:
-            retry = None
-            try:
-                retry = await pipeline.process_batch(batch)
-            except Exception:  # as the service's own worker pool does: said, and the batch let go
-                log.exception("worker caught an unexpected error")
-            finally:
-                slots.release()
-            durations = tuple(seconds)
-            seconds.clear()
-            answers.send(Answer(number, retry, durations, pipeline.tally))
 
+async def _ingest_batches(pipeline: Pipeline, workers: int, seconds: list[float], answers: _Answers) -> None:
+    """Batches from standard input, ``workers`` at a time, each answered, until it closes."""
+
+    async def ingest(number: int, batch: Batch) -> None:
+        retry = None
         try:
-            loop = asyncio.get_running_loop()
-            batches: asyncio.Queue[tuple[int, Batch] | None] = asyncio.Queue()
-            threading.Thread(target=_read_batches, args=(loop, batches), daemon=True).start()
-            slots = asyncio.Semaphore(config.workers)
-            running: set[asyncio.Task[None]] = set()
-            answers.send("ready")
-            while (item := await batches.get()) is not None:
-                await slots.acquire()
-                task = asyncio.create_task(ingest(*item))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            await asyncio.gather(*running)
+            retry = await pipeline.process_batch(batch)
+        except Exception:  # as the service's own worker pool does: said, and the batch let go
+            log.exception("worker caught an unexpected error")
         finally:
-            hasher.close()
-            writer.close()
-            pipeline.close()
+            slots.release()
+        durations = tuple(seconds)
+        seconds.clear()
+        answers.send(Answer(number, retry, durations, pipeline.tally))
+
+    loop = asyncio.get_running_loop()
+    batches: asyncio.Queue[tuple[int, Batch] | None] = asyncio.Queue()
+    threading.Thread(target=_read_batches, args=(loop, batches), daemon=True).start()
+    slots = asyncio.Semaphore(workers)
+    running: set[asyncio.Task[None]] = set()
+    answers.send("ready")
+    while (item := await batches.get()) is not None:
+        await slots.acquire()
+        task = asyncio.create_task(ingest(*item))
+        running.add(task)
+        task.add_done_callback(running.discard)
+    await asyncio.gather(*running)
 
 
 def main() -> int:

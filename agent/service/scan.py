@@ -20,11 +20,11 @@ from ..core.batch import Batch, Root
 from ..core.config import AgentConfig, ensure_outside
 from ..core.errors import ConfigError
 from ..core.naming import IgnoreRules
-from ..fs.outputs import OutputWriter, remove_orphan_temps
+from ..fs.outputs import remove_orphan_temps
 from ..ingest.curate import load_rule_set
 from ..ingest.hashing import Hasher
 from ..ingest.outcome import Tally
-from ..ingest.pipeline import Pipeline
+from ..ingest.pipeline import own_pipeline
 from ..ledger import Ledger
 from .discover import SessionListing, list_sessions
 from .quickcheck import Plan, plan_from_ledger
@@ -116,19 +116,14 @@ async def scan(
     root = await ledger.ensure_root(path, root_name_for(path, config))
     ignore = IgnoreRules(config.ignore)
     rules = await asyncio.to_thread(load_rule_set, config)
-    hasher = Hasher(config.hash_threads, config.read_chunk_bytes)
-    writer = OutputWriter(config.workers, config.sync_strategy)
-    pipeline = Pipeline(
-        config, ledger, hasher, writer, rules, progress=progress.advance if progress else None
-    )
+    with own_pipeline(config, ledger, rules, progress=progress.advance if progress else None) as pipeline:
 
-    async def ingest(batch: Batch) -> None:
-        retry = await pipeline.process_batch(batch)
-        if retry is not None:
-            pool.submit_later(retry.batch, retry.delay)
+        async def ingest(batch: Batch) -> None:
+            retry = await pipeline.process_batch(batch)
+            if retry is not None:
+                pool.submit_later(retry.batch, retry.delay)
 
-    pool: WorkerPool[Batch] = WorkerPool(ingest, workers=config.workers, queue_size=config.queue_size)
-    try:
+        pool: WorkerPool[Batch] = WorkerPool(ingest, workers=config.workers, queue_size=config.queue_size)
         async with pool:
             async for listing in list_sessions(
                 root.path,
@@ -141,11 +136,7 @@ async def scan(
                 plan = await _plan(ledger, root, listing, report, progress, retry_dead)
                 if plan.batch is not None:
                     await pool.submit(plan.batch)
-    finally:
-        hasher.close()
-        writer.close()
-        pipeline.close()
-    report.add_ingest(pipeline.tally, hasher)
+    report.add_ingest(pipeline.tally, pipeline.hasher)
     report.elapsed_s = time.perf_counter() - started
     return report
 
