@@ -83,12 +83,12 @@ class Service:
             config, ledger, self.hasher, self.writer, self.rules, on_batch=self.metrics.batch_seconds.observe
         )
         self.metrics.watch(self.snapshot)
-        #: Helper processes for a burst, and where each batch goes: this process's own workers
-        #: first, the batch that has waited longest first.
-        self.offload = Offload(
-            config, log_settings, on_batch=self.metrics.batch_seconds.observe, on_room=self._give_room
-        )
+        #: Where each batch goes: this process's own workers first, then its helper processes (a
+        #: burst), the batch that has waited longest first.
         self.room: Room[tuple[Batch, SessionKey], HelperProcess] = Room(config.workers, self._helper_for)
+        self.offload = Offload(
+            config, log_settings, on_batch=self.metrics.batch_seconds.observe, on_room=self.room.give
+        )
         #: Batches that waited for room when the service stopped, or were taken off the queue
         #: after, and were not ingested.
         self._left_at_stop = 0
@@ -484,9 +484,6 @@ class Service:
         if key in self._lost:
             return None
         return self.offload.helper_for(batch, self.pool.queued_weight, self.pool.backlogged)
-
-    def _give_room(self) -> None:
-        self.room.give()
 
     # -- liveness -------------------------------------------------------------------------------
 
