@@ -265,7 +265,8 @@ class AgentConfig(Strict):
     #: Folder of rule files (``*.toml``, see rules/README.md); none: every file gets the generic rule.
     rules_dir: Path | None = None
     ignore: tuple[str, ...] = DEFAULT_IGNORE
-    #: Batches processed at once.
+    #: Batches processed at once, by each process: each of a shared scan's, the service and each of
+    #: its helpers (scan_processes).
     workers: int = Field(default=4, ge=1, le=256)
     #: Files of a session ingested and committed together; a larger session goes in parts of this
     #: size, one after the other, so that memory follows the part and not the session.
